@@ -1,0 +1,46 @@
+"""The frozen model's forward, read only where logits are needed: each prompt's last token.
+
+A hook on `ln_final.hook_in` keeps only the last real position of every row, so the final
+LayerNorm and the unembedding run on [batch, 1, d_model] instead of [batch, pos, d_model]
+(the unembedding is the largest matmul of a small model with a big vocabulary).
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+import torch
+
+
+def last_position_logits(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    last_index: torch.Tensor,
+    fwd_hooks: list | None = None,
+) -> torch.Tensor:
+    """Logits at `last_index` of each row.
+
+    Args:
+        model: a TransformerBridge.
+        input_ids: [batch, pos] token ids (padded).
+        attention_mask: [batch, pos] 1 for real tokens, or None (no padding).
+        last_index: [batch] position of each row's last real token.
+        fwd_hooks: extra (hook_name, fn) pairs active during this forward only.
+
+    Returns:
+        [batch, d_vocab] logits.
+    """
+    rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+
+    def keep_last(resid: torch.Tensor, hook) -> torch.Tensor:
+        return resid[rows, last_index].unsqueeze(1)
+
+    hooks = [*(fwd_hooks or []), ("ln_final.hook_in", keep_last)]
+    kwargs = {}
+    if attention_mask is not None and not bool(attention_mask.all()):
+        kwargs["attention_mask"] = attention_mask
+    with ExitStack() as stack:
+        stack.enter_context(model.hooks(fwd_hooks=hooks))
+        logits = model(input_ids, **kwargs)
+    return logits[:, 0]

@@ -1,0 +1,143 @@
+"""Load a frozen model: the embedded toy checkpoint, a Hugging Face name, or a local folder.
+
+`load_model` always returns a `TransformerBridge` in eval mode whose parameters never
+require gradients, together with its tokenizer. Interventions only ever add hooks to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from transformer_lens.model_bridge import TransformerBridge
+
+from interventions.errors import ModelError
+
+TOY_NAME = "toy"
+TOY_CHECKPOINT = Path(__file__).parent / "toyworld" / "checkpoint"
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r}; allowed: {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def freeze(model: TransformerBridge) -> TransformerBridge:
+    """Eval mode and no parameter requires grad: the model is never trained here."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def load_toy(
+    checkpoint: str | Path = TOY_CHECKPOINT, device: str = "cpu", dtype: torch.dtype | None = None
+) -> TransformerBridge:
+    """The toy world's model from a checkpoint folder written by `toyworld.train`."""
+    import transformer_lens.model_bridge.sources.native  # noqa: F401  (attaches boot_native)
+    from safetensors.torch import load_file
+
+    from interventions.toyworld.tokenizer import load_tokenizer
+
+    checkpoint = Path(checkpoint)
+    weights = checkpoint / "model.safetensors"
+    if not weights.exists():
+        raise ModelError(
+            f"no toy checkpoint at {checkpoint}; "
+            "train one with: python -m interventions.toyworld train"
+        )
+    config = json.loads((checkpoint / "config.json").read_text())
+    tokenizer = load_tokenizer(checkpoint)
+    model = TransformerBridge.boot_native(
+        dict(config, init_weights=False), tokenizer=tokenizer, model_name=TOY_NAME
+    )
+    model.load_state_dict(load_file(str(weights)))
+    if str(device) != "cpu" or (dtype not in (None, torch.float32)):
+        model = model.to(device=device, dtype=dtype or torch.float32)
+    return model
+
+
+def _load_hf(name_or_path: str, device: str, dtype: torch.dtype) -> TransformerBridge:
+    local = Path(name_or_path).expanduser()
+    if local.is_dir() and not (local / "config.json").exists():
+        raise ModelError(
+            f"{local} is a folder but has no config.json; pass a folder saved with "
+            "save_pretrained (config.json, weights, tokenizer files)"
+        )
+    try:
+        return TransformerBridge.boot_transformers(
+            str(local) if local.is_dir() else name_or_path, device=device, dtype=dtype
+        )
+    except OSError as error:
+        if local.is_dir():
+            raise ModelError(f"could not load the model in {local}: {error}") from error
+        raise ModelError(
+            f"could not load {name_or_path!r} from the Hugging Face hub (no network, or no such "
+            f"model); download it where there is network with "
+            f"`huggingface-cli download {name_or_path} --local-dir DIR` and pass model=DIR"
+        ) from error
+
+
+def load_model(
+    name_or_path: str = TOY_NAME, device: str = "cpu", dtype: str | torch.dtype | None = None
+):
+    """Load a frozen model and its tokenizer.
+
+    Args:
+        name_or_path: "toy" (the committed toy-world checkpoint), a Hugging Face model
+            name such as "gpt2" (needs network), or a local folder saved with
+            `save_pretrained` (offline).
+        device: torch device string.
+        dtype: "float32" (default), "float16", "bfloat16" or a torch.dtype.
+
+    Returns:
+        (model, tokenizer): a frozen `TransformerBridge` (eval mode, no parameter
+        requires grad) and its Hugging Face tokenizer.
+    """
+    torch_dtype = _resolve_dtype(dtype)
+    if name_or_path == TOY_NAME:
+        model = load_toy(device=device, dtype=torch_dtype)
+    else:
+        model = _load_hf(str(name_or_path), device, torch_dtype)
+    if model.tokenizer is None:
+        raise ModelError(f"{name_or_path!r} came without a tokenizer; save one next to the model")
+    return freeze(model), model.tokenizer
+
+
+def model_fingerprint(model: TransformerBridge) -> str:
+    """A short hash of the model's configuration and every weight, to match exports to models."""
+    cached = getattr(model, "_interventions_fingerprint", None)
+    if cached is not None:
+        return cached
+    h = hashlib.sha256()
+    cfg = model.cfg
+    for key in ("d_model", "n_layers", "n_heads", "d_head", "d_mlp", "d_vocab", "n_ctx"):
+        h.update(f"{key}={getattr(cfg, key, None)};".encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    digest = h.hexdigest()[:16]
+    model._interventions_fingerprint = digest
+    return digest
+
+
+def tokenizer_identity(tokenizer) -> dict:
+    """Name, vocabulary size and a hash of the vocabulary, to detect a different tokenizer."""
+    vocab = tokenizer.get_vocab()
+    h = hashlib.sha256(json.dumps(sorted(vocab.items())).encode()).hexdigest()[:16]
+    return {
+        "name": os.path.basename(str(getattr(tokenizer, "name_or_path", ""))) or type(tokenizer).__name__,
+        "class": type(tokenizer).__name__,
+        "vocab_size": len(vocab),
+        "vocab_hash": h,
+    }

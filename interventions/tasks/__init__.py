@@ -1,0 +1,99 @@
+"""Tasks: data points (prompt, correct, wrong), their sources, validation and batching.
+
+    >>> task = load_task("ccc", model=model, split="train", template=0, n=128, seed=0)
+    >>> task[0].prompt, task[0].correct, task[0].wrong
+"""
+
+from __future__ import annotations
+
+from interventions.errors import TaskError
+from interventions.tasks.datapoint import DataPoint, Task
+from interventions.tasks.files import file_points
+from interventions.tasks.generators import SPLITS, TOY_TASKS, toy_points
+from interventions.tasks.tokenize import prompt_token_ids
+from interventions.tasks.validation import check_fixed_length, check_points
+
+FILE_TASKS = ("jsonl", "csv")
+TASKS = (*TOY_TASKS, *FILE_TASKS)
+
+
+def load_task(
+    name: str,
+    model=None,
+    split: str = "train",
+    template=0,
+    n: int | None = None,
+    seed: int = 0,
+    path: str | None = None,
+    bias_pair: str = "stereotype",
+    fixed_length: bool = False,
+    tokenizer=None,
+) -> Task:
+    """Load and validate a task.
+
+    Args:
+        name: "ccc", "ioi", "pronouns", "bias" (toy-world generators) or "jsonl"/"csv"
+            (a user file with fields prompt, correct, wrong).
+        model: a TransformerBridge (or pass `tokenizer`) to check that answers are single
+            tokens and, with `fixed_length`, that prompts share one token length.
+        split: "train", "val" or "test"; deterministic and disjoint.
+        template: a template index, a list of them, or "all" (toy tasks).
+        n: at most this many data points (toy default 512; files: all).
+        seed: which `n` are sampled.
+        path: the user file; "{split}" in it is replaced by the split, otherwise the file
+            is split by a hash of each prompt (70/10/20).
+        bias_pair: for "bias": "stereotype" (nurse/programmer) or "grammatical" (actress/actor).
+        fixed_length: require all prompts to have the same token length.
+
+    Returns:
+        A `Task`: a sequence of `DataPoint`s with its name, split and template.
+    """
+    if split not in SPLITS:
+        raise TaskError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
+    tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    info: dict = {}
+    if name in TOY_TASKS:
+        points = toy_points(name, split, template, n, seed, bias_pair=bias_pair)
+        source = f"task {name!r} (split {split}, template {template})"
+        if tok is not None:
+            points, dropped = _drop_multi_token(points, tok)
+            if dropped:
+                info["dropped_multi_token_answers"] = dropped
+                import warnings
+
+                warnings.warn(
+                    f"{source}: dropped {len(dropped)} data points whose answers are not single "
+                    f"tokens for this tokenizer (e.g. {dropped[0]!r})",
+                    stacklevel=2,
+                )
+    elif name in FILE_TASKS:
+        if not path:
+            raise TaskError(f"task {name!r} needs a file: task.path=data.{name}")
+        points = file_points(path, split)
+        if n is not None and len(points) > n:
+            import random
+
+            points = random.Random(seed).sample(points, n)
+        source = f"{path} (split {split})"
+    else:
+        raise TaskError(f"unknown task {name!r}; allowed: {', '.join(TASKS)}")
+    check_points(points, tok, source)
+    if fixed_length and model is not None:
+        lengths = [len(ids) for ids in prompt_token_ids(model, [p.prompt for p in points])]
+        info["length"] = check_fixed_length(lengths, source)
+    return Task(name, split, str(template), tuple(points), info)
+
+
+def _drop_multi_token(points, tokenizer):
+    from interventions.tasks.validation import answer_ids
+
+    kept, dropped = [], []
+    for p in points:
+        if len(answer_ids(tokenizer, p.correct)) == 1 and len(answer_ids(tokenizer, p.wrong)) == 1:
+            kept.append(p)
+        else:
+            dropped.append(p.correct if len(answer_ids(tokenizer, p.correct)) != 1 else p.wrong)
+    return kept, dropped
+
+
+__all__ = ["DataPoint", "Task", "load_task", "TASKS", "SPLITS"]

@@ -1,0 +1,120 @@
+"""Batches of a task: tokenized once, with attention mask and last-position index."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from interventions.tasks.datapoint import Task
+from interventions.tasks.tokenize import prompt_token_ids
+from interventions.tasks.validation import check_fixed_length, single_token_id
+
+
+def encode(model, task: Task, padding_side: str = "right", fixed_length: bool = False) -> dict:
+    """Tokenize a task once.
+
+    Returns a dict of tensors, N = len(task), T = longest prompt:
+        input_ids [N, T] (padded with the tokenizer's pad id), attention_mask [N, T],
+        last_index [N] (position of the last real token), correct [N], wrong [N]
+        (answer token ids), index [N] (position in the task).
+    """
+    if padding_side not in ("right", "left"):
+        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+    tokenizer = model.tokenizer
+    ids = prompt_token_ids(model, task.prompts)
+    lengths = [len(x) for x in ids]
+    if fixed_length:
+        check_fixed_length(lengths, f"task {task.name!r} (split {task.split})")
+    n, width = len(ids), max(lengths)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.full((n, width), pad, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    for row, seq in enumerate(ids):
+        start = 0 if padding_side == "right" else width - len(seq)
+        input_ids[row, start : start + len(seq)] = torch.tensor(seq)
+        mask[row, start : start + len(seq)] = 1
+    lengths_t = torch.tensor(lengths)
+    last_index = lengths_t - 1 if padding_side == "right" else torch.full((n,), width - 1)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": mask,
+        "last_index": last_index,
+        "correct": torch.tensor([single_token_id(tokenizer, p.correct) for p in task]),
+        "wrong": torch.tensor([single_token_id(tokenizer, p.wrong) for p in task]),
+        "index": torch.arange(n),
+    }
+
+
+class EncodedTask(Dataset):
+    """Row i of every tensor in an `encode` dict (plus anything attached later)."""
+
+    def __init__(self, tensors: dict):
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors["index"])
+
+    def __getitem__(self, i: int) -> dict:
+        return {k: v[i] for k, v in self.tensors.items()}
+
+    def attach(self, name: str, values: torch.Tensor) -> None:
+        """Add a per-example tensor [N, ...] that every batch then carries."""
+        if len(values) != len(self):
+            raise ValueError(f"{name}: {len(values)} rows for {len(self)} examples")
+        self.tensors[name] = values
+
+
+class TaskDataModule(L.LightningDataModule):
+    """Train/val/test splits of a task, tokenized once in `setup`.
+
+    Batches are dicts: input_ids [B, T], attention_mask [B, T], last_index [B],
+    correct [B], wrong [B], index [B], and whatever was `attach`ed (e.g. clean log-probs).
+    """
+
+    def __init__(
+        self,
+        model,
+        train: Task,
+        val: Task | None = None,
+        test: Task | None = None,
+        batch_size: int = 32,
+        padding_side: str = "right",
+        fixed_length: bool = False,
+        shuffle_seed: int = 0,
+    ):
+        super().__init__()
+        self.model = model
+        self.tasks = {"train": train, "val": val, "test": test}
+        self.batch_size = batch_size
+        self.padding_side = padding_side
+        self.fixed_length = fixed_length
+        self.shuffle_seed = shuffle_seed
+        self.datasets: dict[str, EncodedTask] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        for split, task in self.tasks.items():
+            if task is not None and split not in self.datasets:
+                self.datasets[split] = EncodedTask(
+                    encode(self.model, task, self.padding_side, self.fixed_length)
+                )
+
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        self.setup()
+        generator = torch.Generator().manual_seed(self.shuffle_seed) if shuffle else None
+        return DataLoader(
+            self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, generator=generator
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val") if self.tasks["val"] is not None else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test") if self.tasks["test"] is not None else []
+
+    def loader(self, split: str) -> DataLoader:
+        """An unshuffled loader of any split (for evaluation)."""
+        return self._loader(split)

@@ -1,0 +1,46 @@
+"""A data point of a task: a prompt and two single-token answers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class DataPoint:
+    """`prompt` should be continued by `correct` rather than `wrong`.
+
+    Answers are strings that must each be a single token of the model's tokenizer; with a
+    BPE tokenizer (GPT-2) that usually means a leading space: " Paris".
+    """
+
+    prompt: str
+    correct: str
+    wrong: str
+
+
+@dataclass(frozen=True)
+class Task(Sequence):
+    """A validated, ordered sequence of data points and where they came from."""
+
+    name: str
+    split: str
+    template: str
+    points: tuple[DataPoint, ...]
+    info: dict = field(default_factory=dict, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def __getitem__(self, i):
+        return self.points[i]
+
+    def __iter__(self):
+        return iter(self.points)
+
+    @property
+    def prompts(self) -> list[str]:
+        return [p.prompt for p in self.points]
+
+    def __repr__(self) -> str:
+        return f"Task({self.name!r}, split={self.split!r}, template={self.template!r}, n={len(self)})"

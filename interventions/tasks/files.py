@@ -1,0 +1,75 @@
+"""User datasets as JSONL or CSV files with the fields prompt, correct, wrong."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+from interventions.errors import TaskError
+from interventions.tasks.datapoint import DataPoint
+
+FIELDS = ("prompt", "correct", "wrong")
+TEST_FRACTION = 0.2
+VAL_FRACTION = 0.1
+
+
+def _point(record, where: str) -> DataPoint:
+    if not isinstance(record, dict):
+        raise TaskError(f"{where}: expected an object with fields {', '.join(FIELDS)}")
+    missing = [f for f in FIELDS if f not in record or record[f] is None]
+    if missing:
+        raise TaskError(f"{where}: missing field {missing[0]!r} (each record needs {', '.join(FIELDS)})")
+    bad = [f for f in FIELDS if not isinstance(record[f], str)]
+    if bad:
+        raise TaskError(f"{where}: field {bad[0]!r} must be a string, got {record[bad[0]]!r}")
+    return DataPoint(record["prompt"], record["correct"], record["wrong"])
+
+
+def read_points(path: str | Path) -> list[DataPoint]:
+    """All data points of a .jsonl or .csv file, in file order."""
+    path = Path(path)
+    if not path.exists():
+        raise TaskError(f"dataset file {path} does not exist")
+    suffix = path.suffix.lower()
+    points = []
+    if suffix in (".jsonl", ".json"):
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise TaskError(f"{path} line {number}: not valid JSON ({error.msg})") from None
+            points.append(_point(record, f"{path} line {number}"))
+    elif suffix == ".csv":
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or not set(FIELDS) <= set(reader.fieldnames):
+                raise TaskError(
+                    f"{path} line 1: the header must name the columns {', '.join(FIELDS)}, "
+                    f"got {reader.fieldnames}"
+                )
+            for record in reader:
+                points.append(_point(record, f"{path} line {reader.line_num}"))
+    else:
+        raise TaskError(f"{path}: unknown file type {suffix!r}; use .jsonl or .csv")
+    return points
+
+
+def split_of(prompt: str) -> str:
+    """Deterministic split of a user data point: 70% train, 10% val, 20% test by prompt hash."""
+    u = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big") / 2**64
+    if u < TEST_FRACTION:
+        return "test"
+    if u < TEST_FRACTION + VAL_FRACTION:
+        return "val"
+    return "train"
+
+
+def file_points(path: str, split: str) -> list[DataPoint]:
+    """Data points of `split`: from `path` with "{split}" filled in if it has one, else by hash."""
+    if "{split}" in str(path):
+        return read_points(str(path).format(split=split))
+    return [p for p in read_points(path) if split_of(p.prompt) == split]

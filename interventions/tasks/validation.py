@@ -1,0 +1,78 @@
+"""Checks on a dataset against a tokenizer, each failing with one actionable line.
+
+All run before any model forward pass, so a bad dataset never costs a training run.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+
+from interventions.errors import TaskError
+from interventions.tasks.datapoint import DataPoint
+
+
+def answer_ids(tokenizer, answer: str) -> list[int]:
+    return tokenizer(answer, add_special_tokens=False)["input_ids"]
+
+
+def describe_tokens(tokenizer, ids: list[int]) -> str:
+    return "[" + ", ".join(repr(tokenizer.decode([i])) for i in ids) + "]"
+
+
+def single_token_id(tokenizer, answer: str, where: str = "") -> int:
+    """The id of `answer`, or a TaskError that shows how it tokenizes."""
+    ids = answer_ids(tokenizer, answer)
+    if len(ids) == 1:
+        return ids[0]
+    hint = ""
+    if not answer.startswith(" ") and len(answer_ids(tokenizer, " " + answer)) == 1:
+        hint = f"; with a leading space {' ' + answer!r} is one token (BPE tokenizers need it)"
+    elif answer.startswith(" ") and len(answer_ids(tokenizer, answer.lstrip())) == 1:
+        hint = f"; without the leading space {answer.lstrip()!r} is one token"
+    raise TaskError(
+        f"answer {answer!r}{where} is not a single token: it tokenizes as "
+        f"{describe_tokens(tokenizer, ids)} ({len(ids)} tokens){hint}"
+    )
+
+
+def check_points(points: list[DataPoint], tokenizer, source: str) -> None:
+    """Non-empty, single-token answers, correct != wrong; warns about duplicate prompts."""
+    if not points:
+        raise TaskError(f"{source} has no data points; check the file, split and template")
+    for i, p in enumerate(points):
+        where = f" (data point {i} of {source}: {p.prompt[:60]!r})"
+        if p.correct == p.wrong:
+            raise TaskError(f"correct and wrong answers are both {p.correct!r}{where}")
+        if not p.prompt.strip():
+            raise TaskError(f"empty prompt{where}")
+        if tokenizer is not None:
+            c, w = single_token_id(tokenizer, p.correct, where), single_token_id(tokenizer, p.wrong, where)
+            if c == w:
+                raise TaskError(f"correct {p.correct!r} and wrong {p.wrong!r} are the same token{where}")
+    counts = Counter(p.prompt for p in points)
+    duplicates = {k: v for k, v in counts.items() if v > 1}
+    if duplicates:
+        example = next(iter(duplicates))
+        warnings.warn(
+            f"{source}: {sum(duplicates.values()) - len(duplicates)} duplicate prompts "
+            f"(e.g. {example[:60]!r} x{duplicates[example]}); they count more than once",
+            stacklevel=3,
+        )
+
+
+def length_histogram(lengths: list[int]) -> dict[int, int]:
+    return dict(sorted(Counter(lengths).items()))
+
+
+def check_fixed_length(lengths: list[int], source: str) -> int:
+    """The one token length of all prompts, or a TaskError with the length histogram."""
+    histogram = length_histogram(lengths)
+    if len(histogram) != 1:
+        shown = ", ".join(f"{k} tokens: {v}" for k, v in histogram.items())
+        raise TaskError(
+            f"{source}: prompts have unequal token lengths ({shown}), but ActivScalar and "
+            "SteerVec tie parameters to positions; use one template of one length "
+            "(e.g. task.template=0) or intervention=dynscalar, which accepts any length"
+        )
+    return next(iter(histogram))
