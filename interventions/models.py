@@ -88,6 +88,18 @@ def _load_hf(name_or_path: str, device: str, dtype: torch.dtype) -> TransformerB
         ) from error
 
 
+def _is_native_checkpoint(path) -> bool:
+    """A folder written by `toyworld.train` (a native config, not a Hugging Face one)."""
+    config = Path(str(path)).expanduser() / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        data = json.loads(config.read_text())
+    except json.JSONDecodeError:
+        return False
+    return "d_model" in data and "model_type" not in data
+
+
 def load_model(
     name_or_path: str = TOY_NAME, device: str = "cpu", dtype: str | torch.dtype | None = None
 ):
@@ -95,8 +107,9 @@ def load_model(
 
     Args:
         name_or_path: "toy" (the committed toy-world checkpoint), a Hugging Face model
-            name such as "gpt2" (needs network), or a local folder saved with
-            `save_pretrained` (offline).
+            name such as "gpt2" (needs network), a local folder saved with
+            `save_pretrained` (offline), or a toy-format folder written by
+            `python -m interventions.toyworld train --out DIR`.
         device: torch device string.
         dtype: "float32" (default), "float16", "bfloat16" or a torch.dtype.
 
@@ -107,6 +120,8 @@ def load_model(
     torch_dtype = _resolve_dtype(dtype)
     if name_or_path == TOY_NAME:
         model = load_toy(device=device, dtype=torch_dtype)
+    elif _is_native_checkpoint(name_or_path):
+        model = load_toy(name_or_path, device=device, dtype=torch_dtype)
     else:
         model = _load_hf(str(name_or_path), device, torch_dtype)
     if model.tokenizer is None:

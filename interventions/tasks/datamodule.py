@@ -11,6 +11,25 @@ from interventions.tasks.tokenize import prompt_token_ids
 from interventions.tasks.validation import check_fixed_length, single_token_id
 
 
+@torch.no_grad()
+def clean_logprobs(model, tensors: dict, batch_size: int = 64) -> torch.Tensor:
+    """[N, vocab] log-softmax of the clean model's last-position logits (float32, CPU)."""
+    from interventions.forward import last_position_logits
+
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(tensors["index"]), batch_size):
+        sl = slice(start, start + batch_size)
+        logits = last_position_logits(
+            model,
+            tensors["input_ids"][sl].to(device),
+            tensors["attention_mask"][sl].to(device),
+            tensors["last_index"][sl].to(device),
+        )
+        out.append(torch.log_softmax(logits.float(), dim=-1).cpu())
+    return torch.cat(out)
+
+
 def encode(model, task: Task, padding_side: str = "right", fixed_length: bool = False) -> dict:
     """Tokenize a task once.
 
@@ -69,13 +88,14 @@ class TaskDataModule(L.LightningDataModule):
     """Train/val/test splits of a task, tokenized once in `setup`.
 
     Batches are dicts: input_ids [B, T], attention_mask [B, T], last_index [B],
-    correct [B], wrong [B], index [B], and whatever was `attach`ed (e.g. clean log-probs).
+    correct [B], wrong [B], index [B], and clean_logprobs [B, vocab]: the clean model's
+    last-position log-probs, the faithfulness reference, computed once here.
     """
 
     def __init__(
         self,
         model,
-        train: Task,
+        train: Task | None,
         val: Task | None = None,
         test: Task | None = None,
         batch_size: int = 32,
@@ -95,9 +115,9 @@ class TaskDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         for split, task in self.tasks.items():
             if task is not None and split not in self.datasets:
-                self.datasets[split] = EncodedTask(
-                    encode(self.model, task, self.padding_side, self.fixed_length)
-                )
+                tensors = encode(self.model, task, self.padding_side, self.fixed_length)
+                tensors["clean_logprobs"] = clean_logprobs(self.model, tensors)
+                self.datasets[split] = EncodedTask(tensors)
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         self.setup()

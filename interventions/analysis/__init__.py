@@ -1,0 +1,1 @@
+"""Reading interventions: per-location values, heatmaps, β curves."""

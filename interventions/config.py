@@ -1,0 +1,223 @@
+"""Configuration checks that run before any model is loaded.
+
+`preflight(argv, config_name)` composes the Hydra config from the command line exactly as
+the entry point will (each value of a sweep too) and turns every problem into one
+`ConfigError` line naming the key or value and what is allowed. `validate_config` checks
+the values of a composed config against SCHEMA.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from interventions.errors import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+LOGGERS = ("wandb", "csv", "none")
+WANDB_MODES = ("offline", "online", "disabled")
+DTYPES = ("float32", "float16", "bfloat16")
+PADDING = ("right", "left")
+
+
+def _methods() -> tuple[str, ...]:
+    from interventions.methods import METHODS
+
+    return tuple(METHODS)
+
+
+def _inits() -> tuple[str, ...]:
+    from interventions.methods import INITS
+
+    return tuple(sorted(INITS))
+
+
+def _tasks() -> tuple[str, ...]:
+    from interventions.tasks import TASKS
+
+    return TASKS
+
+
+def _sites() -> tuple[str, ...]:
+    from interventions.sites import SITES
+
+    return SITES
+
+
+def _bias_pairs() -> tuple[str, ...]:
+    from interventions.toyworld.world import BIAS_PAIRS
+
+    return BIAS_PAIRS
+
+
+# Per group: key -> allowed values (a callable giving a tuple), or a type check:
+# "float>=0", "float>0", "int>=1", "int>=0|null", "str", "str|null", "any".
+SCHEMA: dict[str, dict] = {
+    "model": {"name": "str", "device": "str", "dtype": lambda: DTYPES},
+    "task": {
+        "name": _tasks, "template": "any", "n_train": "int>=1|null", "n_val": "int>=1|null",
+        "n_test": "int>=1|null", "path": "str|null", "bias_pair": _bias_pairs,
+        "batch_size": "int>=1", "padding_side": lambda: PADDING,
+    },
+    "intervention": {
+        "method": _methods, "sites": "sites", "layers": "any", "positions": "any", "heads": "any",
+        "init": _inits, "init_scale": "float>=0", "lr": "float>0",
+    },
+    "objective": {"lambda_f": "float>=0", "lambda_m": "float>=0", "margin": "float>=0"},
+    "logger": {"kind": lambda: LOGGERS, "project": "str", "mode": lambda: WANDB_MODES, "group": "str|null"},
+}  # fmt: skip
+EVAL_SCHEMA: dict[str, dict] = {
+    "task": {"name": "tasks|null", "template": "any", "path": "str|null", "bias_pair": "bias_pairs|null"},
+    "logger": SCHEMA["logger"],
+}
+SCHEMAS = {"train": SCHEMA, "evaluate": EVAL_SCHEMA}
+TOP_KEYS = {
+    "train": {"seed", "run_dir"},
+    "evaluate": {"seed", "run_dir", "intervention", "model", "device", "check_model", "split", "n"},
+}
+_NAMED_CHOICES = {"tasks": _tasks, "bias_pairs": _bias_pairs}
+# Groups whose keys are passed through to another library (checked there).
+OPEN_GROUPS = {"trainer", "experiment", "hydra", "sweep"}
+
+
+def _check_value(where: str, value, rule) -> None:
+    if callable(rule):
+        allowed = rule()
+        if value not in allowed:
+            raise ConfigError(f"{where}={value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+        return
+    if rule == "any":
+        return
+    if rule == "sites":
+        sites = [value] if isinstance(value, str) else list(value or [])
+        for s in (x for v in sites for x in str(v).split(",")):
+            if s.strip() not in _sites():
+                raise ConfigError(f"{where}: unknown site {s.strip()!r}; allowed: {', '.join(_sites())}")
+        return
+    nullable = rule.endswith("|null")
+    base = rule.removesuffix("|null")
+    if value is None:
+        if nullable:
+            return
+        raise ConfigError(f"{where} must be set ({base})")
+    if base in _NAMED_CHOICES:
+        return _check_value(where, value, _NAMED_CHOICES[base])
+    if base == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}={value!r} must be a string")
+        return
+    kind, op, bound = re.fullmatch(r"(int|float)(>=|>)(\d+)", base).groups()
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if kind == "int" and not is_int:
+        raise ConfigError(f"{where}={value!r} must be an integer {op} {bound}")
+    if kind == "float" and not (is_int or isinstance(value, float)):
+        raise ConfigError(f"{where}={value!r} must be a number {op} {bound}")
+    if (op == ">=" and value < float(bound)) or (op == ">" and value <= float(bound)):
+        raise ConfigError(f"{where}={value!r} must be {op} {bound}")
+
+
+def validate_config(cfg: DictConfig, schema: dict | None = None, top_keys: set[str] | None = None) -> None:
+    """Check every key and value of a composed config; raise one ConfigError line."""
+    schema = SCHEMA if schema is None else schema
+    container = OmegaConf.to_container(cfg, resolve=False)
+    allowed_top = set(schema) | OPEN_GROUPS | (top_keys or set())
+    for key in container:
+        if key not in allowed_top:
+            raise ConfigError(f"unknown key {key!r}; allowed top-level keys: {', '.join(sorted(allowed_top))}")
+    for group, rules in schema.items():
+        if group not in container or container[group] is None:
+            continue
+        values = container[group]
+        if not isinstance(values, dict):
+            raise ConfigError(f"{group} must be a group of keys, got {values!r}")
+        for key, value in values.items():
+            if key not in rules:
+                raise ConfigError(f"unknown key {group}.{key}; allowed keys of {group}: {', '.join(rules)}")
+            _check_value(f"{group}.{key}", value, rules[key])
+    trainer = container.get("trainer") or {}
+    if "max_epochs" in trainer:
+        _check_value("trainer.max_epochs", trainer["max_epochs"], "int>=1")
+
+
+def _translate(error: Exception, config_name: str, base_overrides: list[str]) -> ConfigError:
+    """One line from a Hydra composition error."""
+    text = str(error)
+    missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
+    if missing:
+        group, value = missing.groups()
+        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        return ConfigError(f"{group}={value!r} does not exist; allowed: {', '.join(options)}")
+    missing_group = re.search(r"Could not find '([^']+)'", text)
+    if missing_group:
+        return ConfigError(f"{missing_group.group(1)!r} is not a config group or option")
+    override = re.search(r"Could not override '([^']+)'", text)
+    if override:
+        key = override.group(1)
+        group, _, leaf = key.rpartition(".")
+        cfg = _compose(config_name, base_overrides)
+        node = OmegaConf.select(cfg, group) if group else cfg
+        keys = ", ".join(node.keys()) if isinstance(node, DictConfig) else "(none)"
+        return ConfigError(f"unknown key {key}; allowed keys of {group or 'the config'}: {keys}")
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return ConfigError(first)
+
+
+def _compose(config_name: str, overrides: list[str]) -> DictConfig:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name, overrides=overrides)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _expand(overrides: list[str]) -> list[list[str]]:
+    """Override lists to compose: the first value of every sweep, then each other value alone."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    fixed, sweeps = [], []
+    for text, o in zip(overrides, parsed):
+        if o.is_sweep_override() and isinstance(o.value(), ChoiceSweep):
+            values = [str(v) for v in o.value().list]
+            prefix = text.split("=", 1)[0]
+            sweeps.append([f"{prefix}={v}" for v in values])
+        elif o.is_sweep_override():
+            continue  # range()/glob(): checked per run by the entry point
+        else:
+            fixed.append(text)
+    base = fixed + [s[0] for s in sweeps]
+    runs = [base]
+    for i, values in enumerate(sweeps):
+        for v in values[1:]:
+            runs.append(fixed + [s[0] if j != i else v for j, s in enumerate(sweeps)])
+    return runs
+
+
+def preflight(argv: list[str], config_name: str) -> None:
+    """Compose and validate the config the entry point will see; raise ConfigError."""
+    from hydra.errors import HydraException
+
+    overrides = [
+        a for a in argv
+        if not a.startswith("-") and "=" in a and not a.lstrip("+~").startswith("hydra")
+    ]  # fmt: skip
+    try:
+        runs = _expand(overrides)
+    except HydraException as error:
+        raise ConfigError(f"cannot parse the overrides: {str(error).splitlines()[0]}") from None
+    for run in runs:
+        try:
+            cfg = _compose(config_name, run)
+        except HydraException as error:
+            raise _translate(error, config_name, []) from None
+        validate_config(cfg, SCHEMAS[config_name], TOP_KEYS[config_name])
+        if config_name == "evaluate" and cfg.split not in ("train", "val", "test"):
+            raise ConfigError(f"split={cfg.split!r} is not allowed; allowed: train, val, test")

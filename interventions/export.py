@@ -1,0 +1,179 @@
+"""Export an intervention (safetensors + JSON), load it back, and apply it to a model.
+
+    intervention.safetensors   the learned tensors, one per (site, layer): "attnOut_3", ...
+                               (plain `safetensors.torch.load_file` reads them)
+    intervention.json          method, location grid (sites, layers, positions and their
+                               tokens), model identity and fingerprint, tokenizer identity,
+                               objective and other hyperparameters, seed, versions, metrics
+
+    >>> iv = load_intervention("outputs/2026-11-21/12-00-00")
+    >>> with iv.apply(model, beta=-1.0):
+    ...     logits = model(tokens)          # steered; hooks are gone afterwards
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from interventions.errors import ExportError
+from interventions.methods import METHODS, Method
+from interventions.models import model_fingerprint, tokenizer_identity
+from interventions.sites import LocationGrid
+
+FORMAT_VERSION = 1
+TENSORS_FILE = "intervention.safetensors"
+META_FILE = "intervention.json"
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("interventions", "torch", "transformer_lens", "transformers", "lightning", "hydra-core"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a killed run never leaves half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: dict) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def model_identity(model, name: str) -> dict:
+    cfg = model.cfg
+    return {
+        "name": name,
+        "fingerprint": model_fingerprint(model),
+        "config": {k: getattr(cfg, k, None) for k in ("n_layers", "n_heads", "d_model", "d_head", "d_mlp", "d_vocab")},
+    }
+
+
+def save_intervention(run_dir: str | Path, method: Method, model, model_name: str, extra: dict) -> Path:
+    """Write intervention.safetensors and intervention.json into `run_dir`."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in method.params.items()}
+    tmp = run_dir / f".{TENSORS_FILE}.tmp"
+    save_file(tensors, str(tmp), metadata={"method": method.name})
+    os.replace(tmp, run_dir / TENSORS_FILE)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "method": method.name,
+        "position_tied": method.position_tied,
+        "grid": method.grid.to_dict(),
+        "n_params": method.n_params,
+        "param_shapes": {k: list(v.shape) for k, v in tensors.items()},
+        "model": model_identity(model, model_name),
+        "tokenizer": tokenizer_identity(model.tokenizer),
+        **method.extra_state(),
+        **extra,
+        "versions": versions(),
+    }
+    write_json(run_dir / META_FILE, meta)
+    return run_dir
+
+
+class Intervention:
+    """A loaded export: its method (parameters + hooks) and its metadata."""
+
+    def __init__(self, method: Method, meta: dict, path: Path):
+        self.method = method
+        self.meta = meta
+        self.path = path
+
+    @property
+    def name(self) -> str:
+        return self.method.name
+
+    def check_model(self, model) -> None:
+        """Fail with one line if `model` is not the model this was trained on."""
+        want = self.meta["model"]
+        got = model_fingerprint(model)
+        if got != want["fingerprint"]:
+            raise ExportError(
+                f"{self.path} was trained on model {want['name']!r} (fingerprint {want['fingerprint']}) "
+                f"but is applied to a different model (fingerprint {got}); load the same model "
+                "or pass check_model=False if you know they match"
+            )
+
+    def to(self, model) -> "Intervention":
+        device = next(model.parameters()).device
+        self.method.to(device)
+        if "o" in self.method.grid.sites:
+            self.method.W_O = model.W_O.detach().to(device)
+        return self
+
+    @contextmanager
+    def apply(self, model, beta: float | torch.Tensor = 1.0, check_model: bool = True):
+        """Attach the intervention's hooks to `model` for the duration of the block.
+
+        β may be a float or a tensor [batch]. Hooks are removed on exit, also when the
+        block raises. Position-tied methods raise ExportError for prompts of another
+        length.
+        """
+        if check_model:
+            self.check_model(model)
+        self.to(model)
+        with model.hooks(fwd_hooks=self.method.hooks(beta)):
+            yield model
+
+
+def build_method(meta: dict, tensors: dict | None = None) -> Method:
+    """Rebuild a Method from intervention.json metadata (and its tensors, if given)."""
+    name = meta["method"]
+    if name not in METHODS:
+        raise ExportError(f"unknown method {name!r} in the export; known: {', '.join(METHODS)}")
+    dims = SimpleNamespace(**meta["model"]["config"])
+    method = METHODS[name](LocationGrid.from_dict(meta["grid"]), dims)
+    if tensors is not None:
+        expected = set(method.params)
+        if set(tensors) != expected:
+            raise ExportError(
+                f"the export's tensors {sorted(tensors)} do not match its grid {sorted(expected)}"
+            )
+        with torch.no_grad():
+            for key, value in tensors.items():
+                method.params[key].copy_(value)
+    return method
+
+
+def load_intervention(path: str | Path) -> Intervention:
+    """Load an export from a run directory, or from its .json or .safetensors file."""
+    path = Path(path)
+    run_dir = path if path.is_dir() else path.parent
+    meta_path, tensors_path = run_dir / META_FILE, run_dir / TENSORS_FILE
+    if not path.exists():
+        raise ExportError(f"{path} does not exist; pass a run directory or its intervention.json")
+    if not meta_path.exists() or not tensors_path.exists():
+        raise ExportError(
+            f"{run_dir} has no finished export ({META_FILE} and {TENSORS_FILE}); "
+            "was the run interrupted before it finished?"
+        )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as error:
+        raise ExportError(f"{meta_path} is not valid JSON ({error.msg})") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ExportError(f"{meta_path} has format_version {meta.get('format_version')}, expected {FORMAT_VERSION}")
+    method = build_method(meta, load_file(str(tensors_path)))
+    return Intervention(method, meta, run_dir)

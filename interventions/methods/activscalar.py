@@ -1,0 +1,36 @@
+"""ActivScalar: h̃ = h · (1 + β α), one scalar α per location (METHOD.md §3).
+
+Parameters per (site, layer): [P] for residual sites, [P, H'] for head sites (P grid
+positions, H' grid heads). |θ| = |K|.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from interventions.methods.base import Hook, Method, beta_view
+from interventions.sites import HEAD_SITES, hook_name
+
+
+class ActivScalar(Method):
+    name = "activscalar"
+    position_tied = True
+
+    def param_shape(self, site, cfg):
+        n_pos = len(self.grid.positions)
+        return (n_pos, len(self.grid.head_indices)) if site in HEAD_SITES else (n_pos,)
+
+    def scale_factor(self, site: str, layer: int, beta, h: torch.Tensor) -> torch.Tensor:
+        """1 + β α broadcast to h ([batch, pos, D] or [batch, pos, heads, d_head])."""
+        alpha = self.full_positions(self.param(site, layer), h.shape[1])
+        if site in HEAD_SITES:
+            alpha = self.full_heads(alpha, h.shape[2])[..., None]  # [pos, heads, 1]
+        else:
+            alpha = alpha[:, None]  # [pos, 1]
+        return 1 + beta_view(beta, h) * alpha
+
+    def site_hook(self, site: str, layer: int, beta) -> Hook:
+        def hook(h, hook=None):
+            return h * self.scale_factor(site, layer, beta, h)
+
+        return hook_name(site, layer), hook

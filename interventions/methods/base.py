@@ -1,0 +1,169 @@
+"""The interface every intervention method implements.
+
+A method owns its parameters, one tensor per (site, layer), and turns a steering
+strength β into TransformerLens forward hooks. β is a tensor [batch] so that one
+batched forward can run β = +1 and β = -1 (and 0, the clean model) side by side.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from interventions.errors import ExportError
+from interventions.sites import HEAD_SITES, LocationGrid, hook_name, site_width
+
+Hook = tuple[str, Callable]
+
+# Initialisations by name; each fills a method's parameters in place. Other modules
+# (observable propagation) register theirs here: INITS["obsprop"] = fn.
+INITS: dict[str, Callable] = {}
+
+
+def register_init(name: str):
+    def deco(fn):
+        INITS[name] = fn
+        return fn
+
+    return deco
+
+
+@register_init("normal")
+def _init_normal(method: "Method", scale: float, generator: torch.Generator, **_) -> None:
+    """Gaussian noise of a very small scale (the paper: 1e-5)."""
+    with torch.no_grad():
+        for p in method.params.values():
+            p.copy_(torch.randn(p.shape, generator=generator) * scale)
+
+
+@register_init("zeros")
+def _init_zeros(method: "Method", scale: float, generator: torch.Generator, **_) -> None:
+    with torch.no_grad():
+        for p in method.params.values():
+            p.zero_()
+
+
+def param_key(site: str, layer: int) -> str:
+    return f"{site}_{layer}"
+
+
+def beta_view(beta, h: torch.Tensor) -> torch.Tensor:
+    """β (a float, or a tensor [batch]) shaped to broadcast against h [batch, pos, ...]."""
+    beta = torch.as_tensor(beta, dtype=h.dtype, device=h.device)
+    if beta.dim() == 0:
+        return beta
+    return beta.view(-1, *([1] * (h.dim() - 1)))
+
+
+class Method(nn.Module):
+    """Parameters + hooks for a location grid.
+
+    Subclasses define `name`, `position_tied`, `param_shape(site)` and `site_hook`.
+    """
+
+    name: str = ""
+    position_tied: bool = True
+    scalar: bool = True  # parameters are scalars per location (heatmaps, scalars.csv)
+
+    def __init__(self, grid: LocationGrid, cfg, W_O: torch.Tensor | None = None):
+        """
+        Args:
+            grid: where the method acts.
+            cfg: the model config (d_model, d_head, n_heads).
+            W_O: [n_layers, n_heads, d_head, d_model], needed for the `o` site.
+        """
+        super().__init__()
+        if self.position_tied and grid.positions is None:
+            raise ValueError(f"{self.name} needs a position-tied grid")
+        self.grid = grid
+        self.d_model, self.d_head = cfg.d_model, cfg.d_head
+        self.cfg_dims = {"d_model": cfg.d_model, "d_head": cfg.d_head, "n_heads": cfg.n_heads}
+        self.params = nn.ParameterDict(
+            {
+                param_key(site, layer): nn.Parameter(torch.zeros(self.param_shape(site, cfg)))
+                for site in grid.sites
+                for layer in grid.layers
+            }
+        )
+        if W_O is not None and "o" in grid.sites:
+            self.register_buffer("W_O", W_O.detach().clone(), persistent=False)
+        else:
+            self.W_O = None
+        self.register_buffer("_pos_idx", torch.tensor(grid.positions or [], dtype=torch.long), persistent=False)
+        self.register_buffer("_head_idx", torch.tensor(grid.head_indices, dtype=torch.long), persistent=False)
+
+    # -- to implement -------------------------------------------------------------
+    def param_shape(self, site: str, cfg) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def site_hook(self, site: str, layer: int, beta: torch.Tensor) -> Hook:
+        raise NotImplementedError
+
+    # -- shared -------------------------------------------------------------------
+    def units_width(self, site: str, cfg) -> tuple[int, ...]:
+        """(heads, D) for head sites, (D,) for residual sites."""
+        width = site_width(site, cfg)
+        return (len(self.grid.head_indices), width) if site in HEAD_SITES else (width,)
+
+    def initialize(self, init: str = "normal", scale: float = 1e-5, seed: int = 0, **context) -> None:
+        """Fill the parameters with a named initialisation (see INITS)."""
+        if init not in INITS:
+            from interventions.errors import ConfigError
+
+            raise ConfigError(f"intervention.init: unknown {init!r}; allowed: {', '.join(sorted(INITS))}")
+        INITS[init](self, scale=scale, generator=torch.Generator().manual_seed(seed), **context)
+
+    def hooks(self, beta) -> list[Hook]:
+        """Forward hooks for steering strength `beta` (a float or a tensor [batch])."""
+        return [
+            self.site_hook(site, layer, beta)
+            for site in self.grid.sites
+            for layer in self.grid.layers
+        ]
+
+    def param(self, site: str, layer: int) -> torch.Tensor:
+        return self.params[param_key(site, layer)]
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.params.values())
+
+    def flat_params(self) -> torch.Tensor:
+        """vec(θ): every parameter in one vector (for the L1 norm and minimality)."""
+        return torch.cat([p.reshape(-1) for p in self.params.values()])
+
+    def check_length(self, seq_len: int) -> None:
+        """Position-tied methods apply only to prompts of the length they were trained on."""
+        if self.position_tied and seq_len != self.grid.seq_len:
+            raise ExportError(
+                f"this {self.name} intervention is tied to {self.grid.seq_len}-token prompts but got "
+                f"{seq_len}-token prompts; use prompts of the trained template, or train "
+                "intervention=dynscalar, which accepts any length"
+            )
+
+    def full_positions(self, values: torch.Tensor, seq_len: int) -> torch.Tensor:
+        """Scatter per-grid-position values [P, ...] into a full [seq_len, ...] (zeros elsewhere)."""
+        self.check_length(seq_len)
+        if len(self.grid.positions) == seq_len:
+            return values
+        full = values.new_zeros((seq_len, *values.shape[1:]))
+        return full.index_copy(0, self._pos_idx, values)
+
+    def full_heads(self, values: torch.Tensor, n_heads: int) -> torch.Tensor:
+        """Scatter per-selected-head values [..., H', *] into all heads [..., n_heads, *]."""
+        if len(self.grid.head_indices) == n_heads:
+            return values
+        head_dim = 1 if self.position_tied else 0  # after the position axis, if any
+        shape = list(values.shape)
+        shape[head_dim] = n_heads
+        return values.new_zeros(shape).index_copy(head_dim, self._head_idx, values)
+
+    def o_from_z(self, z: torch.Tensor, layer: int) -> torch.Tensor:
+        """Per-head outputs o [batch, pos, n_heads, d_model] from z [batch, pos, n_heads, d_head]."""
+        return torch.einsum("bphd,hdm->bphm", z, self.W_O[layer])
+
+    def extra_state(self) -> dict:
+        """Anything besides the grid and parameters that an export must carry."""
+        return {}

@@ -1,0 +1,43 @@
+"""SteerVec: h̃ = h + β v, one vector v ∈ R^D per location (METHOD.md §3; the baseline).
+
+Parameters per (site, layer): [P, D] for residual sites, [P, H', d_head] for z and v,
+[P, H', d_model] for o (added to the attention output: the sum of the heads' outputs).
+|θ| = |K| · D.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from interventions.methods.base import Hook, Method, beta_view
+from interventions.sites import HEAD_SITES, hook_name, site_width
+
+
+class SteerVec(Method):
+    name = "steervec"
+    position_tied = True
+    scalar = False
+
+    def param_shape(self, site, cfg):
+        n_pos = len(self.grid.positions)
+        width = site_width(site, cfg)
+        if site in HEAD_SITES:
+            return (n_pos, len(self.grid.head_indices), width)
+        return (n_pos, width)
+
+    def delta(self, site: str, layer: int, h: torch.Tensor) -> torch.Tensor:
+        """v over all positions of h: [pos, D], or [pos, heads, d_head] for z and v."""
+        v = self.full_positions(self.param(site, layer), h.shape[1])
+        if site == "o":
+            return v.sum(1)  # the heads' vectors add up in the attention output
+        if site in HEAD_SITES:
+            return self.full_heads(v, h.shape[2])
+        return v
+
+    def site_hook(self, site: str, layer: int, beta) -> Hook:
+        name = f"blocks.{layer}.hook_attn_out" if site == "o" else hook_name(site, layer)
+
+        def hook(h, hook=None):
+            return h + beta_view(beta, h) * self.delta(site, layer, h)
+
+        return name, hook

@@ -1,0 +1,130 @@
+"""The LightningModule: a frozen model, an intervention method, and the objective.
+
+Data flows one way: batch (with its clean log-probs, computed once per dataset) ->
+one forward of the frozen model on the batch doubled, β = +1 for the first half and
+β = -1 for the second -> objective -> Adam on the method's parameters only.
+
+The frozen model is kept outside the module's registered children, so it is never
+saved in a checkpoint, never handed to the optimizer, and never moved by accident;
+`on_fit_start` / `on_test_start` put it on the module's device.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from interventions.forward import last_position_logits
+from interventions.methods import Method
+from interventions.metrics import InterventionMetrics, flatten, parameter_metrics
+from interventions.objective import Objective
+
+
+class _Frozen:
+    """Holds the model so that nn.Module does not register it as a child."""
+
+    def __init__(self, model):
+        self.model = model
+
+
+class InterventionModule(L.LightningModule):
+    def __init__(self, model, method: Method, objective: Objective, lr: float = 1e-3):
+        super().__init__()
+        self._frozen = _Frozen(model)
+        self.method = method
+        self.objective = objective
+        self.lr = lr
+        self.metrics = torch.nn.ModuleDict(
+            {split: InterventionMetrics() for split in ("train_eval", "val", "test")}
+        )
+
+    @property
+    def model(self):
+        return self._frozen.model
+
+    # -- forward --------------------------------------------------------------------
+    def steered_logits(self, batch: dict, betas=(1.0, -1.0)) -> list[torch.Tensor]:
+        """Last-position logits [batch, vocab] for each β, from ONE batched forward.
+
+        The batch is repeated len(betas) times and each copy gets its own β, so the
+        hooks see β as a tensor [len(betas) * batch].
+        """
+        k, b = len(betas), batch["input_ids"].shape[0]
+        self.method.check_length(batch["input_ids"].shape[1])
+        beta = torch.tensor(betas, device=self.device).repeat_interleave(b)
+        logits = last_position_logits(
+            self.model,
+            batch["input_ids"].repeat(k, 1),
+            batch["attention_mask"].repeat(k, 1),
+            batch["last_index"].repeat(k),
+            fwd_hooks=self.method.hooks(beta),
+        )
+        return list(logits.split(b))
+
+    # -- training -------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits_pos, logits_neg = self.steered_logits(batch)
+        loss, parts = self.objective(
+            logits_pos, logits_neg, batch["correct"], batch["wrong"],
+            batch["clean_logprobs"], self.method.flat_params(),
+        )  # fmt: skip
+        b = batch["input_ids"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=b)
+        self.log_dict({f"train/{k}_loss": v for k, v in parts.items()}, batch_size=b)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.method.parameters(), lr=self.lr)
+
+    # -- evaluation -----------------------------------------------------------------
+    def _eval_step(self, batch: dict, split: str) -> None:
+        with torch.no_grad():
+            logits_pos, logits_neg = self.steered_logits(batch)
+        self.metrics[split].update(
+            logits_pos, logits_neg, batch["clean_logprobs"], batch["correct"], batch["wrong"]
+        )
+
+    def _eval_epoch_end(self, split: str, prefix: str) -> None:
+        values = self.metrics[split].compute()
+        values.update(parameter_metrics(self.method.flat_params()))
+        values.pop("n")
+        self.log_dict(flatten(values, f"{prefix}/"), prog_bar=False)
+        self.metrics[split].reset()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val", "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test", "test")
+
+    @torch.no_grad()
+    def evaluate(self, loader) -> dict:
+        """Metrics of the current intervention over a whole loader (no Lightning loop)."""
+        metric = InterventionMetrics().to(self.device)
+        for batch in loader:
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            logits_pos, logits_neg = self.steered_logits(batch)
+            metric.update(logits_pos, logits_neg, batch["clean_logprobs"], batch["correct"], batch["wrong"])
+        values = metric.compute()
+        values.update(parameter_metrics(self.method.flat_params()))
+        return values
+
+    # -- device handling for the unregistered model -----------------------------------
+    def _sync_model_device(self) -> None:
+        if next(self.model.parameters()).device != self.device:
+            self.model.to(self.device)
+
+    def on_fit_start(self) -> None:
+        self._sync_model_device()
+
+    def on_test_start(self) -> None:
+        self._sync_model_device()
+
+    def on_validation_start(self) -> None:
+        self._sync_model_device()

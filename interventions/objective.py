@@ -1,0 +1,75 @@
+"""The training objective E_m + λ_F·F + λ_M·M (METHOD.md §4), per-example terms included.
+
+Notation: f̃⁺ / f̃⁻ are the intervened last-position logits [batch, vocab] at β = +1 / -1,
+c and w the correct and wrong token ids [batch], and log σ(f) the clean log-probs
+[batch, vocab] (computed once per dataset, never with gradients).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def logit_diff(logits: torch.Tensor, correct: torch.Tensor, wrong: torch.Tensor) -> torch.Tensor:
+    """[batch] f_c - f_w."""
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    return logits[rows, correct] - logits[rows, wrong]
+
+
+def hinge_terms(logits_pos, logits_neg, correct, wrong, margin: float):
+    """Per-example hinge terms of E_m, each [batch].
+
+    β=+1 term: max(0, f̃⁺_w - f̃⁺_c + m)  (push the correct answer above the wrong one)
+    β=-1 term: max(0, f̃⁻_c - f̃⁻_w + m)  (and the reverse)
+    """
+    pos = torch.relu(-logit_diff(logits_pos, correct, wrong) + margin)
+    neg = torch.relu(logit_diff(logits_neg, correct, wrong) + margin)
+    return pos, neg
+
+
+def kl_to_clean(logits: torch.Tensor, clean_logprobs: torch.Tensor) -> torch.Tensor:
+    """[batch] KL(σ(f̃) ‖ σ(f)) = Σ_v σ(f̃)_v (log σ(f̃)_v - log σ(f)_v)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return (logp.exp() * (logp - clean_logprobs.float())).sum(-1)
+
+
+def effectiveness_loss(logits_pos, logits_neg, correct, wrong, margin: float) -> torch.Tensor:
+    """E_m: the mean over the batch of both hinge terms."""
+    pos, neg = hinge_terms(logits_pos, logits_neg, correct, wrong, margin)
+    return (pos + neg).mean()
+
+
+def faithfulness_loss(logits_pos, logits_neg, clean_logprobs) -> torch.Tensor:
+    """F: the mean over the batch of KL(σ(f̃⁺)‖σ(f)) + KL(σ(f̃⁻)‖σ(f))."""
+    return (kl_to_clean(logits_pos, clean_logprobs) + kl_to_clean(logits_neg, clean_logprobs)).mean()
+
+
+def minimality_loss(flat_params: torch.Tensor) -> torch.Tensor:
+    """M: ‖vec(θ)‖₁."""
+    return flat_params.abs().sum()
+
+
+@dataclass(frozen=True)
+class Objective:
+    """E_m + λ_F·F + λ_M·M with λ_F, λ_M, m ≥ 0."""
+
+    lambda_f: float = 1.0
+    lambda_m: float = 0.0
+    margin: float = 1.0
+
+    def __post_init__(self):
+        for key in ("lambda_f", "lambda_m", "margin"):
+            if getattr(self, key) < 0:
+                from interventions.errors import ConfigError
+
+                raise ConfigError(f"objective.{key} must be >= 0, got {getattr(self, key)}")
+
+    def __call__(self, logits_pos, logits_neg, correct, wrong, clean_logprobs, flat_params):
+        """Returns (total loss, {"effectiveness": E_m, "faithfulness": F, "minimality": M})."""
+        e = effectiveness_loss(logits_pos, logits_neg, correct, wrong, self.margin)
+        f = faithfulness_loss(logits_pos, logits_neg, clean_logprobs)
+        m = minimality_loss(flat_params)
+        total = e + self.lambda_f * f + self.lambda_m * m
+        return total, {"effectiveness": e.detach(), "faithfulness": f.detach(), "minimality": m.detach()}

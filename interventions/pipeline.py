@@ -1,0 +1,223 @@
+"""From a composed config to the files of a run: what `train.py` and `evaluate.py` do.
+
+A training run leaves in its directory (PRODUCT.md): intervention.safetensors,
+intervention.json, metrics.json, scalars.csv, heatmap.png, beta_curve.png, and a W&B run
+(offline by default) or CSV logs. metrics.json is written last and atomically: its
+presence marks a finished run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from interventions.analysis.locations import location_rows, write_scalars_csv
+from interventions.analysis.plots import beta_curve, heatmap, save
+from interventions.errors import ConfigError
+from interventions.export import load_intervention, save_intervention, write_json
+from interventions.loggers import finish, log_files, make_logger
+from interventions.methods import METHODS
+from interventions.metrics import flatten
+from interventions.models import load_model
+from interventions.module import InterventionModule
+from interventions.objective import Objective
+from interventions.sites import build_grid
+from interventions.tasks import load_task
+from interventions.tasks.datamodule import TaskDataModule
+
+log = logging.getLogger(__name__)
+METRICS_FILE = "metrics.json"
+BETAS = tuple(round(-1 + 0.2 * i, 1) for i in range(11))
+
+
+def load_splits(task_cfg, model, seed: int, fixed_length: bool, splits=("train", "val", "test")) -> dict:
+    """The task's splits as validated `Task`s (None where a split is empty and optional)."""
+    out = {}
+    for split in splits:
+        n = task_cfg.get(f"n_{split}")
+        try:
+            out[split] = load_task(
+                task_cfg.name, model=model, split=split, template=task_cfg.template, n=n, seed=seed,
+                path=task_cfg.path, bias_pair=task_cfg.bias_pair, fixed_length=fixed_length,
+            )  # fmt: skip
+        except Exception as error:
+            if split == "val" and "no data points" in str(error):
+                out[split] = None  # validation is optional
+            else:
+                raise
+    return out
+
+
+def build_method(icfg, model, prompt_tokens: list[str], seq_len: int):
+    """The configured Method on a grid validated against the model."""
+    cls = METHODS[icfg.method]
+    grid = build_grid(
+        model.cfg, sites=list(icfg.sites) if not isinstance(icfg.sites, str) else icfg.sites,
+        layers=icfg.layers, positions=icfg.positions if cls.position_tied else None, heads=icfg.heads,
+        seq_len=seq_len, tokens=prompt_tokens,
+    )  # fmt: skip
+    W_O = model.W_O.detach() if "o" in grid.sites else None
+    return cls(grid, model.cfg, W_O=W_O)
+
+
+def beta_curve_values(module: InterventionModule, loader, betas=BETAS) -> tuple[list, list]:
+    """Mean logit of the correct and of the wrong answer for each β."""
+    sums_c = torch.zeros(len(betas), dtype=torch.float64)
+    sums_w = torch.zeros(len(betas), dtype=torch.float64)
+    n = 0
+    with torch.no_grad():
+        for batch in loader:
+            batch = {k: v.to(module.device) for k, v in batch.items()}
+            rows = torch.arange(len(batch["correct"]), device=module.device)
+            for i, logits in enumerate(module.steered_logits(batch, betas=betas)):
+                sums_c[i] += logits[rows, batch["correct"]].double().sum().cpu()
+                sums_w[i] += logits[rows, batch["wrong"]].double().sum().cpu()
+            n += len(rows)
+    return (sums_c / n).tolist(), (sums_w / n).tolist()
+
+
+def write_plots(run_dir: Path, module: InterventionModule, dm: TaskDataModule, split: str, title: str) -> dict:
+    """scalars.csv, heatmap.png and beta_curve.png; returns {"heatmap": path, ...} and the rows."""
+    method = module.method
+    first_batch = next(iter(dm.loader(split)))
+    tokens = module.model.to_str_tokens(first_batch["input_ids"][0][first_batch["attention_mask"][0].bool()])
+    rows = location_rows(method, module.model, {k: v.to(module.device) for k, v in first_batch.items()}, tokens)
+    write_scalars_csv(run_dir / "scalars.csv", rows)
+    save(heatmap(rows, method.name, title), run_dir / "heatmap.png")
+    correct, wrong = beta_curve_values(module, dm.loader(split))
+    task = dm.tasks[split]
+    save(
+        beta_curve(BETAS, correct, wrong, task[0].correct.strip(), task[0].wrong.strip(), title),
+        run_dir / "beta_curve.png",
+    )
+    return {"heatmap": run_dir / "heatmap.png", "beta_curve": run_dir / "beta_curve.png"}, rows
+
+
+def summary_table(metrics: dict) -> str:
+    """The printed summary: one row per metric, one column per split."""
+    splits = list(metrics)
+    lines = [f"{'metric':<22}" + "".join(f"{s:>12}" for s in splits)]
+    for key in ("effectiveness", "faithfulness", "flip_accuracy", "flip_accuracy_pos", "flip_accuracy_neg",
+                "minimality", "n_params", "clean_accuracy"):  # fmt: skip
+        lines.append(f"{key:<22}" + "".join(f"{_fmt(metrics[s].get(key)):>12}" for s in splits))
+    for beta in ("-1", "0", "+1"):
+        lines.append(f"{'logit_diff β=' + beta:<22}" + "".join(f"{_fmt(metrics[s]['logit_diff'][beta]):>12}" for s in splits))
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _trainer(cfg: DictConfig, logger, run_dir: Path, has_val: bool) -> L.Trainer:
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kwargs.update(
+        logger=logger if logger is not None else False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=str(run_dir),
+        num_sanity_val_steps=0,
+    )
+    if not has_val:
+        kwargs["limit_val_batches"] = 0
+    return L.Trainer(**kwargs)
+
+
+def train_from_config(cfg: DictConfig) -> dict:
+    """Train one intervention as configured and write every file of the run; returns metrics."""
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    method_cls = METHODS[cfg.intervention.method]
+    model, _ = load_model(cfg.model.name, device=cfg.model.device, dtype=cfg.model.dtype)
+    tasks = load_splits(cfg.task, model, cfg.seed, fixed_length=method_cls.position_tied)
+    dm = TaskDataModule(
+        model, tasks["train"], tasks["val"], tasks["test"], batch_size=cfg.task.batch_size,
+        padding_side=cfg.task.padding_side, fixed_length=method_cls.position_tied, shuffle_seed=cfg.seed,
+    )  # fmt: skip
+    dm.setup()
+    first = dm.datasets["train"].tensors
+    seq_len = first["input_ids"].shape[1]
+    method = build_method(cfg.intervention, model, model.to_str_tokens(tasks["train"][0].prompt), seq_len)
+    method.initialize(cfg.intervention.init, cfg.intervention.init_scale, seed=cfg.seed, model=model, datamodule=dm)
+    objective = Objective(**OmegaConf.to_container(cfg.objective))
+    module = InterventionModule(model, method, objective, lr=cfg.intervention.lr)
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    logger = make_logger(
+        cfg.logger.kind, run_dir, project=cfg.logger.project, mode=cfg.logger.mode,
+        group=cfg.logger.group, name=run_dir.name, config=resolved,
+    )  # fmt: skip
+    try:
+        trainer = _trainer(cfg, logger, run_dir, has_val=tasks["val"] is not None)
+        trainer.fit(module, datamodule=dm)
+        module.to(trainer.strategy.root_device)
+        metrics = {split: module.evaluate(dm.loader(split)) for split in ("train", "test")}
+        title = f"{method.name} on {cfg.task.name} (template {cfg.task.template})"
+        images, rows = write_plots(run_dir, module, dm, "test", title)
+        extra = {
+            "task": OmegaConf.to_container(cfg.task, resolve=True),
+            "objective": OmegaConf.to_container(cfg.objective, resolve=True),
+            "intervention": OmegaConf.to_container(cfg.intervention, resolve=True),
+            "trainer": OmegaConf.to_container(cfg.trainer, resolve=True),
+            "seed": cfg.seed,
+            "metrics": metrics,
+            "train_seconds": round(time.time() - started, 2),
+        }
+        save_intervention(run_dir, method, model, cfg.model.name, extra)
+        log_files(logger, images, rows, flatten(metrics))
+    finally:
+        finish(logger)
+    write_json(run_dir / METRICS_FILE, metrics)  # last: marks the run as finished
+    print(f"\n{title}: {method.n_params} parameters, {time.time() - started:.1f} s\n{summary_table(metrics)}")
+    print(f"run directory: {run_dir}")
+    return metrics
+
+
+def evaluate_from_config(cfg: DictConfig) -> dict:
+    """Evaluate an export on a task/split/template; writes metrics.json and plots."""
+    out_dir = Path(cfg.run_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    iv = load_intervention(cfg.intervention)
+    meta = iv.meta
+    model_name = cfg.model or meta["model"]["name"]
+    model, _ = load_model(model_name, device=cfg.device)
+    if cfg.check_model:
+        iv.check_model(model)
+    iv.to(model)
+    task_cfg = OmegaConf.create(meta["task"])
+    for key in ("name", "template", "path", "bias_pair"):
+        if cfg.task.get(key) is not None:
+            task_cfg[key] = cfg.task[key]
+    split = cfg.split
+    task_cfg[f"n_{split}"] = cfg.n
+    tasks = load_splits(task_cfg, model, cfg.seed, fixed_length=iv.method.position_tied, splits=(split,))
+    dm = TaskDataModule(
+        model, None, None, None, batch_size=task_cfg.batch_size, padding_side=task_cfg.padding_side,
+        fixed_length=iv.method.position_tied,
+    )  # fmt: skip
+    dm.tasks[split] = tasks[split]
+    dm.setup()
+    iv.method.check_length(dm.datasets[split].tensors["input_ids"].shape[1])
+    objective = Objective(**meta["objective"])
+    module = InterventionModule(model, iv.method, objective)
+    logger = make_logger(cfg.logger.kind, out_dir, project=cfg.logger.project, mode=cfg.logger.mode,
+                         group=cfg.logger.group, name=f"eval-{out_dir.name}", config=OmegaConf.to_container(cfg, resolve=True))  # fmt: skip
+    try:
+        metrics = {split: module.evaluate(dm.loader(split))}
+        title = f"{iv.name} from {Path(iv.path).name}: {task_cfg.name} template {task_cfg.template}, {split}"
+        images, rows = write_plots(out_dir, module, dm, split, title)
+        log_files(logger, images, rows, flatten(metrics, "eval/"))
+    finally:
+        finish(logger)
+    write_json(out_dir / METRICS_FILE, {**metrics, "source": str(iv.path), "task": OmegaConf.to_container(task_cfg)})
+    print(f"\n{title}\n{summary_table(metrics)}\noutput directory: {out_dir}")
+    return metrics

@@ -1,0 +1,199 @@
+"""Intervention sites (paper names <-> TransformerLens hook names) and the location grid.
+
+Sites (METHOD.md §2), per layer l:
+    attnOut    blocks.{l}.hook_attn_out     [batch, pos, d_model]
+    mlpOut     blocks.{l}.hook_mlp_out      [batch, pos, d_model]
+    residPost  blocks.{l}.hook_resid_post   [batch, pos, d_model]
+    z          blocks.{l}.attn.hook_z       [batch, pos, n_heads, d_head]
+    v          blocks.{l}.attn.hook_v       [batch, pos, n_heads, d_head]
+    o          per-head output o_h = z_h W_O^h   [batch, pos, n_heads, d_model]
+
+TransformerBridge does not offer `attn.hook_result` for every architecture (not for the
+native one), so `o` is realised on `hook_z`: o_h is linear in z_h, so scaling o_h by a
+scalar is exactly scaling z_h by it, and reading o_h is `einsum(z, W_O)`. An additive
+vector on o_h adds to the attention output, so it is applied at `hook_attn_out`.
+
+A location is (site, layer, position[, head]). The grid is sites x layers x positions
+(x heads for head sites) and knows the prompt tokens at its positions, for labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from interventions.errors import ConfigError
+
+RESIDUAL_SITES = ("attnOut", "mlpOut", "residPost")
+HEAD_SITES = ("z", "o", "v")
+SITES = RESIDUAL_SITES + HEAD_SITES
+DEFAULT_SITES = ("attnOut", "mlpOut")
+
+_HOOKS = {
+    "attnOut": "blocks.{layer}.hook_attn_out",
+    "mlpOut": "blocks.{layer}.hook_mlp_out",
+    "residPost": "blocks.{layer}.hook_resid_post",
+    "z": "blocks.{layer}.attn.hook_z",
+    "o": "blocks.{layer}.attn.hook_z",
+    "v": "blocks.{layer}.attn.hook_v",
+}
+
+
+def hook_name(site: str, layer: int) -> str:
+    """The TransformerLens hook where `site` of `layer` is read and changed."""
+    return _HOOKS[site].format(layer=layer)
+
+
+def site_width(site: str, cfg) -> int:
+    """D of one activation vector at `site` (per head for head sites)."""
+    if site in RESIDUAL_SITES or site == "o":
+        return cfg.d_model
+    return cfg.d_head
+
+
+@dataclass(frozen=True)
+class LocationGrid:
+    """Where an intervention acts.
+
+    Attributes:
+        sites: site names, a subset of SITES.
+        layers: layer indices.
+        positions: token positions (non-negative), or None for a method not tied to
+            positions (DynScalar acts on every position of any prompt).
+        tokens: the prompt tokens at `positions` when the grid was built (labels).
+        n_heads: heads per layer (for head sites).
+        seq_len: the prompt length the positions refer to (None if not position-tied).
+    """
+
+    sites: tuple[str, ...]
+    layers: tuple[int, ...]
+    positions: tuple[int, ...] | None
+    n_heads: int
+    tokens: tuple[str, ...] | None = None
+    seq_len: int | None = None
+    heads: tuple[int, ...] | None = field(default=None)
+
+    @property
+    def head_indices(self) -> tuple[int, ...]:
+        return self.heads if self.heads is not None else tuple(range(self.n_heads))
+
+    def units(self, site: str) -> int:
+        """Number of heads a site's parameters have per position (1 for residual sites)."""
+        return len(self.head_indices) if site in HEAD_SITES else 1
+
+    @property
+    def n_locations(self) -> int:
+        """|K| = layers x positions x sites (x heads for head sites)."""
+        per_pos = len(self.positions) if self.positions is not None else 1
+        return sum(len(self.layers) * per_pos * self.units(s) for s in self.sites)
+
+    def position_label(self, i: int) -> str:
+        pos = self.positions[i]
+        tok = self.tokens[i] if self.tokens is not None else "?"
+        return f"{pos}:{tok}"
+
+    def to_dict(self) -> dict:
+        return {
+            "sites": list(self.sites),
+            "layers": list(self.layers),
+            "positions": None if self.positions is None else list(self.positions),
+            "tokens": None if self.tokens is None else list(self.tokens),
+            "n_heads": self.n_heads,
+            "heads": None if self.heads is None else list(self.heads),
+            "seq_len": self.seq_len,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LocationGrid":
+        tup = lambda x: None if x is None else tuple(x)  # noqa: E731
+        return cls(
+            sites=tuple(d["sites"]),
+            layers=tuple(d["layers"]),
+            positions=tup(d["positions"]),
+            n_heads=d["n_heads"],
+            tokens=tup(d.get("tokens")),
+            seq_len=d.get("seq_len"),
+            heads=tup(d.get("heads")),
+        )
+
+
+def _as_list(value, what: str):
+    if value is None or value == "all":
+        return None
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, str):
+        try:
+            return [int(v) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise ConfigError(f"{what}={value!r}: expected 'all', an integer or a list of integers") from None
+    return [int(v) for v in value]
+
+
+def build_grid(
+    cfg,
+    sites=DEFAULT_SITES,
+    layers="all",
+    positions="all",
+    heads="all",
+    seq_len: int | None = None,
+    tokens: list[str] | None = None,
+) -> LocationGrid:
+    """Validate sites/layers/positions against a model config and build the grid.
+
+    Args:
+        cfg: the model's config (n_layers, n_heads).
+        sites: names from SITES (a list or a comma-separated string).
+        layers: "all", an int or a list (negative counts from the end).
+        positions: "all", an int or a list (negative counts from the end), or None for a
+            method that is not tied to positions.
+        heads: "all" or head indices, for head sites.
+        seq_len: prompt length (required when positions are not None).
+        tokens: the prompt's tokens (length seq_len), kept as labels.
+    """
+    if isinstance(sites, str):
+        sites = [s.strip() for s in sites.split(",") if s.strip()]
+    sites = list(sites)
+    unknown = [s for s in sites if s not in SITES]
+    if unknown or not sites:
+        raise ConfigError(
+            f"intervention.sites: unknown site {unknown[0] if unknown else '(none given)'!r}; "
+            f"allowed: {', '.join(SITES)}"
+        )
+    n_layers = cfg.n_layers
+    layer_list = _as_list(layers, "intervention.layers")
+    layer_list = list(range(n_layers)) if layer_list is None else layer_list
+    for layer in layer_list:
+        if not -n_layers <= layer < n_layers:
+            raise ConfigError(
+                f"intervention.layers: the model has no layer {layer} (it has layers 0..{n_layers - 1})"
+            )
+    layer_list = sorted({layer % n_layers for layer in layer_list})
+    head_list = _as_list(heads, "intervention.heads")
+    if head_list is not None:
+        bad = [h for h in head_list if not 0 <= h < cfg.n_heads]
+        if bad:
+            raise ConfigError(f"intervention.heads: the model has no head {bad[0]} (it has 0..{cfg.n_heads - 1})")
+    pos_tuple = None
+    token_labels = None
+    if positions is not None:
+        if seq_len is None:
+            raise ValueError("seq_len is required for position-tied grids")
+        pos_list = _as_list(positions, "intervention.positions")
+        pos_list = list(range(seq_len)) if pos_list is None else pos_list
+        for p in pos_list:
+            if not -seq_len <= p < seq_len:
+                raise ConfigError(
+                    f"intervention.positions: position {p} is outside the prompts' {seq_len} tokens"
+                )
+        pos_tuple = tuple(sorted({p % seq_len for p in pos_list}))
+        if tokens is not None:
+            token_labels = tuple(tokens[p] for p in pos_tuple)
+    return LocationGrid(
+        sites=tuple(sites),
+        layers=tuple(layer_list),
+        positions=pos_tuple,
+        n_heads=cfg.n_heads,
+        tokens=token_labels,
+        seq_len=seq_len if positions is not None else None,
+        heads=None if head_list is None else tuple(sorted(set(head_list))),
+    )
