@@ -18,6 +18,7 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*litlogger.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # inside Lightning, not ours
 
 
 def run(main, config_name: str) -> None:
