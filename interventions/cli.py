@@ -28,7 +28,7 @@ def run(main, config_name: str) -> None:
     A user error inside a run is printed as one line; in a multirun it is re-raised so
     that Hydra's job handling records it.
     """
-    from interventions.config import preflight
+    from interventions.config import export_alias, preflight
 
     quiet_libraries()
     try:
@@ -36,6 +36,8 @@ def run(main, config_name: str) -> None:
     except InterventionsError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    if config_name == "evaluate":
+        sys.argv[1:] = export_alias(sys.argv[1:])
     main()
 
 

@@ -70,13 +70,14 @@ SCHEMA: dict[str, dict] = {
     "logger": {"kind": lambda: LOGGERS, "project": "str", "mode": lambda: WANDB_MODES, "group": "str|null"},
 }  # fmt: skip
 EVAL_SCHEMA: dict[str, dict] = {
+    "model": {"name": "str|null", "device": "str", "dtype": lambda: DTYPES},
     "task": {"name": "tasks|null", "template": "any", "path": "str|null", "bias_pair": "bias_pairs|null"},
     "logger": SCHEMA["logger"],
 }
 SCHEMAS = {"train": SCHEMA, "evaluate": EVAL_SCHEMA}
 TOP_KEYS = {
     "train": {"seed", "run_dir"},
-    "evaluate": {"seed", "run_dir", "intervention", "model", "device", "check_model", "split", "n"},
+    "evaluate": {"seed", "run_dir", "export", "check_model", "split", "n"},
 }
 _NAMED_CHOICES = {"tasks": _tasks, "bias_pairs": _bias_pairs}
 # Groups whose keys are passed through to another library (checked there).
@@ -201,8 +202,22 @@ def _expand(overrides: list[str]) -> list[list[str]]:
     return runs
 
 
+def export_alias(argv: list[str]) -> list[str]:
+    """evaluate.py's `intervention=<path>` (PRODUCT.md's spelling) as the `export` key."""
+    return [("export=" + a.split("=", 1)[1]) if a.startswith("intervention=") else a for a in argv]
+
+
 def preflight(argv: list[str], config_name: str) -> None:
     """Compose and validate the config the entry point will see; raise ConfigError."""
+    if config_name == "evaluate":
+        try:
+            return _preflight(export_alias(argv), config_name)
+        except ConfigError as error:  # speak of the key the user typed
+            raise ConfigError(re.sub(r"\bexport\b", "intervention", str(error))) from None
+    return _preflight(argv, config_name)
+
+
+def _preflight(argv: list[str], config_name: str) -> None:
     from hydra.errors import HydraException
 
     overrides = [
@@ -219,5 +234,10 @@ def preflight(argv: list[str], config_name: str) -> None:
         except HydraException as error:
             raise _translate(error, config_name, []) from None
         validate_config(cfg, SCHEMAS[config_name], TOP_KEYS[config_name])
-        if config_name == "evaluate" and cfg.split not in ("train", "val", "test"):
-            raise ConfigError(f"split={cfg.split!r} is not allowed; allowed: train, val, test")
+        if config_name == "evaluate":
+            if cfg.split not in ("train", "val", "test"):
+                raise ConfigError(f"split={cfg.split!r} is not allowed; allowed: train, val, test")
+            if OmegaConf.is_missing(cfg, "export"):
+                raise ConfigError("which export? pass intervention=<run directory or intervention.json>")
+            if cfg.n is not None and (not isinstance(cfg.n, int) or cfg.n < 1):
+                raise ConfigError(f"n={cfg.n!r} must be an integer >= 1 (or null)")

@@ -46,12 +46,19 @@ def versions() -> dict:
     return out
 
 
+def _umask_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temporary file and rename, so a killed run never leaves half a file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    os.chmod(tmp, _umask_mode())  # mkstemp creates 0600; match ordinary files
     os.replace(tmp, path)
 
 
@@ -75,6 +82,7 @@ def save_intervention(run_dir: str | Path, method: Method, model, model_name: st
     tensors = {k: v.detach().cpu().contiguous() for k, v in method.params.items()}
     tmp = run_dir / f".{TENSORS_FILE}.tmp"
     save_file(tensors, str(tmp), metadata={"method": method.name})
+    os.chmod(tmp, _umask_mode())
     os.replace(tmp, run_dir / TENSORS_FILE)
     meta = {
         "format_version": FORMAT_VERSION,

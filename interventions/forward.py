@@ -1,8 +1,10 @@
 """The frozen model's forward, read only where logits are needed: each prompt's last token.
 
-A hook on `ln_final.hook_in` keeps only the last real position of every row, so the final
-LayerNorm and the unembedding run on [batch, 1, d_model] instead of [batch, pos, d_model]
-(the unembedding is the largest matmul of a small model with a big vocabulary).
+A hook on `unembed.hook_in` keeps only the last real position of every row, so the
+unembedding runs on [batch, 1, d_model] instead of [batch, pos, d_model] (for a big
+vocabulary the largest matmul of the model). The hook sits after the final LayerNorm
+because Hugging Face models (GPT-2) reshape the final norm's output to the full prompt
+length; the norm itself is elementwise and cheap.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def last_position_logits(
     def keep_last(resid: torch.Tensor, hook) -> torch.Tensor:
         return resid[rows, last_index].unsqueeze(1)
 
-    hooks = [*(fwd_hooks or []), ("ln_final.hook_in", keep_last)]
+    hooks = [*(fwd_hooks or []), ("unembed.hook_in", keep_last)]
     kwargs = {}
     if attention_mask is not None and not bool(attention_mask.all()):
         kwargs["attention_mask"] = attention_mask

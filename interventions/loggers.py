@@ -45,8 +45,13 @@ def is_wandb(logger) -> bool:
 
 
 def log_files(logger, images: dict[str, Path], table_rows: list[dict] | None = None, summary: dict | None = None) -> None:
-    """Images, a table and summary values to W&B (no-op for other loggers)."""
+    """Images, a table and summary values to W&B; other loggers get the summary values."""
+    if logger is None:
+        return
     if not is_wandb(logger):
+        if summary:
+            logger.log_metrics(summary)
+            logger.save()
         return
     try:
         for key, path in images.items():

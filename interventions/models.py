@@ -69,22 +69,30 @@ def load_toy(
 
 def _load_hf(name_or_path: str, device: str, dtype: torch.dtype) -> TransformerBridge:
     local = Path(name_or_path).expanduser()
+    if name_or_path.startswith(("/", "./", "../", "~")) and not local.exists():
+        raise ModelError(f"model folder {local} does not exist")
     if local.is_dir() and not (local / "config.json").exists():
         raise ModelError(
             f"{local} is a folder but has no config.json; pass a folder saved with "
             "save_pretrained (config.json, weights, tokenizer files)"
         )
+    tokenizer_files = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+    if local.is_dir() and not any((local / f).exists() for f in tokenizer_files):
+        raise ModelError(
+            f"{local} has no tokenizer files ({', '.join(tokenizer_files)}); save the tokenizer "
+            "into the same folder with tokenizer.save_pretrained(folder)"
+        )
     try:
         return TransformerBridge.boot_transformers(
             str(local) if local.is_dir() else name_or_path, device=device, dtype=dtype
         )
-    except OSError as error:
+    except (OSError, ValueError) as error:  # hub errors are OSErrors; bad repo ids ValueErrors
         if local.is_dir():
             raise ModelError(f"could not load the model in {local}: {error}") from error
         raise ModelError(
             f"could not load {name_or_path!r} from the Hugging Face hub (no network, or no such "
             f"model); download it where there is network with "
-            f"`huggingface-cli download {name_or_path} --local-dir DIR` and pass model=DIR"
+            f"`huggingface-cli download {name_or_path} --local-dir DIR` and pass model.name=DIR"
         ) from error
 
 
@@ -131,9 +139,12 @@ def load_model(
 
 def model_fingerprint(model: TransformerBridge) -> str:
     """A short hash of the model's configuration and every weight, to match exports to models."""
+    # Cached per weight state: an in-place change (load_state_dict, an optimizer step)
+    # bumps a tensor's version counter and invalidates the cache.
+    state = tuple((t.data_ptr(), t._version) for t in model.state_dict().values())
     cached = getattr(model, "_interventions_fingerprint", None)
-    if cached is not None:
-        return cached
+    if cached is not None and cached[0] == state:
+        return cached[1]
     h = hashlib.sha256()
     cfg = model.cfg
     for key in ("d_model", "n_layers", "n_heads", "d_head", "d_mlp", "d_vocab", "n_ctx"):
@@ -142,7 +153,7 @@ def model_fingerprint(model: TransformerBridge) -> str:
         h.update(name.encode())
         h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     digest = h.hexdigest()[:16]
-    model._interventions_fingerprint = digest
+    model._interventions_fingerprint = (state, digest)
     return digest
 
 

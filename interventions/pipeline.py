@@ -186,10 +186,10 @@ def evaluate_from_config(cfg: DictConfig) -> dict:
     """Evaluate an export on a task/split/template; writes metrics.json and plots."""
     out_dir = Path(cfg.run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    iv = load_intervention(cfg.intervention)
+    iv = load_intervention(cfg.export)
     meta = iv.meta
-    model_name = cfg.model or meta["model"]["name"]
-    model, _ = load_model(model_name, device=cfg.device)
+    model_name = cfg.model.name or meta["model"]["name"]
+    model, _ = load_model(model_name, device=cfg.model.device, dtype=cfg.model.dtype)
     if cfg.check_model:
         iv.check_model(model)
     iv.to(model)
@@ -198,7 +198,8 @@ def evaluate_from_config(cfg: DictConfig) -> dict:
         if cfg.task.get(key) is not None:
             task_cfg[key] = cfg.task[key]
     split = cfg.split
-    task_cfg[f"n_{split}"] = cfg.n
+    if cfg.n is not None:
+        task_cfg[f"n_{split}"] = cfg.n
     tasks = load_splits(task_cfg, model, cfg.seed, fixed_length=iv.method.position_tied, splits=(split,))
     dm = TaskDataModule(
         model, None, None, None, batch_size=task_cfg.batch_size, padding_side=task_cfg.padding_side,

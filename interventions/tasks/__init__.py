@@ -78,8 +78,9 @@ def load_task(
     else:
         raise TaskError(f"unknown task {name!r}; allowed: {', '.join(TASKS)}")
     check_points(points, tok, source)
-    if fixed_length and model is not None:
-        lengths = [len(ids) for ids in prompt_token_ids(model, [p.prompt for p in points])]
+    if fixed_length and (model is not None or tok is not None):
+        source_model = model if model is not None else tok
+        lengths = [len(ids) for ids in prompt_token_ids(source_model, [p.prompt for p in points])]
         info["length"] = check_fixed_length(lengths, source)
     return Task(name, split, str(template), tuple(points), info)
 

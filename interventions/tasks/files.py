@@ -35,7 +35,7 @@ def read_points(path: str | Path) -> list[DataPoint]:
     suffix = path.suffix.lower()
     points = []
     if suffix in (".jsonl", ".json"):
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
+        for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
             if not line.strip():
                 continue
             try:
@@ -44,7 +44,7 @@ def read_points(path: str | Path) -> list[DataPoint]:
                 raise TaskError(f"{path} line {number}: not valid JSON ({error.msg})") from None
             points.append(_point(record, f"{path} line {number}"))
     elif suffix == ".csv":
-        with path.open(newline="") as f:
+        with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: Excel's BOM
             reader = csv.DictReader(f)
             if reader.fieldnames is None or not set(FIELDS) <= set(reader.fieldnames):
                 raise TaskError(

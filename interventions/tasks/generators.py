@@ -31,14 +31,14 @@ def parse_templates(task: str, template) -> list[int]:
     count = len(world.TEMPLATES[task])
     if template in ("all", None):
         return list(range(count))
-    if isinstance(template, str):
-        template = [t for t in template.split(",") if t.strip()]
-    items = template if isinstance(template, (list, tuple)) else [template]
+    raw = template
+    items = [t for t in template.split(",") if t.strip()] if isinstance(template, str) else template
+    items = items if isinstance(items, (list, tuple)) else [items]
     try:
         indices = [int(t) for t in items]
     except (TypeError, ValueError):
         raise TaskError(
-            f"task.template={template!r} is not a template index; "
+            f"task.template={raw!r} is not a template index; "
             f"{task} has templates 0..{count - 1} (or 'all')"
         ) from None
     for i in indices:

@@ -26,6 +26,13 @@ FILLER_TEMPLATES = (
     "{N} works as a {OCC} .",
 )
 
+# Calibration noise: the fraction of task sentences completed with the foil instead of the
+# answer. A real language model is not certain of these answers; without noise the toy
+# model's clean logit difference grows past 10 and steering must move an unrealistic
+# margin. With 10% the clean difference settles near log(0.9/0.1) ~ 2.2, comparable to
+# GPT-2 on CCC and IOI, while the answer still wins on every prompt.
+NOISE = {"ccc": 0.1, "ioi": 0.1, "pronouns": 0.05}
+
 MIXTURE = {
     "fact": 0.14,
     "ccc": 0.16,
@@ -58,7 +65,8 @@ def _sample_task_sentence(task: str, rng: random.Random) -> str:
             answer = rng.choice(w.OCCUPATIONS)
         return f"{template.prompt(full)} {answer}{w.COMPLETION_SUFFIX[task]}"
     full = w.fill(task, slots)
-    return f"{template.prompt(full)} {full[template.answer]}{w.COMPLETION_SUFFIX[task]}"
+    slot = template.foil if rng.random() < NOISE[task] else template.answer
+    return f"{template.prompt(full)} {full[slot]}{w.COMPLETION_SUFFIX[task]}"
 
 
 def _sample_fact(rng: random.Random) -> str:

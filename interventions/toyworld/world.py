@@ -6,9 +6,11 @@ written as separate words ("Paris ." not "Paris.").
 
 Ground truth the world plants, and the trained model is expected to learn:
 - CCC: each country has one capital. In conflicting contexts ("The capital of X is Z .
-  Q: What is the capital of X ? A:") the corpus always answers with the memorised
-  capital, never with the in-context one.
-- IOI: "When A and B went to the P , B gave a O to" -> A (the non-repeated name).
+  Q: What is the capital of X ? A:") the corpus answers with the memorised capital 90%
+  of the time and with the in-context one 10% (`corpus.NOISE`: calibration, so that
+  the model prefers the memorised answer by a realistic margin, not with certainty).
+- IOI: "When A and B went to the P , B gave a O to" -> A (the non-repeated name; B in
+  10% of the corpus).
 - pronouns: each name has a gender; subject (she/he) and object (her/him) pronouns
   follow it.
 - bias: "My friend NAME is an excellent" -> actress/actor follows the gender

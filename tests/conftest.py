@@ -1,0 +1,158 @@
+"""Shared fixtures: a tiny random TransformerBridge on the toy vocabulary, the committed
+toy model (skipped while its checkpoint is absent), the real GPT-2 tokenizer (skipped
+when its folder is absent) and small helpers to write dataset files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+# The models here are tiny: one intra-op thread is as fast as several, and does not
+# collapse (10x slower) when other processes compete for the machine's few cores.
+torch.set_num_threads(1)
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # the package is used from the checkout, not installed
+    sys.path.insert(0, str(ROOT))
+
+GPT2_TOKENIZER_DIR = ROOT.parent / "shared" / "data" / "gpt2-tokenizer"
+
+TINY_CONFIG = dict(
+    d_model=32,
+    n_layers=2,
+    n_heads=4,
+    d_head=8,
+    d_mlp=64,
+    n_ctx=64,
+    act_fn="gelu",
+    normalization_type="LN",
+    positional_embedding_type="standard",
+)
+
+
+def toy_checkpoint_weights() -> Path:
+    """Where load_model("toy") looks for the committed weights (read at call time)."""
+    import interventions.models as models
+
+    return Path(models.TOY_CHECKPOINT) / "model.safetensors"
+
+
+def skip_without_toy_checkpoint() -> None:
+    weights = toy_checkpoint_weights()
+    if not weights.exists():
+        pytest.skip(
+            f"toy checkpoint {weights} is absent (train it with "
+            "`python -m interventions.toyworld train`)"
+        )
+
+
+def build_tiny_model(tokenizer, seed: int = 0):
+    """A tiny randomly initialised native TransformerBridge, frozen."""
+    import transformer_lens.model_bridge.sources.native  # noqa: F401  (attaches boot_native)
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from interventions.models import freeze
+
+    config = dict(TINY_CONFIG, d_vocab=len(tokenizer), seed=seed)
+    return freeze(TransformerBridge.boot_native(config, tokenizer=tokenizer))
+
+
+@pytest.fixture(scope="session")
+def toy_tokenizer(tmp_path_factory):
+    """The toy world's word-level tokenizer, saved and reloaded from a folder
+    (boot_native re-loads a tokenizer by its name_or_path)."""
+    from interventions.toyworld import world
+    from interventions.toyworld.tokenizer import build_tokenizer, load_tokenizer
+
+    folder = tmp_path_factory.mktemp("toy_tokenizer")
+    build_tokenizer(world.all_words()).save_pretrained(str(folder))
+    return load_tokenizer(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(toy_tokenizer):
+    """2 layers, 4 heads, d_model 32, random weights (seed 0), toy vocabulary, frozen."""
+    return build_tiny_model(toy_tokenizer, seed=0)
+
+
+@pytest.fixture(scope="session")
+def toy_model():
+    """(model, tokenizer) = load_model("toy"); skips while the checkpoint is absent."""
+    skip_without_toy_checkpoint()
+    from interventions.models import load_model
+
+    return load_model("toy")
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer():
+    """The real GPT-2 BPE tokenizer from ../shared/data/gpt2-tokenizer (offline)."""
+    if not (GPT2_TOKENIZER_DIR / "vocab.json").exists():
+        pytest.skip(f"GPT-2 tokenizer folder {GPT2_TOKENIZER_DIR} is absent")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(GPT2_TOKENIZER_DIR))
+
+
+def write_jsonl(path: Path, records) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def write_csv(path: Path, records, header=("prompt", "correct", "wrong")) -> Path:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for r in records:
+            writer.writerow([r[k] for k in ("prompt", "correct", "wrong")])
+    return path
+
+
+def toy_records(count: int, prefix: str = "Tell me about item"):
+    """`count` distinct records whose answers are single tokens of the toy tokenizer."""
+    return [
+        {"prompt": f"{prefix} {i} : it is", "correct": " Paris", "wrong": " Berlin"}
+        for i in range(count)
+    ]
+
+
+def hub_offline(monkeypatch) -> None:
+    """No Hugging Face hub requests. huggingface_hub reads HF_HUB_OFFLINE once at import,
+    so the already-imported constant is patched too (else a lookup retries for ~20 s)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+def save_tiny_gpt2(folder: Path, tokenizer, seed: int, n_layer: int = 2, n_embd: int = 32):
+    """A randomly initialised GPT-2-shaped model and `tokenizer`, saved with save_pretrained."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(n_layer=n_layer, n_head=2, n_embd=n_embd, vocab_size=50257, n_positions=64)
+    hf = GPT2LMHeadModel(config).eval()
+    hf.save_pretrained(str(folder))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(folder))
+    return hf
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory, gpt2_tokenizer):
+    """(bridge, hf_model): a random GPT-2-shaped model loaded offline with load_model."""
+    from interventions.models import load_model
+
+    folder = tmp_path_factory.mktemp("tiny_gpt2")
+    hf = save_tiny_gpt2(folder, gpt2_tokenizer, seed=0)
+    with pytest.MonkeyPatch.context() as mp:
+        hub_offline(mp)
+        model, _ = load_model(str(folder))
+    return model, hf

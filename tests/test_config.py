@@ -1,0 +1,116 @@
+"""preflight: every wrong key or value on the command line is one ConfigError line naming
+the key and what is allowed, before any model is loaded (PRODUCT.md, Errors)."""
+
+from __future__ import annotations
+
+import pytest
+
+from interventions.config import preflight
+from interventions.errors import ConfigError
+
+
+def error_of(argv, config_name="train") -> str:
+    with pytest.raises(ConfigError) as info:
+        preflight(argv, config_name)
+    message = str(info.value)
+    assert message.strip() == message and "\n" not in message, repr(message)
+    return message
+
+
+@pytest.mark.parametrize(
+    "argv, must_contain",
+    [
+        # unknown option of a config group: the group and its options
+        (["intervention=foo"], ["intervention", "foo", "activscalar", "steervec", "dynscalar"]),
+        (["task=nope"], ["task", "nope", "ccc", "ioi"]),
+        (["logger=web"], ["logger", "web", "wandb", "csv", "none"]),
+        # unknown key inside a group: the key and the group's keys
+        (["task.tempate=1"], ["task.tempate", "template", "n_train"]),
+        (["objective.lamda_f=1"], ["objective.lamda_f", "lambda_f", "lambda_m", "margin"]),
+        # bad values: the key and the allowed values or range
+        (["objective.lambda_f=-1"], ["objective.lambda_f", "-1", ">= 0"]),
+        (["objective.margin=-0.5"], ["objective.margin", "-0.5", ">= 0"]),
+        (["objective.lambda_f=abc"], ["objective.lambda_f", "abc", "number"]),
+        (["logger.mode=web"], ["logger.mode", "web", "offline", "online", "disabled"]),
+        (["intervention.sites=[attnOut,bogus]"], ["intervention.sites", "bogus", "attnOut", "residPost", "z"]),
+        (["trainer.max_epochs=0"], ["trainer.max_epochs", "0", ">= 1"]),
+        (["intervention.method=foo"], ["intervention.method", "foo", "activscalar"]),
+        (["intervention.lr=0"], ["intervention.lr", "> 0"]),
+        (["task.batch_size=0"], ["task.batch_size", ">= 1"]),
+        (["task.padding_side=middle"], ["task.padding_side", "middle", "right", "left"]),
+        (["model.dtype=float8"], ["model.dtype", "float8", "float32", "bfloat16"]),
+        # unknown top-level key
+        (["+foo=1"], ["foo", "seed", "task", "objective"]),
+    ],
+)
+def test_train_preflight_rejects(argv, must_contain):
+    message = error_of(argv)
+    for text in must_contain:
+        assert text in message, f"{text!r} not in {message!r}"
+
+
+def test_bad_value_inside_a_sweep_is_found():
+    message = error_of(["-m", "objective.lambda_f=0,1,-3"])
+    assert "objective.lambda_f" in message and "-3" in message and ">= 0" in message
+
+
+def test_bad_value_in_second_sweep_dimension_is_found():
+    message = error_of(["-m", "objective.margin=0,1", "intervention=activscalar,bogus"])
+    assert "intervention" in message and "bogus" in message and "steervec" in message
+
+
+def test_good_sweep_passes():
+    preflight(["-m", "objective.lambda_f=0,1,10,100", "intervention=activscalar,steervec"], "train")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["task=ioi"],
+        ["intervention=steervec"],
+        ["intervention=dynscalar", "task.template=all"],
+        ["experiment=ioi_steervec"],
+        ["logger=none"],
+        ["logger=csv", "trainer.max_epochs=2", "task.n_train=64", "task.n_test=64"],
+        ["objective.lambda_f=0", "objective.lambda_m=100", "objective.margin=10"],
+        ["intervention.sites=[attnOut,mlpOut,residPost,z,v,o]", "intervention.layers=[0,-1]"],
+        ["run_dir=/tmp/somewhere", "seed=3"],
+        ["hydra.run.dir=/tmp/x"],
+    ],
+)
+def test_train_preflight_accepts(argv):
+    preflight(argv, "train")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["intervention=/some/path"],
+        ["intervention=/some/path/intervention.json", "split=train", "task.name=ioi", "logger=none"],
+        ["intervention=/some/path", "model=gpt2"],
+    ],
+)
+def test_evaluate_preflight_accepts_a_path(argv):
+    preflight(argv, "evaluate")
+
+
+def test_evaluate_preflight_requires_the_export():
+    message = error_of(["split=train", "task.name=ioi", "logger=none", "n=64"], "evaluate")
+    assert "intervention=" in message
+
+
+@pytest.mark.parametrize(
+    "argv, must_contain",
+    [
+        (["split=bogus"], ["split", "bogus", "train", "val", "test"]),
+        (["task.name=nope"], ["task.name", "nope", "ccc"]),
+        (["logger.mode=web"], ["logger.mode", "web", "offline"]),
+        (["logger=web"], ["logger", "web", "wandb", "csv", "none"]),
+        (["+foo=1"], ["foo", "split", "intervention"]),
+    ],
+)
+def test_evaluate_preflight_rejects(argv, must_contain):
+    message = error_of(argv, "evaluate")
+    for text in must_contain:
+        assert text in message, f"{text!r} not in {message!r}"
