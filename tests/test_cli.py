@@ -177,7 +177,8 @@ def evaluate_in_process(run_dir: Path, out_dir: Path, **overrides) -> dict:
     cfg = OmegaConf.load(ROOT / "conf" / "evaluate.yaml")
     del cfg["defaults"], cfg["hydra"]
     cfg.logger = OmegaConf.load(ROOT / "conf" / "logger" / "none.yaml")
-    cfg.intervention = str(run_dir)
+    cfg.model = OmegaConf.load(ROOT / "conf" / "model" / "from_export.yaml")
+    cfg.export = str(run_dir)
     cfg.run_dir = str(out_dir)
     for key, value in overrides.items():
         OmegaConf.update(cfg, key, value)

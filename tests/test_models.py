@@ -181,7 +181,7 @@ def test_unknown_hub_name_suggests_a_local_folder(offline):
         load_model("definitely-not-a-model-xyz")
     message = str(info.value)
     assert "'definitely-not-a-model-xyz'" in message
-    assert "--local-dir" in message and "model=DIR" in message
+    assert "--local-dir" in message and "model.name=DIR" in message
 
 
 def test_folder_without_config_json(tmp_path):
