@@ -55,7 +55,7 @@ def minimality_loss(flat_params: torch.Tensor) -> torch.Tensor:
 class Objective:
     """E_m + λ_F·F + λ_M·M with λ_F, λ_M, m ≥ 0."""
 
-    lambda_f: float = 1.0
+    lambda_f: float = 0.1
     lambda_m: float = 0.0
     margin: float = 1.0
 

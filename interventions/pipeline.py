@@ -12,7 +12,6 @@ import logging
 import time
 from pathlib import Path
 
-import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,9 +25,9 @@ from interventions.metrics import flatten
 from interventions.models import load_model
 from interventions.module import InterventionModule
 from interventions.objective import Objective
-from interventions.sites import build_grid
 from interventions.tasks import load_task
 from interventions.tasks.datamodule import TaskDataModule
+from interventions.training import train_intervention
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
@@ -51,18 +50,6 @@ def load_splits(task_cfg, model, seed: int, fixed_length: bool, splits=("train",
             else:
                 raise
     return out
-
-
-def build_method(icfg, model, prompt_tokens: list[str], seq_len: int):
-    """The configured Method on a grid validated against the model."""
-    cls = METHODS[icfg.method]
-    grid = build_grid(
-        model.cfg, sites=list(icfg.sites) if not isinstance(icfg.sites, str) else icfg.sites,
-        layers=icfg.layers, positions=icfg.positions if cls.position_tied else None, heads=icfg.heads,
-        seq_len=seq_len, tokens=prompt_tokens,
-    )  # fmt: skip
-    W_O = model.W_O.detach() if "o" in grid.sites else None
-    return cls(grid, model.cfg, W_O=W_O)
 
 
 def beta_curve_values(module: InterventionModule, loader, betas=BETAS) -> tuple[list, list]:
@@ -116,50 +103,31 @@ def _fmt(value) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def _trainer(cfg: DictConfig, logger, run_dir: Path, has_val: bool) -> L.Trainer:
-    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    kwargs.update(
-        logger=logger if logger is not None else False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        default_root_dir=str(run_dir),
-        num_sanity_val_steps=0,
-    )
-    if not has_val:
-        kwargs["limit_val_batches"] = 0
-    return L.Trainer(**kwargs)
-
-
 def train_from_config(cfg: DictConfig) -> dict:
     """Train one intervention as configured and write every file of the run; returns metrics."""
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
     method_cls = METHODS[cfg.intervention.method]
     model, _ = load_model(cfg.model.name, device=cfg.model.device, dtype=cfg.model.dtype)
     tasks = load_splits(cfg.task, model, cfg.seed, fixed_length=method_cls.position_tied)
-    dm = TaskDataModule(
-        model, tasks["train"], tasks["val"], tasks["test"], batch_size=cfg.task.batch_size,
-        padding_side=cfg.task.padding_side, fixed_length=method_cls.position_tied, shuffle_seed=cfg.seed,
-    )  # fmt: skip
-    dm.setup()
-    first = dm.datasets["train"].tensors
-    seq_len = first["input_ids"].shape[1]
-    method = build_method(cfg.intervention, model, model.to_str_tokens(tasks["train"][0].prompt), seq_len)
-    method.initialize(cfg.intervention.init, cfg.intervention.init_scale, seed=cfg.seed, model=model, datamodule=dm)
-    objective = Objective(**OmegaConf.to_container(cfg.objective))
-    module = InterventionModule(model, method, objective, lr=cfg.intervention.lr)
-
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    icfg = OmegaConf.to_container(cfg.intervention, resolve=True)
+    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_kwargs["default_root_dir"] = str(run_dir)
     logger = make_logger(
         cfg.logger.kind, run_dir, project=cfg.logger.project, mode=cfg.logger.mode,
-        group=cfg.logger.group, name=run_dir.name, config=resolved,
+        group=cfg.logger.group, name=run_dir.name, config=OmegaConf.to_container(cfg, resolve=True),
     )  # fmt: skip
     try:
-        trainer = _trainer(cfg, logger, run_dir, has_val=tasks["val"] is not None)
-        trainer.fit(module, datamodule=dm)
-        module.to(trainer.strategy.root_device)
+        trained = train_intervention(
+            model, tasks["train"], tasks["test"], tasks["val"], method=icfg["method"],
+            sites=icfg["sites"], layers=icfg["layers"], positions=icfg["positions"], heads=icfg["heads"],
+            init=icfg["init"], init_scale=icfg["init_scale"], lr=icfg["lr"],
+            objective=Objective(**OmegaConf.to_container(cfg.objective)),
+            batch_size=cfg.task.batch_size, padding_side=cfg.task.padding_side, seed=cfg.seed,
+            logger=logger, trainer_kwargs=trainer_kwargs,
+        )  # fmt: skip
+        module, dm, method = trained.module, trained.datamodule, trained.method
         metrics = {split: module.evaluate(dm.loader(split)) for split in ("train", "test")}
         title = f"{method.name} on {cfg.task.name} (template {cfg.task.template})"
         images, rows = write_plots(run_dir, module, dm, "test", title)

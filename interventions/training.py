@@ -1,0 +1,108 @@
+"""Train an intervention from Python: the library path that `train.py` also takes.
+
+    >>> model, _ = load_model("toy")
+    >>> train = load_task("ccc", model=model, split="train", n=128)
+    >>> trained = train_intervention(model, train, method="activscalar", epochs=10)
+    >>> trained.evaluate("train")["flip_accuracy"]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning as L
+
+from interventions.methods import METHODS, Method
+from interventions.module import InterventionModule
+from interventions.objective import Objective
+from interventions.sites import DEFAULT_SITES, build_grid
+from interventions.tasks.datamodule import TaskDataModule
+from interventions.tasks.datapoint import Task
+
+
+@dataclass
+class TrainedIntervention:
+    """The trained LightningModule (frozen model + method) and its tokenized data."""
+
+    module: InterventionModule
+    datamodule: TaskDataModule
+
+    @property
+    def method(self) -> Method:
+        return self.module.method
+
+    def evaluate(self, split: str = "test") -> dict:
+        """Metrics (METHOD.md §5) of the trained intervention on a split it was given."""
+        if self.datamodule.tasks.get(split) is None:
+            raise ValueError(f"no {split} split was given to train_intervention")
+        return self.module.evaluate(self.datamodule.loader(split))
+
+
+def make_method(name: str, model, prompt: str, seq_len: int, sites=DEFAULT_SITES, layers="all",
+                positions="all", heads="all") -> Method:  # fmt: skip
+    """A Method on a grid validated against the model, labelled with `prompt`'s tokens."""
+    cls = METHODS[name]
+    grid = build_grid(
+        model.cfg, sites=sites, layers=layers, positions=positions if cls.position_tied else None,
+        heads=heads, seq_len=seq_len, tokens=model.to_str_tokens(prompt),
+    )  # fmt: skip
+    return cls(grid, model.cfg, W_O=model.W_O.detach() if "o" in grid.sites else None)
+
+
+def train_intervention(
+    model,
+    train: Task,
+    test: Task | None = None,
+    val: Task | None = None,
+    method: str = "activscalar",
+    *,
+    sites=DEFAULT_SITES,
+    layers="all",
+    positions="all",
+    heads="all",
+    init: str = "normal",
+    init_scale: float = 1e-5,
+    objective: Objective | None = None,
+    lr: float = 1e-2,
+    epochs: int = 25,
+    batch_size: int = 4,
+    padding_side: str = "right",
+    seed: int = 0,
+    logger=None,
+    trainer_kwargs: dict | None = None,
+) -> TrainedIntervention:
+    """Train `method` on `train` with Lightning; the frozen model is never changed.
+
+    Args:
+        model: a frozen TransformerBridge (`load_model`).
+        train, test, val: `Task`s (`load_task`); position-tied methods need one prompt length.
+        method: "activscalar", "steervec" or "dynscalar".
+        sites, layers, positions, heads: the location grid (see `sites.build_grid`).
+        init, init_scale: parameter initialisation (see `methods.INITS`).
+        objective: E_m + λ_F·F + λ_M·M weights (default Objective(): λ_F 0.1, λ_M 0, m 1).
+        lr, epochs, batch_size, seed: Adam learning rate, epochs, batch size, seed.
+        logger, trainer_kwargs: passed to `lightning.Trainer`.
+    """
+    L.seed_everything(seed, workers=True, verbose=False)
+    cls = METHODS[method]
+    dm = TaskDataModule(
+        model, train, val, test, batch_size=batch_size, padding_side=padding_side,
+        fixed_length=cls.position_tied, shuffle_seed=seed,
+    )  # fmt: skip
+    dm.setup()
+    seq_len = dm.datasets["train"].tensors["input_ids"].shape[1]
+    m = make_method(method, model, train[0].prompt, seq_len, sites, layers, positions, heads)
+    m.initialize(init, init_scale, seed=seed, model=model, datamodule=dm)
+    module = InterventionModule(model, m, objective or Objective(), lr=lr)
+    kwargs = dict(max_epochs=epochs, accelerator="cpu", devices=1, enable_progress_bar=False)
+    kwargs.update(trainer_kwargs or {})
+    kwargs.update(
+        logger=logger if logger is not None else False, enable_checkpointing=False,
+        enable_model_summary=False, num_sanity_val_steps=0,
+    )  # fmt: skip
+    if val is None:
+        kwargs["limit_val_batches"] = 0
+    trainer = L.Trainer(**kwargs)
+    trainer.fit(module, datamodule=dm)
+    module.to(trainer.strategy.root_device)
+    return TrainedIntervention(module, dm)
