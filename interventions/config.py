@@ -64,7 +64,7 @@ SCHEMA: dict[str, dict] = {
     },
     "intervention": {
         "method": _methods, "sites": "sites", "layers": "any", "positions": "any", "heads": "any",
-        "init": _inits, "init_scale": "float>=0", "lr": "float>0",
+        "init": _inits, "init_scale": "float>=0", "lr": "float>=0",
     },
     "objective": {"lambda_f": "float>=0", "lambda_m": "float>=0", "margin": "float>=0"},
     "logger": {"kind": lambda: LOGGERS, "project": "str", "mode": lambda: WANDB_MODES, "group": "str|null"},
@@ -77,7 +77,7 @@ EVAL_SCHEMA: dict[str, dict] = {
 SCHEMAS = {"train": SCHEMA, "evaluate": EVAL_SCHEMA}
 TOP_KEYS = {
     "train": {"seed", "run_dir"},
-    "evaluate": {"seed", "run_dir", "export", "check_model", "split", "n"},
+    "evaluate": {"seed", "run_dir", "export", "check_model", "split", "n", "sweep", "generalization"},
 }
 _NAMED_CHOICES = {"tasks": _tasks, "bias_pairs": _bias_pairs}
 # Groups whose keys are passed through to another library (checked there).
@@ -237,7 +237,15 @@ def _preflight(argv: list[str], config_name: str) -> None:
         if config_name == "evaluate":
             if cfg.split not in ("train", "val", "test"):
                 raise ConfigError(f"split={cfg.split!r} is not allowed; allowed: train, val, test")
-            if OmegaConf.is_missing(cfg, "export"):
-                raise ConfigError("which export? pass intervention=<run directory or intervention.json>")
+            if cfg.get("sweep") is not None and cfg.get("generalization") is not None:
+                raise ConfigError("pass either sweep=<dir> or generalization=<runs>, not both")
+            if cfg.get("sweep") is not None and not isinstance(cfg.sweep, str):
+                raise ConfigError(f"sweep={cfg.sweep!r} must be one multirun folder")
+            modes = cfg.get("sweep") is not None or cfg.get("generalization") is not None
+            if OmegaConf.is_missing(cfg, "export") and not modes:
+                raise ConfigError(
+                    "which export? pass intervention=<run directory or intervention.json> "
+                    "(or sweep=<multirun dir>, or generalization=<runs>)"
+                )
             if cfg.n is not None and (not isinstance(cfg.n, int) or cfg.n < 1):
                 raise ConfigError(f"n={cfg.n!r} must be an integer >= 1 (or null)")

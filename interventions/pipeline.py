@@ -129,6 +129,8 @@ def train_from_config(cfg: DictConfig) -> dict:
         )  # fmt: skip
         module, dm, method = trained.module, trained.datamodule, trained.method
         metrics = {split: module.evaluate(dm.loader(split)) for split in ("train", "test")}
+        if module.global_rank != 0:  # hook for DDP (conf/trainer/ddp.yaml): only rank 0 writes the files
+            return metrics
         title = f"{method.name} on {cfg.task.name} (template {cfg.task.template})"
         images, rows = write_plots(run_dir, module, dm, "test", title)
         extra = {
@@ -140,6 +142,9 @@ def train_from_config(cfg: DictConfig) -> dict:
             "metrics": metrics,
             "train_seconds": round(time.time() - started, 2),
         }
+        if trained.info is not None:  # an attribution baseline: its tuned scale
+            extra["attribution"] = trained.info
+            print(f"{method.name}: tuned scale {trained.info['scale']} (train effectiveness {trained.info['train_effectiveness']:.4f})")
         save_intervention(run_dir, method, model, cfg.model.name, extra)
         log_files(logger, images, rows, flatten(metrics))
     finally:

@@ -66,6 +66,7 @@ class Method(nn.Module):
     name: str = ""
     position_tied: bool = True
     scalar: bool = True  # parameters are scalars per location (heatmaps, scalars.csv)
+    trained: bool = True  # False: parameters come from attribution scores, not gradient descent
 
     def __init__(self, grid: LocationGrid, cfg, W_O: torch.Tensor | None = None):
         """
