@@ -1,0 +1,226 @@
+"""Speed and memory of the training step, side by side in one process, as ratios.
+
+    python benchmarks/run.py step      [--models toy,gpt2-small] [--repeats 20]
+    python benchmarks/run.py scaling   [--model toy]
+
+`step` times, on the same doubled batch (β = +1 and β = -1):
+  bare      one forward + backward of the frozen model with gradients flowing only to the
+            hooked activations (the floor: a hook multiplies each hooked activation by a
+            leaf of ones; backward from the last-position logits)
+  ours      the product's training step: one batched β pass, hooks, clean log-probs
+            precomputed, no weight gradients, last-position unembedding, objective, Adam
+  naive     a straightforward step: two separate β passes, clean logits recomputed every
+            step, model weights left requiring grad, logits at every position
+and reports ours / bare (goal ≤ 1.15) and naive / ours. `scaling` runs each point in a
+fresh subprocess and reports time per epoch and peak RSS as prompts, layers and
+positions grow. Absolute times are noisy on a shared machine; read the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+GPT2_SMALL = dict(d_model=768, n_layers=12, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50257, n_ctx=128,
+                  act_fn="gelu_new", normalization_type="LN")  # fmt: skip
+
+
+def build(model_name: str, n_layers: int | None = None):
+    """(frozen model, d_vocab): the toy checkpoint, or a random GPT-2-small-shaped native model."""
+    from interventions.models import freeze, load_model
+
+    if model_name == "toy":
+        model, _ = load_model("toy")
+        return model, model.cfg.d_vocab
+    import transformer_lens.model_bridge.sources.native  # noqa: F401
+    from transformer_lens.model_bridge import TransformerBridge
+
+    cfg = dict(GPT2_SMALL, seed=0)
+    if n_layers:
+        cfg["n_layers"] = n_layers
+    return freeze(TransformerBridge.boot_native(cfg)), cfg["d_vocab"]
+
+
+def make_batch(d_vocab: int, batch: int, pos: int, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(4, d_vocab, (batch, pos), generator=g)
+    return {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "last_index": torch.full((batch,), pos - 1),
+        "correct": torch.randint(4, d_vocab, (batch,), generator=g),
+        "wrong": torch.randint(4, d_vocab, (batch,), generator=g),
+    }
+
+
+def make_module(model, seq_len: int, method: str = "activscalar"):
+    from interventions.methods import METHODS
+    from interventions.module import InterventionModule
+    from interventions.objective import Objective
+    from interventions.sites import build_grid
+
+    grid = build_grid(model.cfg, seq_len=seq_len)
+    m = METHODS[method](grid, model.cfg)
+    m.initialize("normal", 1e-3, seed=0)
+    return InterventionModule(model, m, Objective(lambda_f=1.0, lambda_m=0.01, margin=1.0), lr=1e-2)
+
+
+def step_ours(module, optimizer, batch):
+    logits_pos, logits_neg = module.steered_logits(batch)
+    loss, _ = module.objective(logits_pos, logits_neg, batch["correct"], batch["wrong"],
+                               batch["clean_logprobs"], module.method.flat_params())  # fmt: skip
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def step_bare(model, batch, hook_names):
+    from interventions.forward import last_position_logits
+
+    ids = batch["input_ids"].repeat(2, 1)
+    leaves = []
+
+    def hook(act, hook):
+        leaf = torch.ones((), requires_grad=True)
+        leaves.append(leaf)
+        return act * leaf
+
+    logits = last_position_logits(model, ids, None, batch["last_index"].repeat(2), fwd_hooks=[(n, hook) for n in hook_names])
+    logits.sum().backward()
+
+
+def step_naive(module, optimizer, batch):
+    """Two β passes, clean logits every step, weights requiring grad, all positions' logits."""
+    from interventions.objective import Objective
+
+    model, method = module.model, module.method
+    rows = torch.arange(batch["input_ids"].shape[0])
+    with torch.no_grad():
+        clean = torch.log_softmax(model(batch["input_ids"])[rows, batch["last_index"]], -1)
+    outs = []
+    for beta in (1.0, -1.0):
+        with model.hooks(fwd_hooks=method.hooks(beta)):
+            outs.append(model(batch["input_ids"])[rows, batch["last_index"]])
+    loss, _ = Objective(1.0, 0.01, 1.0)(outs[0], outs[1], batch["correct"], batch["wrong"], clean, method.flat_params())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_step(model_name: str, batch_size: int, pos: int, repeats: int) -> dict:
+    from interventions.sites import hook_name
+
+    model, d_vocab = build(model_name)
+    batch = make_batch(d_vocab, batch_size, pos)
+    module = make_module(model, pos)
+    with torch.no_grad():
+        from interventions.forward import last_position_logits
+
+        batch["clean_logprobs"] = torch.log_softmax(
+            last_position_logits(model, batch["input_ids"], None, batch["last_index"]), -1
+        )
+    optimizer = torch.optim.Adam(module.method.parameters(), lr=1e-2)
+    names = [hook_name(s, l) for s in module.method.grid.sites for l in module.method.grid.layers]
+    bare = timed(lambda: step_bare(model, batch, names), repeats)
+    ours = timed(lambda: step_ours(module, optimizer, batch), repeats)
+    for p in model.parameters():  # the naive step leaves the weights requiring grad
+        p.requires_grad_(True)
+    naive = timed(lambda: step_naive(module, optimizer, batch), repeats)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return {
+        "model": model_name, "batch": batch_size, "positions": pos, "repeats": repeats,
+        "bare_ms": round(bare * 1e3, 2), "ours_ms": round(ours * 1e3, 2), "naive_ms": round(naive * 1e3, 2),
+        "ours_over_bare": round(ours / bare, 3), "naive_over_ours": round(naive / ours, 3),
+    }  # fmt: skip
+
+
+def scaling_point(model_name: str, n_prompts: int, n_layers: int | None, pos: int, batch_size: int) -> dict:
+    """One epoch of training at one size (run in a fresh process for a clean peak RSS)."""
+    model, d_vocab = build(model_name, n_layers)
+    data = make_batch(d_vocab, n_prompts, pos)
+    module = make_module(model, pos)
+    from interventions.forward import last_position_logits
+
+    with torch.no_grad():
+        data["clean_logprobs"] = torch.log_softmax(last_position_logits(model, data["input_ids"], None, data["last_index"]), -1)
+    optimizer = torch.optim.Adam(module.method.parameters(), lr=1e-2)
+    start = time.perf_counter()
+    for i in range(0, n_prompts, batch_size):
+        step_ours(module, optimizer, {k: v[i : i + batch_size] for k, v in data.items()})
+    epoch = time.perf_counter() - start
+    return {
+        "model": model_name, "prompts": n_prompts, "layers": model.cfg.n_layers, "positions": pos,
+        "epoch_s": round(epoch, 3), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }  # fmt: skip
+
+
+def run_scaling(model_name: str) -> list[dict]:
+    base = dict(prompts=64, layers=None, positions=16)
+    points = [dict(base, prompts=p) for p in (32, 64, 128, 256)]
+    layers = (1, 2, 4) if model_name == "toy" else (3, 6, 12)
+    points += [dict(base, layers=l) for l in layers]
+    points += [dict(base, positions=p) for p in (8, 16, 32, 64)]
+    results = []
+    for point in points:
+        cmd = [sys.executable, __file__, "_point", model_name, str(point["prompts"]), str(point["layers"] or 0), str(point["positions"])]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ.copy())
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(results[-1], flush=True)
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python benchmarks/run.py")
+    parser.add_argument("what", choices=["step", "scaling", "_point"])
+    parser.add_argument("args", nargs="*")
+    parser.add_argument("--models", default="toy,gpt2-small")
+    parser.add_argument("--model", default="toy")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.what == "_point":
+        model_name, prompts, layers, pos = args.args
+        print(json.dumps(scaling_point(model_name, int(prompts), int(layers) or None, int(pos), batch_size=16)))
+        return 0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.what == "step":
+        results = []
+        for name in args.models.split(","):
+            shape = (32, 17) if name == "toy" else (32, 20)
+            results.append(bench_step(name, *shape, repeats=args.repeats if name == "toy" else max(3, args.repeats // 4)))
+            print(json.dumps(results[-1]), flush=True)
+        (out / "step.json").write_text(json.dumps(results, indent=2) + "\n")
+    else:
+        results = run_scaling(args.model)
+        (out / f"scaling_{args.model}.json").write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
