@@ -1,0 +1,46 @@
+"""Observable propagation (Dunefsky, METHOD.md §6): feature vectors of observables.
+
+    from interventions.obsprop import Observable, head_features, analyze
+    obs = Observable.parse("she-he", tokenizer)
+    Y = head_features(model, obs)                       # [n_layers, n_heads, d_model]
+    data = ActivationData.collect(model, input_ids)     # LayerNorm scales, MLP points
+    Y = head_features(model, obs, ln_mode="approximate", data=data)
+
+- observables.py: Observable (pairs, weighted tokens, raw vectors), observable_for_task
+- features.py:    head / path / MLP features, LayerNorm modes (ignore, approximate, exact)
+- analysis.py:    norms, cosines, couplings, Theorem-2 bounds, SVD comparison, reports
+- inits.py:       INITS["obsprop"] for ActivScalar, SteerVec, DynScalar
+- __main__.py:    `python -m interventions.obsprop analyze ...` (JSON + PNG heatmaps)
+"""
+
+from interventions.obsprop.analysis import (
+    analyze,
+    cosine,
+    coupling,
+    feature_norms,
+    rank_heads,
+    svd_comparison,
+    theorem2_bounds,
+    write_report,
+)
+from interventions.obsprop.features import (
+    LN_MODES,
+    ActivationData,
+    Component,
+    MLPFeature,
+    PathFeature,
+    final_direction,
+    head_features,
+    ln_backward,
+    mlp_feature,
+    mlp_features,
+    path_feature,
+)
+from interventions.obsprop.observables import Observable, observable_for_task
+
+__all__ = [
+    "ActivationData", "Component", "LN_MODES", "MLPFeature", "Observable", "PathFeature", "analyze",
+    "cosine", "coupling", "feature_norms", "final_direction", "head_features", "ln_backward",
+    "mlp_feature", "mlp_features", "observable_for_task", "path_feature", "rank_heads",
+    "svd_comparison", "theorem2_bounds", "write_report",
+]  # fmt: skip
