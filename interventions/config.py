@@ -138,6 +138,12 @@ def validate_config(cfg: DictConfig, schema: dict | None = None, top_keys: set[s
             if key not in rules:
                 raise ConfigError(f"unknown key {group}.{key}; allowed keys of {group}: {', '.join(rules)}")
             _check_value(f"{group}.{key}", value, rules[key])
+    icfg = container.get("intervention")
+    if isinstance(icfg, dict) and icfg.get("method") in _methods():
+        from interventions.methods import METHODS
+
+        if METHODS[icfg["method"]].trained and not (icfg.get("lr") or 0) > 0:
+            raise ConfigError(f"intervention.lr={icfg.get('lr')!r} must be > 0 for a trained method")
     trainer = container.get("trainer") or {}
     if "max_epochs" in trainer:
         _check_value("trainer.max_epochs", trainer["max_epochs"], "int>=1")

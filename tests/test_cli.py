@@ -125,7 +125,7 @@ def test_train_intervention_json(train_run):
     assert isinstance(model["fingerprint"], str) and model["fingerprint"]
     assert model["name"]
     assert meta["tokenizer"]["vocab_size"] > 0 and meta["tokenizer"]["vocab_hash"]
-    assert meta["objective"] == {"lambda_f": 1.0, "lambda_m": 0.0, "margin": 1.0}
+    assert meta["objective"] == dict(OmegaConf.load(ROOT / "conf" / "objective" / "default.yaml"))
     assert meta["seed"] == 0
     for pkg in ("python", "torch", "transformer_lens", "lightning"):
         assert meta["versions"][pkg], pkg
