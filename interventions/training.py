@@ -95,10 +95,15 @@ def train_intervention(
     m = make_method(method, model, train[0].prompt, seq_len, sites, layers, positions, heads)
     m.initialize(init, init_scale, seed=seed, model=model, datamodule=dm)
     module = InterventionModule(model, m, objective or Objective(), lr=lr)
-    if not cls.trained:  # an attribution baseline: scores, then one tuned scale
-        from interventions.attribution import fit_attribution
+    if not cls.trained:  # a training-free baseline: scores or feature vectors, one tuned scale
+        if method == "obsprop_steer":
+            from interventions.obsprop.steer import fit_obsprop_steer
 
-        info = fit_attribution(method, module, dm, train)
+            info = fit_obsprop_steer(module, dm, train)
+        else:
+            from interventions.attribution import fit_attribution
+
+            info = fit_attribution(method, module, dm, train)
         return TrainedIntervention(module, dm, info)
     kwargs = dict(max_epochs=epochs, accelerator="cpu", devices=1, enable_progress_bar=False)
     kwargs.update(trainer_kwargs or {})

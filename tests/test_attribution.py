@@ -150,3 +150,24 @@ def test_head_study_compares_alpha_and_dla_per_head(tiny_model, tmp_path):
     assert -1 <= result["spearman"] <= 1 and -1 <= result["kendall"] <= 1
     save(plot(result), tmp_path / "heads.png")
     assert (tmp_path / "heads.png").stat().st_size > 0
+
+
+def test_obsprop_steer_picks_a_head_a_position_and_a_scale(tiny_model):
+    from interventions import train_intervention
+    from interventions.obsprop.steer import choose_head
+
+    norms = torch.tensor([[9.0, 0.0], [1.0, 3.0], [2.0, 0.5]])
+    assert choose_head(norms, None, None) == (1, 1)  # layer 0 excluded although largest
+    assert choose_head(norms, [2], None) == (2, 0)
+    with pytest.raises(ConfigError, match="layer >= 1"):
+        choose_head(norms, [0], None)
+
+    train = load_task("bias", model=tiny_model, split="train", template=0, n=8)
+    trained = train_intervention(tiny_model, train, train, method="obsprop_steer")
+    info = trained.info
+    grid = trained.method.grid
+    assert grid.sites == ("residPost",) and len(grid.layers) == 1 and len(grid.positions) == 1
+    assert info["head"] == f"L{grid.layers[0] + 1}H{info['head'].split('H')[1]}"
+    assert 0 <= info["position"] < grid.seq_len
+    assert info["scale"] > 0
+    assert trained.evaluate("train")["effectiveness"] == pytest.approx(info["train_effectiveness"], abs=1e-5)

@@ -15,3 +15,6 @@ METHODS: dict[str, type[Method]] = {
 
 __all__ = ["METHODS", "Method", "ActivScalar", "SteerVec", "DynScalar", "INITS", "register_init"]
 import interventions.obsprop.inits  # noqa: E402,F401  (registers INITS["obsprop"]; after METHODS: no cycle)
+from interventions.obsprop.steer import ObsPropSteer  # noqa: E402  (same reason)
+
+METHODS[ObsPropSteer.name] = ObsPropSteer
