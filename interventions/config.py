@@ -76,7 +76,7 @@ EVAL_SCHEMA: dict[str, dict] = {
 }
 SCHEMAS = {"train": SCHEMA, "evaluate": EVAL_SCHEMA}
 TOP_KEYS = {
-    "train": {"seed", "run_dir"},
+    "train": {"seed", "run_dir", "illusion"},
     "evaluate": {"seed", "run_dir", "export", "check_model", "split", "n", "sweep", "generalization"},
 }
 _NAMED_CHOICES = {"tasks": _tasks, "bias_pairs": _bias_pairs}

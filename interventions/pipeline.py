@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from interventions.analysis.illusion import diagnose_illusion, format_illusion, write_illusion
 from interventions.analysis.locations import location_rows, write_scalars_csv
 from interventions.analysis.plots import beta_curve, heatmap, save
 from interventions.errors import ConfigError
@@ -103,6 +104,18 @@ def _fmt(value) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+VECTOR_METHODS = ("steervec", "obsprop_steer")
+
+
+def _illusion_report(setting, model, method, dm) -> dict | None:
+    """Illusion diagnostics of a vector intervention on the test split, if `setting` asks."""
+    if method.name not in VECTOR_METHODS or setting is False or str(setting).lower() == "false":
+        return None
+    if str(setting).lower() == "auto" and method.name != "obsprop_steer":
+        return None
+    return diagnose_illusion(model, method, dm.loader("test"))
+
+
 def train_from_config(cfg: DictConfig) -> dict:
     """Train one intervention as configured and write every file of the run; returns metrics."""
     run_dir = Path(cfg.run_dir)
@@ -145,12 +158,18 @@ def train_from_config(cfg: DictConfig) -> dict:
         if trained.info is not None:  # an attribution baseline: its tuned scale
             extra["attribution"] = trained.info
             print(f"{method.name}: tuned scale {trained.info['scale']} (train effectiveness {trained.info['train_effectiveness']:.4f})")
+        illusion = _illusion_report(cfg.get("illusion", "auto"), model, method, dm)
+        if illusion is not None:
+            write_illusion(run_dir / "illusion.json", illusion)
+            extra["illusion"] = illusion["summary"]
         save_intervention(run_dir, method, model, cfg.model.name, extra)
         log_files(logger, images, rows, flatten(metrics))
     finally:
         finish(logger)
     write_json(run_dir / METRICS_FILE, metrics)  # last: marks the run as finished
     print(f"\n{title}: {method.n_params} parameters, {time.time() - started:.1f} s\n{summary_table(metrics)}")
+    if illusion is not None:
+        print(format_illusion(illusion, top=5))
     print(f"run directory: {run_dir}")
     return metrics
 
