@@ -25,21 +25,12 @@ from dataclasses import dataclass, field
 import torch
 
 from interventions.errors import TaskError
-from interventions.tasks.validation import answer_ids, describe_tokens
+from interventions.tasks.validation import single_token_id
 
 
 def token_id(tokenizer, token: str) -> int:
     """The id of `token`, which must be a single token; else a one-line TaskError."""
-    ids = answer_ids(tokenizer, token)
-    if len(ids) == 1:
-        return ids[0]
-    hint = ""
-    if not token.startswith(" ") and len(answer_ids(tokenizer, " " + token)) == 1:
-        hint = f"; with a leading space {' ' + token!r} is one token (BPE tokenizers need it)"
-    raise TaskError(
-        f"observable token {token!r} is not a single token: it tokenizes as "
-        f"{describe_tokens(tokenizer, ids)} ({len(ids)} tokens){hint}"
-    )
+    return single_token_id(tokenizer, token, what="observable token")
 
 
 @dataclass(frozen=True)

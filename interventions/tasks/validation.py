@@ -20,8 +20,8 @@ def describe_tokens(tokenizer, ids: list[int]) -> str:
     return "[" + ", ".join(repr(tokenizer.decode([i])) for i in ids) + "]"
 
 
-def single_token_id(tokenizer, answer: str, where: str = "") -> int:
-    """The id of `answer`, or a TaskError that shows how it tokenizes."""
+def single_token_id(tokenizer, answer: str, where: str = "", what: str = "answer") -> int:
+    """The id of `answer` (an answer, or `what` else), or a TaskError showing how it tokenizes."""
     ids = answer_ids(tokenizer, answer)
     if len(ids) == 1:
         return ids[0]
@@ -31,7 +31,7 @@ def single_token_id(tokenizer, answer: str, where: str = "") -> int:
     elif answer.startswith(" ") and len(answer_ids(tokenizer, answer.lstrip())) == 1:
         hint = f"; without the leading space {answer.lstrip()!r} is one token"
     raise TaskError(
-        f"answer {answer!r}{where} is not a single token: it tokenizes as "
+        f"{what} {answer!r}{where} is not a single token: it tokenizes as "
         f"{describe_tokens(tokenizer, ids)} ({len(ids)} tokens){hint}"
     )
 
