@@ -1,0 +1,531 @@
+"""Sweeps (issue 5): Pareto fronts, the sweep summary, robust and resumable multiruns,
+launcher and trainer presets, and the generalization table.
+
+The end-to-end sweeps run `python train.py -m ...` in subprocesses on the toy model (or a
+tiny random checkpoint while it is absent) with 16 data points and one epoch per run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import TINY_CONFIG, build_tiny_model, toy_checkpoint_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["task.n_train=16", "task.n_val=16", "task.n_test=16", "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false", "logger=csv"]  # fmt: skip
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# -- Pareto fronts on hand-made points -----------------------------------------------------------
+
+
+def test_pareto_dominated_points_are_off_the_front():
+    from interventions.pareto import pareto_mask
+
+    points = [(0.0, 0.0), (-1.0, -1.0), (-1.0, 0.0), (0.0, -1.0)]
+    assert pareto_mask(points, ("max", "max")) == [True, False, False, False]
+
+
+def test_pareto_trade_off_keeps_every_non_dominated_point():
+    from interventions.pareto import pareto_mask
+
+    points = [(-1.0, 0.0), (0.0, -1.0), (-0.5, -0.5), (-0.6, -0.6), (-0.5, -0.7)]
+    assert pareto_mask(points, ("max", "max")) == [True, True, True, False, False]
+
+
+def test_pareto_ties_and_duplicates():
+    from interventions.pareto import pareto_mask
+
+    # identical points do not dominate each other: both stay on the front
+    assert pareto_mask([(0.0, -1.0), (0.0, -1.0)], ("max", "max")) == [True, True]
+    # equal on one axis, worse on the other: weakly dominated, off the front
+    assert pareto_mask([(0.0, -1.0), (0.0, -2.0)], ("max", "max")) == [True, False]
+    # duplicates of a dominated point are all off the front
+    assert pareto_mask([(0.0, 0.0), (-1.0, -1.0), (-1.0, -1.0)], ("max", "max")) == [True, False, False]
+    # a single point is its own front; no points, no front
+    assert pareto_mask([(-3.0, -4.0)], ("max", "max")) == [True]
+    assert pareto_mask([], ("max", "max")) == []
+
+
+def test_pareto_minimality_lower_is_better():
+    from interventions.pareto import pareto_mask
+
+    # (effectiveness: max, minimality count: min)
+    points = [(-1.0, 10), (-1.0, 5), (0.0, 100), (-2.0, 5), (0.0, 100)]
+    assert pareto_mask(points, ("max", "min")) == [False, True, True, False, True]
+
+
+def test_pareto_missing_and_non_finite_values_are_never_on_the_front():
+    from interventions.pareto import pareto_mask
+
+    points = [(math.nan, 0.0), (None, 1.0), (-5.0, -5.0), (math.inf, 0.0)]
+    assert pareto_mask(points, ("max", "max")) == [False, False, True, False]
+    with pytest.raises(ValueError):
+        pareto_mask([(0.0, 0.0)], ("max", "up"))
+
+
+def test_front_of_uses_finished_runs_test_metrics_only():
+    from interventions.pareto import front_of
+
+    records = [
+        {"status": "finished", "test": {"effectiveness": -1.0, "faithfulness": -1.0}, "train": {"effectiveness": 0.0, "faithfulness": 0.0}},
+        {"status": "finished", "test": {"effectiveness": -2.0, "faithfulness": -2.0}, "train": {"effectiveness": 0.0, "faithfulness": 0.0}},
+        {"status": "failed", "test": None},
+        {"status": "incomplete", "test": {"effectiveness": 0.0, "faithfulness": 0.0}},
+    ]  # fmt: skip
+    assert front_of(records, "effectiveness", "faithfulness") == [True, False, False, False]
+    assert front_of(records, "effectiveness", "faithfulness", split="train") == [True, True, False, False]
+
+
+# -- the summary from hand-made run folders ------------------------------------------------------
+
+
+def _metrics(eff, faith, minimality, n_params=100):
+    one = {"effectiveness": eff, "faithfulness": faith, "minimality": minimality, "n_params": n_params,
+           "flip_accuracy": 0.5, "logit_diff": {"-1": 0.0, "0": 1.0, "+1": 2.0}}  # fmt: skip
+    return {"train": dict(one, effectiveness=eff + 0.1), "test": one}
+
+
+def _fake_run(sweep: Path, num: int, method: str, lambda_f: float, metrics=None, error=None, group="g1"):
+    run = sweep / str(num)
+    (run / ".hydra").mkdir(parents=True)
+    overrides = [f"intervention={method}", f"objective.lambda_f={lambda_f}"]
+    (run / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides))
+    config = {"intervention": {"method": method, "lr": 0.01}, "objective": {"lambda_f": lambda_f, "lambda_m": 0.0,
+              "margin": 1.0}, "seed": 0, "task": {"name": "ccc", "template": 0}}  # fmt: skip
+    job = {"job_num": num, "overrides": overrides, "config": config, "group": group, "status": "running"}
+    if error:
+        job.update(status="failed", error=error)
+        (run / "error.txt").write_text(f"run {num} failed: {error}\n\nTraceback (most recent call last):\n...")
+    (run / "sweep_job.json").write_text(json.dumps(job))
+    if metrics:
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    return run
+
+
+@pytest.fixture
+def fake_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    _fake_run(sweep, 0, "activscalar", 0, _metrics(-0.5, -2.0, 50, 136))
+    _fake_run(sweep, 1, "activscalar", 1, _metrics(-1.0, -0.5, 40, 136))
+    _fake_run(sweep, 2, "steervec", 0, _metrics(-0.2, -3.0, 9000, 17408))
+    _fake_run(sweep, 3, "steervec", 1, _metrics(-1.5, -1.0, 9000, 17408))  # dominated by run 1
+    _fake_run(sweep, 4, "steervec", 10, error="intervention.layers: the model has no layer 99")
+    _fake_run(sweep, 5, "activscalar", 10)  # started, never finished (killed)
+    (sweep / "10").mkdir()  # something else: not a run folder
+    return sweep
+
+
+def test_summary_records_status_hparams_and_fronts(fake_sweep):
+    from interventions.sweep import summarize_sweep
+
+    summary = summarize_sweep(fake_sweep, logger={"kind": "none"}, verbose=False)
+    written = json.loads((fake_sweep / "pareto.json").read_text())
+    assert written["counts"] == {"finished": 4, "failed": 1, "incomplete": 1, "runs": 6}
+    runs = {r["run"]: r for r in written["runs"]}
+    assert list(runs) == ["0", "1", "2", "3", "4", "5"]
+    assert runs["4"]["status"] == "failed" and "layer 99" in runs["4"]["error"]
+    assert runs["4"]["traceback"].endswith("error.txt")
+    assert runs["5"]["status"] == "incomplete" and runs["5"]["test"] is None
+    assert runs["0"]["hparams"]["method"] == "activscalar" and runs["1"]["hparams"]["lambda_f"] == 1
+    assert runs["0"]["overrides"] == ["intervention=activscalar", "objective.lambda_f=0"]
+    assert runs["2"]["test"]["minimality"] == 9000 and runs["2"]["train"]["effectiveness"] == pytest.approx(-0.1)
+    # effectiveness vs faithfulness (both higher is better): 2 (most effective), 0, 1 (most faithful)
+    assert written["fronts"]["faithfulness"] == ["0", "1", "2"]
+    # effectiveness vs minimality (count, lower is better): 1 (fewest), 0, 2 (most effective)
+    assert written["fronts"]["minimality"] == ["0", "1", "2"]
+    assert runs["3"]["pareto"] == {"faithfulness": False, "minimality": False}
+    assert runs["3"]["pareto_within_method"]["faithfulness"] is True  # the SteerVec front alone
+    assert runs["4"]["pareto"] == {"faithfulness": False, "minimality": False}
+    assert "LOWER" in written["conventions"]["minimality"]
+    assert written["group"] == "g1"  # recorded by the runs
+    assert summary["fronts"] == written["fronts"]
+    for name in ("pareto_faithfulness.png", "pareto_minimality.png"):
+        assert (fake_sweep / name).read_bytes()[:8] == PNG_MAGIC, name
+    table = (fake_sweep / "pareto.md").read_text()
+    assert "failed: intervention.layers" in table and "incomplete" in table
+
+
+def test_summary_wandb_run_gets_the_group_table_and_plots(fake_sweep, monkeypatch):
+    import interventions.loggers as loggers
+    from interventions.sweep import summarize_sweep
+
+    calls = {}
+
+    class FakeExperiment:
+        summary: dict = {}
+
+    class WandbLogger:  # is_wandb() looks at the class name
+        experiment = FakeExperiment()
+
+        def log_table(self, key, columns, data):
+            calls["table"] = (key, columns, data)
+
+        def log_image(self, key, images):
+            calls.setdefault("images", {})[key] = images
+
+    def fake_make_logger(kind, run_dir, **kwargs):
+        calls["make"] = dict(kwargs, kind=kind, run_dir=run_dir)
+        return WandbLogger()
+
+    monkeypatch.setattr(loggers, "make_logger", fake_make_logger)
+    monkeypatch.setattr(loggers, "finish", lambda logger: calls.setdefault("finished", True))
+    summarize_sweep(fake_sweep, logger={"kind": "wandb", "project": "p", "mode": "offline"}, verbose=False)
+    assert calls["make"]["group"] == "g1" and calls["make"]["mode"] == "offline"
+    assert calls["make"]["name"] == "sweep-summary" and Path(calls["make"]["run_dir"]) == fake_sweep
+    key, columns, data = calls["table"]
+    assert key == "pareto" and len(data) == 6 and "front_faithfulness" in columns
+    assert set(calls["images"]) == {"pareto_faithfulness", "pareto_minimality"}
+    assert calls["finished"]
+
+
+# -- robust jobs: skip finished, supersede changed, record failures ------------------------------
+
+
+def _ctx(sweep: Path, num: int = 0):
+    return {"sweep_dir": str(sweep), "num": num, "overrides": ["x=1"], "output_dir": str(sweep / str(num))}
+
+
+def _job_cfg(sweep: Path, num: int = 0, **objective):
+    return OmegaConf.create({"run_dir": str(sweep / str(num)), "objective": {"lambda_f": 0.1, **objective},
+                             "logger": {"kind": "none", "group": None}})  # fmt: skip
+
+
+def test_run_job_skips_a_finished_run_with_the_same_config(tmp_path, capsys):
+    from interventions.sweep import run_job
+
+    calls = []
+
+    def fn(cfg):
+        calls.append(cfg.logger.group)
+        (Path(cfg.run_dir) / "metrics.json").write_text(json.dumps({"test": {"effectiveness": -0.25}}))
+        return -0.25
+
+    assert run_job(fn, _job_cfg(tmp_path), _ctx(tmp_path)) == -0.25
+    assert calls == [str(tmp_path)]  # the W&B group is the sweep
+    job = json.loads((tmp_path / "0" / "sweep_job.json").read_text())
+    assert job["group"] == str(tmp_path) and job["overrides"] == ["x=1"]
+    assert run_job(fn, _job_cfg(tmp_path), _ctx(tmp_path)) == -0.25
+    assert len(calls) == 1
+    assert "skipping run 0 (x=1): already finished" in capsys.readouterr().out
+
+
+def test_run_job_reruns_a_finished_run_whose_config_changed(tmp_path, capsys):
+    from interventions.sweep import run_job
+
+    def fn(cfg):
+        (Path(cfg.run_dir) / "metrics.json").write_text(json.dumps({"test": {"effectiveness": cfg.objective.lambda_f}}))
+
+    run_job(fn, _job_cfg(tmp_path), _ctx(tmp_path))
+    run_job(fn, _job_cfg(tmp_path, lambda_f=1.0), _ctx(tmp_path))
+    run_dir = tmp_path / "0"
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]["effectiveness"] == 1.0
+    old = list((run_dir / "superseded").glob("*/metrics.json"))
+    assert len(old) == 1 and json.loads(old[0].read_text())["test"]["effectiveness"] == 0.1  # kept, not lost
+    assert "another config" in capsys.readouterr().out
+
+
+def test_same_results_ignores_keys_that_do_not_change_training():
+    from interventions.sweep import same_results
+
+    base = {"model": {"name": "toy"}, "task": {"name": "ccc"}, "intervention": {"method": "activscalar"},
+            "objective": {"lambda_f": 0.1}, "trainer": {"max_epochs": 1}, "seed": 0}  # fmt: skip
+    assert same_results(base, dict(base, illusion="auto"))  # e.g. a diagnostics key added later
+    assert not same_results(base, dict(base, seed=1))
+    assert not same_results(base, dict(base, objective={"lambda_f": 1.0}))
+    assert not same_results(None, base)
+
+
+def test_run_job_records_a_failure_and_returns(tmp_path, capsys):
+    from interventions.sweep import run_job
+
+    def boom(cfg):
+        raise RuntimeError("something broke\nsecond line")
+
+    assert run_job(boom, _job_cfg(tmp_path), _ctx(tmp_path)) is None
+    err = capsys.readouterr().err
+    assert "error: run 0 (x=1) failed: RuntimeError: something broke" in err
+    text = (tmp_path / "0" / "error.txt").read_text()
+    assert "Traceback (most recent call last)" in text and "RuntimeError: something broke" in text
+    job = json.loads((tmp_path / "0" / "sweep_job.json").read_text())
+    assert job["status"] == "failed" and job["error"] == "RuntimeError: something broke"
+
+    def ok(cfg):  # a relaunch that succeeds clears the old error
+        (Path(cfg.run_dir) / "metrics.json").write_text(json.dumps({"test": {"effectiveness": 0.0}}))
+
+    run_job(ok, _job_cfg(tmp_path), _ctx(tmp_path))
+    assert not (tmp_path / "0" / "error.txt").exists()
+
+
+def test_ddp_in_a_local_multirun_is_refused_with_advice(tmp_path, capsys, monkeypatch):
+    from interventions.sweep import run_job
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    cfg = _job_cfg(tmp_path)
+    cfg.trainer = {"strategy": "ddp"}
+    assert run_job(lambda cfg: pytest.fail("must not run"), cfg, _ctx(tmp_path)) is None
+    assert "hydra/launcher=slurm" in capsys.readouterr().err
+
+
+def test_a_killed_run_is_not_finished(tmp_path):
+    """metrics.json is written last (atomically): a run killed before it is rerun."""
+    from interventions.sweep import collect_runs, run_job
+
+    def killed(cfg):
+        (Path(cfg.run_dir) / "intervention.json").write_text("{}")
+        raise KeyboardInterrupt  # not caught: a kill stops the sweep
+
+    with pytest.raises(KeyboardInterrupt):
+        run_job(killed, _job_cfg(tmp_path), _ctx(tmp_path))
+    assert collect_runs(tmp_path)[0]["status"] == "incomplete"
+    ran = []
+    run_job(lambda cfg: ran.append(1), _job_cfg(tmp_path), _ctx(tmp_path))
+    assert ran == [1]
+
+
+# -- configs: presets and launchers compose --------------------------------------------------------
+
+
+def _compose(overrides, name="train", hydra=True):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            return compose(name, overrides=overrides, return_hydra_config=hydra)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+@pytest.mark.parametrize(
+    "launcher, target",
+    [("joblib", "JoblibLauncher"), ("parallel", "JoblibLauncher"), ("submitit_slurm", "SlurmLauncher"),
+     ("slurm", "SlurmLauncher"), ("submitit_local", "LocalLauncher")],
+)  # fmt: skip
+def test_launcher_configs_compose(launcher, target):
+    pytest.importorskip(f"hydra_plugins.hydra_{'joblib' if target == 'JoblibLauncher' else 'submitit'}_launcher")
+    cfg = _compose([f"hydra/launcher={launcher}", "experiment=paper_grid_small"])
+    assert cfg.hydra.launcher._target_.endswith(target)
+    if launcher == "parallel":
+        assert cfg.hydra.launcher.n_jobs == 2
+
+
+def test_trainer_presets_compose():
+    gpu = _compose(["trainer=gpu"]).trainer
+    assert gpu.accelerator == "gpu" and gpu.devices == 1 and gpu.max_epochs == 25
+    ddp = _compose(["trainer=ddp"]).trainer
+    assert ddp.strategy == "ddp" and ddp.devices == -1
+
+
+@pytest.mark.parametrize("name, runs", [("paper_grid", 128), ("paper_grid_small", 12)])
+def test_paper_grid_presets(name, runs):
+    cfg = _compose([f"experiment={name}"])
+    params = cfg.hydra.sweeper.params
+    assert len(list(itertools.product(*(str(v).split(",") for v in params.values())))) == runs
+    assert set(str(params.intervention).split(",")) == {"activscalar", "steervec"}
+    assert list(cfg.intervention.sites) == ["attnOut", "mlpOut"]
+    assert cfg.intervention.layers == "all" and cfg.intervention.positions == "all"
+    if name == "paper_grid":
+        for key in ("objective.lambda_f", "objective.lambda_m", "objective.margin"):
+            assert str(params[key]).split(",") == ["0", "1", "10", "100"]
+    assert cfg.hydra.callbacks.sweep_summary._target_ == "interventions.sweep.SweepSummary"
+
+
+def test_preflight_accepts_the_sweep_entry_points():
+    from interventions.config import preflight
+
+    preflight(["-m", "experiment=paper_grid"], "train")
+    preflight(["-m", "experiment=paper_grid_small", "hydra/launcher=joblib", "objective.lambda_f=0,1"], "train")
+    preflight(["sweep=/some/multirun/dir"], "evaluate")
+    preflight(["generalization=[/a,/b]", "task.template=2"], "evaluate")
+
+
+def test_evaluate_preflight_rejects_both_modes():
+    from interventions.config import preflight
+    from interventions.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="either sweep"):
+        preflight(["sweep=/a", "generalization=/b"], "evaluate")
+
+
+# -- end to end: multiruns of train.py ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model_args(tmp_path_factory, toy_tokenizer) -> list[str]:
+    if toy_checkpoint_weights().exists():
+        return []
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("tiny_checkpoint")
+    toy_tokenizer.save_pretrained(str(folder))
+    model = build_tiny_model(toy_tokenizer, seed=0)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(dict(TINY_CONFIG, d_vocab=len(toy_tokenizer))))
+    return [f"model.name={folder}"]
+
+
+def run_cli(script: str, *args: str, timeout: int = 600):
+    env = dict(os.environ, WANDB_MODE="disabled", WANDB_SILENT="true", OMP_NUM_THREADS="1")
+    started = time.time()
+    result = subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=timeout, env=env)  # fmt: skip
+    result.elapsed = time.time() - started
+    return result
+
+
+def describe(result) -> str:
+    return f"rc={result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def sweep_ok(tmp_path_factory, model_args):
+    """A 2-point multirun: ActivScalar and SteerVec."""
+    sweep = tmp_path_factory.mktemp("sweep_ok") / "sweep"
+    args = ["-m", "intervention=activscalar,steervec", *TINY, *model_args, f"hydra.sweep.dir={sweep}"]
+    return run_cli("train.py", *args), sweep, args
+
+
+@pytest.mark.slow
+def test_multirun_writes_pareto_json_and_plots(sweep_ok):
+    result, sweep, _ = sweep_ok
+    assert result.returncode == 0, describe(result)
+    summary = json.loads((sweep / "pareto.json").read_text())
+    assert summary["counts"] == {"finished": 2, "failed": 0, "incomplete": 0, "runs": 2}
+    methods = [r["hparams"]["method"] for r in summary["runs"]]
+    assert methods == ["activscalar", "steervec"]
+    for r in summary["runs"]:
+        assert r["status"] == "finished" and r["error"] is None
+        assert {"effectiveness", "faithfulness", "minimality", "n_params"} <= set(r["test"]) and r["train"]
+        assert set(r["pareto"]) == {"faithfulness", "minimality"}
+        assert r["hparams"]["lambda_f"] == 0.1 and r["hparams"]["max_epochs"] == 1
+        assert f"intervention={r['hparams']['method']}" in r["overrides"]
+        job = json.loads((Path(r["run_dir"]) / "sweep_job.json").read_text())
+        assert job["group"] == str(sweep)  # every run of the sweep in one W&B group
+    # the run with the fewest non-negligible parameters is on the minimality front
+    fewest = min(summary["runs"], key=lambda r: r["test"]["minimality"])
+    assert fewest["pareto"]["minimality"]
+    assert summary["fronts"]["faithfulness"] and summary["fronts"]["minimality"]
+    for name in ("pareto_faithfulness.png", "pareto_minimality.png"):
+        assert (sweep / name).read_bytes()[:8] == PNG_MAGIC, name
+    assert "sweep summary: 2 finished" in result.stdout
+
+
+@pytest.mark.slow
+def test_relaunch_skips_finished_runs_and_reruns_an_unfinished_one(sweep_ok):
+    result, sweep, args = sweep_ok
+    assert result.returncode == 0, describe(result)
+    kept = (sweep / "0" / "metrics.json").stat().st_mtime_ns
+    (sweep / "1" / "metrics.json").unlink()  # as if run 1 had been killed before it finished
+    again = run_cli("train.py", *args)
+    assert again.returncode == 0, describe(again)
+    assert "skipping run 0 (intervention=activscalar" in again.stdout
+    assert "skipping run 1" not in again.stdout
+    assert (sweep / "0" / "metrics.json").stat().st_mtime_ns == kept
+    assert (sweep / "1" / "metrics.json").exists()
+    assert json.loads((sweep / "pareto.json").read_text())["counts"]["finished"] == 2
+
+
+@pytest.mark.slow
+def test_evaluate_sweep_rebuilds_the_summary(sweep_ok):
+    result, sweep, _ = sweep_ok
+    assert result.returncode == 0, describe(result)
+    before = json.loads((sweep / "pareto.json").read_text())
+    for name in ("pareto.json", "pareto_faithfulness.png", "pareto_minimality.png"):
+        (sweep / name).unlink()
+    rebuilt = run_cli("evaluate.py", f"sweep={sweep}", "logger=none", f"hydra.run.dir={sweep.parent / 'eval'}")
+    assert rebuilt.returncode == 0, describe(rebuilt)
+    after = json.loads((sweep / "pareto.json").read_text())
+    assert after["fronts"] == before["fronts"] and after["counts"] == before["counts"]
+    assert [r["test"] for r in after["runs"]] == [r["test"] for r in before["runs"]]
+    assert (sweep / "pareto_minimality.png").read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.slow
+def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, model_args):
+    sweep = tmp_path / "sweep"
+    # run 0 fails inside the run (the toy model has no layer 99); run 1 must still run
+    result = run_cli("train.py", "-m", "intervention.layers=[0,99],[0]", *TINY, *model_args, f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 1, describe(result)
+    summary = json.loads((sweep / "pareto.json").read_text())
+    failed, ok = summary["runs"]
+    assert failed["status"] == "failed" and "99" in failed["error"] and "intervention.layers" in failed["error"]
+    assert "Traceback (most recent call last)" in (sweep / "0" / "error.txt").read_text()
+    assert not (sweep / "0" / "metrics.json").exists()
+    assert ok["status"] == "finished" and (sweep / "1" / "metrics.json").exists()
+    assert summary["fronts"]["faithfulness"] == ["1"]
+    assert "error: run 0" in result.stderr and "1 of 2 runs failed" in result.stderr
+
+
+# -- generalization (Table 2) ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dynscalar_run(tmp_path_factory, model_args):
+    from interventions.pipeline import train_from_config
+
+    run_dir = tmp_path_factory.mktemp("dyn") / "run"
+    cfg = _compose(["intervention=dynscalar", *TINY, "logger=none", f"run_dir={run_dir}", *model_args], hydra=False)
+    train_from_config(cfg)
+    return run_dir
+
+
+@pytest.mark.slow
+def test_generalization_table(sweep_ok, dynscalar_run, tmp_path):
+    from interventions.generalization import generalization, markdown, write_generalization
+
+    result, sweep, _ = sweep_ok
+    assert result.returncode == 0, describe(result)
+    summary = generalization([sweep, dynscalar_run], verbose=False)
+    assert [r["method"] for r in summary["runs"]] == ["activscalar", "steervec", "dynscalar"]
+    assert list(summary["by_method"]) == ["activscalar", "steervec", "dynscalar"]
+    for r in summary["runs"]:
+        metrics = json.loads((Path(r["run"]) / "metrics.json").read_text())
+        assert r["A"]["effectiveness"] == metrics["train"]["effectiveness"]
+        assert r["B"]["effectiveness"] == metrics["test"]["effectiveness"]
+        assert set(r["C"]) == {"1", "2"}  # the other ccc templates
+        for cell in r["C"].values():
+            if r["method"] == "dynscalar":
+                assert cell["effectiveness"] <= 0 and cell["n"] == 16
+            elif cell["effectiveness"] is None:  # position-tied on another length: a reason, no crash
+                assert "tied to" in cell["not_applicable"] and "DynScalar" in cell["not_applicable"]
+    json_path, md_path = write_generalization(summary, tmp_path / "gen")
+    assert json.loads(json_path.read_text())["by_method"]["dynscalar"]["C"]["2"]["effectiveness"] <= 0
+    table = md_path.read_text()
+    assert "| DynScalar |" in table and "C: template 2" in table
+    assert markdown(summary) == table
+
+
+@pytest.mark.slow
+def test_dynscalar_task_matrix_and_mixed_tasks(sweep_ok, dynscalar_run, tmp_path, model_args):
+    from interventions.generalization import task_matrix, write_mixed_task, write_task_matrix
+    from interventions.models import load_model
+    from interventions.tasks import load_task
+
+    result, sweep, _ = sweep_ok
+    matrix = task_matrix([dynscalar_run, sweep / "0"], tasks=("ccc", "pronouns"), n=8, verbose=False)
+    assert matrix["rows"] == ["ccc", "ccc"] and matrix["columns"] == ["ccc", "pronouns"]
+    assert all(v <= 0 for v in matrix["effectiveness"][0])  # DynScalar: any task, any length
+    assert matrix["effectiveness"][1] == [None, None]  # ActivScalar on mixed lengths: n/a, no crash
+    assert "dynscalar" in matrix["cells"][1][0]["not_applicable"].lower()
+    json_path, png_path = write_task_matrix(matrix, tmp_path / "matrix")
+    assert png_path.read_bytes()[:8] == PNG_MAGIC and json.loads(json_path.read_text())["rows"] == ["ccc", "ccc"]
+
+    model = load_model(model_args[0].split("=", 1)[1] if model_args else "toy")[0]
+    path = write_mixed_task(tmp_path / "mixed", tasks=("ccc", "ioi"), n={"train": 4, "val": 2, "test": 4}, model=model)
+    test = load_task("jsonl", model=model, split="test", path=path)
+    assert len(test) == 8
+    assert sum("capital" in p.prompt for p in test) == 4 and sum(p.prompt.endswith(" to") for p in test) == 4
