@@ -69,11 +69,17 @@ def beta_curve_values(module: InterventionModule, loader, betas=BETAS) -> tuple[
     return (sums_c / n).tolist(), (sums_w / n).tolist()
 
 
+def position_labels(model, batch: dict) -> list[str]:
+    """One token label per position of a padded batch: the tokens of its longest prompt."""
+    row = int(batch["attention_mask"].sum(1).argmax())
+    return model.to_str_tokens(batch["input_ids"][row][batch["attention_mask"][row].bool()])
+
+
 def write_plots(run_dir: Path, module: InterventionModule, dm: TaskDataModule, split: str, title: str) -> dict:
     """scalars.csv, heatmap.png and beta_curve.png; returns {"heatmap": path, ...} and the rows."""
     method = module.method
     first_batch = next(iter(dm.loader(split)))
-    tokens = module.model.to_str_tokens(first_batch["input_ids"][0][first_batch["attention_mask"][0].bool()])
+    tokens = position_labels(module.model, first_batch)
     rows = location_rows(method, module.model, {k: v.to(module.device) for k, v in first_batch.items()}, tokens)
     write_scalars_csv(run_dir / "scalars.csv", rows)
     save(heatmap(rows, method.name, title), run_dir / "heatmap.png")

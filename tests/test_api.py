@@ -40,3 +40,25 @@ def test_train_intervention_is_reproducible(tiny_model):
         for _ in range(2)
     ]
     assert torch.equal(runs[0].method.flat_params(), runs[1].method.flat_params())
+
+
+def test_location_labels_cover_every_position_of_a_mixed_length_batch(tiny_model):
+    """DynScalar on prompts of several lengths: a label for every padded position."""
+    from interventions.analysis.locations import location_rows
+    from interventions.methods import DynScalar
+    from interventions.pipeline import position_labels
+    from interventions.sites import build_grid
+    from interventions.tasks.datamodule import encode
+
+    task = load_task("ccc", model=tiny_model, split="test", template="all", n=12, seed=1)
+    batch = encode(tiny_model, task)
+    lengths = batch["attention_mask"].sum(1)
+    assert lengths.min() < lengths.max()  # really mixed
+    shortest_first = torch.argsort(lengths)
+    batch = {k: v[shortest_first] for k, v in batch.items()}
+    labels = position_labels(tiny_model, batch)
+    assert len(labels) == batch["input_ids"].shape[1]
+    method = DynScalar(build_grid(tiny_model.cfg, positions=None), tiny_model.cfg)
+    method.initialize("normal", 0.1)
+    rows = location_rows(method, tiny_model, batch, labels)
+    assert {r["token"] for r in rows if r["position"] == len(labels) - 1} == {labels[-1]}
