@@ -41,13 +41,16 @@ def build(model_name: str, n_layers: int | None = None):
     """(frozen model, d_vocab): the toy checkpoint, or a random GPT-2-small-shaped native model."""
     from interventions.models import freeze, load_model
 
-    if model_name == "toy":
+    if model_name == "toy" and not n_layers:
         model, _ = load_model("toy")
         return model, model.cfg.d_vocab
     import transformer_lens.model_bridge.sources.native  # noqa: F401
     from transformer_lens.model_bridge import TransformerBridge
 
-    cfg = dict(GPT2_SMALL, seed=0)
+    from interventions.toyworld.train import MODEL_CONFIG
+
+    # a random model of the requested depth (toy-shaped, or GPT-2-small-shaped)
+    cfg = dict(MODEL_CONFIG, d_vocab=195, seed=0) if model_name == "toy" else dict(GPT2_SMALL, seed=0)
     if n_layers:
         cfg["n_layers"] = n_layers
     return freeze(TransformerBridge.boot_native(cfg)), cfg["d_vocab"]
@@ -180,7 +183,7 @@ def scaling_point(model_name: str, n_prompts: int, n_layers: int | None, pos: in
 def run_scaling(model_name: str) -> list[dict]:
     base = dict(prompts=64, layers=None, positions=16)
     points = [dict(base, prompts=p) for p in (32, 64, 128, 256)]
-    layers = (1, 2, 4) if model_name == "toy" else (3, 6, 12)
+    layers = (2, 4, 8) if model_name == "toy" else (3, 6, 12)
     points += [dict(base, layers=l) for l in layers]
     points += [dict(base, positions=p) for p in (8, 16, 32, 64)]
     results = []
