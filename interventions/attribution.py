@@ -61,15 +61,16 @@ def corrupt_point(task: str, point: DataPoint, index: int = 0) -> str:
         pool = world.MALE_NAMES if world.GENDER[name] == "female" else world.FEMALE_NAMES
         return _swap_words(point.prompt, {name: pool[index % len(pool)]})
     raise TaskError(
-        f"no corrupted prompts for task {task!r}: attribution baselines are defined for the toy "
-        "tasks (ccc, ioi, pronouns, bias); for your own data pass corrupted prompts explicitly"
+        f"no corrupted prompt for a data point of task {task!r}: add a 'corrupted' field (the "
+        "prompt with its key entity swapped, same token length) to each record of your file"
     )
 
 
 def corrupted_task(task: Task) -> Task:
-    """A task whose prompts are the corrupted ones (answers unchanged)."""
+    """A task whose prompts are the corrupted ones (answers unchanged): each data point's
+    own `corrupted` prompt if it has one (user files), else the toy task's corruption."""
     points = tuple(
-        DataPoint(corrupt_point(task.name, p, i), p.correct, p.wrong) for i, p in enumerate(task)
+        DataPoint(p.corrupted or corrupt_point(task.name, p, i), p.correct, p.wrong) for i, p in enumerate(task)
     )
     return Task(task.name, task.split, task.template, points, {"corrupted_from": task.split})
 

@@ -42,12 +42,21 @@ def test_corrupted_prompts_keep_the_length_and_change_the_entity(tiny_model, tas
     assert lengths == {len(tiny_model.to_tokens(task[0].prompt)[0])}
 
 
-def test_user_tasks_have_no_automatic_corruption(tiny_model):
+def test_user_tasks_need_their_own_corrupted_prompts(tmp_path):
     from interventions.tasks.datapoint import DataPoint, Task
 
     task = Task("jsonl", "train", "0", (DataPoint("a b", " Paris", " Rome"),))
-    with pytest.raises(TaskError, match="corrupted"):
+    with pytest.raises(TaskError, match="'corrupted' field"):
         attr.corrupted_task(task)
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"prompt": "The capital of France is", "correct": " Paris", "wrong": " Rome", '
+                    '"corrupted": "The capital of Italy is"}\n')  # fmt: skip
+    from interventions.tasks.files import read_points
+
+    (point,) = read_points(path)
+    assert point.corrupted == "The capital of Italy is"
+    corrupted = attr.corrupted_task(Task("jsonl", "train", "0", (point,)))
+    assert corrupted[0].prompt == "The capital of Italy is" and corrupted[0].correct == " Paris"
 
 
 def test_dla_decomposes_the_logit_difference_through_the_final_layernorm(tiny_model, data):

@@ -529,3 +529,19 @@ def test_dynscalar_task_matrix_and_mixed_tasks(sweep_ok, dynscalar_run, tmp_path
     test = load_task("jsonl", model=model, split="test", path=path)
     assert len(test) == 8
     assert sum("capital" in p.prompt for p in test) == 4 and sum(p.prompt.endswith(" to") for p in test) == 4
+
+
+@pytest.mark.slow
+def test_training_free_baselines_land_in_pareto_json(tmp_path, model_args):
+    """activpatch, attrpatch, dla and obsprop_steer run in a sweep like any method."""
+    sweep = tmp_path / "sweep"
+    result = run_cli("train.py", "-m", "intervention=dla,attrpatch,activpatch,obsprop_steer", "task=bias",
+                     *TINY, *model_args, f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert result.returncode == 0, describe(result)
+    summary = json.loads((sweep / "pareto.json").read_text())
+    assert summary["counts"]["finished"] == 4
+    assert [r["hparams"]["method"] for r in summary["runs"]] == ["dla", "attrpatch", "activpatch", "obsprop_steer"]
+    for r in summary["runs"]:
+        assert set(r["pareto"]) == {"faithfulness", "minimality"}
+        meta = json.loads((Path(r["run_dir"]) / "intervention.json").read_text())
+        assert meta["attribution"]["scale"] > 0  # the tuned scale is recorded

@@ -11,12 +11,15 @@ class DataPoint:
     """`prompt` should be continued by `correct` rather than `wrong`.
 
     Answers are strings that must each be a single token of the model's tokenizer; with a
-    BPE tokenizer (GPT-2) that usually means a leading space: " Paris".
+    BPE tokenizer (GPT-2) that usually means a leading space: " Paris". `corrupted`, if
+    given, is the prompt with its key entity swapped (same token length), used by the
+    patching baselines instead of the toy tasks' built-in corruption.
     """
 
     prompt: str
     correct: str
     wrong: str
+    corrupted: str | None = None
 
 
 @dataclass(frozen=True)

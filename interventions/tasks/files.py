@@ -1,4 +1,5 @@
-"""User datasets as JSONL or CSV files with the fields prompt, correct, wrong."""
+"""User datasets as JSONL or CSV files with the fields prompt, correct, wrong (and
+optionally corrupted: the prompt with its key entity swapped, for the patching baselines)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ def _point(record, where: str) -> DataPoint:
     bad = [f for f in FIELDS if not isinstance(record[f], str)]
     if bad:
         raise TaskError(f"{where}: field {bad[0]!r} must be a string, got {record[bad[0]]!r}")
-    return DataPoint(record["prompt"], record["correct"], record["wrong"])
+    corrupted = record.get("corrupted") or None  # optional: for activpatch / attrpatch
+    if corrupted is not None and not isinstance(corrupted, str):
+        raise TaskError(f"{where}: field 'corrupted' must be a string, got {corrupted!r}")
+    return DataPoint(record["prompt"], record["correct"], record["wrong"], corrupted)
 
 
 def read_points(path: str | Path) -> list[DataPoint]:
