@@ -259,3 +259,27 @@ def fit_attribution(kind: str, module, datamodule, task: Task, scales=DEFAULT_SC
             method.param(site, layer).copy_(value.to(device) / largest)
     scale, effectiveness = tune_scale(module, datamodule.loader("train"), scales)
     return {"kind": kind, "scale": scale, "train_effectiveness": effectiveness, "max_abs_score": largest}
+
+
+def head_patching_scores(model, batch: dict, corrupted: dict) -> torch.Tensor:
+    """[n_layers, n_heads]: mean LD(clean) - LD(clean with one head's z patched at every position)."""
+    from interventions.forward import last_position_logits
+
+    names = [hook_name("z", l) for l in range(model.cfg.n_layers)]
+    corrupt_acts, _ = _capture(model, corrupted, names)
+    _, clean_ld = _capture(model, batch, [])
+    scores = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
+    for layer, name in enumerate(names):
+        for head in range(model.cfg.n_heads):
+
+            def patch(act, hook, name=name, head=head):
+                act = act.clone()
+                act[:, :, head] = corrupt_acts[name][:, :, head]
+                return act
+
+            with torch.no_grad():
+                logits = last_position_logits(
+                    model, batch["input_ids"], batch["attention_mask"], batch["last_index"], fwd_hooks=[(name, patch)]
+                )
+            scores[layer, head] = (clean_ld - logit_diff(logits, batch["correct"], batch["wrong"])).mean()
+    return scores

@@ -180,3 +180,20 @@ def test_obsprop_steer_picks_a_head_a_position_and_a_scale(tiny_model):
     assert 0 <= info["position"] < grid.seq_len
     assert info["scale"] > 0
     assert trained.evaluate("train")["effectiveness"] == pytest.approx(info["train_effectiveness"], abs=1e-5)
+
+
+def test_head_patching_scores_match_a_manual_patch(tiny_model, data):
+    _, clean, corrupt, _ = data
+    scores = attr.head_patching_scores(tiny_model, clean, corrupt)
+    assert scores.shape == (tiny_model.cfg.n_layers, tiny_model.cfg.n_heads)
+    _, corrupt_cache = tiny_model.run_with_cache(corrupt["input_ids"])
+    name, head = "blocks.1.attn.hook_z", 2
+
+    def patch(act, hook):
+        act = act.clone()
+        act[:, :, head] = corrupt_cache[name][:, :, head]
+        return act
+
+    expected = (_ld(tiny_model, clean) - _ld(tiny_model, clean, [(name, patch)])).mean()
+    assert float(scores[1, head]) == pytest.approx(float(expected), abs=1e-5)
+    assert torch.allclose(attr.head_patching_scores(tiny_model, clean, clean), torch.zeros_like(scores), atol=1e-6)
