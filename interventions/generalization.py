@@ -72,21 +72,10 @@ def _scores(metrics: dict) -> dict:
 
 
 def evaluate_export(iv, model, task_cfg, split: str, seed: int) -> dict:
-    """Metrics of a loaded export on one split of a task (the pieces of evaluate_from_config)."""
-    from interventions.module import InterventionModule
-    from interventions.objective import Objective
-    from interventions.pipeline import load_splits
-    from interventions.tasks.datamodule import TaskDataModule
+    """Metrics of a loaded export on one split of a task."""
+    from interventions.pipeline import export_module
 
-    tasks = load_splits(task_cfg, model, seed, fixed_length=iv.method.position_tied, splits=(split,))
-    dm = TaskDataModule(
-        model, None, None, None, batch_size=task_cfg.batch_size, padding_side=task_cfg.padding_side,
-        fixed_length=iv.method.position_tied,
-    )  # fmt: skip
-    dm.tasks[split] = tasks[split]
-    dm.setup()
-    iv.method.check_length(dm.datasets[split].tensors["input_ids"].shape[1])
-    module = InterventionModule(model, iv.method, Objective(**iv.meta["objective"]))
+    module, dm = export_module(iv, model, task_cfg, split, seed)
     return module.evaluate(dm.loader(split))
 
 

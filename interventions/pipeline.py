@@ -180,6 +180,22 @@ def train_from_config(cfg: DictConfig) -> dict:
     return metrics
 
 
+def export_module(iv, model, task_cfg, split: str, seed: int) -> tuple[InterventionModule, TaskDataModule]:
+    """A loaded export wrapped for evaluation on one split of a task, with its tokenized data.
+
+    Position-tied exports refuse prompts of another length (one ExportError line).
+    """
+    tasks = load_splits(task_cfg, model, seed, fixed_length=iv.method.position_tied, splits=(split,))
+    dm = TaskDataModule(
+        model, None, None, None, batch_size=task_cfg.batch_size, padding_side=task_cfg.padding_side,
+        fixed_length=iv.method.position_tied,
+    )  # fmt: skip
+    dm.tasks[split] = tasks[split]
+    dm.setup()
+    iv.method.check_length(dm.datasets[split].tensors["input_ids"].shape[1])
+    return InterventionModule(model, iv.method, Objective(**iv.meta["objective"])), dm
+
+
 def evaluate_from_config(cfg: DictConfig) -> dict:
     """Evaluate an export on a task/split/template; writes metrics.json and plots."""
     out_dir = Path(cfg.run_dir)
@@ -198,16 +214,7 @@ def evaluate_from_config(cfg: DictConfig) -> dict:
     split = cfg.split
     if cfg.n is not None:
         task_cfg[f"n_{split}"] = cfg.n
-    tasks = load_splits(task_cfg, model, cfg.seed, fixed_length=iv.method.position_tied, splits=(split,))
-    dm = TaskDataModule(
-        model, None, None, None, batch_size=task_cfg.batch_size, padding_side=task_cfg.padding_side,
-        fixed_length=iv.method.position_tied,
-    )  # fmt: skip
-    dm.tasks[split] = tasks[split]
-    dm.setup()
-    iv.method.check_length(dm.datasets[split].tensors["input_ids"].shape[1])
-    objective = Objective(**meta["objective"])
-    module = InterventionModule(model, iv.method, objective)
+    module, dm = export_module(iv, model, task_cfg, split, cfg.seed)
     logger = make_logger(cfg.logger.kind, out_dir, project=cfg.logger.project, mode=cfg.logger.mode,
                          group=cfg.logger.group, name=f"eval-{out_dir.name}", config=OmegaConf.to_container(cfg, resolve=True))  # fmt: skip
     try:

@@ -156,3 +156,18 @@ def tiny_gpt2(tmp_path_factory, gpt2_tokenizer):
         hub_offline(mp)
         model, _ = load_model(str(folder))
     return model, hf
+
+
+@pytest.fixture(scope="module")
+def model_args(tmp_path_factory, toy_tokenizer) -> list[str]:
+    """CLI overrides: [] for the committed toy model, else model.name=<a tiny native checkpoint>."""
+    if toy_checkpoint_weights().exists():
+        return []
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("tiny_checkpoint")
+    toy_tokenizer.save_pretrained(str(folder))
+    model = build_tiny_model(toy_tokenizer, seed=0)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(dict(TINY_CONFIG, d_vocab=len(toy_tokenizer))))
+    return [f"model.name={folder}"]

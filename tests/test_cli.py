@@ -33,19 +33,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 METRIC_KEYS = {"effectiveness", "faithfulness", "minimality", "n_params", "flip_accuracy", "logit_diff"}
 
 
-@pytest.fixture(scope="module")
-def model_args(tmp_path_factory, toy_tokenizer) -> list[str]:
-    """[] for the committed toy model, else model.name=<a tiny native checkpoint folder>."""
-    if toy_checkpoint_weights().exists():
-        return []
-    from safetensors.torch import save_file
-
-    folder = tmp_path_factory.mktemp("tiny_checkpoint")
-    toy_tokenizer.save_pretrained(str(folder))
-    model = build_tiny_model(toy_tokenizer, seed=0)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
-    (folder / "config.json").write_text(json.dumps(dict(TINY_CONFIG, d_vocab=len(toy_tokenizer))))
-    return [f"model.name={folder}"]
 
 
 def run_cli(script: str, *args: str, hydra_dir: Path | None = None, timeout: int = 600):
