@@ -60,13 +60,13 @@ SCHEMA: dict[str, dict] = {
     "task": {
         "name": _tasks, "template": "any", "n_train": "int>=1|null", "n_val": "int>=1|null",
         "n_test": "int>=1|null", "path": "str|null", "bias_pair": _bias_pairs,
-        "batch_size": "int>=1", "padding_side": lambda: PADDING,
+        "batch_size": "int>=1", "padding_side": lambda: PADDING, "hold_pair": "bias_pairs|null",
     },
     "intervention": {
         "method": _methods, "sites": "sites", "layers": "any", "positions": "any", "heads": "any",
         "init": _inits, "init_scale": "float>=0", "lr": "float>=0",
     },
-    "objective": {"lambda_f": "float>=0", "lambda_m": "float>=0", "margin": "float>=0"},
+    "objective": {"lambda_f": "float>=0", "lambda_m": "float>=0", "margin": "float>=0", "lambda_hold": "float>=0"},
     "logger": {"kind": lambda: LOGGERS, "project": "str", "mode": lambda: WANDB_MODES, "group": "str|null"},
 }  # fmt: skip
 EVAL_SCHEMA: dict[str, dict] = {

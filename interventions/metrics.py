@@ -21,6 +21,7 @@ MINIMALITY_THRESHOLD = 0.01
 _SUMS = (
     "hinge_pos", "hinge_neg", "kl_pos", "kl_neg", "flip_pos", "flip_neg",
     "ld_neg", "ld_zero", "ld_pos", "clean_correct", "n",
+    "hold_ld_neg", "hold_ld_zero", "hold_ld_pos", "n_hold",
 )  # fmt: skip
 
 
@@ -35,8 +36,9 @@ class InterventionMetrics(Metric):
         for name in _SUMS:
             self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, logits_pos, logits_neg, clean_logprobs, correct, wrong) -> None:
-        """Logits [batch, vocab] at β = +1 and -1; clean log-probs [batch, vocab]."""
+    def update(self, logits_pos, logits_neg, clean_logprobs, correct, wrong, hold_correct=None, hold_wrong=None) -> None:
+        """Logits [batch, vocab] at β = +1 and -1; clean log-probs [batch, vocab]; optional
+        held answer pair ids [batch] (multi-observable objective)."""
         pos, neg = hinge_terms(logits_pos, logits_neg, correct, wrong, margin=0.0)
         ld_pos = logit_diff(logits_pos, correct, wrong)
         ld_neg = logit_diff(logits_neg, correct, wrong)
@@ -49,6 +51,13 @@ class InterventionMetrics(Metric):
             "ld_neg": ld_neg, "ld_zero": ld_zero, "ld_pos": ld_pos,
             "clean_correct": (ld_zero > 0).float(),
         }  # fmt: skip
+        if hold_correct is not None:
+            values.update({
+                "hold_ld_neg": logit_diff(logits_neg, hold_correct, hold_wrong),
+                "hold_ld_zero": logit_diff(clean_logprobs, hold_correct, hold_wrong),
+                "hold_ld_pos": logit_diff(logits_pos, hold_correct, hold_wrong),
+            })  # fmt: skip
+            self.n_hold += len(hold_correct)
         for name, v in values.items():
             setattr(self, name, getattr(self, name) + v.detach().double().sum())
         self.n += len(correct)
@@ -65,7 +74,15 @@ class InterventionMetrics(Metric):
             "logit_diff": {"-1": mean("ld_neg"), "0": mean("ld_zero"), "+1": mean("ld_pos")},
             "clean_accuracy": mean("clean_correct"),
             "n": int(self.n),
+            **self._hold(),
         }
+
+    def _hold(self) -> dict:
+        """The held pair's mean logit difference at β = -1, 0, +1 (if any data point had one)."""
+        if int(self.n_hold) == 0:
+            return {}
+        m = lambda name: float(getattr(self, name) / self.n_hold)  # noqa: E731
+        return {"hold_logit_diff": {"-1": m("hold_ld_neg"), "0": m("hold_ld_zero"), "+1": m("hold_ld_pos")}}
 
 
 def parameter_metrics(flat_params: torch.Tensor) -> dict[str, int]:

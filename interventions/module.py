@@ -20,6 +20,14 @@ from interventions.metrics import InterventionMetrics, flatten, parameter_metric
 from interventions.objective import Objective
 
 
+def update_metric(metric: InterventionMetrics, batch: dict, logits_pos, logits_neg) -> None:
+    """Feed one batch's steered logits (and its held pair, if any) to a metric."""
+    metric.update(
+        logits_pos, logits_neg, batch["clean_logprobs"], batch["correct"], batch["wrong"],
+        batch.get("hold_correct"), batch.get("hold_wrong"),
+    )  # fmt: skip
+
+
 class _Frozen:
     """Holds the model so that nn.Module does not register it as a child."""
 
@@ -64,9 +72,10 @@ class InterventionModule(L.LightningModule):
     # -- training -------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits_pos, logits_neg = self.steered_logits(batch)
+        hold = (batch["hold_correct"], batch["hold_wrong"]) if "hold_correct" in batch else None
         loss, parts = self.objective(
             logits_pos, logits_neg, batch["correct"], batch["wrong"],
-            batch["clean_logprobs"], self.method.flat_params(),
+            batch["clean_logprobs"], self.method.flat_params(), hold=hold,
         )  # fmt: skip
         b = batch["input_ids"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=b)
@@ -80,9 +89,7 @@ class InterventionModule(L.LightningModule):
     def _eval_step(self, batch: dict, split: str) -> None:
         with torch.no_grad():
             logits_pos, logits_neg = self.steered_logits(batch)
-        self.metrics[split].update(
-            logits_pos, logits_neg, batch["clean_logprobs"], batch["correct"], batch["wrong"]
-        )
+        update_metric(self.metrics[split], batch, logits_pos, logits_neg)
 
     def _eval_epoch_end(self, split: str, prefix: str) -> None:
         values = self.metrics[split].compute()
@@ -110,7 +117,7 @@ class InterventionModule(L.LightningModule):
         for batch in loader:
             batch = {k: v.to(self.device) for k, v in batch.items()}
             logits_pos, logits_neg = self.steered_logits(batch)
-            metric.update(logits_pos, logits_neg, batch["clean_logprobs"], batch["correct"], batch["wrong"])
+            update_metric(metric, batch, logits_pos, logits_neg)
         values = metric.compute()
         values.update(parameter_metrics(self.method.flat_params()))
         return values

@@ -46,6 +46,16 @@ def faithfulness_loss(logits_pos, logits_neg, clean_logprobs) -> torch.Tensor:
     return (kl_to_clean(logits_pos, clean_logprobs) + kl_to_clean(logits_neg, clean_logprobs)).mean()
 
 
+def hold_loss(logits_pos, logits_neg, clean_logprobs, hold_correct, hold_wrong) -> torch.Tensor:
+    """H: the mean over the batch of (LD₂(f̃⁺) - LD₂(f))² + (LD₂(f̃⁻) - LD₂(f))² for a second
+    answer pair (c₂, w₂) that should not move (log-softmax keeps logit differences, so the
+    clean LD₂ comes from the cached clean log-probs)."""
+    clean = logit_diff(clean_logprobs, hold_correct, hold_wrong)
+    pos = logit_diff(logits_pos, hold_correct, hold_wrong) - clean
+    neg = logit_diff(logits_neg, hold_correct, hold_wrong) - clean
+    return (pos**2 + neg**2).mean()
+
+
 def minimality_loss(flat_params: torch.Tensor) -> torch.Tensor:
     """M: ‖vec(θ)‖₁."""
     return flat_params.abs().sum()
@@ -53,23 +63,32 @@ def minimality_loss(flat_params: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Objective:
-    """E_m + λ_F·F + λ_M·M with λ_F, λ_M, m ≥ 0."""
+    """E_m + λ_F·F + λ_M·M (+ λ_H·H for a held answer pair) with λ_F, λ_M, λ_H, m ≥ 0."""
 
     lambda_f: float = 0.1
     lambda_m: float = 0.0
     margin: float = 1.0
+    lambda_hold: float = 0.0
 
     def __post_init__(self):
-        for key in ("lambda_f", "lambda_m", "margin"):
+        for key in ("lambda_f", "lambda_m", "margin", "lambda_hold"):
             if getattr(self, key) < 0:
                 from interventions.errors import ConfigError
 
                 raise ConfigError(f"objective.{key} must be >= 0, got {getattr(self, key)}")
 
-    def __call__(self, logits_pos, logits_neg, correct, wrong, clean_logprobs, flat_params):
-        """Returns (total loss, {"effectiveness": E_m, "faithfulness": F, "minimality": M})."""
+    def __call__(self, logits_pos, logits_neg, correct, wrong, clean_logprobs, flat_params, hold=None):
+        """Returns (total loss, {"effectiveness": E_m, "faithfulness": F, "minimality": M[, "hold": H]}).
+
+        `hold`: (hold_correct [B], hold_wrong [B]) for the λ_H term, or None.
+        """
         e = effectiveness_loss(logits_pos, logits_neg, correct, wrong, self.margin)
         f = faithfulness_loss(logits_pos, logits_neg, clean_logprobs)
         m = minimality_loss(flat_params)
         total = e + self.lambda_f * f + self.lambda_m * m
-        return total, {"effectiveness": e.detach(), "faithfulness": f.detach(), "minimality": m.detach()}
+        parts = {"effectiveness": e.detach(), "faithfulness": f.detach(), "minimality": m.detach()}
+        if hold is not None and self.lambda_hold > 0:
+            h = hold_loss(logits_pos, logits_neg, clean_logprobs, *hold)
+            total = total + self.lambda_hold * h
+            parts["hold"] = h.detach()
+        return total, parts

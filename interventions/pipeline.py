@@ -44,6 +44,7 @@ def load_splits(task_cfg, model, seed: int, fixed_length: bool, splits=("train",
             out[split] = load_task(
                 task_cfg.name, model=model, split=split, template=task_cfg.template, n=n, seed=seed,
                 path=task_cfg.path, bias_pair=task_cfg.bias_pair, fixed_length=fixed_length,
+                hold_pair=task_cfg.get("hold_pair"),
             )  # fmt: skip
         except Exception as error:
             if split == "val" and "no data points" in str(error):

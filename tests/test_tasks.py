@@ -230,7 +230,7 @@ def test_template_that_is_not_an_index():
 
 
 def test_unknown_bias_pair():
-    with pytest.raises(TaskError, match="unknown bias pair 'gender'.*grammatical"):
+    with pytest.raises(TaskError, match="unknown bias_pair 'gender'.*grammatical"):
         load_task("bias", bias_pair="gender")
 
 

@@ -27,6 +27,7 @@ def load_task(
     path: str | None = None,
     bias_pair: str = "stereotype",
     fixed_length: bool = False,
+    hold_pair: str | None = None,
     tokenizer=None,
 ) -> Task:
     """Load and validate a task.
@@ -43,6 +44,8 @@ def load_task(
         path: the user file; "{split}" in it is replaced by the split, otherwise the file
             is split by a hash of each prompt (70/10/20).
         bias_pair: for "bias": "stereotype" (nurse/programmer) or "grammatical" (actress/actor).
+        hold_pair: for "bias": a second pair every data point carries, to hold fixed
+            while the first is steered (`objective.lambda_hold`); e.g. "grammatical".
         fixed_length: require all prompts to have the same token length.
 
     Returns:
@@ -53,7 +56,7 @@ def load_task(
     tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
     info: dict = {}
     if name in TOY_TASKS:
-        points = toy_points(name, split, template, n, seed, bias_pair=bias_pair)
+        points = toy_points(name, split, template, n, seed, bias_pair=bias_pair, hold_pair=hold_pair)
         source = f"task {name!r} (split {split}, template {template})"
         if tok is not None:
             points, dropped = _drop_multi_token(points, tok)

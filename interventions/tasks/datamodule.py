@@ -36,7 +36,8 @@ def encode(model, task: Task, padding_side: str = "right", fixed_length: bool = 
     Returns a dict of tensors, N = len(task), T = longest prompt:
         input_ids [N, T] (padded with the tokenizer's pad id), attention_mask [N, T],
         last_index [N] (position of the last real token), correct [N], wrong [N]
-        (answer token ids), index [N] (position in the task).
+        (answer token ids), index [N] (position in the task); and hold_correct [N],
+        hold_wrong [N] when every data point carries a held pair.
     """
     if padding_side not in ("right", "left"):
         raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
@@ -55,7 +56,14 @@ def encode(model, task: Task, padding_side: str = "right", fixed_length: bool = 
         mask[row, start : start + len(seq)] = 1
     lengths_t = torch.tensor(lengths)
     last_index = lengths_t - 1 if padding_side == "right" else torch.full((n,), width - 1)
+    hold = {}
+    if all(p.hold_correct is not None and p.hold_wrong is not None for p in task):
+        hold = {
+            "hold_correct": torch.tensor([single_token_id(tokenizer, p.hold_correct) for p in task]),
+            "hold_wrong": torch.tensor([single_token_id(tokenizer, p.hold_wrong) for p in task]),
+        }
     return {
+        **hold,
         "input_ids": input_ids,
         "attention_mask": mask,
         "last_index": last_index,

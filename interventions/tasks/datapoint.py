@@ -20,6 +20,10 @@ class DataPoint:
     correct: str
     wrong: str
     corrupted: str | None = None
+    # A second answer pair to hold fixed while steering the first (multi-observable
+    # objective, e.g. debiasing: move nurse/programmer, keep actress/actor).
+    hold_correct: str | None = None
+    hold_wrong: str | None = None
 
 
 @dataclass(frozen=True)

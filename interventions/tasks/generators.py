@@ -56,14 +56,18 @@ def toy_points(
     n: int | None = None,
     seed: int = 0,
     bias_pair: str = "stereotype",
+    hold_pair: str | None = None,
 ) -> list[DataPoint]:
     """Up to `n` (default DEFAULT_N) data points of a toy task, sampled with `seed`."""
     if task not in world.TEMPLATES:
         raise TaskError(f"unknown toy task {task!r}; allowed: {', '.join(TOY_TASKS)}")
     if split not in SPLITS:
         raise TaskError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
-    if bias_pair not in world.BIAS_PAIRS:
-        raise TaskError(f"unknown bias pair {bias_pair!r}; allowed: {', '.join(world.BIAS_PAIRS)}")
+    for key, pair in (("bias_pair", bias_pair), ("hold_pair", hold_pair)):
+        if pair is not None and pair not in world.BIAS_PAIRS:
+            raise TaskError(f"unknown {key} {pair!r}; allowed: {', '.join(world.BIAS_PAIRS)}")
+    if hold_pair is not None and task != "bias":
+        raise TaskError(f"task.hold_pair is defined for the bias task, not {task!r}")
     indices = parse_templates(task, template)
     limit = DEFAULT_N if n is None else n
     rng = random.Random(seed)
@@ -77,7 +81,11 @@ def toy_points(
             return None
         if split != "test" and _in_val(prompt) != (split == "val"):
             return None
-        return DataPoint(prompt, " " + full[tpl.answer], " " + full[tpl.foil])
+        hold = (None, None)
+        if hold_pair is not None:
+            held = world.fill(task, slots, bias_pair=hold_pair)
+            hold = (" " + held[tpl.answer], " " + held[tpl.foil])
+        return DataPoint(prompt, " " + full[tpl.answer], " " + full[tpl.foil], None, *hold)
 
     if task == "ioi":  # too many combinations to enumerate: sample without replacement
         seen: dict[str, DataPoint] = {}

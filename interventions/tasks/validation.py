@@ -48,6 +48,9 @@ def check_points(points: list[DataPoint], tokenizer, source: str) -> None:
             raise TaskError(f"empty prompt{where}")
         if tokenizer is not None:
             c, w = single_token_id(tokenizer, p.correct, where), single_token_id(tokenizer, p.wrong, where)
+            for held in (p.hold_correct, p.hold_wrong):
+                if held is not None:
+                    single_token_id(tokenizer, held, where, what="held answer")
             if c == w:
                 raise TaskError(f"correct {p.correct!r} and wrong {p.wrong!r} are the same token{where}")
     counts = Counter(p.prompt for p in points)
