@@ -364,6 +364,7 @@ def test_cli_writes_json_and_heatmaps(toy_model, tmp_path, capsys):
     rc = main(["analyze", "--model", "toy", "--task", "pronouns", "--n", "12", "--out", str(out),
                "--observable", "she-he", "--other-observable", "her-him", "--path", "L3H0,L1H3", "mlp2,L1H3"])  # fmt: skip
     assert rc == 0
+    assert list((out / "wandb").glob("offline-run-*")), "the analysis is also an offline W&B run"
     report = json.loads((out / "report.json").read_text())
     model, tok = toy_model
     assert set(report["observables"]) == {"she-he", "her-him"}

@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--no-mlp", action="store_true")
     a.add_argument("--out", required=True)
     a.add_argument("--device", default="cpu")
+    a.add_argument("--logger", default="wandb", choices=("wandb", "none"),
+                   help="also log the heatmaps and numbers to a W&B run (offline) in --out")
     return parser
 
 
@@ -144,7 +146,24 @@ def analyze_command(args) -> dict:
     files = write_report(report, args.out)
     _print_summary(report)
     print(f"wrote {len(files)} files to {Path(args.out)}")
+    _log_to_wandb(args, report)
     return report
+
+
+def _log_to_wandb(args, report: dict) -> None:
+    """The PNG heatmaps as images and every number of the report as W&B summary values."""
+    if args.logger == "none":
+        return
+    from interventions.loggers import finish, log_files, make_logger
+    from interventions.metrics import flatten
+
+    out = Path(args.out)
+    logger = make_logger("wandb", out, name=f"obsprop-{args.task}", config=vars(args))
+    numbers = {k: v for k, v in flatten(report).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    try:
+        log_files(logger, {p.stem: p for p in sorted(out.glob("*.png"))}, None, numbers)
+    finally:
+        finish(logger)
 
 
 def _print_summary(report: dict) -> None:
