@@ -220,10 +220,15 @@ def test_train_loader_is_deterministic_for_a_shuffle_seed(tiny_model, splits):
     assert _indices(a.train_dataloader()) == order  # a fresh loader repeats the order
     assert _indices(b.train_dataloader()) == order  # so does another module
     assert _indices(c.train_dataloader()) != order  # another seed, another order
-    # within one loader, successive epochs differ
+    # the order depends on (seed, epoch) only: set_epoch (Lightning calls it) gives new orders
     loader = a.train_dataloader()
-    assert _indices(loader) == order
-    assert _indices(loader) != order
+    assert _indices(loader) == order and _indices(loader) == order  # same epoch, same order
+    loader.sampler.set_epoch(1)
+    epoch1 = _indices(loader)
+    assert epoch1 != order and sorted(epoch1) == sorted(order)
+    b_loader = b.train_dataloader()
+    b_loader.sampler.set_epoch(1)
+    assert _indices(b_loader) == epoch1
 
 
 def test_left_padded_datamodule(tiny_model, splits):

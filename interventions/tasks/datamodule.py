@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from interventions.tasks.datapoint import Task
 from interventions.tasks.tokenize import prompt_token_ids
@@ -92,6 +92,28 @@ class EncodedTask(Dataset):
         self.tensors[name] = values
 
 
+class EpochShuffle(Sampler):
+    """A shuffle that depends only on (seed, epoch), not on how many iterators were made.
+
+    Lightning calls `set_epoch` before every epoch (as for distributed samplers); a plain
+    loop calls it too, so the same seed gives the same batches in both (fused sweeps rely
+    on this to reproduce separate runs).
+    """
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
 class TaskDataModule(L.LightningDataModule):
     """Train/val/test splits of a task, tokenized once in `setup`.
 
@@ -129,10 +151,8 @@ class TaskDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         self.setup()
-        generator = torch.Generator().manual_seed(self.shuffle_seed) if shuffle else None
-        return DataLoader(
-            self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, generator=generator
-        )
+        sampler = EpochShuffle(len(self.datasets[split]), self.shuffle_seed) if shuffle else None
+        return DataLoader(self.datasets[split], batch_size=self.batch_size, sampler=sampler)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
