@@ -2,6 +2,7 @@
 
     python benchmarks/run.py step      [--models toy,gpt2-small] [--repeats 20]
     python benchmarks/run.py scaling   [--model toy]
+    python benchmarks/run.py fused     (K = 16 configurations: fused vs separate runs)
 
 `step` times, on the same doubled batch (β = +1 and β = -1):
   bare      one forward + backward of the frozen model with gradients flowing only to the
@@ -195,9 +196,33 @@ def run_scaling(model_name: str) -> list[dict]:
     return results
 
 
+def bench_fused(k: int = 16, epochs: int = 3, n_train: int = 64, method: str = "activscalar") -> dict:
+    """K objective configurations trained fused (one batched pass) vs K separate runs."""
+    import itertools
+
+    from interventions import load_model, load_task, train_intervention
+    from interventions.fused import train_fused
+    from interventions.objective import Objective
+
+    model, _ = load_model("toy")
+    train = load_task("ccc", model=model, split="train", template=0, n=n_train)
+    grid = list(itertools.product((0.0, 0.1, 1.0, 10.0), (0.0, 0.01), (1.0, 2.0)))[:k]
+    objectives = [Objective(lambda_f=f, lambda_m=m, margin=g) for f, m, g in grid]
+    start = time.perf_counter()
+    fused = train_fused(model, train, objectives, method=method, epochs=epochs)
+    fused_s = time.perf_counter() - start
+    start = time.perf_counter()
+    separate = [train_intervention(model, train, method=method, objective=o, epochs=epochs).method for o in objectives]
+    separate_s = time.perf_counter() - start
+    diff = max(float((a.flat_params() - b.flat_params()).abs().max()) for a, b in zip(fused, separate))
+    return {"k": k, "method": method, "epochs": epochs, "n_train": n_train, "fused_s": round(fused_s, 2),
+            "separate_s": round(separate_s, 2), "fused_over_separate": round(fused_s / separate_s, 3),
+            "max_abs_param_diff": diff}  # fmt: skip
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/run.py")
-    parser.add_argument("what", choices=["step", "scaling", "_point"])
+    parser.add_argument("what", choices=["step", "scaling", "fused", "_point"])
     parser.add_argument("args", nargs="*")
     parser.add_argument("--models", default="toy,gpt2-small")
     parser.add_argument("--model", default="toy")
@@ -212,6 +237,11 @@ def main(argv=None) -> int:
         return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.what == "fused":
+        result = bench_fused()
+        print(json.dumps(result))
+        (out / "fused.json").write_text(json.dumps(result, indent=2) + "\n")
+        return 0
     if args.what == "step":
         results = []
         for name in args.models.split(","):
