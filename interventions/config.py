@@ -76,7 +76,7 @@ EVAL_SCHEMA: dict[str, dict] = {
 }
 SCHEMAS = {"train": SCHEMA, "evaluate": EVAL_SCHEMA}
 TOP_KEYS = {
-    "train": {"seed", "run_dir", "illusion"},
+    "train": {"seed", "run_dir", "illusion", "fused"},
     "evaluate": {"seed", "run_dir", "export", "check_model", "split", "n", "sweep", "generalization"},
 }
 _NAMED_CHOICES = {"tasks": _tasks, "bias_pairs": _bias_pairs}
@@ -138,6 +138,15 @@ def validate_config(cfg: DictConfig, schema: dict | None = None, top_keys: set[s
             if key not in rules:
                 raise ConfigError(f"unknown key {group}.{key}; allowed keys of {group}: {', '.join(rules)}")
             _check_value(f"{group}.{key}", value, rules[key])
+    fused = container.get("fused")
+    if fused is not None:
+        if not isinstance(fused, list) or not fused or not all(isinstance(x, dict) for x in fused):
+            raise ConfigError("fused must be a list of objective settings, e.g. fused=[{lambda_f:0},{lambda_f:1}]")
+        for i, setting in enumerate(fused):
+            for key, value in setting.items():
+                if key not in SCHEMA["objective"]:
+                    raise ConfigError(f"fused[{i}]: unknown key {key!r}; allowed: {', '.join(SCHEMA['objective'])}")
+                _check_value(f"fused[{i}].{key}", value, SCHEMA["objective"][key])
     icfg = container.get("intervention")
     if isinstance(icfg, dict) and icfg.get("method") in _methods():
         from interventions.methods import METHODS

@@ -123,8 +123,52 @@ def _illusion_report(setting, model, method, dm) -> dict | None:
     return diagnose_illusion(model, method, dm.loader("test"))
 
 
+def _run_extra(cfg: DictConfig, metrics: dict, started: float) -> dict:
+    """The settings and metrics intervention.json records for a run of `cfg`."""
+    return {
+        "task": OmegaConf.to_container(cfg.task, resolve=True),
+        "objective": OmegaConf.to_container(cfg.objective, resolve=True),
+        "intervention": OmegaConf.to_container(cfg.intervention, resolve=True),
+        "trainer": OmegaConf.to_container(cfg.trainer, resolve=True),
+        "seed": cfg.seed,
+        "metrics": metrics,
+        "train_seconds": round(time.time() - started, 2),
+    }
+
+
+def write_run(run_dir: Path, cfg: DictConfig, model, module: InterventionModule, dm: TaskDataModule,
+              started: float, logger=None, info: dict | None = None) -> dict:  # fmt: skip
+    """Evaluate a trained module and write every file of its run; metrics.json last."""
+    method = module.method
+    metrics = {split: module.evaluate(dm.loader(split)) for split in ("train", "test")}
+    title = f"{method.name} on {cfg.task.name} (template {cfg.task.template})"
+    images, rows = write_plots(run_dir, module, dm, "test", title)
+    extra = _run_extra(cfg, metrics, started)
+    if info is not None:  # a training-free baseline: its tuned scale
+        extra["attribution"] = info
+        print(f"{method.name}: tuned scale {info['scale']} (train effectiveness {info['train_effectiveness']:.4f})")
+    illusion = _illusion_report(cfg.get("illusion", "auto"), model, method, dm)
+    if illusion is not None:
+        write_illusion(run_dir / "illusion.json", illusion)
+        extra["illusion"] = illusion["summary"]
+    save_intervention(run_dir, method, model, cfg.model.name, extra)
+    log_files(logger, images, rows, flatten(metrics))
+    write_json(run_dir / METRICS_FILE, metrics)  # last: marks the run as finished
+    print(f"\n{title}: {method.n_params} parameters, {time.time() - started:.1f} s\n{summary_table(metrics)}")
+    if illusion is not None:
+        print(format_illusion(illusion, top=5))
+    print(f"run directory: {run_dir}")
+    return metrics
+
+
 def train_from_config(cfg: DictConfig) -> dict:
-    """Train one intervention as configured and write every file of the run; returns metrics."""
+    """Train one intervention as configured and write every file of the run; returns metrics.
+
+    With `fused` (a list of objective settings) it trains them together instead
+    (`fused_from_config`).
+    """
+    if cfg.get("fused"):
+        return fused_from_config(cfg)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -147,40 +191,51 @@ def train_from_config(cfg: DictConfig) -> dict:
             batch_size=cfg.task.batch_size, padding_side=cfg.task.padding_side, seed=cfg.seed,
             logger=logger, trainer_kwargs=trainer_kwargs,
         )  # fmt: skip
-        module, dm, method = trained.module, trained.datamodule, trained.method
-        metrics = {split: module.evaluate(dm.loader(split)) for split in ("train", "test")}
-        if module.global_rank != 0:  # hook for DDP (conf/trainer/ddp.yaml): only rank 0 writes the files
-            return metrics
-        title = f"{method.name} on {cfg.task.name} (template {cfg.task.template})"
-        images, rows = write_plots(run_dir, module, dm, "test", title)
-        extra = {
-            "task": OmegaConf.to_container(cfg.task, resolve=True),
-            "objective": OmegaConf.to_container(cfg.objective, resolve=True),
-            "intervention": OmegaConf.to_container(cfg.intervention, resolve=True),
-            "trainer": OmegaConf.to_container(cfg.trainer, resolve=True),
-            "seed": cfg.seed,
-            "metrics": metrics,
-            "train_seconds": round(time.time() - started, 2),
-        }
-        if trained.info is not None:  # an attribution baseline: its tuned scale
-            extra["attribution"] = trained.info
-            print(f"{method.name}: tuned scale {trained.info['scale']} (train effectiveness {trained.info['train_effectiveness']:.4f})")
-        illusion = _illusion_report(cfg.get("illusion", "auto"), model, method, dm)
-        if illusion is not None:
-            write_illusion(run_dir / "illusion.json", illusion)
-            extra["illusion"] = illusion["summary"]
-        save_intervention(run_dir, method, model, cfg.model.name, extra)
-        log_files(logger, images, rows, flatten(metrics))
+        if trained.module.global_rank != 0:  # DDP (conf/trainer/ddp.yaml): only rank 0 writes the files
+            return {split: trained.evaluate(split) for split in ("train", "test")}
+        return write_run(run_dir, cfg, model, trained.module, trained.datamodule, started, logger, trained.info)
     finally:
         finish(logger)
-    write_json(run_dir / METRICS_FILE, metrics)  # last: marks the run as finished
-    print(f"\n{title}: {method.n_params} parameters, {time.time() - started:.1f} s\n{summary_table(metrics)}")
-    if illusion is not None:
-        print(format_illusion(illusion, top=5))
-    print(f"run directory: {run_dir}")
-    return metrics
 
 
+def fused_from_config(cfg: DictConfig) -> dict:
+    """A fused sweep: the `fused` objective settings trained together in one process.
+
+    Writes one run folder per setting (`<run_dir>/<k>/`, the files of a normal run plus
+    sweep_job.json) and the sweep summary (pareto.json, plots) at `<run_dir>`, exactly
+    as a multirun over the same objectives would.
+    """
+    from interventions.fused import train_fused
+    from interventions.sweep import JOB_FILE, summarize_sweep
+
+    root = Path(cfg.run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    icfg = OmegaConf.to_container(cfg.intervention, resolve=True)
+    method_cls = METHODS[icfg["method"]]
+    model, _ = load_model(cfg.model.name, device=cfg.model.device, dtype=cfg.model.dtype)
+    tasks = load_splits(cfg.task, model, cfg.seed, fixed_length=method_cls.position_tied)
+    settings = [dict(OmegaConf.to_container(cfg.objective), **dict(s)) for s in cfg.fused]
+    objectives = [Objective(**s) for s in settings]
+    methods = train_fused(
+        model, tasks["train"], objectives, method=icfg["method"], sites=icfg["sites"], layers=icfg["layers"],
+        positions=icfg["positions"], heads=icfg["heads"], init=icfg["init"], init_scale=icfg["init_scale"],
+        lr=icfg["lr"], epochs=cfg.trainer.max_epochs, batch_size=cfg.task.batch_size, seed=cfg.seed,
+    )  # fmt: skip
+    dm = TaskDataModule(model, tasks["train"], None, tasks["test"], batch_size=cfg.task.batch_size,
+                        padding_side=cfg.task.padding_side, fixed_length=method_cls.position_tied)  # fmt: skip
+    dm.setup()
+    all_metrics = []
+    for k, (setting, method, objective) in enumerate(zip(settings, methods, objectives)):
+        run_cfg = OmegaConf.merge(cfg, {"objective": setting, "fused": None})
+        run_dir = root / str(k)
+        run_dir.mkdir(exist_ok=True)
+        overrides = [f"objective.{key}={value}" for key, value in setting.items()]
+        write_json(run_dir / JOB_FILE, {"overrides": overrides, "config": OmegaConf.to_container(run_cfg, resolve=True)})
+        module = InterventionModule(model, method, objective, lr=icfg["lr"])
+        all_metrics.append(write_run(run_dir, run_cfg, model, module, dm, started))
+    summarize_sweep(root, logger=OmegaConf.to_container(cfg.logger, resolve=True))
+    return all_metrics[0]
 def export_module(iv, model, task_cfg, split: str, seed: int) -> tuple[InterventionModule, TaskDataModule]:
     """A loaded export wrapped for evaluation on one split of a task, with its tokenized data.
 

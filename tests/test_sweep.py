@@ -533,3 +533,20 @@ def test_training_free_baselines_land_in_pareto_json(tmp_path, model_args):
         assert set(r["pareto"]) == {"faithfulness", "minimality"}
         meta = json.loads((Path(r["run_dir"]) / "intervention.json").read_text())
         assert meta["attribution"]["scale"] > 0  # the tuned scale is recorded
+
+
+@pytest.mark.slow
+def test_fused_sweep_writes_a_run_folder_per_setting_and_pareto_json(tmp_path, model_args):
+    root = tmp_path / "fused"
+    result = run_cli("train.py", "fused=[{lambda_f:0},{lambda_f:1,lambda_m:0.01}]", *TINY, *model_args,
+                     f"run_dir={root}", f"hydra.run.dir={tmp_path / 'hydra'}")  # fmt: skip
+    assert result.returncode == 0, describe(result)
+    summary = json.loads((root / "pareto.json").read_text())
+    assert summary["counts"]["finished"] == 2
+    assert [(r["hparams"]["lambda_f"], r["hparams"]["lambda_m"]) for r in summary["runs"]] == [(0, 0.0), (1, 0.01)]
+    for k in (0, 1):
+        assert {"intervention.safetensors", "intervention.json", "metrics.json", "scalars.csv"} <= {
+            p.name for p in (root / str(k)).iterdir()
+        }
+    bad = run_cli("train.py", "fused=[{lambda_x:0}]", *TINY, *model_args)
+    assert bad.returncode == 2 and "fused[0]: unknown key 'lambda_x'" in bad.stderr
