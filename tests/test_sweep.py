@@ -550,3 +550,15 @@ def test_fused_sweep_writes_a_run_folder_per_setting_and_pareto_json(tmp_path, m
         }
     bad = run_cli("train.py", "fused=[{lambda_x:0}]", *TINY, *model_args)
     assert bad.returncode == 2 and "fused[0]: unknown key 'lambda_x'" in bad.stderr
+
+
+@pytest.mark.slow
+def test_obsprop_init_runs_from_the_cli(tmp_path, model_args):
+    run_dir = tmp_path / "run"
+    result = run_cli("train.py", "intervention=steervec", "intervention.init=obsprop", "intervention.init_scale=0.1",
+                     "task=bias", *TINY, *model_args, f"run_dir={run_dir}", f"hydra.run.dir={tmp_path / 'hydra'}")  # fmt: skip
+    assert result.returncode == 0, describe(result)
+    meta = json.loads((run_dir / "intervention.json").read_text())
+    assert meta["intervention"]["init"] == "obsprop"
+    for name in ("intervention.safetensors", "metrics.json", "scalars.csv", "heatmap.png", "beta_curve.png"):
+        assert (run_dir / name).exists(), name
