@@ -3,6 +3,7 @@
     python benchmarks/run.py step      [--models toy,gpt2-small] [--repeats 20]
     python benchmarks/run.py scaling   [--model toy]
     python benchmarks/run.py fused     (K = 16 configurations: fused vs separate runs)
+    python benchmarks/run.py prefix    (intervening on the last layer: prefix skipped vs full)
 
 `step` times, on the same doubled batch (β = +1 and β = -1):
   bare      one forward + backward of the frozen model with gradients flowing only to the
@@ -220,9 +221,38 @@ def bench_fused(k: int = 16, epochs: int = 3, n_train: int = 64, method: str = "
             "max_abs_param_diff": diff}  # fmt: skip
 
 
+def bench_prefix(model_name: str = "toy", layer: int | None = None, repeats: int = 20) -> dict:
+    """A training step intervening only from `layer` (default: the last) with the prefix
+    skipped (cached residual) vs the full forward, side by side."""
+    from interventions.methods import METHODS
+    from interventions.module import InterventionModule
+    from interventions.objective import Objective
+    from interventions.sites import build_grid
+    from interventions.tasks.datamodule import clean_residual
+
+    model, d_vocab = build(model_name)
+    layer = model.cfg.n_layers - 1 if layer is None else layer
+    batch = make_batch(d_vocab, 32, 17 if model_name == "toy" else 20)
+    from interventions.forward import last_position_logits
+
+    with torch.no_grad():
+        batch["clean_logprobs"] = torch.log_softmax(last_position_logits(model, batch["input_ids"], None, batch["last_index"]), -1)
+    batch["resid_pre"] = clean_residual(model, {**batch, "index": torch.arange(32)}, layer)
+    times = {}
+    for prefix in (0, layer):
+        grid = build_grid(model.cfg, layers=[layer], seq_len=batch["input_ids"].shape[1])
+        m = METHODS["activscalar"](grid, model.cfg)
+        m.initialize("normal", 1e-3, seed=0)
+        module = InterventionModule(model, m, Objective(1.0, 0.01, 1.0), lr=1e-2, prefix_layer=prefix)
+        optimizer = torch.optim.Adam(m.parameters(), lr=1e-2)
+        times[prefix] = timed(lambda: step_ours(module, optimizer, batch), repeats)
+    return {"model": model_name, "layer": layer, "n_layers": model.cfg.n_layers, "full_ms": round(times[0] * 1e3, 2),
+            "skip_ms": round(times[layer] * 1e3, 2), "skip_over_full": round(times[layer] / times[0], 3)}  # fmt: skip
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/run.py")
-    parser.add_argument("what", choices=["step", "scaling", "fused", "_point"])
+    parser.add_argument("what", choices=["step", "scaling", "fused", "prefix", "_point"])
     parser.add_argument("args", nargs="*")
     parser.add_argument("--models", default="toy,gpt2-small")
     parser.add_argument("--model", default="toy")
@@ -237,6 +267,12 @@ def main(argv=None) -> int:
         return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.what == "prefix":
+        results = [bench_prefix(name, repeats=args.repeats if name == "toy" else 3) for name in args.models.split(",")]
+        for r in results:
+            print(json.dumps(r))
+        (out / "prefix.json").write_text(json.dumps(results, indent=2) + "\n")
+        return 0
     if args.what == "fused":
         result = bench_fused()
         print(json.dumps(result))

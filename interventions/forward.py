@@ -46,3 +46,34 @@ def last_position_logits(
         stack.enter_context(model.hooks(fwd_hooks=hooks))
         logits = model(input_ids, **kwargs)
     return logits[:, 0]
+
+
+def supports_prefix_skip(model) -> bool:
+    """Whether blocks can be run from a cached residual: the TL-native architecture, whose
+    blocks need neither an attention mask nor position ids for unpadded prompts."""
+    return type(getattr(model, "adapter", None)).__name__ == "NativeArchitectureAdapter"
+
+
+def last_position_logits_from(
+    model,
+    resid: torch.Tensor,
+    start_layer: int,
+    last_index: torch.Tensor,
+    fwd_hooks: list | None = None,
+) -> torch.Tensor:
+    """Logits at `last_index` running only blocks `start_layer`..end on a cached residual.
+
+    Args:
+        resid: [batch, pos, d_model] the clean residual stream entering block `start_layer`
+            (unchanged by any intervention on later layers, so it is computed once per dataset).
+    Returns:
+        [batch, d_vocab], equal to `last_position_logits` of the full prompts.
+    """
+    rows = torch.arange(resid.shape[0], device=resid.device)
+    with model.hooks(fwd_hooks=list(fwd_hooks or [])):
+        h = resid
+        for block in model.blocks[start_layer:]:
+            out = block(h)
+            h = out[0] if isinstance(out, tuple) else out
+        h = model.ln_final(h[rows, last_index].unsqueeze(1))
+        return model.unembed(h)[:, 0]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from interventions.forward import last_position_logits
+from interventions.forward import last_position_logits, last_position_logits_from
 from interventions.methods import Method
 from interventions.metrics import InterventionMetrics, flatten, parameter_metrics
 from interventions.objective import Objective
@@ -36,8 +36,12 @@ class _Frozen:
 
 
 class InterventionModule(L.LightningModule):
-    def __init__(self, model, method: Method, objective: Objective, lr: float = 1e-3):
+    def __init__(self, model, method: Method, objective: Objective, lr: float = 1e-3, prefix_layer: int = 0):
+        """`prefix_layer` > 0: batches carry `resid_pre`, the clean residual entering that
+        layer, and the forward runs only the blocks from there (the prefix is unchanged
+        by the intervention)."""
         super().__init__()
+        self.prefix_layer = prefix_layer
         self._frozen = _Frozen(model)
         self.method = method
         self.objective = objective
@@ -60,6 +64,12 @@ class InterventionModule(L.LightningModule):
         k, b = len(betas), batch["input_ids"].shape[0]
         self.method.check_length(batch["input_ids"].shape[1])
         beta = torch.tensor(betas, device=self.device).repeat_interleave(b)
+        if self.prefix_layer > 0 and "resid_pre" in batch and bool(batch["attention_mask"].all()):
+            logits = last_position_logits_from(
+                self.model, batch["resid_pre"].repeat(k, 1, 1), self.prefix_layer,
+                batch["last_index"].repeat(k), fwd_hooks=self.method.hooks(beta),
+            )  # fmt: skip
+            return list(logits.split(b))
         logits = last_position_logits(
             self.model,
             batch["input_ids"].repeat(k, 1),

@@ -71,6 +71,7 @@ def train_intervention(
     seed: int = 0,
     logger=None,
     trainer_kwargs: dict | None = None,
+    prefix_skip: bool = True,
 ) -> TrainedIntervention:
     """Train `method` on `train` with Lightning; the frozen model is never changed.
 
@@ -83,6 +84,8 @@ def train_intervention(
         objective: E_m + λ_F·F + λ_M·M weights (default Objective(): λ_F 0.1, λ_M 0, m 1).
         lr, epochs, batch_size, seed: Adam learning rate, epochs, batch size, seed.
         logger, trainer_kwargs: passed to `lightning.Trainer`.
+        prefix_skip: when the earliest intervened layer k > 0 (native models), cache the
+            clean residual entering layer k once and run only blocks k.. each step.
     """
     L.seed_everything(seed, workers=True, verbose=False)
     cls = METHODS[method]
@@ -94,7 +97,13 @@ def train_intervention(
     seq_len = dm.datasets["train"].tensors["input_ids"].shape[1]
     m = make_method(method, model, train[0].prompt, seq_len, sites, layers, positions, heads)
     m.initialize(init, init_scale, seed=seed, model=model, datamodule=dm)
-    module = InterventionModule(model, m, objective or Objective(), lr=lr)
+    from interventions.forward import supports_prefix_skip
+
+    first_layer = min(m.grid.layers)
+    prefix = first_layer if prefix_skip and first_layer > 0 and supports_prefix_skip(model) else 0
+    if prefix:
+        dm.cache_residual(prefix)
+    module = InterventionModule(model, m, objective or Objective(), lr=lr, prefix_layer=prefix)
     if not cls.trained:  # a training-free baseline: scores or feature vectors, one tuned scale
         if method == "obsprop_steer":
             from interventions.obsprop.steer import fit_obsprop_steer

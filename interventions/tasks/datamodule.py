@@ -73,6 +73,19 @@ def encode(model, task: Task, padding_side: str = "right", fixed_length: bool = 
     }
 
 
+@torch.no_grad()
+def clean_residual(model, tensors: dict, layer: int, batch_size: int = 64) -> torch.Tensor:
+    """[N, T, d_model] the clean residual stream entering block `layer` (CPU)."""
+    device = next(model.parameters()).device
+    name = f"blocks.{layer}.hook_resid_pre"
+    out = []
+    for start in range(0, len(tensors["index"]), batch_size):
+        ids = tensors["input_ids"][start : start + batch_size].to(device)
+        _, cache = model.run_with_cache(ids, names_filter=lambda n: n == name)
+        out.append(cache[name].float().cpu())
+    return torch.cat(out)
+
+
 class EncodedTask(Dataset):
     """Row i of every tensor in an `encode` dict (plus anything attached later)."""
 
@@ -148,6 +161,12 @@ class TaskDataModule(L.LightningDataModule):
                 tensors = encode(self.model, task, self.padding_side, self.fixed_length)
                 tensors["clean_logprobs"] = clean_logprobs(self.model, tensors)
                 self.datasets[split] = EncodedTask(tensors)
+
+    def cache_residual(self, layer: int) -> None:
+        """Attach `resid_pre` (the clean residual entering `layer`) to every split, once."""
+        for dataset in self.datasets.values():
+            if "resid_pre" not in dataset.tensors:
+                dataset.attach("resid_pre", clean_residual(self.model, dataset.tensors, layer))
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         self.setup()
