@@ -12,14 +12,12 @@ run (same data order, same initialisation); only floating-point summation order 
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 
 from interventions.forward import last_position_logits
 from interventions.methods import METHODS, Method
 from interventions.objective import Objective
 from interventions.sites import DEFAULT_SITES
-from interventions.tasks.datamodule import TaskDataModule
 from interventions.tasks.datapoint import Task
 
 
@@ -81,21 +79,16 @@ def train_fused(
 
     Same data order and initialisation as `train_intervention` with the same arguments.
     """
-    from interventions.training import make_method
+    from interventions.training import initialized_method, prepare
 
-    L.seed_everything(seed, workers=True, verbose=False)
-    cls = METHODS[method]
-    if not cls.trained:
+    if not METHODS[method].trained:
         raise ValueError(f"{method} is not trained; nothing to fuse")
-    dm = TaskDataModule(model, train, batch_size=batch_size, fixed_length=cls.position_tied, shuffle_seed=seed)
-    dm.setup()
-    seq_len = dm.datasets["train"].tensors["input_ids"].shape[1]
+    dm, seq_len = prepare(model, train, None, None, method, batch_size=batch_size, padding_side="right", seed=seed)
     device = next(model.parameters()).device
-    methods = []
-    for _ in objectives:
-        m = make_method(method, model, train[0].prompt, seq_len, sites, layers, positions, heads).to(device)
-        m.initialize(init, init_scale, seed=seed, model=model, datamodule=dm)
-        methods.append(m)
+    grid = dict(sites=sites, layers=layers, positions=positions, heads=heads)
+    methods = [
+        initialized_method(method, model, dm, train[0].prompt, seq_len, grid, init, init_scale, seed) for _ in objectives
+    ]
     params = [p for m in methods for p in m.parameters()]
     optimizer = torch.optim.Adam(params, lr=lr)
     loader = dm.train_dataloader()

@@ -50,6 +50,26 @@ def make_method(name: str, model, prompt: str, seq_len: int, sites=DEFAULT_SITES
     return cls(grid, model.cfg, W_O=model.W_O.detach() if "o" in grid.sites else None)
 
 
+def prepare(model, train: Task, val: Task | None, test: Task | None, method: str, *, batch_size: int,
+            padding_side: str, seed: int) -> tuple[TaskDataModule, int]:  # fmt: skip
+    """Seed everything and tokenize the splits once; returns (datamodule, prompt length)."""
+    L.seed_everything(seed, workers=True, verbose=False)
+    dm = TaskDataModule(
+        model, train, val, test, batch_size=batch_size, padding_side=padding_side,
+        fixed_length=METHODS[method].position_tied, shuffle_seed=seed,
+    )  # fmt: skip
+    dm.setup()
+    return dm, dm.datasets["train"].tensors["input_ids"].shape[1]
+
+
+def initialized_method(name: str, model, dm: TaskDataModule, prompt: str, seq_len: int, grid: dict,
+                       init: str, init_scale: float, seed: int) -> Method:  # fmt: skip
+    """`make_method` on the model's device, filled by the named initialisation."""
+    m = make_method(name, model, prompt, seq_len, **grid).to(next(model.parameters()).device)
+    m.initialize(init, init_scale, seed=seed, model=model, datamodule=dm)
+    return m
+
+
 def train_intervention(
     model,
     train: Task,
@@ -87,16 +107,10 @@ def train_intervention(
         prefix_skip: when the earliest intervened layer k > 0 (native models), cache the
             clean residual entering layer k once and run only blocks k.. each step.
     """
-    L.seed_everything(seed, workers=True, verbose=False)
     cls = METHODS[method]
-    dm = TaskDataModule(
-        model, train, val, test, batch_size=batch_size, padding_side=padding_side,
-        fixed_length=cls.position_tied, shuffle_seed=seed,
-    )  # fmt: skip
-    dm.setup()
-    seq_len = dm.datasets["train"].tensors["input_ids"].shape[1]
-    m = make_method(method, model, train[0].prompt, seq_len, sites, layers, positions, heads)
-    m.initialize(init, init_scale, seed=seed, model=model, datamodule=dm)
+    dm, seq_len = prepare(model, train, val, test, method, batch_size=batch_size, padding_side=padding_side, seed=seed)
+    grid = dict(sites=sites, layers=layers, positions=positions, heads=heads)
+    m = initialized_method(method, model, dm, train[0].prompt, seq_len, grid, init, init_scale, seed)
     from interventions.forward import supports_prefix_skip
 
     first_layer = min(m.grid.layers)
