@@ -70,7 +70,7 @@ def train_fused(
     heads="all",
     init: str = "normal",
     init_scale: float = 1e-5,
-    lr: float = 1e-2,
+    lr: float | None = None,
     epochs: int = 25,
     batch_size: int = 4,
     seed: int = 0,
@@ -90,7 +90,7 @@ def train_fused(
         initialized_method(method, model, dm, train[0].prompt, seq_len, grid, init, init_scale, seed) for _ in objectives
     ]
     params = [p for m in methods for p in m.parameters()]
-    optimizer = torch.optim.Adam(params, lr=lr)
+    optimizer = torch.optim.Adam(params, lr=lr or METHODS[method].default_lr)
     loader = dm.train_dataloader()
     for epoch in range(epochs):
         loader.sampler.set_epoch(epoch)  # as Lightning does: the same batches as separate runs

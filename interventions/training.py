@@ -84,7 +84,7 @@ def train_intervention(
     init: str = "normal",
     init_scale: float = 1e-5,
     objective: Objective | None = None,
-    lr: float = 1e-2,
+    lr: float | None = None,
     epochs: int = 25,
     batch_size: int = 4,
     padding_side: str = "right",
@@ -102,7 +102,8 @@ def train_intervention(
         sites, layers, positions, heads: the location grid (see `sites.build_grid`).
         init, init_scale: parameter initialisation (see `methods.INITS`).
         objective: E_m + λ_F·F + λ_M·M weights (default Objective(): λ_F 0.1, λ_M 0, m 1).
-        lr, epochs, batch_size, seed: Adam learning rate, epochs, batch size, seed.
+        lr, epochs, batch_size, seed: Adam learning rate (None: the method's `default_lr`),
+            epochs, batch size, seed.
         logger, trainer_kwargs: passed to `lightning.Trainer`.
         prefix_skip: when the earliest intervened layer k > 0 (native models), cache the
             clean residual entering layer k once and run only blocks k.. each step.
@@ -117,7 +118,7 @@ def train_intervention(
     prefix = first_layer if prefix_skip and first_layer > 0 and supports_prefix_skip(model) else 0
     if prefix:
         dm.cache_residual(prefix)
-    module = InterventionModule(model, m, objective or Objective(), lr=lr, prefix_layer=prefix)
+    module = InterventionModule(model, m, objective or Objective(), lr=lr or cls.default_lr, prefix_layer=prefix)
     if not cls.trained:  # a training-free baseline: scores or feature vectors, one tuned scale
         if method == "obsprop_steer":
             from interventions.obsprop.steer import fit_obsprop_steer

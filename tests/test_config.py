@@ -114,3 +114,16 @@ def test_evaluate_preflight_rejects(argv, must_contain):
     message = error_of(argv, "evaluate")
     for text in must_contain:
         assert text in message, f"{text!r} not in {message!r}"
+
+
+@pytest.mark.parametrize("name", ["activscalar", "steervec", "dynscalar"])
+def test_config_lr_is_the_methods_default_lr(name):
+    """train.py and the Python API (lr=None) must train with the same step size."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from interventions.methods import METHODS
+
+    cfg = OmegaConf.load(Path(__file__).parents[1] / "conf" / "intervention" / f"{name}.yaml")
+    assert cfg.lr == METHODS[name].default_lr

@@ -351,7 +351,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--n-test", type=int, default=256)
     p.add_argument("--n-seeds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=25)
-    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--lr", type=float, default=None, help="Adam step size (default: the method's default_lr)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--sites", default="attnOut,mlpOut")
     p.add_argument("--layers", default="all")

@@ -566,7 +566,7 @@ def main(argv=None) -> int:
     p.add_argument("--n-train", type=int, default=256)
     p.add_argument("--n-test", type=int, default=256)
     p.add_argument("--epochs", type=int, default=25)
-    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--lr", type=float, default=None, help="Adam step size (default: the method's default_lr)")
     p.add_argument("--sites", default="attnOut,mlpOut")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", choices=("train", "test"), default="test")

@@ -67,6 +67,9 @@ class Method(nn.Module):
     position_tied: bool = True
     scalar: bool = True  # parameters are scalars per location (heatmaps, scalars.csv)
     trained: bool = True  # False: parameters come from attribution scores, not gradient descent
+    # Adam's default step size (conf/intervention/<name>.yaml repeats it; a test keeps them equal).
+    # The paper's 1e-3 / 1e-4 are for one data point and flip nothing on 256 prompts (README).
+    default_lr: float = 1e-2
 
     def __init__(self, grid: LocationGrid, cfg, W_O: torch.Tensor | None = None):
         """
