@@ -4,6 +4,7 @@
     python benchmarks/run.py scaling   [--model toy]
     python benchmarks/run.py fused     (K = 16 configurations: fused vs separate runs)
     python benchmarks/run.py prefix    (intervening on the last layer: prefix skipped vs full)
+    python benchmarks/run.py peer      (ActivScalar epoch: ours vs pyvene; needs `pip install -e .[bench]`)
 
 `step` times, on the same doubled batch (β = +1 and β = -1):
   bare      one forward + backward of the frozen model with gradients flowing only to the
@@ -250,9 +251,81 @@ def bench_prefix(model_name: str = "toy", layer: int | None = None, repeats: int
             "skip_ms": round(times[layer] * 1e3, 2), "skip_over_full": round(times[layer] / times[0], 3)}  # fmt: skip
 
 
+class EpochTimer:
+    """A Lightning callback recording each training epoch's wall time."""
+
+    def __new__(cls):
+        import lightning as L
+
+        class _Timer(L.Callback):
+            def __init__(self):
+                self.seconds = []
+
+            def on_train_epoch_start(self, trainer, module):
+                self._start = time.perf_counter()
+
+            def on_train_epoch_end(self, trainer, module):
+                self.seconds.append(time.perf_counter() - self._start)
+
+        return _Timer()
+
+
+def bench_peer(shape: str, n_train: int = 128, epochs: int = 3) -> dict:
+    """One ActivScalar epoch on a random HF GPT-2 of `shape` ("toy" or "gpt2-small"):
+    `train_intervention` (Lightning, our hooks on the TransformerBridge) vs the pyvene peer
+    (benchmarks/pyvene_peer.py) on the same HF weights, data, order, init and objective."""
+    import tempfile
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from benchmarks.pyvene_peer import build_peer, train_peer
+    from interventions import load_model, load_task, train_intervention
+    from interventions.methods import METHODS
+    from interventions.objective import Objective
+    from interventions.toyworld.train import MODEL_CONFIG
+    from interventions.training import initialized_method, prepare
+
+    _, tokenizer = load_model("toy")  # toy-world prompts; the HF model may have a larger vocabulary
+    if shape == "toy":
+        c = MODEL_CONFIG
+        config = GPT2Config(n_layer=c["n_layers"], n_head=c["n_heads"], n_embd=c["d_model"], n_inner=c["d_mlp"],
+                            vocab_size=len(tokenizer), n_positions=c["n_ctx"])  # fmt: skip
+    else:
+        config = GPT2Config(n_layer=12, n_head=12, n_embd=768, vocab_size=50257, n_positions=128)
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(config).eval()
+    with tempfile.TemporaryDirectory() as folder:
+        hf.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        model, _ = load_model(folder)
+    train = load_task("ccc", model=model, split="train", n=n_train, seed=0)
+    objective, lr = Objective(), METHODS["activscalar"].default_lr
+
+    timer = EpochTimer()
+    ours = train_intervention(model, train, method="activscalar", objective=objective, epochs=epochs,
+                              trainer_kwargs={"callbacks": [timer]}).method.flat_params()  # fmt: skip
+    dm, seq_len = prepare(model, train, None, None, "activscalar", batch_size=4, padding_side="right", seed=0)
+    grid = dict(sites=("attnOut", "mlpOut"), layers="all", positions="all", heads="all")
+    init = initialized_method("activscalar", model, dm, train[0].prompt, seq_len, grid, "normal", 1e-5, 0).flat_params()
+    result = {"shape": shape, "n_train": n_train, "batch": 4, "positions": seq_len, "epochs": epochs,
+              "ours_epoch_s": round(statistics.median(timer.seconds[1:]), 3)}  # fmt: skip
+    for keep, label in ((0, "pyvene"), (1, "pyvene_last_logits")):
+        peer, interventions = build_peer(hf, seq_len)
+        with torch.no_grad():
+            for iv, a in zip(interventions, init.split(seq_len)):
+                iv.alpha.copy_(a)
+        seconds = train_peer(peer, interventions, dm, objective, lr=lr, epochs=epochs, logits_to_keep=keep)
+        theirs = torch.cat([iv.alpha.detach() for iv in interventions])
+        result[f"{label}_epoch_s"] = round(statistics.median(seconds[1:]), 3)
+        result[f"ours_over_{label}"] = round(result["ours_epoch_s"] / result[f"{label}_epoch_s"], 3)
+        result[f"{label}_max_abs_param_diff"] = float((theirs - ours.detach()).abs().max())
+    return result
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/run.py")
-    parser.add_argument("what", choices=["step", "scaling", "fused", "prefix", "_point"])
+    parser.add_argument("what", choices=["step", "scaling", "fused", "prefix", "peer", "_point"])
     parser.add_argument("args", nargs="*")
     parser.add_argument("--models", default="toy,gpt2-small")
     parser.add_argument("--model", default="toy")
@@ -272,6 +345,13 @@ def main(argv=None) -> int:
         for r in results:
             print(json.dumps(r))
         (out / "prefix.json").write_text(json.dumps(results, indent=2) + "\n")
+        return 0
+    if args.what == "peer":
+        results = []
+        for name in args.models.split(","):
+            results.append(bench_peer(name))
+            print(json.dumps(results[-1]), flush=True)
+        (out / "peer.json").write_text(json.dumps(results, indent=2) + "\n")
         return 0
     if args.what == "fused":
         result = bench_fused()

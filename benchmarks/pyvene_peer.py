@@ -1,0 +1,106 @@
+"""The peer: the same ActivScalar training written with pyvene, for `run.py peer`.
+
+pyvene (https://github.com/stanfordnlp/pyvene) is an optional, benchmark-only dependency:
+`pip install -e .[bench]`. Nothing in `interventions/` imports it.
+
+The peer trains exactly what `train_intervention(method="activscalar")` trains: α per
+(site, layer, position) on attnOut + mlpOut of every layer, h · (1 + β α), the objective
+E_m + λ_F F + λ_M ‖α‖₁ at β = +1 and β = -1, Adam, the same initial α, the same batches
+in the same order and the same clean log-probs (computed once, as a pyvene user who read
+our README would). It is written the way pyvene 0.1.8 asks for it:
+
+- a custom intervention that subclasses both `SourcelessIntervention` (no source run)
+  and `TrainableIntervention` (its parameters are trained), and receives the selected
+  positions flattened to [batch, positions · d_model];
+- one `RepresentationConfig` per (layer, component), components `attention_output` and
+  `mlp_output` (GPT-2's attn.resid_dropout and mlp outputs: our attnOut and mlpOut);
+- `disable_model_gradients()` so the frozen weights get no gradients;
+- β passed per call through `intervention_additional_kwargs`, so one step is two
+  forward passes (β = +1, β = -1) of the HF model, each computing logits at every
+  position unless `logits_to_keep=1` is asked for (HF's option: the last position only).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+COMPONENTS = {"attnOut": "attention_output", "mlpOut": "mlp_output"}
+
+
+def scalar_intervention_class():
+    """The ActivScalar intervention as a pyvene class (built lazily: pyvene is optional)."""
+    import pyvene as pv
+
+    class ScalarIntervention(pv.SourcelessIntervention, pv.TrainableIntervention):
+        """h · (1 + β α) with one α per position; pyvene hands over [batch, positions · d]."""
+
+        def __init__(self, n_positions: int, d_model: int, **kwargs):
+            super().__init__(**kwargs)
+            self.d_model = d_model
+            self.alpha = torch.nn.Parameter(torch.zeros(n_positions))
+
+        def forward(self, base, source=None, subspaces=None, beta: float = 1.0, **kwargs):
+            h = base.view(base.shape[0], -1, self.d_model)  # [batch, positions, d_model]
+            return (h * (1 + beta * self.alpha[None, :, None])).view(base.shape)
+
+    return ScalarIntervention
+
+
+def build_peer(hf_model, seq_len: int, sites=("attnOut", "mlpOut")):
+    """(IntervenableModel, [ScalarIntervention]) on every layer of `hf_model` (a GPT2LMHeadModel).
+
+    The interventions are listed in `Method.flat_params` order: site-major, then layer.
+    """
+    import pyvene as pv
+
+    cls = scalar_intervention_class()
+    d_model, n_layers = hf_model.config.n_embd, hf_model.config.n_layer
+    interventions = [cls(seq_len, d_model) for _ in sites for _ in range(n_layers)]
+    representations = [
+        pv.RepresentationConfig(layer, COMPONENTS[site], "pos", seq_len, intervention=interventions[i * n_layers + layer])
+        for i, site in enumerate(sites)
+        for layer in range(n_layers)
+    ]  # fmt: skip
+    peer = pv.IntervenableModel(pv.IntervenableConfig(representations=representations), hf_model)
+    peer.disable_model_gradients()
+    return peer, interventions
+
+
+def peer_step(peer, interventions, objective, optimizer, batch: dict, logits_to_keep: int = 0) -> torch.Tensor:
+    """One training step: two β passes, the objective, Adam. Returns the loss.
+
+    Args:
+        batch: a TaskDataModule batch of one prompt length (input_ids [B, T],
+            attention_mask [B, T], correct/wrong [B], clean_logprobs [B, vocab]).
+        logits_to_keep: 0 = HF's default (logits at every position), 1 = last position only.
+    """
+    seq_len = batch["input_ids"].shape[1]
+    base = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if logits_to_keep:
+        base["logits_to_keep"] = logits_to_keep
+    last = []
+    for beta in (1.0, -1.0):
+        _, out = peer(base, unit_locations={"base": list(range(seq_len))}, intervention_additional_kwargs={"beta": beta})
+        last.append(out.logits[:, -1])
+    alpha = torch.cat([iv.alpha for iv in interventions])
+    loss, _ = objective(last[0], last[1], batch["correct"], batch["wrong"], batch["clean_logprobs"], alpha)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def train_peer(peer, interventions, dm, objective, *, lr: float, epochs: int, logits_to_keep: int = 0) -> list[float]:
+    """Train on `dm`'s train batches in our order (sampler.set_epoch); seconds per epoch."""
+    optimizer = torch.optim.Adam([iv.alpha for iv in interventions], lr=lr)
+    loader = dm.train_dataloader()
+    seconds = []
+    for epoch in range(epochs):
+        loader.sampler.set_epoch(epoch)
+        start = time.perf_counter()
+        for batch in loader:
+            peer_step(peer, interventions, objective, optimizer, batch, logits_to_keep)
+        seconds.append(time.perf_counter() - start)
+    return seconds

@@ -1,0 +1,62 @@
+"""The pyvene peer of `benchmarks/run.py peer` trains the same thing as we do.
+
+The speed comparison means something only if both sides do the same work: same initial
+α, same batches, same objective, same optimizer. This checks that the pyvene ActivScalar
+ends with our parameters after two epochs on a random GPT-2-shaped HF model. pyvene is
+the optional `bench` extra (`run.sh` installs it for the test suite).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("pyvene")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.pyvene_peer import build_peer, train_peer  # noqa: E402
+from conftest import hub_offline, save_tiny_gpt2  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def hf_and_bridge(tmp_path_factory, toy_tokenizer):
+    from interventions.models import load_model
+
+    folder = tmp_path_factory.mktemp("peer_gpt2")
+    hf = save_tiny_gpt2(folder, toy_tokenizer, seed=3)
+    with pytest.MonkeyPatch.context() as mp:
+        hub_offline(mp)
+        model, _ = load_model(str(folder))
+    return hf, model
+
+
+@pytest.mark.parametrize("logits_to_keep", [0, 1])
+def test_peer_trains_the_same_parameters(hf_and_bridge, logits_to_keep):
+    from interventions.objective import Objective
+    from interventions.tasks import load_task
+    from interventions.training import initialized_method, prepare, train_intervention
+
+    hf, model = hf_and_bridge
+    train = load_task("ccc", model=model, split="train", n=12, seed=0)
+    objective = Objective(lambda_f=0.1, lambda_m=0.01, margin=1.0)
+    kwargs = dict(method="activscalar", init_scale=0.05, seed=0, batch_size=4)
+    ours = train_intervention(model, train, objective=objective, lr=1e-2, epochs=2, **kwargs).method.flat_params()
+
+    dm, seq_len = prepare(model, train, None, None, "activscalar", batch_size=4, padding_side="right", seed=0)
+    grid = dict(sites=("attnOut", "mlpOut"), layers="all", positions="all", heads="all")
+    init = initialized_method("activscalar", model, dm, train[0].prompt, seq_len, grid, "normal", 0.05, 0).flat_params()
+    peer, interventions = build_peer(hf, seq_len)
+    with torch.no_grad():
+        for iv, a in zip(interventions, init.split(seq_len)):
+            iv.alpha.copy_(a)
+    before = {k: v.clone() for k, v in hf.state_dict().items()}
+    train_peer(peer, interventions, dm, objective, lr=1e-2, epochs=2, logits_to_keep=logits_to_keep)
+    theirs = torch.cat([iv.alpha.detach() for iv in interventions])
+
+    assert (theirs - init).abs().max() > 1e-3  # both moved
+    torch.testing.assert_close(theirs, ours, atol=2e-5, rtol=0)
+    assert all(torch.equal(before[k], v) for k, v in hf.state_dict().items())
+    assert all(p.grad is None for p in hf.parameters())
