@@ -104,3 +104,27 @@ def train_peer(peer, interventions, dm, objective, *, lr: float, epochs: int, lo
             peer_step(peer, interventions, objective, optimizer, batch, logits_to_keep)
         seconds.append(time.perf_counter() - start)
     return seconds
+
+
+def bare_epoch(hf_model, dm, components=tuple(COMPONENTS.values())) -> float:
+    """Seconds for one epoch of the floor on the raw HF model: per batch, one forward of the
+    doubled batch (β = ±1 rows) + backward from the last position's logits, with gradients
+    flowing only to the hooked activations (each multiplied by a leaf of ones)."""
+    modules = {"attention_output": lambda block: block.attn.resid_dropout, "mlp_output": lambda block: block.mlp}
+
+    def leaf_hook(module, args, output):
+        return output * torch.ones((), requires_grad=True)
+
+    handles = [modules[c](block).register_forward_hook(leaf_hook) for c in components for block in hf_model.transformer.h]
+    try:
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(0)
+        start = time.perf_counter()
+        for batch in loader:
+            out = hf_model(input_ids=batch["input_ids"].repeat(2, 1), attention_mask=batch["attention_mask"].repeat(2, 1),
+                           logits_to_keep=1)  # fmt: skip
+            out.logits.sum().backward()
+        return time.perf_counter() - start
+    finally:
+        for handle in handles:
+            handle.remove()

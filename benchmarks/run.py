@@ -278,7 +278,7 @@ def bench_peer(shape: str, n_train: int = 128, epochs: int = 3) -> dict:
 
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from benchmarks.pyvene_peer import build_peer, train_peer
+    from benchmarks.pyvene_peer import bare_epoch, build_peer, train_peer
     from interventions import load_model, load_task, train_intervention
     from interventions.methods import METHODS
     from interventions.objective import Objective
@@ -310,6 +310,9 @@ def bench_peer(shape: str, n_train: int = 128, epochs: int = 3) -> dict:
     init = initialized_method("activscalar", model, dm, train[0].prompt, seq_len, grid, "normal", 1e-5, 0).flat_params()
     result = {"shape": shape, "n_train": n_train, "batch": 4, "positions": seq_len, "epochs": epochs,
               "ours_epoch_s": round(statistics.median(timer.seconds[1:]), 3)}  # fmt: skip
+    bare_epoch(hf, dm)  # warm-up
+    result["hf_bare_epoch_s"] = round(statistics.median(bare_epoch(hf, dm) for _ in range(2)), 3)
+    result["ours_over_hf_bare"] = round(result["ours_epoch_s"] / result["hf_bare_epoch_s"], 3)
     for keep, label in ((0, "pyvene"), (1, "pyvene_last_logits")):
         peer, interventions = build_peer(hf, seq_len)
         with torch.no_grad():
@@ -319,6 +322,7 @@ def bench_peer(shape: str, n_train: int = 128, epochs: int = 3) -> dict:
         theirs = torch.cat([iv.alpha.detach() for iv in interventions])
         result[f"{label}_epoch_s"] = round(statistics.median(seconds[1:]), 3)
         result[f"ours_over_{label}"] = round(result["ours_epoch_s"] / result[f"{label}_epoch_s"], 3)
+        result[f"{label}_over_hf_bare"] = round(result[f"{label}_epoch_s"] / result["hf_bare_epoch_s"], 3)
         result[f"{label}_max_abs_param_diff"] = float((theirs - ours.detach()).abs().max())
     return result
 
