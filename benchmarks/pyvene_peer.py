@@ -116,6 +116,8 @@ def bare_epoch(hf_model, dm, components=tuple(COMPONENTS.values())) -> float:
         return output * torch.ones((), requires_grad=True)
 
     handles = [modules[c](block).register_forward_hook(leaf_hook) for c in components for block in hf_model.transformer.h]
+    requires = [p.requires_grad for p in hf_model.parameters()]
+    hf_model.requires_grad_(False)  # the floor has no weight gradients
     try:
         loader = dm.train_dataloader()
         loader.sampler.set_epoch(0)
@@ -128,3 +130,5 @@ def bare_epoch(hf_model, dm, components=tuple(COMPONENTS.values())) -> float:
     finally:
         for handle in handles:
             handle.remove()
+        for p, r in zip(hf_model.parameters(), requires):
+            p.requires_grad_(r)

@@ -474,3 +474,15 @@ def test_build_grid_negative_indices_count_from_the_end():
     assert grid.sites == ("attnOut", "mlpOut")
     assert grid.layers == (1,)
     assert grid.positions == (0, SEQ - 1)
+
+
+def test_flat_params_follow_the_grid_order():
+    """Site-major, then layer in grid order, also past layer 9 (a sorted dict would put
+    layer 10 before layer 2)."""
+    cfg = SimpleNamespace(n_layers=12, n_heads=2, d_model=4, d_head=2)
+    grid = build_grid(cfg, sites=["mlpOut", "attnOut"], positions="all", seq_len=3)
+    method = ActivScalar(grid, cfg)
+    with torch.no_grad():
+        for i, (site, layer) in enumerate((s, l) for s in ("mlpOut", "attnOut") for l in range(12)):
+            method.param(site, layer).fill_(i)
+    assert method.flat_params().tolist() == [float(i) for i in range(24) for _ in range(3)]

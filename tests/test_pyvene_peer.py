@@ -2,7 +2,7 @@
 
 The speed comparison means something only if both sides do the same work: same initial
 α, same batches, same objective, same optimizer. This checks that the pyvene ActivScalar
-ends with our parameters after two epochs on a random GPT-2-shaped HF model. pyvene is
+ends with our parameters after two epochs on a random 11-layer GPT-2-shaped HF model. pyvene is
 the optional `bench` extra (`run.sh` installs it for the test suite).
 """
 
@@ -26,7 +26,7 @@ def hf_and_bridge(tmp_path_factory, toy_tokenizer):
     from interventions.models import load_model
 
     folder = tmp_path_factory.mktemp("peer_gpt2")
-    hf = save_tiny_gpt2(folder, toy_tokenizer, seed=3)
+    hf = save_tiny_gpt2(folder, toy_tokenizer, seed=3, n_layer=11)  # > 10 layers: order of layers 10 vs 2
     with pytest.MonkeyPatch.context() as mp:
         hub_offline(mp)
         model, _ = load_model(str(folder))

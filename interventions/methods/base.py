@@ -84,12 +84,14 @@ class Method(nn.Module):
         self.grid = grid
         self.d_model, self.d_head = cfg.d_model, cfg.d_head
         self.cfg_dims = {"d_model": cfg.d_model, "d_head": cfg.d_head, "n_heads": cfg.n_heads}
+        # A list of pairs, not a dict: ParameterDict sorts a dict's keys, which would put
+        # layer 10 before layer 2 in `flat_params` (and in the normal init's draw order).
         self.params = nn.ParameterDict(
-            {
-                param_key(site, layer): nn.Parameter(torch.zeros(self.param_shape(site, cfg)))
+            [
+                (param_key(site, layer), nn.Parameter(torch.zeros(self.param_shape(site, cfg))))
                 for site in grid.sites
                 for layer in grid.layers
-            }
+            ]
         )
         if W_O is not None and "o" in grid.sites:
             self.register_buffer("W_O", W_O.detach().clone(), persistent=False)
@@ -135,7 +137,7 @@ class Method(nn.Module):
         return sum(p.numel() for p in self.params.values())
 
     def flat_params(self) -> torch.Tensor:
-        """vec(θ): every parameter in one vector (for the L1 norm and minimality)."""
+        """vec(θ): every parameter in one vector, in grid order (site-major, then layer)."""
         return torch.cat([p.reshape(-1) for p in self.params.values()])
 
     def check_length(self, seq_len: int) -> None:
