@@ -198,8 +198,9 @@ def run_scaling(model_name: str) -> list[dict]:
     return results
 
 
-def bench_fused(k: int = 16, epochs: int = 3, n_train: int = 64, method: str = "activscalar") -> dict:
-    """K objective configurations trained fused (one batched pass) vs K separate runs."""
+def bench_fused(k: int = 16, epochs: int = 3, n_train: int = 64, method: str = "activscalar", rounds: int = 3) -> dict:
+    """K objective configurations trained fused (one batched pass) vs K separate runs,
+    alternated `rounds` times after a warm-up; medians of each side."""
     import itertools
 
     from interventions import load_model, load_task, train_intervention
@@ -210,15 +211,23 @@ def bench_fused(k: int = 16, epochs: int = 3, n_train: int = 64, method: str = "
     train = load_task("ccc", model=model, split="train", template=0, n=n_train)
     grid = list(itertools.product((0.0, 0.1, 1.0, 10.0), (0.0, 0.01), (1.0, 2.0)))[:k]
     objectives = [Objective(lambda_f=f, lambda_m=m, margin=g) for f, m, g in grid]
-    start = time.perf_counter()
-    fused = train_fused(model, train, objectives, method=method, epochs=epochs)
-    fused_s = time.perf_counter() - start
-    start = time.perf_counter()
-    separate = [train_intervention(model, train, method=method, objective=o, epochs=epochs).method for o in objectives]
-    separate_s = time.perf_counter() - start
+    # warm-up, so neither side pays first-call costs (allocator, lazy imports, kernels)
+    train_fused(model, train, objectives[:2], method=method, epochs=1)
+    train_intervention(model, train, method=method, objective=objectives[0], epochs=1)
+    fused_times, separate_times = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fused = train_fused(model, train, objectives, method=method, epochs=epochs)
+        fused_times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        separate = [train_intervention(model, train, method=method, objective=o, epochs=epochs).method for o in objectives]
+        separate_times.append(time.perf_counter() - start)
+    fused_s, separate_s = statistics.median(fused_times), statistics.median(separate_times)
     diff = max(float((a.flat_params() - b.flat_params()).abs().max()) for a, b in zip(fused, separate))
-    return {"k": k, "method": method, "epochs": epochs, "n_train": n_train, "fused_s": round(fused_s, 2),
-            "separate_s": round(separate_s, 2), "fused_over_separate": round(fused_s / separate_s, 3),
+    return {"k": k, "method": method, "epochs": epochs, "n_train": n_train, "rounds": rounds,
+            "fused_s": round(fused_s, 2), "separate_s": round(separate_s, 2),
+            "fused_over_separate": round(fused_s / separate_s, 3),
+            "per_round": [round(f / s, 3) for f, s in zip(fused_times, separate_times)],
             "max_abs_param_diff": diff}  # fmt: skip
 
 

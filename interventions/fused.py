@@ -13,10 +13,11 @@ run (same data order, same initialisation); only floating-point summation order 
 from __future__ import annotations
 
 import torch
+from torch.func import functional_call, vmap
 
 from interventions.forward import last_position_logits
 from interventions.methods import METHODS, Method
-from interventions.objective import Objective
+from interventions.objective import Objective, example_terms
 from interventions.sites import DEFAULT_SITES
 from interventions.tasks.datapoint import Task
 
@@ -24,22 +25,30 @@ from interventions.tasks.datapoint import Task
 def fused_hooks(methods: list[Method], beta: torch.Tensor) -> list:
     """Hooks applying methods[k] with β rows `beta[k]` to the k-th block of the batch.
 
+    One vectorised call per hook point: the K parameter sets are stacked (gradients flow
+    back to each method's own parameters) and the first method's hook runs under
+    `torch.func.vmap` over the K blocks with each set swapped in by `functional_call`.
+    Looping over the K hooks gives the same numbers but costs K small calls per hook point.
+
     Args:
         methods: K methods of one class on one grid.
         beta: [K, rows_per_method] steering strengths.
     """
-    per_method = [m.hooks(beta[k]) for k, m in enumerate(methods)]
-    names = [name for name, _ in per_method[0]]
-    k_count = len(methods)
+    proto, k_count = methods[0], len(methods)
+    stacked = {name: torch.stack([m.get_parameter(name) for m in methods]) for name, _ in proto.named_parameters()}
 
-    def combined(j):
+    def fused(site: str, layer: int):
+        def one(params, h, b):  # h: one method's rows [rows, pos, ...]
+            return functional_call(proto, params, (h, b, site, layer))
+
+        batched = vmap(one)
+
         def hook(h, hook=None):
-            chunks = h.chunk(k_count, dim=0)
-            return torch.cat([per_method[k][j][1](chunks[k], hook) for k in range(k_count)], dim=0)
+            return batched(stacked, h.view(k_count, -1, *h.shape[1:]), beta).reshape(h.shape)
 
         return hook
 
-    return [(name, combined(j)) for j, name in enumerate(names)]
+    return [(proto.site_hook(site, layer, 1.0)[0], fused(site, layer)) for site in proto.grid.sites for layer in proto.grid.layers]
 
 
 def fused_step_logits(model, methods: list[Method], batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,6 +65,29 @@ def fused_step_logits(model, methods: list[Method], batch: dict) -> tuple[torch.
     )
     logits = logits.view(k_count, 2, b, -1)
     return logits[:, 0], logits[:, 1]
+
+
+def fused_loss(objectives: list[Objective], methods: list[Method], batch: dict, logits_pos, logits_neg) -> torch.Tensor:
+    """Σ_k objective_k on block k: the per-example terms of all K × B rows in one call
+    (margins per row), then each configuration's batch means and weights.
+
+    Args:
+        logits_pos, logits_neg: [K, B, vocab] from `fused_step_logits`.
+    """
+    k_count, b = logits_pos.shape[:2]
+    margin = torch.tensor([o.margin for o in objectives], device=logits_pos.device).repeat_interleave(b)
+    hold = None
+    if "hold_correct" in batch and any(o.lambda_hold > 0 for o in objectives):
+        hold = (batch["hold_correct"].repeat(k_count), batch["hold_wrong"].repeat(k_count))
+    terms = example_terms(
+        logits_pos.flatten(0, 1), logits_neg.flatten(0, 1), batch["correct"].repeat(k_count),
+        batch["wrong"].repeat(k_count), batch["clean_logprobs"].repeat(k_count, 1), margin, hold,
+    )  # fmt: skip
+    means = {name: values.view(k_count, b).mean(1) for name, values in terms.items()}
+    return sum(
+        o.combine({name: m[k] for name, m in means.items()}, methods[k].flat_params())[0]
+        for k, o in enumerate(objectives)
+    )
 
 
 def train_fused(
@@ -96,13 +128,7 @@ def train_fused(
         loader.sampler.set_epoch(epoch)  # as Lightning does: the same batches as separate runs
         for batch in loader:
             batch = {k: v.to(device) for k, v in batch.items()}
-            logits_pos, logits_neg = fused_step_logits(model, methods, batch)
-            hold = (batch["hold_correct"], batch["hold_wrong"]) if "hold_correct" in batch else None
-            loss = sum(
-                objective(logits_pos[k], logits_neg[k], batch["correct"], batch["wrong"],
-                          batch["clean_logprobs"], methods[k].flat_params(), hold=hold)[0]
-                for k, objective in enumerate(objectives)
-            )  # fmt: skip
+            loss = fused_loss(objectives, methods, batch, *fused_step_logits(model, methods, batch))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -46,14 +46,33 @@ def faithfulness_loss(logits_pos, logits_neg, clean_logprobs) -> torch.Tensor:
     return (kl_to_clean(logits_pos, clean_logprobs) + kl_to_clean(logits_neg, clean_logprobs)).mean()
 
 
-def hold_loss(logits_pos, logits_neg, clean_logprobs, hold_correct, hold_wrong) -> torch.Tensor:
-    """H: the mean over the batch of (LD₂(f̃⁺) - LD₂(f))² + (LD₂(f̃⁻) - LD₂(f))² for a second
-    answer pair (c₂, w₂) that should not move (log-softmax keeps logit differences, so the
-    clean LD₂ comes from the cached clean log-probs)."""
+def hold_terms(logits_pos, logits_neg, clean_logprobs, hold_correct, hold_wrong) -> torch.Tensor:
+    """[batch] (LD₂(f̃⁺) - LD₂(f))² + (LD₂(f̃⁻) - LD₂(f))² for a second answer pair (c₂, w₂)
+    that should not move (log-softmax keeps logit differences, so the clean LD₂ comes from
+    the cached clean log-probs)."""
     clean = logit_diff(clean_logprobs, hold_correct, hold_wrong)
     pos = logit_diff(logits_pos, hold_correct, hold_wrong) - clean
     neg = logit_diff(logits_neg, hold_correct, hold_wrong) - clean
-    return (pos**2 + neg**2).mean()
+    return pos**2 + neg**2
+
+
+def hold_loss(logits_pos, logits_neg, clean_logprobs, hold_correct, hold_wrong) -> torch.Tensor:
+    """H: the mean over the batch of `hold_terms`."""
+    return hold_terms(logits_pos, logits_neg, clean_logprobs, hold_correct, hold_wrong).mean()
+
+
+def example_terms(logits_pos, logits_neg, correct, wrong, clean_logprobs, margin, hold=None) -> dict:
+    """Per-example terms, each [rows]: "effectiveness" (both hinges), "faithfulness" (both
+    KLs) and, when `hold` = (c₂, w₂) is given, "hold". `margin` is a float or a tensor
+    [rows] (fused training: one margin per configuration's rows)."""
+    pos, neg = hinge_terms(logits_pos, logits_neg, correct, wrong, margin)
+    terms = {
+        "effectiveness": pos + neg,
+        "faithfulness": kl_to_clean(logits_pos, clean_logprobs) + kl_to_clean(logits_neg, clean_logprobs),
+    }
+    if hold is not None:
+        terms["hold"] = hold_terms(logits_pos, logits_neg, clean_logprobs, *hold)
+    return terms
 
 
 def minimality_loss(flat_params: torch.Tensor) -> torch.Tensor:
@@ -82,13 +101,17 @@ class Objective:
 
         `hold`: (hold_correct [B], hold_wrong [B]) for the λ_H term, or None.
         """
-        e = effectiveness_loss(logits_pos, logits_neg, correct, wrong, self.margin)
-        f = faithfulness_loss(logits_pos, logits_neg, clean_logprobs)
+        hold = hold if self.lambda_hold > 0 else None
+        terms = example_terms(logits_pos, logits_neg, correct, wrong, clean_logprobs, self.margin, hold)
+        return self.combine({k: v.mean() for k, v in terms.items()}, flat_params)
+
+    def combine(self, means: dict, flat_params) -> tuple[torch.Tensor, dict]:
+        """The weighted sum of batch means of `example_terms` and M = ‖vec(θ)‖₁."""
         m = minimality_loss(flat_params)
-        total = e + self.lambda_f * f + self.lambda_m * m
-        parts = {"effectiveness": e.detach(), "faithfulness": f.detach(), "minimality": m.detach()}
-        if hold is not None and self.lambda_hold > 0:
-            h = hold_loss(logits_pos, logits_neg, clean_logprobs, *hold)
-            total = total + self.lambda_hold * h
-            parts["hold"] = h.detach()
+        total = means["effectiveness"] + self.lambda_f * means["faithfulness"] + self.lambda_m * m
+        parts = {"effectiveness": means["effectiveness"].detach(), "faithfulness": means["faithfulness"].detach(),
+                 "minimality": m.detach()}  # fmt: skip
+        if "hold" in means and self.lambda_hold > 0:
+            total = total + self.lambda_hold * means["hold"]
+            parts["hold"] = means["hold"].detach()
         return total, parts

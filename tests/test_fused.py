@@ -12,11 +12,18 @@ from interventions.tasks.datamodule import encode
 OBJECTIVES = [Objective(0.0, 0.0, 1.0), Objective(1.0, 0.01, 1.0), Objective(0.1, 0.0, 2.0)]
 
 
-@pytest.mark.parametrize("method", ["activscalar", "steervec"])
-def test_fused_training_gives_the_parameters_of_separate_runs(tiny_model, method):
-    train = load_task("ccc", model=tiny_model, split="train", template=0, n=12)
-    fused = train_fused(tiny_model, train, OBJECTIVES, method=method, epochs=2, init_scale=1e-2, lr=0.05)
-    for objective, got in zip(OBJECTIVES, fused):
+@pytest.mark.parametrize("method, task, objectives", [
+    ("activscalar", "ccc", OBJECTIVES),
+    ("steervec", "ccc", OBJECTIVES),
+    ("dynscalar", "ccc", OBJECTIVES),
+    # a held answer pair: one configuration without λ_H, one with
+    ("activscalar", "bias", [Objective(0.1, 0.0, 1.0), Objective(0.1, 0.0, 1.0, lambda_hold=1.0)]),
+])  # fmt: skip
+def test_fused_training_gives_the_parameters_of_separate_runs(tiny_model, method, task, objectives):
+    hold = {"hold_pair": "grammatical"} if task == "bias" else {}
+    train = load_task(task, model=tiny_model, split="train", template=0, n=12, **hold)
+    fused = train_fused(tiny_model, train, objectives, method=method, epochs=2, init_scale=1e-2, lr=0.05)
+    for objective, got in zip(objectives, fused):
         separate = train_intervention(tiny_model, train, method=method, objective=objective, epochs=2,
                                       init_scale=1e-2, lr=0.05)  # fmt: skip
         torch.testing.assert_close(got.flat_params(), separate.method.flat_params(), atol=1e-5, rtol=0)
@@ -42,3 +49,38 @@ def test_fused_logits_equal_each_method_alone(tiny_model):
             alone_pos, alone_neg = InterventionModule(tiny_model, m, Objective()).steered_logits(batch)
             torch.testing.assert_close(pos[k], alone_pos, atol=1e-5, rtol=0)
             torch.testing.assert_close(neg[k], alone_neg, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["activscalar", "steervec", "dynscalar"])
+@pytest.mark.parametrize("sites, heads, positions", [
+    (["attnOut", "mlpOut", "residPost"], "all", "all"),
+    (["z", "o", "v"], [1, 3], [0, -1]),  # head and position subsets: scattered parameters
+])  # fmt: skip
+def test_fused_hooks_equal_each_method_alone(tiny_model, name, sites, heads, positions):
+    """The vectorised (vmap) hooks give every block of rows its own method's logits and
+    gradients, for every method and site kind."""
+    from interventions.methods import METHODS
+    from interventions.module import InterventionModule
+    from interventions.sites import build_grid
+
+    task = load_task("ioi", model=tiny_model, split="train", template=0, n=3)
+    batch = encode(tiny_model, task, fixed_length=True)
+    tied = METHODS[name].position_tied
+    grid = build_grid(tiny_model.cfg, sites=sites, heads=heads, positions=positions if tied else None,
+                      seq_len=batch["input_ids"].shape[1])  # fmt: skip
+    methods = []
+    for seed in (1, 2, 3):
+        m = METHODS[name](grid, tiny_model.cfg, W_O=tiny_model.W_O.detach())
+        m.initialize("normal", 0.3, seed=seed)
+        methods.append(m)
+    pos, neg = fused_step_logits(tiny_model, methods, batch)
+    (pos.square().sum() + neg.sum()).backward()
+    fused_grads = [[p.grad.clone() for p in m.parameters()] for m in methods]
+    for k, m in enumerate(methods):
+        m.zero_grad()
+        alone_pos, alone_neg = InterventionModule(tiny_model, m, Objective()).steered_logits(batch)
+        torch.testing.assert_close(pos[k].detach(), alone_pos.detach(), atol=1e-5, rtol=0)
+        torch.testing.assert_close(neg[k].detach(), alone_neg.detach(), atol=1e-5, rtol=0)
+        (alone_pos.square().sum() + alone_neg.sum()).backward()
+        for got, want in zip(fused_grads[k], [p.grad for p in m.parameters()]):
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)

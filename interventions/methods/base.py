@@ -129,6 +129,11 @@ class Method(nn.Module):
             for layer in self.grid.layers
         ]
 
+    def forward(self, h: torch.Tensor, beta, site: str, layer: int) -> torch.Tensor:
+        """The intervened activation at (site, layer): h [batch, pos, ...] -> same shape.
+        (The hooks do this inside the model; `fused` calls it through `functional_call`.)"""
+        return self.site_hook(site, layer, beta)[1](h)
+
     def param(self, site: str, layer: int) -> torch.Tensor:
         return self.params[param_key(site, layer)]
 
