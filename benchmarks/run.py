@@ -16,7 +16,12 @@
             step, model weights left requiring grad, logits at every position
 and reports ours / bare (goal ≤ 1.15) and naive / ours. `scaling` runs each point in a
 fresh subprocess and reports time per epoch and peak RSS as prompts, layers and
-positions grow. Absolute times are noisy on a shared machine; read the ratios.
+positions grow. `fused` alternates fused and separate trainings 3 times after a warm-up and
+reports medians. `peer` trains ActivScalar for 3 epochs on a random HF GPT-2 (toy and
+GPT-2-small shapes) with `train_intervention` and with the pyvene peer
+(benchmarks/pyvene_peer.py), from the same initial α on the same batches, and reports
+median epoch times, the HF floor and the final parameter difference. Absolute times are
+noisy on a shared machine; read the ratios.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -260,23 +266,17 @@ def bench_prefix(model_name: str = "toy", layer: int | None = None, repeats: int
             "skip_ms": round(times[layer] * 1e3, 2), "skip_over_full": round(times[layer] / times[0], 3)}  # fmt: skip
 
 
-class EpochTimer:
+class EpochTimer(L.Callback):
     """A Lightning callback recording each training epoch's wall time."""
 
-    def __new__(cls):
-        import lightning as L
+    def __init__(self):
+        self.seconds = []
 
-        class _Timer(L.Callback):
-            def __init__(self):
-                self.seconds = []
+    def on_train_epoch_start(self, trainer, module):
+        self._start = time.perf_counter()
 
-            def on_train_epoch_start(self, trainer, module):
-                self._start = time.perf_counter()
-
-            def on_train_epoch_end(self, trainer, module):
-                self.seconds.append(time.perf_counter() - self._start)
-
-        return _Timer()
+    def on_train_epoch_end(self, trainer, module):
+        self.seconds.append(time.perf_counter() - self._start)
 
 
 def bench_peer(shape: str, n_train: int = 128, epochs: int = 3) -> dict:
@@ -351,37 +351,30 @@ def main(argv=None) -> int:
         model_name, prompts, layers, pos = args.args
         print(json.dumps(scaling_point(model_name, int(prompts), int(layers) or None, int(pos), batch_size=16)))
         return 0
+    models = args.models.split(",")
+
+    def step(name):
+        shape = (32, 17) if name == "toy" else (32, 20)
+        return bench_step(name, *shape, repeats=args.repeats if name == "toy" else max(3, args.repeats // 4))
+
+    runs = {  # subcommand: (results file, one result per model | one result)
+        "step": ("step.json", lambda: [printed(step(name)) for name in models]),
+        "prefix": ("prefix.json", lambda: [printed(bench_prefix(n, repeats=args.repeats if n == "toy" else 3)) for n in models]),
+        "peer": ("peer.json", lambda: [printed(bench_peer(name)) for name in models]),
+        "fused": ("fused.json", lambda: printed(bench_fused())),
+        "scaling": (f"scaling_{args.model}.json", lambda: run_scaling(args.model)),
+    }
+    filename, run = runs[args.what]
+    results = run()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.what == "prefix":
-        results = [bench_prefix(name, repeats=args.repeats if name == "toy" else 3) for name in args.models.split(",")]
-        for r in results:
-            print(json.dumps(r))
-        (out / "prefix.json").write_text(json.dumps(results, indent=2) + "\n")
-        return 0
-    if args.what == "peer":
-        results = []
-        for name in args.models.split(","):
-            results.append(bench_peer(name))
-            print(json.dumps(results[-1]), flush=True)
-        (out / "peer.json").write_text(json.dumps(results, indent=2) + "\n")
-        return 0
-    if args.what == "fused":
-        result = bench_fused()
-        print(json.dumps(result))
-        (out / "fused.json").write_text(json.dumps(result, indent=2) + "\n")
-        return 0
-    if args.what == "step":
-        results = []
-        for name in args.models.split(","):
-            shape = (32, 17) if name == "toy" else (32, 20)
-            results.append(bench_step(name, *shape, repeats=args.repeats if name == "toy" else max(3, args.repeats // 4)))
-            print(json.dumps(results[-1]), flush=True)
-        (out / "step.json").write_text(json.dumps(results, indent=2) + "\n")
-    else:
-        results = run_scaling(args.model)
-        (out / f"scaling_{args.model}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / filename).write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def printed(result):
+    print(json.dumps(result), flush=True)
+    return result
 
 
 if __name__ == "__main__":
