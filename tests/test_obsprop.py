@@ -436,7 +436,7 @@ def test_obsprop_init_shapes_and_sign_convention(toy_model, ccc_data, name, scal
         warnings.simplefilter("ignore")  # CCC's answer pairs cancel: SteerVec warns
         method.initialize("obsprop", scale, model=model, datamodule=ccc_data, probe=probe)
     assert {k: p.shape for k, p in method.params.items()} == shapes
-    flat = method.flat_params()
+    flat = method.flat_params().detach()
     assert torch.isfinite(flat).all() and flat.abs().max() > 0
     u_i = residual_directions(model, t)
     if name == "activscalar":
@@ -488,7 +488,7 @@ def test_obsprop_init_with_an_explicit_observable(toy_model):
     she, he = (tok(w, add_special_tokens=False)["input_ids"][0] for w in ("she", "he"))
 
     def she_minus_he(beta):
-        with model.hooks(fwd_hooks=method.hooks(beta)):
+        with torch.no_grad(), model.hooks(fwd_hooks=method.hooks(beta)):
             logits = model(toks)[:, -1]
         return float((logits[:, she] - logits[:, he]).mean())
 
