@@ -3,7 +3,8 @@
     python benchmarks/run.py step      [--models toy,gpt2-small] [--repeats 20]
     python benchmarks/run.py scaling   [--model toy]
     python benchmarks/run.py fused     (K = 16 configurations: fused vs separate runs)
-    python benchmarks/run.py prefix    (intervening on the last layer: prefix skipped vs full)
+    python benchmarks/run.py prefix    [--models toy,gpt2-small,hf-gpt2-small] (intervening on the last
+                                       layer: prefix skipped vs full; hf-* = Hugging Face GPT-2)
     python benchmarks/run.py peer      (ActivScalar epoch: ours vs pyvene; needs `pip install -e .[bench]`)
 
 `step` times, on the same doubled batch (β = +1 and β = -1):
@@ -63,6 +64,34 @@ def build(model_name: str, n_layers: int | None = None):
     if n_layers:
         cfg["n_layers"] = n_layers
     return freeze(TransformerBridge.boot_native(cfg)), cfg["d_vocab"]
+
+
+def build_hf(shape: str):
+    """(GPT2LMHeadModel, frozen TransformerBridge over the same weights): a random HF GPT-2
+    of `shape` ("toy": the toy model's sizes, or "gpt2-small"), saved with the toy tokenizer
+    (toy-world prompts; the model's vocabulary may be larger) and loaded with `load_model`."""
+    import tempfile
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from interventions.models import load_model
+    from interventions.toyworld.train import MODEL_CONFIG
+
+    _, tokenizer = load_model("toy")
+    if shape == "toy":
+        c = MODEL_CONFIG
+        config = GPT2Config(n_layer=c["n_layers"], n_head=c["n_heads"], n_embd=c["d_model"], n_inner=c["d_mlp"],
+                            vocab_size=len(tokenizer), n_positions=c["n_ctx"])  # fmt: skip
+    else:
+        config = GPT2Config(n_layer=12, n_head=12, n_embd=768, vocab_size=50257, n_positions=128)
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(config).eval()
+    with tempfile.TemporaryDirectory() as folder:
+        hf.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        model, _ = load_model(folder)
+    return hf, model
 
 
 def make_batch(d_vocab: int, batch: int, pos: int, seed: int = 0) -> dict:
@@ -246,7 +275,11 @@ def bench_prefix(model_name: str = "toy", layer: int | None = None, repeats: int
     from interventions.sites import build_grid
     from interventions.tasks.datamodule import clean_residual
 
-    model, d_vocab = build(model_name)
+    if model_name.startswith("hf-"):  # a Hugging Face GPT-2 through TransformerBridge
+        model = build_hf(model_name[3:])[1]
+        d_vocab = model.cfg.d_vocab
+    else:
+        model, d_vocab = build(model_name)
     layer = model.cfg.n_layers - 1 if layer is None else layer
     batch = make_batch(d_vocab, 32, 17 if model_name == "toy" else 20)
     from interventions.forward import last_position_logits
@@ -283,31 +316,13 @@ def bench_peer(shape: str, n_train: int = 128, epochs: int = 3) -> dict:
     """One ActivScalar epoch on a random HF GPT-2 of `shape` ("toy" or "gpt2-small"):
     `train_intervention` (Lightning, our hooks on the TransformerBridge) vs the pyvene peer
     (benchmarks/pyvene_peer.py) on the same HF weights, data, order, init and objective."""
-    import tempfile
-
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     from benchmarks.pyvene_peer import bare_epoch, build_peer, train_peer
-    from interventions import load_model, load_task, train_intervention
+    from interventions import load_task, train_intervention
     from interventions.methods import METHODS
     from interventions.objective import Objective
-    from interventions.toyworld.train import MODEL_CONFIG
     from interventions.training import initialized_method, prepare
 
-    _, tokenizer = load_model("toy")  # toy-world prompts; the HF model may have a larger vocabulary
-    if shape == "toy":
-        c = MODEL_CONFIG
-        config = GPT2Config(n_layer=c["n_layers"], n_head=c["n_heads"], n_embd=c["d_model"], n_inner=c["d_mlp"],
-                            vocab_size=len(tokenizer), n_positions=c["n_ctx"])  # fmt: skip
-    else:
-        config = GPT2Config(n_layer=12, n_head=12, n_embd=768, vocab_size=50257, n_positions=128)
-    torch.manual_seed(0)
-    hf = GPT2LMHeadModel(config).eval()
-    with tempfile.TemporaryDirectory() as folder:
-        hf.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        model, _ = load_model(folder)
+    hf, model = build_hf(shape)
     train = load_task("ccc", model=model, split="train", n=n_train, seed=0)
     objective, lr = Objective(), METHODS["activscalar"].default_lr
 
@@ -359,7 +374,7 @@ def main(argv=None) -> int:
 
     runs = {  # subcommand: (results file, one result per model | one result)
         "step": ("step.json", lambda: [printed(step(name)) for name in models]),
-        "prefix": ("prefix.json", lambda: [printed(bench_prefix(n, repeats=args.repeats if n == "toy" else 3)) for n in models]),
+        "prefix": ("prefix.json", lambda: [printed(bench_prefix(n, repeats=3 if "gpt2" in n else args.repeats)) for n in models]),
         "peer": ("peer.json", lambda: [printed(bench_peer(name)) for name in models]),
         "fused": ("fused.json", lambda: printed(bench_fused())),
         "scaling": (f"scaling_{args.model}.json", lambda: run_scaling(args.model)),

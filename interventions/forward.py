@@ -48,10 +48,16 @@ def last_position_logits(
     return logits[:, 0]
 
 
+# Architectures whose blocks can be called on a residual alone: positions enter with the
+# embeddings (no rotary position_embeddings argument) and, without a mask, attention is
+# causal. Both are checked against the full forward in tests/test_prefix.py.
+PREFIX_SKIP_ADAPTERS = ("NativeArchitectureAdapter", "GPT2ArchitectureAdapter")
+
+
 def supports_prefix_skip(model) -> bool:
-    """Whether blocks can be run from a cached residual: the TL-native architecture, whose
-    blocks need neither an attention mask nor position ids for unpadded prompts."""
-    return type(getattr(model, "adapter", None)).__name__ == "NativeArchitectureAdapter"
+    """Whether blocks can be run from a cached residual (unpadded prompts): the TL-native
+    architecture and Hugging Face GPT-2."""
+    return type(getattr(model, "adapter", None)).__name__ in PREFIX_SKIP_ADAPTERS
 
 
 def last_position_logits_from(

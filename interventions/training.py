@@ -105,7 +105,7 @@ def train_intervention(
         lr, epochs, batch_size, seed: Adam learning rate (None: the method's `default_lr`),
             epochs, batch size, seed.
         logger, trainer_kwargs: passed to `lightning.Trainer`.
-        prefix_skip: when the earliest intervened layer k > 0 (native models), cache the
+        prefix_skip: when the earliest intervened layer k > 0 (native and GPT-2 models), cache the
             clean residual entering layer k once and run only blocks k.. each step.
     """
     cls = METHODS[method]

@@ -1,6 +1,8 @@
 """Skipping the unchanged prefix of the model gives the same logits and the same training."""
 
+import pytest
 import torch
+from conftest import hub_offline, save_tiny_gpt2
 
 from interventions import train_intervention
 from interventions.forward import last_position_logits, last_position_logits_from, supports_prefix_skip
@@ -10,27 +12,51 @@ from interventions.tasks import load_task
 from interventions.tasks.datamodule import clean_residual, encode
 
 
-def test_prefix_skip_gives_the_full_forward_logits_with_hooks(tiny_model):
-    assert supports_prefix_skip(tiny_model)
-    task = load_task("ioi", model=tiny_model, split="train", template=0, n=6)
-    batch = encode(tiny_model, task, fixed_length=True)
-    grid = build_grid(tiny_model.cfg, sites=["attnOut", "mlpOut", "z"], layers=[1], seq_len=batch["input_ids"].shape[1])
-    method = ActivScalar(grid, tiny_model.cfg)
+@pytest.fixture(scope="module")
+def hf_gpt2(tmp_path_factory, toy_tokenizer):
+    """A random 3-layer Hugging Face GPT-2 (with the toy tokenizer) through TransformerBridge."""
+    from interventions.models import load_model
+
+    folder = tmp_path_factory.mktemp("prefix_gpt2")
+    save_tiny_gpt2(folder, toy_tokenizer, seed=1, n_layer=3)
+    with pytest.MonkeyPatch.context() as mp:
+        hub_offline(mp)
+        return load_model(str(folder))[0]
+
+
+@pytest.fixture(params=["native", "hf_gpt2"])
+def model(request, tiny_model):
+    return tiny_model if request.param == "native" else request.getfixturevalue("hf_gpt2")
+
+
+def test_prefix_skip_gives_the_full_forward_logits_with_hooks(model):
+    assert supports_prefix_skip(model)
+    task = load_task("ioi", model=model, split="train", template=0, n=6)
+    batch = encode(model, task, fixed_length=True)
+    grid = build_grid(model.cfg, sites=["attnOut", "mlpOut", "z"], layers=[1], seq_len=batch["input_ids"].shape[1])
+    method = ActivScalar(grid, model.cfg)
     method.initialize("normal", 0.5, seed=3)
     beta = torch.tensor([1.0, -1.0, 1.0, -1.0, 0.0, 1.0])
     with torch.no_grad():
-        full = last_position_logits(tiny_model, batch["input_ids"], batch["attention_mask"], batch["last_index"],
+        full = last_position_logits(model, batch["input_ids"], batch["attention_mask"], batch["last_index"],
                                     fwd_hooks=method.hooks(beta))  # fmt: skip
-        resid = clean_residual(tiny_model, batch, 1)
-        skipped = last_position_logits_from(tiny_model, resid, 1, batch["last_index"], fwd_hooks=method.hooks(beta))
+        resid = clean_residual(model, batch, 1)
+        skipped = last_position_logits_from(model, resid, 1, batch["last_index"], fwd_hooks=method.hooks(beta))
     torch.testing.assert_close(skipped, full, atol=1e-5, rtol=0)
 
 
-def test_training_with_and_without_the_prefix_skip_is_the_same(tiny_model):
-    train = load_task("ccc", model=tiny_model, split="train", template=0, n=8)
+def test_training_with_and_without_the_prefix_skip_is_the_same(model):
+    train = load_task("ccc", model=model, split="train", template=0, n=8)
     runs = [
-        train_intervention(tiny_model, train, method="activscalar", layers=[1], epochs=2, prefix_skip=skip)
+        train_intervention(model, train, method="activscalar", layers=[1], epochs=2, prefix_skip=skip)
         for skip in (True, False)
     ]
     assert runs[0].module.prefix_layer == 1 and runs[1].module.prefix_layer == 0
     torch.testing.assert_close(runs[0].method.flat_params(), runs[1].method.flat_params(), atol=1e-5, rtol=0)
+
+
+def test_other_architectures_run_the_whole_model():
+    """Rotary models (Pythia, LLaMA) need position embeddings inside each block: no skip."""
+    from types import SimpleNamespace
+
+    assert not supports_prefix_skip(SimpleNamespace(adapter=SimpleNamespace()))
