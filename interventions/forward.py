@@ -77,7 +77,7 @@ def last_position_logits_from(
     """
     rows = torch.arange(resid.shape[0], device=resid.device)
     with model.hooks(fwd_hooks=list(fwd_hooks or [])):
-        h = resid
+        h = resid.to(next(model.parameters()).dtype)  # the cache is float32; the model may be half
         for block in model.blocks[start_layer:]:
             out = block(h)
             h = out[0] if isinstance(out, tuple) else out

@@ -60,3 +60,18 @@ def test_other_architectures_run_the_whole_model():
     from types import SimpleNamespace
 
     assert not supports_prefix_skip(SimpleNamespace(adapter=SimpleNamespace()))
+
+
+def test_prefix_skip_on_a_bfloat16_model(toy_tokenizer):
+    """The residual cache is float32; a half-precision model still runs from it."""
+    from conftest import build_tiny_model
+
+    model = build_tiny_model(toy_tokenizer, seed=2).to(torch.bfloat16)
+    ids = torch.randint(5, len(toy_tokenizer), (2, 7))
+    last = torch.full((2,), 6)
+    with torch.no_grad():
+        full = last_position_logits(model, ids, None, last)
+        resid = clean_residual(model, {"input_ids": ids, "index": torch.arange(2)}, 1)
+        skipped = last_position_logits_from(model, resid, 1, last)
+    assert resid.dtype == torch.float32 and skipped.dtype == torch.bfloat16
+    torch.testing.assert_close(skipped, full, atol=0, rtol=0)
