@@ -1,11 +1,12 @@
 """Shared fixtures: a tiny random TransformerBridge on the toy vocabulary, the committed
 toy model (skipped while its checkpoint is absent), the real GPT-2 tokenizer (skipped
-when its folder is absent) and small helpers to write dataset files."""
+when its folder is absent) and small helpers to write dataset files and run the CLI."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -171,3 +172,25 @@ def model_args(tmp_path_factory, toy_tokenizer) -> list[str]:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
     (folder / "config.json").write_text(json.dumps(dict(TINY_CONFIG, d_vocab=len(toy_tokenizer))))
     return [f"model.name={folder}"]
+
+
+def run_cli(script: str, *args: str, hydra_dir: Path | None = None, timeout: int = 600, threads: int | None = None):
+    """Run `python <script> <args>` in the checkout (W&B off); the result carries `.elapsed`."""
+    import subprocess
+    import time
+
+    argv = [sys.executable, script, *args]
+    if hydra_dir is not None:  # keep Hydra's own folder out of the checkout
+        argv.append(f"hydra.run.dir={hydra_dir}")
+    env = dict(os.environ, WANDB_MODE="disabled", WANDB_SILENT="true")
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    started = time.time()
+    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+    result.elapsed = time.time() - started
+    return result
+
+
+def describe(result) -> str:
+    """A failed CLI run's return code and output tails, for assertion messages."""
+    return f"rc={result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"

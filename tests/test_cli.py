@@ -13,9 +13,6 @@ import json
 import math
 import os
 import stat
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +20,7 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from conftest import TINY_CONFIG, build_tiny_model, toy_checkpoint_weights
+from conftest import TINY_CONFIG, build_tiny_model, describe, run_cli, toy_checkpoint_weights
 
 pytestmark = pytest.mark.slow
 
@@ -33,21 +30,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 METRIC_KEYS = {"effectiveness", "faithfulness", "minimality", "n_params", "flip_accuracy", "logit_diff"}
 
 
-
-
-def run_cli(script: str, *args: str, hydra_dir: Path | None = None, timeout: int = 600):
-    argv = [sys.executable, script, *args]
-    if hydra_dir is not None:  # keep Hydra's own folder out of the checkout
-        argv.append(f"hydra.run.dir={hydra_dir}")
-    env = dict(os.environ, WANDB_MODE="disabled", WANDB_SILENT="true")
-    started = time.time()
-    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
-    result.elapsed = time.time() - started
-    return result
-
-
-def describe(result) -> str:
-    return f"rc={result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
 
 
 @pytest.fixture(scope="module")

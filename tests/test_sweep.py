@@ -10,16 +10,14 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
-import subprocess
-import sys
-import time
+from functools import partial
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import TINY_CONFIG, build_tiny_model, toy_checkpoint_weights
+from conftest import TINY_CONFIG, build_tiny_model, describe, toy_checkpoint_weights
+from conftest import run_cli as _run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["task.n_train=16", "task.n_val=16", "task.n_test=16", "trainer.max_epochs=1",
@@ -366,17 +364,7 @@ def test_evaluate_preflight_rejects_both_modes():
 
 
 
-def run_cli(script: str, *args: str, timeout: int = 600):
-    env = dict(os.environ, WANDB_MODE="disabled", WANDB_SILENT="true", OMP_NUM_THREADS="1")
-    started = time.time()
-    result = subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True,
-                            timeout=timeout, env=env)  # fmt: skip
-    result.elapsed = time.time() - started
-    return result
-
-
-def describe(result) -> str:
-    return f"rc={result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+run_cli = partial(_run_cli, threads=1)  # a sweep runs several trainings at once
 
 
 @pytest.fixture(scope="module")
