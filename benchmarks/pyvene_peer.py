@@ -48,16 +48,20 @@ def scalar_intervention_class():
     return ScalarIntervention
 
 
-def build_peer(hf_model, seq_len: int, sites=("attnOut", "mlpOut")):
+def build_peer(hf_model, seq_len: int, init: torch.Tensor, sites=("attnOut", "mlpOut")):
     """(IntervenableModel, [ScalarIntervention]) on every layer of `hf_model` (a GPT2LMHeadModel).
 
-    The interventions are listed in `Method.flat_params` order: site-major, then layer.
+    The interventions are listed in `Method.flat_params` order (site-major, then layer) and
+    start from `init` [sites · layers · seq_len], our method's initial `flat_params()`.
     """
     import pyvene as pv
 
     cls = scalar_intervention_class()
     d_model, n_layers = hf_model.config.n_embd, hf_model.config.n_layer
     interventions = [cls(seq_len, d_model) for _ in sites for _ in range(n_layers)]
+    with torch.no_grad():
+        for iv, alpha in zip(interventions, init.split(seq_len), strict=True):
+            iv.alpha.copy_(alpha)
     representations = [
         pv.RepresentationConfig(layer, COMPONENTS[site], "pos", seq_len, intervention=interventions[i * n_layers + layer])
         for i, site in enumerate(sites)

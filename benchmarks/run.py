@@ -338,10 +338,7 @@ def bench_peer(shape: str, n_train: int = 128, epochs: int = 3) -> dict:
     result["hf_bare_epoch_s"] = round(statistics.median(bare_epoch(hf, dm) for _ in range(2)), 3)
     result["ours_over_hf_bare"] = round(result["ours_epoch_s"] / result["hf_bare_epoch_s"], 3)
     for keep, label in ((0, "pyvene"), (1, "pyvene_last_logits")):
-        peer, interventions = build_peer(hf, seq_len)
-        with torch.no_grad():
-            for iv, a in zip(interventions, init.split(seq_len)):
-                iv.alpha.copy_(a)
+        peer, interventions = build_peer(hf, seq_len, init)
         seconds = train_peer(peer, interventions, dm, objective, lr=lr, epochs=epochs, logits_to_keep=keep)
         theirs = torch.cat([iv.alpha.detach() for iv in interventions])
         result[f"{label}_epoch_s"] = round(statistics.median(seconds[1:]), 3)

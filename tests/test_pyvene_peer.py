@@ -48,10 +48,7 @@ def test_peer_trains_the_same_parameters(hf_and_bridge, logits_to_keep):
     dm, seq_len = prepare(model, train, None, None, "activscalar", batch_size=4, padding_side="right", seed=0)
     grid = dict(sites=("attnOut", "mlpOut"), layers="all", positions="all", heads="all")
     init = initialized_method("activscalar", model, dm, train[0].prompt, seq_len, grid, "normal", 0.05, 0).flat_params()
-    peer, interventions = build_peer(hf, seq_len)
-    with torch.no_grad():
-        for iv, a in zip(interventions, init.split(seq_len)):
-            iv.alpha.copy_(a)
+    peer, interventions = build_peer(hf, seq_len, init)
     before = {k: v.clone() for k, v in hf.state_dict().items()}
     train_peer(peer, interventions, dm, objective, lr=1e-2, epochs=2, logits_to_keep=logits_to_keep)
     theirs = torch.cat([iv.alpha.detach() for iv in interventions])
