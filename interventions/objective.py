@@ -41,9 +41,14 @@ def effectiveness_loss(logits_pos, logits_neg, correct, wrong, margin: float) ->
     return (pos + neg).mean()
 
 
+def faithfulness_terms(logits_pos, logits_neg, clean_logprobs) -> torch.Tensor:
+    """[batch] KL(σ(f̃⁺)‖σ(f)) + KL(σ(f̃⁻)‖σ(f))."""
+    return kl_to_clean(logits_pos, clean_logprobs) + kl_to_clean(logits_neg, clean_logprobs)
+
+
 def faithfulness_loss(logits_pos, logits_neg, clean_logprobs) -> torch.Tensor:
-    """F: the mean over the batch of KL(σ(f̃⁺)‖σ(f)) + KL(σ(f̃⁻)‖σ(f))."""
-    return (kl_to_clean(logits_pos, clean_logprobs) + kl_to_clean(logits_neg, clean_logprobs)).mean()
+    """F: the mean over the batch of `faithfulness_terms`."""
+    return faithfulness_terms(logits_pos, logits_neg, clean_logprobs).mean()
 
 
 def hold_terms(logits_pos, logits_neg, clean_logprobs, hold_correct, hold_wrong) -> torch.Tensor:
@@ -68,7 +73,7 @@ def example_terms(logits_pos, logits_neg, correct, wrong, clean_logprobs, margin
     pos, neg = hinge_terms(logits_pos, logits_neg, correct, wrong, margin)
     terms = {
         "effectiveness": pos + neg,
-        "faithfulness": kl_to_clean(logits_pos, clean_logprobs) + kl_to_clean(logits_neg, clean_logprobs),
+        "faithfulness": faithfulness_terms(logits_pos, logits_neg, clean_logprobs),
     }
     if hold is not None:
         terms["hold"] = hold_terms(logits_pos, logits_neg, clean_logprobs, *hold)
