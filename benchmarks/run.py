@@ -15,12 +15,14 @@
             precomputed, no weight gradients, last-position unembedding, objective, Adam
   naive     a straightforward step: two separate β passes, clean logits recomputed every
             step, model weights left requiring grad, logits at every position
-and reports ours / bare (goal ≤ 1.15) and naive / ours. `scaling` runs each point in a
-fresh subprocess and reports time per epoch and peak RSS as prompts, layers and
-positions grow. `fused` alternates fused and separate trainings 3 times after a warm-up and
-reports medians. `peer` trains ActivScalar for 3 epochs on a random HF GPT-2 (toy and
-GPT-2-small shapes) with `train_intervention` and with the pyvene peer
-(benchmarks/pyvene_peer.py), from the same initial α on the same batches, and reports
+  skip_unread  ours with `skip_unread=True` (the last block's MLP at the read position only)
+and reports ours / bare (goal ≤ 1.15), naive / ours and skip_unread / ours. `scaling` runs
+each point in a fresh subprocess and reports time per epoch and peak RSS as prompts, layers
+and positions grow. `fused` alternates fused and separate trainings 5 times after a warm-up
+at the measured sizes and reports medians, with the defaults and then with `skip_unread` on
+both sides. `peer` trains ActivScalar for 3 epochs on a random HF GPT-2 (toy and
+GPT-2-small shapes) with `train_intervention` (also with `skip_unread`) and with the pyvene
+peer (benchmarks/pyvene_peer.py), from the same initial α on the same batches, and reports
 median epoch times, the HF floor and the final parameter difference. Absolute times are
 noisy on a shared machine; read the ratios.
 """
@@ -106,7 +108,7 @@ def make_batch(d_vocab: int, batch: int, pos: int, seed: int = 0) -> dict:
     }
 
 
-def make_module(model, seq_len: int, method: str = "activscalar"):
+def make_module(model, seq_len: int, method: str = "activscalar", skip_unread: bool = False):
     from interventions.methods import METHODS
     from interventions.module import InterventionModule
     from interventions.objective import Objective
@@ -115,7 +117,7 @@ def make_module(model, seq_len: int, method: str = "activscalar"):
     grid = build_grid(model.cfg, seq_len=seq_len)
     m = METHODS[method](grid, model.cfg)
     m.initialize("normal", 1e-3, seed=0)
-    return InterventionModule(model, m, Objective(lambda_f=1.0, lambda_m=0.01, margin=1.0), lr=1e-2)
+    return InterventionModule(model, m, Objective(lambda_f=1.0, lambda_m=0.01, margin=1.0), lr=1e-2, skip_unread=skip_unread)
 
 
 def step_ours(module, optimizer, batch):
@@ -186,6 +188,9 @@ def bench_step(model_name: str, batch_size: int, pos: int, repeats: int) -> dict
     names = [hook_name(s, l) for s in module.method.grid.sites for l in module.method.grid.layers]
     bare = timed(lambda: step_bare(model, batch, names), repeats)
     ours = timed(lambda: step_ours(module, optimizer, batch), repeats)
+    skipping = make_module(model, pos, skip_unread=True)
+    skip_optimizer = torch.optim.Adam(skipping.method.parameters(), lr=1e-2)
+    skip = timed(lambda: step_ours(skipping, skip_optimizer, batch), repeats)
     for p in model.parameters():  # the naive step leaves the weights requiring grad
         p.requires_grad_(True)
     naive = timed(lambda: step_naive(module, optimizer, batch), repeats)
@@ -195,6 +200,7 @@ def bench_step(model_name: str, batch_size: int, pos: int, repeats: int) -> dict
         "model": model_name, "batch": batch_size, "positions": pos, "repeats": repeats,
         "bare_ms": round(bare * 1e3, 2), "ours_ms": round(ours * 1e3, 2), "naive_ms": round(naive * 1e3, 2),
         "ours_over_bare": round(ours / bare, 3), "naive_over_ours": round(naive / ours, 3),
+        "skip_unread_ms": round(skip * 1e3, 2), "skip_unread_over_ours": round(skip / ours, 3),
     }  # fmt: skip
 
 
@@ -233,9 +239,11 @@ def run_scaling(model_name: str) -> list[dict]:
     return results
 
 
-def bench_fused(k: int = 16, epochs: int = 3, n_train: int = 64, method: str = "activscalar", rounds: int = 3) -> dict:
+def bench_fused(k: int = 16, epochs: int = 3, n_train: int = 64, method: str = "activscalar", rounds: int = 5,
+                skip_unread: bool = False) -> dict:  # fmt: skip
     """K objective configurations trained fused (one batched pass) vs K separate runs,
-    alternated `rounds` times after a warm-up; medians of each side."""
+    alternated `rounds` times after a warm-up; medians of each side. `skip_unread` is
+    given to both sides."""
     import itertools
 
     from interventions import load_model, load_task, train_intervention
@@ -246,20 +254,24 @@ def bench_fused(k: int = 16, epochs: int = 3, n_train: int = 64, method: str = "
     train = load_task("ccc", model=model, split="train", template=0, n=n_train)
     grid = list(itertools.product((0.0, 0.1, 1.0, 10.0), (0.0, 0.01), (1.0, 2.0)))[:k]
     objectives = [Objective(lambda_f=f, lambda_m=m, margin=g) for f, m, g in grid]
-    # warm-up, so neither side pays first-call costs (allocator, lazy imports, kernels)
-    train_fused(model, train, objectives[:2], method=method, epochs=1)
-    train_intervention(model, train, method=method, objective=objectives[0], epochs=1)
+    # warm-up at the measured sizes, so neither side pays first-call costs (allocator, lazy
+    # imports, kernels)
+    train_fused(model, train, objectives, method=method, epochs=1, skip_unread=skip_unread)
+    train_intervention(model, train, method=method, objective=objectives[0], epochs=1, skip_unread=skip_unread)
     fused_times, separate_times = [], []
     for _ in range(rounds):
         start = time.perf_counter()
-        fused = train_fused(model, train, objectives, method=method, epochs=epochs)
+        fused = train_fused(model, train, objectives, method=method, epochs=epochs, skip_unread=skip_unread)
         fused_times.append(time.perf_counter() - start)
         start = time.perf_counter()
-        separate = [train_intervention(model, train, method=method, objective=o, epochs=epochs).method for o in objectives]
+        separate = [
+            train_intervention(model, train, method=method, objective=o, epochs=epochs, skip_unread=skip_unread).method
+            for o in objectives
+        ]
         separate_times.append(time.perf_counter() - start)
     fused_s, separate_s = statistics.median(fused_times), statistics.median(separate_times)
-    diff = max(float((a.flat_params() - b.flat_params()).abs().max()) for a, b in zip(fused, separate))
-    return {"k": k, "method": method, "epochs": epochs, "n_train": n_train, "rounds": rounds,
+    diff = max(float((a.flat_params() - b.flat_params()).detach().abs().max()) for a, b in zip(fused, separate))
+    return {"k": k, "method": method, "epochs": epochs, "n_train": n_train, "rounds": rounds, "skip_unread": skip_unread,
             "fused_s": round(fused_s, 2), "separate_s": round(separate_s, 2),
             "fused_over_separate": round(fused_s / separate_s, 3),
             "per_round": [round(f / s, 3) for f, s in zip(fused_times, separate_times)],
@@ -337,12 +349,17 @@ def bench_peer(shape: str, n_train: int = 128, epochs: int = 3) -> dict:
     bare_epoch(hf, dm)  # warm-up
     result["hf_bare_epoch_s"] = round(statistics.median(bare_epoch(hf, dm) for _ in range(2)), 3)
     result["ours_over_hf_bare"] = round(result["ours_epoch_s"] / result["hf_bare_epoch_s"], 3)
+    timer = EpochTimer()
+    train_intervention(model, train, method="activscalar", objective=objective, epochs=epochs, skip_unread=True,
+                       trainer_kwargs={"callbacks": [timer]})  # fmt: skip
+    result["ours_skip_unread_epoch_s"] = round(statistics.median(timer.seconds[1:]), 3)
     for keep, label in ((0, "pyvene"), (1, "pyvene_last_logits")):
         peer, interventions = build_peer(hf, seq_len, init)
         seconds = train_peer(peer, interventions, dm, objective, lr=lr, epochs=epochs, logits_to_keep=keep)
         theirs = torch.cat([iv.alpha.detach() for iv in interventions])
         result[f"{label}_epoch_s"] = round(statistics.median(seconds[1:]), 3)
         result[f"ours_over_{label}"] = round(result["ours_epoch_s"] / result[f"{label}_epoch_s"], 3)
+        result[f"ours_skip_unread_over_{label}"] = round(result["ours_skip_unread_epoch_s"] / result[f"{label}_epoch_s"], 3)
         result[f"{label}_over_hf_bare"] = round(result[f"{label}_epoch_s"] / result["hf_bare_epoch_s"], 3)
         result[f"{label}_max_abs_param_diff"] = float((theirs - ours.detach()).abs().max())
     return result
@@ -373,7 +390,7 @@ def main(argv=None) -> int:
         "step": ("step.json", lambda: [printed(step(name)) for name in models]),
         "prefix": ("prefix.json", lambda: [printed(bench_prefix(n, repeats=3 if "gpt2" in n else args.repeats)) for n in models]),
         "peer": ("peer.json", lambda: [printed(bench_peer(name)) for name in models]),
-        "fused": ("fused.json", lambda: printed(bench_fused())),
+        "fused": ("fused.json", lambda: [printed(bench_fused(skip_unread=s)) for s in (False, True)]),
         "scaling": (f"scaling_{args.model}.json", lambda: run_scaling(args.model)),
     }
     filename, run = runs[args.what]

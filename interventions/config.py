@@ -76,7 +76,7 @@ EVAL_SCHEMA: dict[str, dict] = {
 }
 SCHEMAS = {"train": SCHEMA, "evaluate": EVAL_SCHEMA}
 TOP_KEYS = {
-    "train": {"seed", "run_dir", "illusion", "fused"},
+    "train": {"seed", "run_dir", "illusion", "fused", "skip_unread"},
     "evaluate": {"seed", "run_dir", "export", "check_model", "split", "n", "sweep", "generalization"},
 }
 _NAMED_CHOICES = {"tasks": _tasks, "bias_pairs": _bias_pairs}
@@ -147,6 +147,8 @@ def validate_config(cfg: DictConfig, schema: dict | None = None, top_keys: set[s
                 if key not in SCHEMA["objective"]:
                     raise ConfigError(f"fused[{i}]: unknown key {key!r}; allowed: {', '.join(SCHEMA['objective'])}")
                 _check_value(f"fused[{i}].{key}", value, SCHEMA["objective"][key])
+    if not isinstance(container.get("skip_unread", False), bool):
+        raise ConfigError(f"skip_unread={container['skip_unread']!r} must be true or false")
     icfg = container.get("intervention")
     if isinstance(icfg, dict) and icfg.get("method") in _methods():
         from interventions.methods import METHODS

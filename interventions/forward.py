@@ -5,13 +5,47 @@ unembedding runs on [batch, 1, d_model] instead of [batch, pos, d_model] (for a 
 vocabulary the largest matmul of the model). The hook sits after the final LayerNorm
 because Hugging Face models (GPT-2) reshape the final norm's output to the full prompt
 length; the norm itself is elementwise and cheap.
+
+With `skip_unread=True` the same cut moves one step down: the last block's second
+LayerNorm and MLP act position by position, so only the read positions' outputs can reach
+the read logits, and they run on [batch, 1, d_model] too (for a 4-layer model a sixth of
+the block matmuls, forward and backward). Only for callers whose hooks change activations
+without reading them: a hook on the last block's MLP output or residual then sees zeros
+(MLP output) or the residual without the MLP at the unread positions. Training, evaluation
+and the clean log-probs use it; the attribution and illusion analyses, which read
+activations at every position, do not.
 """
 
 from __future__ import annotations
 
-from contextlib import ExitStack
-
 import torch
+
+
+# Architectures whose blocks feed `ln2.hook_in` to a position-wise MLP and add its output
+# (`hook_mlp_out`) to the residual; checked against the full forward in tests/test_forward.py.
+SKIP_UNREAD_ADAPTERS = ("NativeArchitectureAdapter", "GPT2ArchitectureAdapter")
+
+
+def _adapter(model) -> str:
+    return type(getattr(model, "adapter", None)).__name__
+
+
+def unread_mlp_hooks(model, last_index: torch.Tensor, seq_len: int) -> list:
+    """Hooks running the last block's LayerNorm 2 and MLP only at `last_index` of each row,
+    then scattering the MLP output into zeros [batch, seq_len, ...] so that later hooks and
+    the residual add see their usual shapes; [] for other architectures."""
+    if _adapter(model) not in SKIP_UNREAD_ADAPTERS:
+        return []
+    rows = torch.arange(last_index.shape[0], device=last_index.device)
+    last = model.cfg.n_layers - 1
+
+    def keep_read(h: torch.Tensor, hook) -> torch.Tensor:
+        return h[rows, last_index].unsqueeze(1)
+
+    def scatter_back(h: torch.Tensor, hook) -> torch.Tensor:
+        return h.new_zeros(h.shape[0], seq_len, *h.shape[2:]).index_put((rows, last_index), h[:, 0])
+
+    return [(f"blocks.{last}.ln2.hook_in", keep_read), (f"blocks.{last}.hook_mlp_out", scatter_back)]
 
 
 def last_position_logits(
@@ -20,6 +54,7 @@ def last_position_logits(
     attention_mask: torch.Tensor | None,
     last_index: torch.Tensor,
     fwd_hooks: list | None = None,
+    skip_unread: bool = False,
 ) -> torch.Tensor:
     """Logits at `last_index` of each row.
 
@@ -29,6 +64,8 @@ def last_position_logits(
         attention_mask: [batch, pos] 1 for real tokens, or None (no padding).
         last_index: [batch] position of each row's last real token.
         fwd_hooks: extra (hook_name, fn) pairs active during this forward only.
+        skip_unread: run the last block's MLP only at `last_index` (module docstring);
+            only when `fwd_hooks` do not read activations.
 
     Returns:
         [batch, d_vocab] logits.
@@ -38,12 +75,13 @@ def last_position_logits(
     def keep_last(resid: torch.Tensor, hook) -> torch.Tensor:
         return resid[rows, last_index].unsqueeze(1)
 
-    hooks = [*(fwd_hooks or []), ("unembed.hook_in", keep_last)]
+    # the scatter-back hook must run before any other hook on the last MLP's output
+    unread = unread_mlp_hooks(model, last_index, input_ids.shape[1]) if skip_unread else []
+    hooks = [*unread, *(fwd_hooks or []), ("unembed.hook_in", keep_last)]
     kwargs = {}
     if attention_mask is not None and not bool(attention_mask.all()):
         kwargs["attention_mask"] = attention_mask
-    with ExitStack() as stack:
-        stack.enter_context(model.hooks(fwd_hooks=hooks))
+    with model.hooks(fwd_hooks=hooks):
         logits = model(input_ids, **kwargs)
     return logits[:, 0]
 
@@ -57,7 +95,7 @@ PREFIX_SKIP_ADAPTERS = ("NativeArchitectureAdapter", "GPT2ArchitectureAdapter")
 def supports_prefix_skip(model) -> bool:
     """Whether blocks can be run from a cached residual (unpadded prompts): the TL-native
     architecture and Hugging Face GPT-2."""
-    return type(getattr(model, "adapter", None)).__name__ in PREFIX_SKIP_ADAPTERS
+    return _adapter(model) in PREFIX_SKIP_ADAPTERS
 
 
 def last_position_logits_from(
@@ -66,17 +104,20 @@ def last_position_logits_from(
     start_layer: int,
     last_index: torch.Tensor,
     fwd_hooks: list | None = None,
+    skip_unread: bool = False,
 ) -> torch.Tensor:
     """Logits at `last_index` running only blocks `start_layer`..end on a cached residual.
 
     Args:
         resid: [batch, pos, d_model] the clean residual stream entering block `start_layer`
             (unchanged by any intervention on later layers, so it is computed once per dataset).
+        skip_unread: as for `last_position_logits`.
     Returns:
         [batch, d_vocab], equal to `last_position_logits` of the full prompts.
     """
     rows = torch.arange(resid.shape[0], device=resid.device)
-    with model.hooks(fwd_hooks=list(fwd_hooks or [])):
+    unread = unread_mlp_hooks(model, last_index, resid.shape[1]) if skip_unread else []
+    with model.hooks(fwd_hooks=[*unread, *(fwd_hooks or [])]):
         h = resid.to(next(model.parameters()).dtype)  # the cache is float32; the model may be half
         for block in model.blocks[start_layer:]:
             out = block(h)

@@ -3,9 +3,10 @@
 A sweep over λ_F, λ_M and m trains K interventions of the same method on the same grid,
 data and seed. Here they train together: each step the batch is repeated K × 2 times
 (configuration k, then β = +1 / -1), every configuration's hooks act only on its own rows,
-and the loss is the sum of the K objectives. The K parameter sets are disjoint and Adam
-is elementwise, so each configuration follows exactly the trajectory of its own separate
-run (same data order, same initialisation); only floating-point summation order differs.
+and the loss is the sum of the K objectives. The K parameter sets are the slices of one
+stacked leaf per parameter name and Adam is elementwise, so each configuration follows
+exactly the trajectory of its own separate run (same data order, same initialisation);
+only floating-point summation order differs.
 
     >>> methods = train_fused(model, train, [Objective(0, 0, 1), Objective(1, 0.01, 1)], epochs=5)
 """
@@ -22,23 +23,47 @@ from interventions.sites import DEFAULT_SITES
 from interventions.tasks.datapoint import Task
 
 
-def fused_hooks(methods: list[Method], beta: torch.Tensor) -> list:
-    """Hooks applying methods[k] with β rows `beta[k]` to the k-th block of the batch.
+def stack_parameters(methods: list[Method]) -> dict[str, torch.nn.Parameter]:
+    """The K methods' parameters as one trainable leaf per parameter name, [K, *shape].
 
-    One vectorised call per hook point: the K parameter sets are stacked (gradients flow
-    back to each method's own parameters) and the first method's hook runs under
-    `torch.func.vmap` over the K blocks with each set swapped in by `functional_call`.
-    Looping over the K hooks gives the same numbers but costs K small calls per hook point.
+    Training the stacked leaves (one Adam state per name, no per-step stacking) is what
+    the fused loop does; `unstack_into` writes the result back into the K methods.
+    """
+    return {
+        name: torch.nn.Parameter(torch.stack([m.get_parameter(name).detach() for m in methods]))
+        for name, _ in methods[0].named_parameters()
+    }
+
+
+@torch.no_grad()
+def unstack_into(stacked: dict[str, torch.Tensor], methods: list[Method]) -> None:
+    """Copy slice k of every stacked parameter into methods[k]."""
+    for name, values in stacked.items():
+        for k, m in enumerate(methods):
+            m.get_parameter(name).copy_(values[k])
+
+
+def config_flat_params(stacked: dict[str, torch.Tensor], k: int) -> torch.Tensor:
+    """vec(θ_k): configuration k's parameters in `Method.flat_params` order."""
+    return torch.cat([values[k].reshape(-1) for values in stacked.values()])
+
+
+def fused_hooks(proto: Method, stacked: dict[str, torch.Tensor], beta: torch.Tensor) -> list:
+    """Hooks applying parameter set k with β rows `beta[k]` to the k-th block of the batch.
+
+    One vectorised call per hook point: `proto`'s hook runs under `torch.func.vmap` over
+    the K blocks, with slice k of every stacked parameter swapped in by `functional_call`.
+    Looping over K hooks gives the same numbers but costs K small calls per hook point.
 
     Args:
-        methods: K methods of one class on one grid.
-        beta: [K, rows_per_method] steering strengths.
+        proto: a method of the class and grid being trained (its own values are unused).
+        stacked: {parameter name: [K, *shape]}, from `stack_parameters`.
+        beta: [K, rows_per_config] steering strengths.
     """
-    proto, k_count = methods[0], len(methods)
-    stacked = {name: torch.stack([m.get_parameter(name) for m in methods]) for name, _ in proto.named_parameters()}
+    k_count = beta.shape[0]
 
     def fused(site: str, layer: int):
-        def one(params, h, b):  # h: one method's rows [rows, pos, ...]
+        def one(params, h, b):  # h: one configuration's rows [rows, pos, ...]
             return functional_call(proto, params, (h, b, site, layer))
 
         batched = vmap(one)
@@ -47,13 +72,15 @@ def fused_hooks(methods: list[Method], beta: torch.Tensor) -> list:
             return batched(stacked, h.view(k_count, -1, *h.shape[1:]), beta).reshape(h.shape)
 
         return hook
-
     return [(proto.site_hook(site, layer, 1.0)[0], fused(site, layer)) for site in proto.grid.sites for layer in proto.grid.layers]
 
 
-def fused_step_logits(model, methods: list[Method], batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Last-position logits [K, B, vocab] at β = +1 and at β = -1, from one forward."""
-    k_count, b = len(methods), batch["input_ids"].shape[0]
+def fused_step_logits(
+    model, proto: Method, stacked: dict[str, torch.Tensor], batch: dict, skip_unread: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Last-position logits [K, B, vocab] at β = +1 and at β = -1, from one forward of the
+    batch repeated K × 2 times (K = the stacked parameters' first dimension)."""
+    k_count, b = next(iter(stacked.values())).shape[0], batch["input_ids"].shape[0]
     reps = 2 * k_count
     beta = torch.tensor([1.0, -1.0], device=batch["input_ids"].device).repeat_interleave(b).repeat(k_count, 1)
     logits = last_position_logits(
@@ -61,13 +88,14 @@ def fused_step_logits(model, methods: list[Method], batch: dict) -> tuple[torch.
         batch["input_ids"].repeat(reps, 1),
         batch["attention_mask"].repeat(reps, 1),
         batch["last_index"].repeat(reps),
-        fwd_hooks=fused_hooks(methods, beta),
+        fwd_hooks=fused_hooks(proto, stacked, beta),
+        skip_unread=skip_unread,
     )
     logits = logits.view(k_count, 2, b, -1)
     return logits[:, 0], logits[:, 1]
 
 
-def fused_loss(objectives: list[Objective], methods: list[Method], batch: dict, logits_pos, logits_neg) -> torch.Tensor:
+def fused_loss(objectives: list[Objective], stacked: dict[str, torch.Tensor], batch: dict, logits_pos, logits_neg) -> torch.Tensor:
     """Σ_k objective_k on block k: the per-example terms of all K × B rows in one call
     (margins per row), then each configuration's batch means and weights.
 
@@ -85,7 +113,7 @@ def fused_loss(objectives: list[Objective], methods: list[Method], batch: dict, 
     )  # fmt: skip
     means = {name: values.view(k_count, b).mean(1) for name, values in terms.items()}
     return sum(
-        o.combine({name: m[k] for name, m in means.items()}, methods[k].flat_params())[0]
+        o.combine({name: m[k] for name, m in means.items()}, config_flat_params(stacked, k))[0]
         for k, o in enumerate(objectives)
     )
 
@@ -106,10 +134,12 @@ def train_fused(
     epochs: int = 25,
     batch_size: int = 4,
     seed: int = 0,
+    skip_unread: bool = False,
 ) -> list[Method]:
     """Train one `method` per objective together; returns the K trained methods.
 
-    Same data order and initialisation as `train_intervention` with the same arguments.
+    Same data order and initialisation as `train_intervention` with the same arguments
+    (`skip_unread` as there).
     """
     from interventions.training import initialized_method, prepare
 
@@ -121,15 +151,16 @@ def train_fused(
     methods = [
         initialized_method(method, model, dm, train[0].prompt, seq_len, grid, init, init_scale, seed) for _ in objectives
     ]
-    params = [p for m in methods for p in m.parameters()]
-    optimizer = torch.optim.Adam(params, lr=lr or METHODS[method].default_lr)
+    stacked = stack_parameters(methods)
+    optimizer = torch.optim.Adam(stacked.values(), lr=lr or METHODS[method].default_lr)
     loader = dm.train_dataloader()
     for epoch in range(epochs):
         loader.sampler.set_epoch(epoch)  # as Lightning does: the same batches as separate runs
         for batch in loader:
             batch = {k: v.to(device) for k, v in batch.items()}
-            loss = fused_loss(objectives, methods, batch, *fused_step_logits(model, methods, batch))
+            loss = fused_loss(objectives, stacked, batch, *fused_step_logits(model, methods[0], stacked, batch, skip_unread))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+    unstack_into(stacked, methods)
     return methods

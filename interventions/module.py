@@ -36,12 +36,17 @@ class _Frozen:
 
 
 class InterventionModule(L.LightningModule):
-    def __init__(self, model, method: Method, objective: Objective, lr: float = 1e-3, prefix_layer: int = 0):
+    def __init__(
+        self, model, method: Method, objective: Objective, lr: float = 1e-3, prefix_layer: int = 0,
+        skip_unread: bool = False,
+    ):  # fmt: skip
         """`prefix_layer` > 0: batches carry `resid_pre`, the clean residual entering that
         layer, and the forward runs only the blocks from there (the prefix is unchanged
-        by the intervention)."""
+        by the intervention). `skip_unread`: the last block's MLP runs only at the read
+        positions (`forward.last_position_logits`)."""
         super().__init__()
         self.prefix_layer = prefix_layer
+        self.skip_unread = skip_unread
         self._frozen = _Frozen(model)
         self.method = method
         self.objective = objective
@@ -68,6 +73,7 @@ class InterventionModule(L.LightningModule):
             logits = last_position_logits_from(
                 self.model, batch["resid_pre"].repeat(k, 1, 1), self.prefix_layer,
                 batch["last_index"].repeat(k), fwd_hooks=self.method.hooks(beta),
+                skip_unread=self.skip_unread,
             )  # fmt: skip
             return list(logits.split(b))
         logits = last_position_logits(
@@ -76,6 +82,7 @@ class InterventionModule(L.LightningModule):
             batch["attention_mask"].repeat(k, 1),
             batch["last_index"].repeat(k),
             fwd_hooks=self.method.hooks(beta),
+            skip_unread=self.skip_unread,
         )
         return list(logits.split(b))
 

@@ -92,6 +92,7 @@ def train_intervention(
     logger=None,
     trainer_kwargs: dict | None = None,
     prefix_skip: bool = True,
+    skip_unread: bool = False,
 ) -> TrainedIntervention:
     """Train `method` on `train` with Lightning; the frozen model is never changed.
 
@@ -107,6 +108,9 @@ def train_intervention(
         logger, trainer_kwargs: passed to `lightning.Trainer`.
         prefix_skip: when the earliest intervened layer k > 0 (native and GPT-2 models), cache the
             clean residual entering layer k once and run only blocks k.. each step.
+        skip_unread: run the last block's MLP only at the read positions (native and GPT-2
+            models). The logits are the same; the gradients differ by float rounding
+            (about 1e-7), which changes a long training's last digits, so it is off by default.
     """
     cls = METHODS[method]
     dm, seq_len = prepare(model, train, val, test, method, batch_size=batch_size, padding_side=padding_side, seed=seed)
@@ -118,7 +122,9 @@ def train_intervention(
     prefix = first_layer if prefix_skip and first_layer > 0 and supports_prefix_skip(model) else 0
     if prefix:
         dm.cache_residual(prefix)
-    module = InterventionModule(model, m, objective or Objective(), lr=lr or cls.default_lr, prefix_layer=prefix)
+    module = InterventionModule(
+        model, m, objective or Objective(), lr=lr or cls.default_lr, prefix_layer=prefix, skip_unread=skip_unread
+    )
     if not cls.trained:  # a training-free baseline: scores or feature vectors, one tuned scale
         if method == "obsprop_steer":
             from interventions.obsprop.steer import fit_obsprop_steer

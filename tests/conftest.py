@@ -194,3 +194,21 @@ def run_cli(script: str, *args: str, hydra_dir: Path | None = None, timeout: int
 def describe(result) -> str:
     """A failed CLI run's return code and output tails, for assertion messages."""
     return f"rc={result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+
+
+@pytest.fixture(scope="session")
+def hf_gpt2(tmp_path_factory, toy_tokenizer):
+    """A random 3-layer Hugging Face GPT-2 (with the toy tokenizer) through TransformerBridge."""
+    from interventions.models import load_model
+
+    folder = tmp_path_factory.mktemp("prefix_gpt2")
+    save_tiny_gpt2(folder, toy_tokenizer, seed=1, n_layer=3)
+    with pytest.MonkeyPatch.context() as mp:
+        hub_offline(mp)
+        return load_model(str(folder))[0]
+
+
+@pytest.fixture(params=["native", "hf_gpt2"])
+def block_model(request, tiny_model):
+    """Each architecture whose blocks the prefix skip and `skip_unread` cut into."""
+    return tiny_model if request.param == "native" else request.getfixturevalue("hf_gpt2")

@@ -39,6 +39,7 @@ def error_of(argv, config_name="train") -> str:
         (["task.batch_size=0"], ["task.batch_size", ">= 1"]),
         (["task.padding_side=middle"], ["task.padding_side", "middle", "right", "left"]),
         (["model.dtype=float8"], ["model.dtype", "float8", "float32", "bfloat16"]),
+        (["skip_unread=maybe"], ["skip_unread", "maybe", "true or false"]),
         # unknown top-level key
         (["+foo=1"], ["foo", "seed", "task", "objective"]),
     ],
@@ -76,6 +77,7 @@ def test_good_sweep_passes():
         ["objective.lambda_f=0", "objective.lambda_m=100", "objective.margin=10"],
         ["intervention.sites=[attnOut,mlpOut,residPost,z,v,o]", "intervention.layers=[0,-1]"],
         ["run_dir=/tmp/somewhere", "seed=3"],
+        ["skip_unread=true"],
         ["hydra.run.dir=/tmp/x"],
     ],
 )

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from interventions import train_intervention
-from interventions.fused import fused_step_logits, train_fused
+from interventions.fused import config_flat_params, fused_step_logits, stack_parameters, train_fused, unstack_into
 from interventions.objective import Objective
 from interventions.tasks import load_task
 from interventions.tasks.datamodule import encode
@@ -44,7 +44,7 @@ def test_fused_logits_equal_each_method_alone(tiny_model):
         m.initialize("normal", 0.3, seed=seed)
         methods.append(m)
     with torch.no_grad():
-        pos, neg = fused_step_logits(tiny_model, methods, batch)
+        pos, neg = fused_step_logits(tiny_model, methods[0], stack_parameters(methods), batch)
         for k, m in enumerate(methods):
             alone_pos, alone_neg = InterventionModule(tiny_model, m, Objective()).steered_logits(batch)
             torch.testing.assert_close(pos[k], alone_pos, atol=1e-5, rtol=0)
@@ -73,9 +73,10 @@ def test_fused_hooks_equal_each_method_alone(tiny_model, name, sites, heads, pos
         m = METHODS[name](grid, tiny_model.cfg, W_O=tiny_model.W_O.detach())
         m.initialize("normal", 0.3, seed=seed)
         methods.append(m)
-    pos, neg = fused_step_logits(tiny_model, methods, batch)
+    stacked = stack_parameters(methods)
+    pos, neg = fused_step_logits(tiny_model, methods[0], stacked, batch)
     (pos.square().sum() + neg.sum()).backward()
-    fused_grads = [[p.grad.clone() for p in m.parameters()] for m in methods]
+    fused_grads = [[p.grad[k] for p in stacked.values()] for k in range(len(methods))]
     for k, m in enumerate(methods):
         m.zero_grad()
         alone_pos, alone_neg = InterventionModule(tiny_model, m, Objective()).steered_logits(batch)
@@ -84,3 +85,25 @@ def test_fused_hooks_equal_each_method_alone(tiny_model, name, sites, heads, pos
         (alone_pos.square().sum() + alone_neg.sum()).backward()
         for got, want in zip(fused_grads[k], [p.grad for p in m.parameters()]):
             torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_stacked_parameters_round_trip(tiny_model):
+    """stack_parameters puts method k at slice k; unstack_into writes slice k back."""
+    from interventions.methods import SteerVec
+    from interventions.sites import build_grid
+
+    grid = build_grid(tiny_model.cfg, sites=["attnOut", "z"], seq_len=5)
+    methods = [SteerVec(grid, tiny_model.cfg, W_O=tiny_model.W_O.detach()) for _ in range(3)]
+    for seed, m in enumerate(methods):
+        m.initialize("normal", 0.3, seed=seed)
+    stacked = stack_parameters(methods)
+    assert all(v.is_leaf and v.requires_grad and v.shape[0] == 3 for v in stacked.values())
+    for k, m in enumerate(methods):
+        torch.testing.assert_close(config_flat_params(stacked, k), m.flat_params())
+    with torch.no_grad():
+        for v in stacked.values():
+            v.mul_(2)
+    want = [2 * m.flat_params().detach() for m in methods]
+    unstack_into(stacked, methods)
+    for m, w in zip(methods, want):
+        torch.testing.assert_close(m.flat_params().detach(), w)

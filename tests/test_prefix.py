@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from conftest import hub_offline, save_tiny_gpt2
 
 from interventions import train_intervention
 from interventions.forward import last_position_logits, last_position_logits_from, supports_prefix_skip
@@ -12,24 +11,8 @@ from interventions.tasks import load_task
 from interventions.tasks.datamodule import clean_residual, encode
 
 
-@pytest.fixture(scope="module")
-def hf_gpt2(tmp_path_factory, toy_tokenizer):
-    """A random 3-layer Hugging Face GPT-2 (with the toy tokenizer) through TransformerBridge."""
-    from interventions.models import load_model
-
-    folder = tmp_path_factory.mktemp("prefix_gpt2")
-    save_tiny_gpt2(folder, toy_tokenizer, seed=1, n_layer=3)
-    with pytest.MonkeyPatch.context() as mp:
-        hub_offline(mp)
-        return load_model(str(folder))[0]
-
-
-@pytest.fixture(params=["native", "hf_gpt2"])
-def model(request, tiny_model):
-    return tiny_model if request.param == "native" else request.getfixturevalue("hf_gpt2")
-
-
-def test_prefix_skip_gives_the_full_forward_logits_with_hooks(model):
+def test_prefix_skip_gives_the_full_forward_logits_with_hooks(block_model):
+    model = block_model
     assert supports_prefix_skip(model)
     task = load_task("ioi", model=model, split="train", template=0, n=6)
     batch = encode(model, task, fixed_length=True)
@@ -45,7 +28,8 @@ def test_prefix_skip_gives_the_full_forward_logits_with_hooks(model):
     torch.testing.assert_close(skipped, full, atol=1e-5, rtol=0)
 
 
-def test_training_with_and_without_the_prefix_skip_is_the_same(model):
+def test_training_with_and_without_the_prefix_skip_is_the_same(block_model):
+    model = block_model
     train = load_task("ccc", model=model, split="train", template=0, n=8)
     runs = [
         train_intervention(model, train, method="activscalar", layers=[1], epochs=2, prefix_skip=skip)

@@ -540,6 +540,28 @@ def test_fused_sweep_writes_a_run_folder_per_setting_and_pareto_json(tmp_path, m
     assert bad.returncode == 2 and "fused[0]: unknown key 'lambda_x'" in bad.stderr
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_skip_unread_reaches_the_training(tmp_path, monkeypatch, fused):
+    """`skip_unread=true` on the command line is what train_intervention / train_fused get."""
+    import interventions.fused
+    from interventions import pipeline
+
+    class Reached(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Reached(kwargs["skip_unread"])
+
+    monkeypatch.setattr(pipeline, "train_intervention", stop)
+    monkeypatch.setattr(interventions.fused, "train_fused", stop)
+    overrides = ["skip_unread=true", "logger=none", f"run_dir={tmp_path}", "task.n_train=8", "task.n_test=8"]
+    cfg = _compose(overrides + (["fused=[{lambda_f:0}]"] if fused else []), hydra=False)
+    with pytest.raises(Reached) as reached:
+        pipeline.train_from_config(cfg)
+    assert reached.value.args == (True,)
+    assert _compose([], hydra=False).skip_unread is False  # off by default
+
+
 @pytest.mark.slow
 def test_obsprop_init_runs_from_the_cli(tmp_path, model_args):
     run_dir = tmp_path / "run"
