@@ -16,7 +16,8 @@
   naive     a straightforward step: two separate β passes, clean logits recomputed every
             step, model weights left requiring grad, logits at every position
   skip_unread  ours with `skip_unread=True` (the last block's MLP at the read position only)
-and reports ours / bare (goal ≤ 1.15), naive / ours and skip_unread / ours. `scaling` runs
+  fit       ours inside `lightning.Trainer.fit` (its loop, logging and optimizer closure)
+and reports ours / bare (goal ≤ 1.15), naive / ours, skip_unread / ours and fit / ours. `scaling` runs
 each point in a fresh subprocess and reports time per epoch and peak RSS as prompts, layers
 and positions grow. `fused` alternates fused and separate trainings 5 times after a warm-up
 at the measured sizes and reports medians, with the defaults and then with `skip_unread` on
@@ -162,6 +163,30 @@ def step_naive(module, optimizer, batch):
     optimizer.step()
 
 
+class EpochTimer(L.Callback):
+    """A Lightning callback recording each training epoch's wall time."""
+
+    def __init__(self):
+        self.seconds = []
+
+    def on_train_epoch_start(self, trainer, module):
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, module):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def fit_epoch(module, batch: dict, steps: int) -> float:
+    """Seconds per step of ours inside `Trainer.fit` (Lightning's loop, logging and optimizer
+    closure included): one epoch of `steps` copies of `batch`, timed from epoch start to end
+    (the Trainer's setup excluded)."""
+    timer = EpochTimer()
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, enable_model_summary=False, callbacks=[timer])  # fmt: skip
+    trainer.fit(module, torch.utils.data.DataLoader([batch] * steps, batch_size=None))
+    return timer.seconds[0] / steps
+
+
 def timed(fn, repeats: int) -> float:
     fn()  # warm-up
     times = []
@@ -172,35 +197,57 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def side_by_side(fns: dict, rounds: int) -> dict:
+    """Median seconds of each function, called in alternation (one call of each per round,
+    after a warm-up call of each) so that a drifting machine affects all of them alike. A
+    function may return its own measured seconds; otherwise its wall time counts."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            measured = fn()
+            times[name].append(measured if measured is not None else time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def step_naive_with_weight_grads(module, optimizer, batch):
+    """`step_naive` with the model's weights requiring grad, as a naive implementation leaves them."""
+    module.model.requires_grad_(True)
+    try:
+        step_naive(module, optimizer, batch)
+    finally:
+        module.model.requires_grad_(False)
+
+
 def bench_step(model_name: str, batch_size: int, pos: int, repeats: int) -> dict:
     from interventions.sites import hook_name
 
     model, d_vocab = build(model_name)
     batch = make_batch(d_vocab, batch_size, pos)
-    module = make_module(model, pos)
     with torch.no_grad():
         from interventions.forward import last_position_logits
 
         batch["clean_logprobs"] = torch.log_softmax(
             last_position_logits(model, batch["input_ids"], None, batch["last_index"]), -1
         )
-    optimizer = torch.optim.Adam(module.method.parameters(), lr=1e-2)
-    names = [hook_name(s, l) for s in module.method.grid.sites for l in module.method.grid.layers]
-    bare = timed(lambda: step_bare(model, batch, names), repeats)
-    ours = timed(lambda: step_ours(module, optimizer, batch), repeats)
-    skipping = make_module(model, pos, skip_unread=True)
-    skip_optimizer = torch.optim.Adam(skipping.method.parameters(), lr=1e-2)
-    skip = timed(lambda: step_ours(skipping, skip_optimizer, batch), repeats)
-    for p in model.parameters():  # the naive step leaves the weights requiring grad
-        p.requires_grad_(True)
-    naive = timed(lambda: step_naive(module, optimizer, batch), repeats)
-    for p in model.parameters():
-        p.requires_grad_(False)
+    modules = {name: make_module(model, pos, skip_unread=name == "skip_unread") for name in ("ours", "skip_unread", "naive", "fit")}
+    optimizers = {name: torch.optim.Adam(m.method.parameters(), lr=1e-2) for name, m in modules.items()}
+    names = [hook_name(s, l) for s in modules["ours"].method.grid.sites for l in modules["ours"].method.grid.layers]
+    fit_steps = 10 if model_name == "toy" else 3
+    t = side_by_side({
+        "bare": lambda: step_bare(model, batch, names),
+        "ours": lambda: step_ours(modules["ours"], optimizers["ours"], batch),
+        "skip_unread": lambda: step_ours(modules["skip_unread"], optimizers["skip_unread"], batch),
+        "naive": lambda: step_naive_with_weight_grads(modules["naive"], optimizers["naive"], batch),
+        "fit": lambda: fit_epoch(modules["fit"], batch, fit_steps),
+    }, repeats)  # fmt: skip
     return {
-        "model": model_name, "batch": batch_size, "positions": pos, "repeats": repeats,
-        "bare_ms": round(bare * 1e3, 2), "ours_ms": round(ours * 1e3, 2), "naive_ms": round(naive * 1e3, 2),
-        "ours_over_bare": round(ours / bare, 3), "naive_over_ours": round(naive / ours, 3),
-        "skip_unread_ms": round(skip * 1e3, 2), "skip_unread_over_ours": round(skip / ours, 3),
+        "model": model_name, "batch": batch_size, "positions": pos, "rounds": repeats,
+        **{f"{name}_ms": round(seconds * 1e3, 2) for name, seconds in t.items()},
+        "ours_over_bare": round(t["ours"] / t["bare"], 3), "naive_over_ours": round(t["naive"] / t["ours"], 3),
+        "skip_unread_over_ours": round(t["skip_unread"] / t["ours"], 3), "fit_over_ours": round(t["fit"] / t["ours"], 3),
     }  # fmt: skip
 
 
@@ -311,19 +358,6 @@ def bench_prefix(model_name: str = "toy", layer: int | None = None, repeats: int
             "skip_ms": round(times[layer] * 1e3, 2), "skip_over_full": round(times[layer] / times[0], 3)}  # fmt: skip
 
 
-class EpochTimer(L.Callback):
-    """A Lightning callback recording each training epoch's wall time."""
-
-    def __init__(self):
-        self.seconds = []
-
-    def on_train_epoch_start(self, trainer, module):
-        self._start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer, module):
-        self.seconds.append(time.perf_counter() - self._start)
-
-
 def bench_peer(shape: str, n_train: int = 128, epochs: int = 3) -> dict:
     """One ActivScalar epoch on a random HF GPT-2 of `shape` ("toy" or "gpt2-small"):
     `train_intervention` (Lightning, our hooks on the TransformerBridge) vs the pyvene peer
@@ -382,12 +416,13 @@ def main(argv=None) -> int:
         return 0
     models = args.models.split(",")
 
-    def step(name):
-        shape = (32, 17) if name == "toy" else (32, 20)
-        return bench_step(name, *shape, repeats=args.repeats if name == "toy" else max(3, args.repeats // 4))
+    def step(name, batch):
+        pos = 17 if name == "toy" else 20
+        return bench_step(name, batch, pos, repeats=args.repeats if name == "toy" else max(3, args.repeats // 4))
 
+    shapes = [(name, batch) for name in models for batch in ((32, 4) if name == "toy" else (32,))]
     runs = {  # subcommand: (results file, one result per model | one result)
-        "step": ("step.json", lambda: [printed(step(name)) for name in models]),
+        "step": ("step.json", lambda: [printed(step(name, batch)) for name, batch in shapes]),
         "prefix": ("prefix.json", lambda: [printed(bench_prefix(n, repeats=3 if "gpt2" in n else args.repeats)) for n in models]),
         "peer": ("peer.json", lambda: [printed(bench_peer(name)) for name in models]),
         "fused": ("fused.json", lambda: [printed(bench_fused(skip_unread=s)) for s in (False, True)]),
