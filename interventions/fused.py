@@ -152,7 +152,7 @@ def train_fused(
         initialized_method(method, model, dm, train[0].prompt, seq_len, grid, init, init_scale, seed) for _ in objectives
     ]
     stacked = stack_parameters(methods)
-    optimizer = torch.optim.Adam(stacked.values(), lr=lr or METHODS[method].default_lr)
+    optimizer = torch.optim.Adam(stacked.values(), lr=lr or METHODS[method].default_lr, foreach=True)
     loader = dm.train_dataloader()
     for epoch in range(epochs):
         loader.sampler.set_epoch(epoch)  # as Lightning does: the same batches as separate runs

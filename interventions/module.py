@@ -100,7 +100,8 @@ class InterventionModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.method.parameters(), lr=self.lr)
+        # foreach: one kernel per update step for all (site, layer) tensors; the same numbers
+        return torch.optim.Adam(self.method.parameters(), lr=self.lr, foreach=True)
 
     # -- evaluation -----------------------------------------------------------------
     def _eval_step(self, batch: dict, split: str) -> None:
