@@ -50,7 +50,8 @@ SUPERSEDED = "superseded"
 # Config keys that do not change a run's results (not recorded in the job's identity).
 IGNORED_KEYS = ("run_dir", "logger", "trainer.enable_progress_bar")
 # What decides a training run's results: a finished run is skipped when these are unchanged
-# (other keys, e.g. diagnostics added later, do not make finished runs stale).
+# (other keys, e.g. diagnostics added later, do not make finished runs stale; nor does
+# skip_unread, which like the thread count changes only float rounding).
 RESULT_KEYS = ("model", "task", "intervention", "objective", "trainer", "seed")
 METHOD_LABELS = {"activscalar": "ActivScalar", "steervec": "SteerVec", "dynscalar": "DynScalar"}
 METHOD_COLORS = {"activscalar": "tab:blue", "steervec": "tab:orange", "dynscalar": "tab:green"}
