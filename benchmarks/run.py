@@ -6,6 +6,7 @@
     python benchmarks/run.py prefix    [--models toy,gpt2-small,hf-gpt2-small] (intervening on the last
                                        layer: prefix skipped vs full; hf-* = Hugging Face GPT-2)
     python benchmarks/run.py peer      (ActivScalar epoch: ours vs pyvene; needs `pip install -e .[bench]`)
+    python benchmarks/run.py progress  (a toy training step with no progress bar, Lightning's, the CLI's)
 
 `step` times, on the same doubled batch (β = +1 and β = -1):
   bare      one forward + backward of the frozen model with gradients flowing only to the
@@ -176,13 +177,14 @@ class EpochTimer(L.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def fit_epoch(module, batch: dict, steps: int) -> float:
+def fit_epoch(module, batch: dict, steps: int, progress_bar=None) -> float:
     """Seconds per step of ours inside `Trainer.fit` (Lightning's loop, logging and optimizer
     closure included): one epoch of `steps` copies of `batch`, timed from epoch start to end
-    (the Trainer's setup excluded)."""
+    (the Trainer's setup excluded), with `progress_bar` (a callback) or none."""
     timer = EpochTimer()
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        enable_checkpointing=False, enable_model_summary=False, callbacks=[timer])  # fmt: skip
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_progress_bar=bool(progress_bar),
+                        enable_checkpointing=False, enable_model_summary=False,
+                        callbacks=[timer, *([progress_bar] if progress_bar else [])])  # fmt: skip
     trainer.fit(module, torch.utils.data.DataLoader([batch] * steps, batch_size=None))
     return timer.seconds[0] / steps
 
@@ -249,6 +251,30 @@ def bench_step(model_name: str, batch_size: int, pos: int, repeats: int) -> dict
         "ours_over_bare": round(t["ours"] / t["bare"], 3), "naive_over_ours": round(t["naive"] / t["ours"], 3),
         "skip_unread_over_ours": round(t["skip_unread"] / t["ours"], 3), "fit_over_ours": round(t["fit"] / t["ours"], 3),
     }  # fmt: skip
+
+
+def bench_progress(batch_size: int = 4, steps: int = 64, rounds: int = 7) -> dict:
+    """Seconds per step inside `Trainer.fit` on the toy model without a progress bar, with
+    Lightning's TQDM bar (redrawn every batch) and with the CLI's throttled bar."""
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    from interventions.progress import ThrottledProgressBar
+
+    model, d_vocab = build("toy")
+    batch = make_batch(d_vocab, batch_size, 17)
+    with torch.no_grad():
+        from interventions.forward import last_position_logits
+
+        batch["clean_logprobs"] = torch.log_softmax(last_position_logits(model, batch["input_ids"], None, batch["last_index"]), -1)
+    module = make_module(model, 17)
+    t = side_by_side({
+        "no_bar": lambda: fit_epoch(module, batch, steps),
+        "lightning_bar": lambda: fit_epoch(module, batch, steps, TQDMProgressBar()),
+        "throttled_bar": lambda: fit_epoch(module, batch, steps, ThrottledProgressBar()),
+    }, rounds)  # fmt: skip
+    return {"batch": batch_size, "steps": steps, "rounds": rounds, **{f"{k}_ms": round(v * 1e3, 2) for k, v in t.items()},
+            "lightning_bar_over_no_bar": round(t["lightning_bar"] / t["no_bar"], 3),
+            "throttled_bar_over_no_bar": round(t["throttled_bar"] / t["no_bar"], 3)}  # fmt: skip
 
 
 def scaling_point(model_name: str, n_prompts: int, n_layers: int | None, pos: int, batch_size: int) -> dict:
@@ -401,7 +427,7 @@ def bench_peer(shape: str, n_train: int = 128, epochs: int = 3) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/run.py")
-    parser.add_argument("what", choices=["step", "scaling", "fused", "prefix", "peer", "_point"])
+    parser.add_argument("what", choices=["step", "scaling", "fused", "prefix", "peer", "progress", "_point"])
     parser.add_argument("args", nargs="*")
     parser.add_argument("--models", default="toy,gpt2-small")
     parser.add_argument("--model", default="toy")
@@ -426,6 +452,7 @@ def main(argv=None) -> int:
         "prefix": ("prefix.json", lambda: [printed(bench_prefix(n, repeats=3 if "gpt2" in n else args.repeats)) for n in models]),
         "peer": ("peer.json", lambda: [printed(bench_peer(name)) for name in models]),
         "fused": ("fused.json", lambda: [printed(bench_fused(skip_unread=s)) for s in (False, True)]),
+        "progress": ("progress.json", lambda: printed(bench_progress())),
         "scaling": (f"scaling_{args.model}.json", lambda: run_scaling(args.model)),
     }
     filename, run = runs[args.what]

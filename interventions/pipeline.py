@@ -178,6 +178,10 @@ def train_from_config(cfg: DictConfig) -> dict:
     icfg = OmegaConf.to_container(cfg.intervention, resolve=True)
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_kwargs["default_root_dir"] = str(run_dir)
+    if trainer_kwargs.get("enable_progress_bar", True):
+        from interventions.progress import ThrottledProgressBar
+
+        trainer_kwargs["callbacks"] = [*trainer_kwargs.get("callbacks", []), ThrottledProgressBar()]
     logger = make_logger(
         cfg.logger.kind, run_dir, project=cfg.logger.project, mode=cfg.logger.mode,
         group=cfg.logger.group, name=run_dir.name, config=OmegaConf.to_container(cfg, resolve=True),

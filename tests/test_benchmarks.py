@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.run import bench_step, side_by_side  # noqa: E402
+from benchmarks.run import bench_progress, bench_step, side_by_side  # noqa: E402
 
 
 def test_side_by_side_alternates_and_takes_reported_seconds():
@@ -23,3 +23,8 @@ def test_step_benchmark_runs_every_variant(toy_model):
     for name in ("bare", "ours", "skip_unread", "naive", "fit"):
         assert result[f"{name}_ms"] > 0
     assert {"ours_over_bare", "naive_over_ours", "skip_unread_over_ours", "fit_over_ours"} <= set(result)
+
+
+def test_progress_benchmark_runs_every_bar(toy_model):
+    result = bench_progress(batch_size=2, steps=2, rounds=1)
+    assert all(result[f"{name}_ms"] > 0 for name in ("no_bar", "lightning_bar", "throttled_bar"))
