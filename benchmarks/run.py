@@ -183,7 +183,7 @@ def fit_epoch(module, batch: dict, steps: int, progress_bar=None) -> float:
     (the Trainer's setup excluded), with `progress_bar` (a callback) or none."""
     timer = EpochTimer()
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_progress_bar=bool(progress_bar),
-                        enable_checkpointing=False, enable_model_summary=False,
+                        enable_checkpointing=False, enable_model_summary=False, limit_val_batches=0,
                         callbacks=[timer, *([progress_bar] if progress_bar else [])])  # fmt: skip
     trainer.fit(module, torch.utils.data.DataLoader([batch] * steps, batch_size=None))
     return timer.seconds[0] / steps
