@@ -11,9 +11,10 @@ LayerNorm and MLP act position by position, so only the read positions' outputs 
 the read logits, and they run on [batch, 1, d_model] too (for a 4-layer model a sixth of
 the block matmuls, forward and backward). Only for callers whose hooks change activations
 without reading them: a hook on the last block's MLP output or residual then sees zeros
-(MLP output) or the residual without the MLP at the unread positions. Training, evaluation
-and the clean log-probs use it; the attribution and illusion analyses, which read
-activations at every position, do not.
+(MLP output) or the residual without the MLP at the unread positions. Training and
+evaluation use it when asked (`skip_unread`, off by default: the gradients round
+differently, see the README); the clean log-probs and the attribution and illusion
+analyses, which read activations at every position, never do.
 """
 
 from __future__ import annotations
@@ -22,8 +23,13 @@ import torch
 
 
 # Architectures whose blocks feed `ln2.hook_in` to a position-wise MLP and add its output
-# (`hook_mlp_out`) to the residual; checked against the full forward in tests/test_forward.py.
-SKIP_UNREAD_ADAPTERS = ("NativeArchitectureAdapter", "GPT2ArchitectureAdapter")
+# (`hook_mlp_out`) to the residual, sequentially (GPT-2, LLaMA) or in parallel with the
+# attention (GPT-NeoX / Pythia); each is checked against the full forward in
+# tests/test_forward.py. Others (e.g. Gemma 2, whose MLP output is normalised again before
+# the add) run the whole block.
+SKIP_UNREAD_ADAPTERS = (
+    "NativeArchitectureAdapter", "GPT2ArchitectureAdapter", "NeoxArchitectureAdapter", "LlamaArchitectureAdapter",
+)
 
 
 def _adapter(model) -> str:

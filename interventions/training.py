@@ -108,8 +108,8 @@ def train_intervention(
         logger, trainer_kwargs: passed to `lightning.Trainer`.
         prefix_skip: when the earliest intervened layer k > 0 (native and GPT-2 models), cache the
             clean residual entering layer k once and run only blocks k.. each step.
-        skip_unread: run the last block's MLP only at the read positions (native and GPT-2
-            models). The logits are the same; the gradients differ by float rounding
+        skip_unread: run the last block's MLP only at the read positions (native, GPT-2,
+            GPT-NeoX and LLaMA models). The logits are the same; the gradients differ by float rounding
             (about 1e-7), which changes a long training's last digits, so it is off by default.
     """
     cls = METHODS[method]

@@ -212,3 +212,42 @@ def hf_gpt2(tmp_path_factory, toy_tokenizer):
 def block_model(request, tiny_model):
     """Each architecture whose blocks the prefix skip and `skip_unread` cut into."""
     return tiny_model if request.param == "native" else request.getfixturevalue("hf_gpt2")
+
+
+def _tiny_hf_bridge(tmp_path_factory, tokenizer, kind: str):
+    """A random 3-layer Hugging Face model of `kind` ("neox": Pythia's parallel-attention
+    GPT-NeoX, "llama": RMSNorm + gated MLP) with the toy tokenizer, through TransformerBridge."""
+    import torch
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    from interventions.models import load_model
+
+    sizes = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+                 vocab_size=len(tokenizer), max_position_embeddings=64)  # fmt: skip
+    if kind == "neox":
+        config, cls = GPTNeoXConfig(**sizes), GPTNeoXForCausalLM
+    else:
+        config, cls = LlamaConfig(num_key_value_heads=2, **sizes), LlamaForCausalLM
+    torch.manual_seed(2)
+    folder = tmp_path_factory.mktemp(f"tiny_{kind}")
+    cls(config).eval().save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    with pytest.MonkeyPatch.context() as mp:
+        hub_offline(mp)
+        return load_model(str(folder))[0]
+
+
+@pytest.fixture(scope="session")
+def hf_neox(tmp_path_factory, toy_tokenizer):
+    return _tiny_hf_bridge(tmp_path_factory, toy_tokenizer, "neox")
+
+
+@pytest.fixture(scope="session")
+def hf_llama(tmp_path_factory, toy_tokenizer):
+    return _tiny_hf_bridge(tmp_path_factory, toy_tokenizer, "llama")
+
+
+@pytest.fixture(params=["native", "hf_gpt2", "hf_neox", "hf_llama"])
+def unread_model(request, tiny_model):
+    """Each architecture `skip_unread` cuts into (forward.SKIP_UNREAD_ADAPTERS)."""
+    return tiny_model if request.param == "native" else request.getfixturevalue(request.param)

@@ -15,8 +15,8 @@ from interventions.tasks.datapoint import Task
 
 
 @pytest.mark.parametrize("name", ["activscalar", "steervec", "dynscalar"])
-def test_skip_unread_gives_the_full_forward_logits_and_gradients(block_model, name):
-    model = block_model
+def test_skip_unread_gives_the_full_forward_logits_and_gradients(unread_model, name):
+    model = unread_model
     task = load_task("ioi", model=model, split="train", template=0, n=4)
     batch = encode(model, task, fixed_length=True)
     tied = METHODS[name].position_tied
@@ -39,8 +39,8 @@ def test_skip_unread_gives_the_full_forward_logits_and_gradients(block_model, na
     assert grads[0].abs().sum() > 0
 
 
-def test_skip_unread_with_padding_reads_each_row_at_its_position(block_model):
-    model = block_model
+def test_skip_unread_with_padding_reads_each_row_at_its_position(unread_model):
+    model = unread_model
     points = (*load_task("ioi", model=model, split="train", template=0, n=3),
               *load_task("ccc", model=model, split="train", template=0, n=2))  # fmt: skip
     batch = encode(model, Task("mixed", "train", "mixed", points), padding_side="right")
@@ -57,8 +57,8 @@ def test_skip_unread_with_padding_reads_each_row_at_its_position(block_model):
     torch.testing.assert_close(skipped, full, atol=1e-5, rtol=0)
 
 
-def test_skip_unread_runs_the_last_mlp_on_one_position(block_model):
-    model = block_model
+def test_skip_unread_runs_the_last_mlp_on_one_position(unread_model):
+    model = unread_model
     task = load_task("ioi", model=model, split="train", template=0, n=2)
     batch = encode(model, task, fixed_length=True)
     last = model.cfg.n_layers - 1
@@ -98,16 +98,16 @@ def test_skip_unread_from_a_cached_residual(block_model):
 
 
 def test_other_architectures_run_the_last_mlp_everywhere():
-    """Parallel-attention and post-norm blocks (Pythia, Gemma) are not cut."""
+    """Architectures not checked here (e.g. Gemma 2, with a norm after the MLP) are not cut."""
     model = SimpleNamespace(adapter=SimpleNamespace(), cfg=SimpleNamespace(n_layers=2))
     assert unread_mlp_hooks(model, torch.tensor([3]), 4) == []
 
 
-def test_training_with_skip_unread_is_the_same_up_to_rounding(block_model):
+def test_training_with_skip_unread_is_the_same_up_to_rounding(unread_model):
     from interventions import train_intervention
 
-    train = load_task("ccc", model=block_model, split="train", template=0, n=8)
-    runs = [train_intervention(block_model, train, method="activscalar", epochs=2, skip_unread=s) for s in (True, False)]
+    train = load_task("ccc", model=unread_model, split="train", template=0, n=8)
+    runs = [train_intervention(unread_model, train, method="activscalar", epochs=2, skip_unread=s) for s in (True, False)]
     assert runs[0].module.skip_unread and not runs[1].module.skip_unread
     torch.testing.assert_close(runs[0].method.flat_params(), runs[1].method.flat_params(), atol=1e-5, rtol=0)
 
