@@ -193,7 +193,7 @@ def train_from_config(cfg: DictConfig) -> dict:
             init=icfg["init"], init_scale=icfg["init_scale"], lr=icfg["lr"],
             objective=Objective(**OmegaConf.to_container(cfg.objective)),
             batch_size=cfg.task.batch_size, padding_side=cfg.task.padding_side, seed=cfg.seed,
-            logger=logger, trainer_kwargs=trainer_kwargs, skip_unread=cfg.skip_unread,
+            logger=logger, trainer_kwargs=trainer_kwargs, skip_unread=cfg.get("skip_unread", False),
         )  # fmt: skip
         if trained.module.global_rank != 0:  # DDP (conf/trainer/ddp.yaml): only rank 0 writes the files
             return {split: trained.evaluate(split) for split in ("train", "test")}
@@ -225,7 +225,7 @@ def fused_from_config(cfg: DictConfig) -> dict:
         model, tasks["train"], objectives, method=icfg["method"], sites=icfg["sites"], layers=icfg["layers"],
         positions=icfg["positions"], heads=icfg["heads"], init=icfg["init"], init_scale=icfg["init_scale"],
         lr=icfg["lr"], epochs=cfg.trainer.max_epochs, batch_size=cfg.task.batch_size, seed=cfg.seed,
-        skip_unread=cfg.skip_unread,
+        skip_unread=cfg.get("skip_unread", False),
     )  # fmt: skip
     dm = TaskDataModule(model, tasks["train"], None, tasks["test"], batch_size=cfg.task.batch_size,
                         padding_side=cfg.task.padding_side, fixed_length=method_cls.position_tied)  # fmt: skip
