@@ -18,7 +18,8 @@
             step, model weights left requiring grad, logits at every position
   skip_unread  ours with `skip_unread=True` (the last block's MLP at the read position only)
   fit       ours inside `lightning.Trainer.fit` (its loop, logging and optimizer closure)
-and reports ours / bare (goal ≤ 1.15), naive / ours, skip_unread / ours and fit / ours. `scaling` runs
+and reports ours / bare (goal ≤ 1.15), naive / ours, skip_unread / ours and fit / ours.
+`prefix` times a step with and without the prefix skip, also in alternation. `scaling` runs
 each point in a fresh subprocess and reports time per epoch and peak RSS as prompts, layers
 and positions grow. `fused` alternates fused and separate trainings 5 times after a warm-up
 at the measured sizes and reports medians, with the defaults and then with `skip_unread` on
@@ -39,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -98,15 +100,22 @@ def build_hf(shape: str):
     return hf, model
 
 
-def make_batch(d_vocab: int, batch: int, pos: int, seed: int = 0) -> dict:
+def make_batch(model, d_vocab: int, batch: int, pos: int, seed: int = 0) -> dict:
+    """A random unpadded training batch [batch, pos] with its clean log-probs under `model`."""
+    from interventions.forward import last_position_logits
+
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(4, d_vocab, (batch, pos), generator=g)
+    last_index = torch.full((batch,), pos - 1)
+    with torch.no_grad():
+        clean = torch.log_softmax(last_position_logits(model, ids, None, last_index), -1)
     return {
         "input_ids": ids,
         "attention_mask": torch.ones_like(ids),
-        "last_index": torch.full((batch,), pos - 1),
+        "last_index": last_index,
         "correct": torch.randint(4, d_vocab, (batch,), generator=g),
         "wrong": torch.randint(4, d_vocab, (batch,), generator=g),
+        "clean_logprobs": clean,
     }
 
 
@@ -189,16 +198,6 @@ def fit_epoch(module, batch: dict, steps: int, progress_bar=None) -> float:
     return timer.seconds[0] / steps
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def side_by_side(fns: dict, rounds: int) -> dict:
     """Median seconds of each function, called in alternation (one call of each per round,
     after a warm-up call of each) so that a drifting machine affects all of them alike. A
@@ -227,13 +226,7 @@ def bench_step(model_name: str, batch_size: int, pos: int, repeats: int) -> dict
     from interventions.sites import hook_name
 
     model, d_vocab = build(model_name)
-    batch = make_batch(d_vocab, batch_size, pos)
-    with torch.no_grad():
-        from interventions.forward import last_position_logits
-
-        batch["clean_logprobs"] = torch.log_softmax(
-            last_position_logits(model, batch["input_ids"], None, batch["last_index"]), -1
-        )
+    batch = make_batch(model, d_vocab, batch_size, pos)
     modules = {name: make_module(model, pos, skip_unread=name == "skip_unread") for name in ("ours", "skip_unread", "naive", "fit")}
     optimizers = {name: torch.optim.Adam(m.method.parameters(), lr=1e-2) for name, m in modules.items()}
     names = [hook_name(s, l) for s in modules["ours"].method.grid.sites for l in modules["ours"].method.grid.layers]
@@ -261,11 +254,7 @@ def bench_progress(batch_size: int = 4, steps: int = 64, rounds: int = 7) -> dic
     from interventions.progress import ThrottledProgressBar
 
     model, d_vocab = build("toy")
-    batch = make_batch(d_vocab, batch_size, 17)
-    with torch.no_grad():
-        from interventions.forward import last_position_logits
-
-        batch["clean_logprobs"] = torch.log_softmax(last_position_logits(model, batch["input_ids"], None, batch["last_index"]), -1)
+    batch = make_batch(model, d_vocab, batch_size, 17)
     module = make_module(model, 17)
     t = side_by_side({
         "no_bar": lambda: fit_epoch(module, batch, steps),
@@ -280,12 +269,8 @@ def bench_progress(batch_size: int = 4, steps: int = 64, rounds: int = 7) -> dic
 def scaling_point(model_name: str, n_prompts: int, n_layers: int | None, pos: int, batch_size: int) -> dict:
     """One epoch of training at one size (run in a fresh process for a clean peak RSS)."""
     model, d_vocab = build(model_name, n_layers)
-    data = make_batch(d_vocab, n_prompts, pos)
+    data = make_batch(model, d_vocab, n_prompts, pos)
     module = make_module(model, pos)
-    from interventions.forward import last_position_logits
-
-    with torch.no_grad():
-        data["clean_logprobs"] = torch.log_softmax(last_position_logits(model, data["input_ids"], None, data["last_index"]), -1)
     optimizer = torch.optim.Adam(module.method.parameters(), lr=1e-2)
     start = time.perf_counter()
     for i in range(0, n_prompts, batch_size):
@@ -366,22 +351,19 @@ def bench_prefix(model_name: str = "toy", layer: int | None = None, repeats: int
     else:
         model, d_vocab = build(model_name)
     layer = model.cfg.n_layers - 1 if layer is None else layer
-    batch = make_batch(d_vocab, 32, 17 if model_name == "toy" else 20)
-    from interventions.forward import last_position_logits
-
-    with torch.no_grad():
-        batch["clean_logprobs"] = torch.log_softmax(last_position_logits(model, batch["input_ids"], None, batch["last_index"]), -1)
+    batch = make_batch(model, d_vocab, 32, 17 if model_name == "toy" else 20)
     batch["resid_pre"] = clean_residual(model, {**batch, "index": torch.arange(32)}, layer)
-    times = {}
-    for prefix in (0, layer):
+    steps = {}
+    for name, prefix in (("full", 0), ("skip", layer)):
         grid = build_grid(model.cfg, layers=[layer], seq_len=batch["input_ids"].shape[1])
         m = METHODS["activscalar"](grid, model.cfg)
         m.initialize("normal", 1e-3, seed=0)
         module = InterventionModule(model, m, Objective(1.0, 0.01, 1.0), lr=1e-2, prefix_layer=prefix)
         optimizer = torch.optim.Adam(m.parameters(), lr=1e-2)
-        times[prefix] = timed(lambda: step_ours(module, optimizer, batch), repeats)
-    return {"model": model_name, "layer": layer, "n_layers": model.cfg.n_layers, "full_ms": round(times[0] * 1e3, 2),
-            "skip_ms": round(times[layer] * 1e3, 2), "skip_over_full": round(times[layer] / times[0], 3)}  # fmt: skip
+        steps[name] = partial(step_ours, module, optimizer, batch)
+    t = side_by_side(steps, repeats)
+    return {"model": model_name, "layer": layer, "n_layers": model.cfg.n_layers, "full_ms": round(t["full"] * 1e3, 2),
+            "skip_ms": round(t["skip"] * 1e3, 2), "skip_over_full": round(t["skip"] / t["full"], 3)}  # fmt: skip
 
 
 def bench_peer(shape: str, n_train: int = 128, epochs: int = 3) -> dict:
