@@ -22,8 +22,8 @@ and reports ours / bare (goal ≤ 1.15), naive / ours, skip_unread / ours and fi
 `prefix` times a step with and without the prefix skip, also in alternation. `scaling` runs
 each point in a fresh subprocess and reports time per epoch and peak RSS as prompts, layers
 and positions grow. `fused` alternates fused and separate trainings 5 times after a warm-up
-at the measured sizes and reports medians, with the defaults and then with `skip_unread` on
-both sides. `peer` trains ActivScalar for 3 epochs on a random HF GPT-2 (toy and
+at the measured sizes and reports medians, with the defaults, with `skip_unread` on both
+sides, and intervening only on the last layer (both sides skip the prefix). `peer` trains ActivScalar for 3 epochs on a random HF GPT-2 (toy and
 GPT-2-small shapes) with `train_intervention` (also with `skip_unread`) and with the pyvene
 peer (benchmarks/pyvene_peer.py), from the same initial α on the same batches, and reports
 median epoch times, the HF floor and the final parameter difference. Absolute times are
@@ -48,6 +48,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from interventions.cli import quiet_libraries  # noqa: E402
 
 GPT2_SMALL = dict(d_model=768, n_layers=12, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50257, n_ctx=128,
                   act_fn="gelu_new", normalization_type="LN")  # fmt: skip
@@ -298,10 +300,11 @@ def run_scaling(model_name: str) -> list[dict]:
 
 
 def bench_fused(k: int = 16, epochs: int = 3, n_train: int = 64, method: str = "activscalar", rounds: int = 5,
-                skip_unread: bool = False) -> dict:  # fmt: skip
+                skip_unread: bool = False, layers="all") -> dict:  # fmt: skip
     """K objective configurations trained fused (one batched pass) vs K separate runs,
-    alternated `rounds` times after a warm-up; medians of each side. `skip_unread` is
-    given to both sides."""
+    alternated `rounds` times after a warm-up; medians of each side. `skip_unread` and
+    `layers` (the intervened layers; deep ones let both sides skip the prefix) are given
+    to both sides."""
     import itertools
 
     from interventions import load_model, load_task, train_intervention
@@ -314,22 +317,21 @@ def bench_fused(k: int = 16, epochs: int = 3, n_train: int = 64, method: str = "
     objectives = [Objective(lambda_f=f, lambda_m=m, margin=g) for f, m, g in grid]
     # warm-up at the measured sizes, so neither side pays first-call costs (allocator, lazy
     # imports, kernels)
-    train_fused(model, train, objectives, method=method, epochs=1, skip_unread=skip_unread)
-    train_intervention(model, train, method=method, objective=objectives[0], epochs=1, skip_unread=skip_unread)
+    options = dict(method=method, layers=layers, skip_unread=skip_unread)
+    train_fused(model, train, objectives, epochs=1, **options)
+    train_intervention(model, train, objective=objectives[0], epochs=1, **options)
     fused_times, separate_times = [], []
     for _ in range(rounds):
         start = time.perf_counter()
-        fused = train_fused(model, train, objectives, method=method, epochs=epochs, skip_unread=skip_unread)
+        fused = train_fused(model, train, objectives, epochs=epochs, **options)
         fused_times.append(time.perf_counter() - start)
         start = time.perf_counter()
-        separate = [
-            train_intervention(model, train, method=method, objective=o, epochs=epochs, skip_unread=skip_unread).method
-            for o in objectives
-        ]
+        separate = [train_intervention(model, train, objective=o, epochs=epochs, **options).method for o in objectives]
         separate_times.append(time.perf_counter() - start)
     fused_s, separate_s = statistics.median(fused_times), statistics.median(separate_times)
     diff = max(float((a.flat_params() - b.flat_params()).detach().abs().max()) for a, b in zip(fused, separate))
     return {"k": k, "method": method, "epochs": epochs, "n_train": n_train, "rounds": rounds, "skip_unread": skip_unread,
+            "layers": layers,
             "fused_s": round(fused_s, 2), "separate_s": round(separate_s, 2),
             "fused_over_separate": round(fused_s / separate_s, 3),
             "per_round": [round(f / s, 3) for f, s in zip(fused_times, separate_times)],
@@ -418,6 +420,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    quiet_libraries()  # hundreds of Trainer start-up lines would bury the results
     if args.what == "_point":
         model_name, prompts, layers, pos = args.args
         print(json.dumps(scaling_point(model_name, int(prompts), int(layers) or None, int(pos), batch_size=16)))
@@ -433,7 +436,9 @@ def main(argv=None) -> int:
         "step": ("step.json", lambda: [printed(step(name, batch)) for name, batch in shapes]),
         "prefix": ("prefix.json", lambda: [printed(bench_prefix(n, repeats=3 if "gpt2" in n else args.repeats)) for n in models]),
         "peer": ("peer.json", lambda: [printed(bench_peer(name)) for name in models]),
-        "fused": ("fused.json", lambda: [printed(bench_fused(skip_unread=s)) for s in (False, True)]),
+        "fused": ("fused.json", lambda: [
+            printed(bench_fused(**options)) for options in ({}, {"skip_unread": True}, {"layers": [3]})  # 3: the toy's last
+        ]),
         "progress": ("progress.json", lambda: printed(bench_progress())),
         "scaling": (f"scaling_{args.model}.json", lambda: run_scaling(args.model)),
     }

@@ -130,3 +130,27 @@ def last_position_logits_from(
             h = out[0] if isinstance(out, tuple) else out
         h = model.ln_final(h[rows, last_index].unsqueeze(1))
         return model.unembed(h)[:, 0]
+
+
+def repeated_batch_logits(
+    model, batch: dict, reps: int, fwd_hooks: list | None = None, prefix_layer: int = 0, skip_unread: bool = False
+) -> torch.Tensor:
+    """Last-position logits of a batch repeated `reps` times (copy r is rows r·B..(r+1)·B-1,
+    for hooks that steer each copy differently).
+
+    Runs blocks `prefix_layer`.. on the cached clean residual `batch["resid_pre"]` when
+    `prefix_layer` > 0 and no row is padded (`last_position_logits_from`), otherwise the
+    whole model on `batch["input_ids"]` (`last_position_logits`).
+
+    Args:
+        batch: input_ids [B, pos], attention_mask [B, pos], last_index [B], and
+            resid_pre [B, pos, d_model] when the prefix is skipped.
+    Returns:
+        [reps · B, d_vocab].
+    """
+    last_index = batch["last_index"].repeat(reps)
+    if prefix_layer > 0 and "resid_pre" in batch and bool(batch["attention_mask"].all()):
+        resid = batch["resid_pre"].repeat(reps, 1, 1)
+        return last_position_logits_from(model, resid, prefix_layer, last_index, fwd_hooks, skip_unread)
+    input_ids, mask = batch["input_ids"].repeat(reps, 1), batch["attention_mask"].repeat(reps, 1)
+    return last_position_logits(model, input_ids, mask, last_index, fwd_hooks, skip_unread)

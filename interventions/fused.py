@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch.func import functional_call, vmap
 
-from interventions.forward import last_position_logits
+from interventions.forward import repeated_batch_logits
 from interventions.methods import METHODS, Method
 from interventions.objective import Objective, example_terms
 from interventions.sites import DEFAULT_SITES
@@ -76,21 +76,16 @@ def fused_hooks(proto: Method, stacked: dict[str, torch.Tensor], beta: torch.Ten
 
 
 def fused_step_logits(
-    model, proto: Method, stacked: dict[str, torch.Tensor], batch: dict, skip_unread: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
+    model, proto: Method, stacked: dict[str, torch.Tensor], batch: dict, skip_unread: bool = False,
+    prefix_layer: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Last-position logits [K, B, vocab] at β = +1 and at β = -1, from one forward of the
-    batch repeated K × 2 times (K = the stacked parameters' first dimension)."""
+    batch repeated K × 2 times (K = the stacked parameters' first dimension); from the
+    cached residual `batch["resid_pre"]` when `prefix_layer` > 0, as in separate runs."""
     k_count, b = next(iter(stacked.values())).shape[0], batch["input_ids"].shape[0]
-    reps = 2 * k_count
     beta = torch.tensor([1.0, -1.0], device=batch["input_ids"].device).repeat_interleave(b).repeat(k_count, 1)
-    logits = last_position_logits(
-        model,
-        batch["input_ids"].repeat(reps, 1),
-        batch["attention_mask"].repeat(reps, 1),
-        batch["last_index"].repeat(reps),
-        fwd_hooks=fused_hooks(proto, stacked, beta),
-        skip_unread=skip_unread,
-    )
+    hooks = fused_hooks(proto, stacked, beta)
+    logits = repeated_batch_logits(model, batch, 2 * k_count, hooks, prefix_layer=prefix_layer, skip_unread=skip_unread)
     logits = logits.view(k_count, 2, b, -1)
     return logits[:, 0], logits[:, 1]
 
@@ -134,14 +129,15 @@ def train_fused(
     epochs: int = 25,
     batch_size: int = 4,
     seed: int = 0,
+    prefix_skip: bool = True,
     skip_unread: bool = False,
 ) -> list[Method]:
     """Train one `method` per objective together; returns the K trained methods.
 
-    Same data order and initialisation as `train_intervention` with the same arguments
-    (`skip_unread` as there).
+    Same data order, initialisation and forward path as `train_intervention` with the same
+    arguments (`prefix_skip` and `skip_unread` as there).
     """
-    from interventions.training import initialized_method, prepare
+    from interventions.training import initialized_method, prefix_layer, prepare
 
     if not METHODS[method].trained:
         raise ValueError(f"{method} is not trained; nothing to fuse")
@@ -151,6 +147,9 @@ def train_fused(
     methods = [
         initialized_method(method, model, dm, train[0].prompt, seq_len, grid, init, init_scale, seed) for _ in objectives
     ]
+    prefix = prefix_layer(model, methods[0], prefix_skip)
+    if prefix:
+        dm.cache_residual(prefix)
     stacked = stack_parameters(methods)
     optimizer = torch.optim.Adam(stacked.values(), lr=lr or METHODS[method].default_lr, foreach=True)
     loader = dm.train_dataloader()
@@ -158,7 +157,7 @@ def train_fused(
         loader.sampler.set_epoch(epoch)  # as Lightning does: the same batches as separate runs
         for batch in loader:
             batch = {k: v.to(device) for k, v in batch.items()}
-            loss = fused_loss(objectives, stacked, batch, *fused_step_logits(model, methods[0], stacked, batch, skip_unread))
+            loss = fused_loss(objectives, stacked, batch, *fused_step_logits(model, methods[0], stacked, batch, skip_unread, prefix))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

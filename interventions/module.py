@@ -14,7 +14,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from interventions.forward import last_position_logits, last_position_logits_from
+from interventions.forward import repeated_batch_logits
 from interventions.methods import Method
 from interventions.metrics import InterventionMetrics, flatten, parameter_metrics
 from interventions.objective import Objective
@@ -69,20 +69,8 @@ class InterventionModule(L.LightningModule):
         k, b = len(betas), batch["input_ids"].shape[0]
         self.method.check_length(batch["input_ids"].shape[1])
         beta = torch.tensor(betas, device=self.device).repeat_interleave(b)
-        if self.prefix_layer > 0 and "resid_pre" in batch and bool(batch["attention_mask"].all()):
-            logits = last_position_logits_from(
-                self.model, batch["resid_pre"].repeat(k, 1, 1), self.prefix_layer,
-                batch["last_index"].repeat(k), fwd_hooks=self.method.hooks(beta),
-                skip_unread=self.skip_unread,
-            )  # fmt: skip
-            return list(logits.split(b))
-        logits = last_position_logits(
-            self.model,
-            batch["input_ids"].repeat(k, 1),
-            batch["attention_mask"].repeat(k, 1),
-            batch["last_index"].repeat(k),
-            fwd_hooks=self.method.hooks(beta),
-            skip_unread=self.skip_unread,
+        logits = repeated_batch_logits(
+            self.model, batch, k, self.method.hooks(beta), prefix_layer=self.prefix_layer, skip_unread=self.skip_unread
         )
         return list(logits.split(b))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.run import bench_progress, bench_step, side_by_side  # noqa: E402
+from benchmarks.run import bench_fused, bench_progress, bench_step, side_by_side  # noqa: E402
 
 
 def test_side_by_side_alternates_and_takes_reported_seconds():
@@ -28,3 +28,9 @@ def test_step_benchmark_runs_every_variant(toy_model):
 def test_progress_benchmark_runs_every_bar(toy_model):
     result = bench_progress(batch_size=2, steps=2, rounds=1)
     assert all(result[f"{name}_ms"] > 0 for name in ("no_bar", "lightning_bar", "throttled_bar"))
+
+
+def test_fused_benchmark_trains_both_sides_to_the_same_parameters(toy_model):
+    result = bench_fused(k=2, epochs=1, n_train=8, rounds=1, layers=[3])
+    assert result["fused_s"] > 0 and result["separate_s"] > 0
+    assert result["max_abs_param_diff"] <= 1e-5

@@ -107,3 +107,25 @@ def test_stacked_parameters_round_trip(tiny_model):
     unstack_into(stacked, methods)
     for m, w in zip(methods, want):
         torch.testing.assert_close(m.flat_params().detach(), w)
+
+
+@pytest.mark.parametrize("prefix_skip", [True, False])
+def test_fused_training_skips_the_prefix_as_separate_runs_do(tiny_model, prefix_skip):
+    """Intervening only on the last layer, the fused forward runs from the cached residual
+    (block 0 never runs with gradients) and still equals the separate runs, which skip the
+    prefix too; with prefix_skip=False it runs the whole model and gives the same numbers."""
+    train = load_task("ccc", model=tiny_model, split="train", template=0, n=8)
+    layers = [tiny_model.cfg.n_layers - 1]
+    grad_calls = []
+    handle = tiny_model.blocks[0].register_forward_hook(lambda *_: grad_calls.append(torch.is_grad_enabled()))
+    try:
+        fused = train_fused(tiny_model, train, OBJECTIVES[:2], layers=layers, epochs=2, init_scale=1e-2, lr=0.05,
+                            prefix_skip=prefix_skip)  # fmt: skip
+    finally:
+        handle.remove()
+    assert any(grad_calls) is not prefix_skip
+    for objective, got in zip(OBJECTIVES[:2], fused):
+        separate = train_intervention(tiny_model, train, objective=objective, layers=layers, epochs=2,
+                                      init_scale=1e-2, lr=0.05)  # fmt: skip
+        assert separate.module.prefix_layer == layers[0]
+        torch.testing.assert_close(got.flat_params(), separate.method.flat_params(), atol=1e-5, rtol=0)
