@@ -128,6 +128,7 @@ def train_fused(
     lr: float | None = None,
     epochs: int = 25,
     batch_size: int = 4,
+    padding_side: str = "right",
     seed: int = 0,
     prefix_skip: bool = True,
     skip_unread: bool = False,
@@ -135,13 +136,13 @@ def train_fused(
     """Train one `method` per objective together; returns the K trained methods.
 
     Same data order, initialisation and forward path as `train_intervention` with the same
-    arguments (`prefix_skip` and `skip_unread` as there).
+    arguments (`padding_side`, `prefix_skip` and `skip_unread` as there).
     """
     from interventions.training import initialized_method, prefix_layer, prepare
 
     if not METHODS[method].trained:
         raise ValueError(f"{method} is not trained; nothing to fuse")
-    dm, seq_len = prepare(model, train, None, None, method, batch_size=batch_size, padding_side="right", seed=seed)
+    dm, seq_len = prepare(model, train, None, None, method, batch_size=batch_size, padding_side=padding_side, seed=seed)
     device = next(model.parameters()).device
     grid = dict(sites=sites, layers=layers, positions=positions, heads=heads)
     methods = [

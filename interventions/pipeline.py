@@ -224,8 +224,8 @@ def fused_from_config(cfg: DictConfig) -> dict:
     methods = train_fused(
         model, tasks["train"], objectives, method=icfg["method"], sites=icfg["sites"], layers=icfg["layers"],
         positions=icfg["positions"], heads=icfg["heads"], init=icfg["init"], init_scale=icfg["init_scale"],
-        lr=icfg["lr"], epochs=cfg.trainer.max_epochs, batch_size=cfg.task.batch_size, seed=cfg.seed,
-        skip_unread=cfg.get("skip_unread", False),
+        lr=icfg["lr"], epochs=cfg.trainer.max_epochs, batch_size=cfg.task.batch_size,
+        padding_side=cfg.task.padding_side, seed=cfg.seed, skip_unread=cfg.get("skip_unread", False),
     )  # fmt: skip
     dm = TaskDataModule(model, tasks["train"], None, tasks["test"], batch_size=cfg.task.batch_size,
                         padding_side=cfg.task.padding_side, fixed_length=method_cls.position_tied)  # fmt: skip

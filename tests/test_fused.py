@@ -129,3 +129,24 @@ def test_fused_training_skips_the_prefix_as_separate_runs_do(tiny_model, prefix_
                                       init_scale=1e-2, lr=0.05)  # fmt: skip
         assert separate.module.prefix_layer == layers[0]
         torch.testing.assert_close(got.flat_params(), separate.method.flat_params(), atol=1e-5, rtol=0)
+
+
+def test_fused_training_pads_on_the_side_it_is_given(tiny_model, monkeypatch):
+    """Left and right padding agree to rounding (positions follow the mask), so the side is
+    checked where it is used: the data module the fused loop trains on, as in separate runs."""
+    import interventions.training as training
+
+    sides = []
+    real_prepare = training.prepare
+
+    def recording_prepare(*args, **kwargs):
+        dm, seq_len = real_prepare(*args, **kwargs)
+        sides.append(dm.padding_side)
+        return dm, seq_len
+
+    monkeypatch.setattr(training, "prepare", recording_prepare)
+    train = load_task("ccc", model=tiny_model, split="train", template="all", n=8)
+    options = dict(method="dynscalar", epochs=1, padding_side="left")
+    train_fused(tiny_model, train, OBJECTIVES[:2], **options)
+    train_intervention(tiny_model, train, **options)
+    assert sides == ["left", "left"]
