@@ -120,6 +120,30 @@ def _check_value(where: str, value, rule) -> None:
         raise ConfigError(f"{where}={value!r} must be {op} {bound}")
 
 
+# What the fused loop (interventions.fused, not a Lightning Trainer) honours of `trainer`;
+# the others are refused rather than silently ignored.
+FUSED_TRAINER = {
+    "max_epochs": None, "enable_progress_bar": None, "accelerator": ("cpu", "gpu", "cuda", "auto"),
+    "devices": (1, "1", "auto"), "strategy": ("auto",), "precision": ("32-true", "32", 32),
+    "log_every_n_steps": None, "check_val_every_n_epoch": None,  # nothing to log or validate per step
+}
+
+
+def _check_fused_trainer(trainer: dict) -> None:
+    for key, value in trainer.items():
+        if key not in FUSED_TRAINER:
+            raise ConfigError(
+                f"trainer.{key} is not supported with fused (the fused loop is not a Lightning Trainer); "
+                f"drop it, or run the settings as a multirun (-m objective.<key>=...)"
+            )
+        allowed = FUSED_TRAINER[key]
+        if allowed is not None and value not in allowed:
+            raise ConfigError(
+                f"trainer.{key}={value!r} is not supported with fused; allowed: {', '.join(map(str, allowed))} "
+                "(one process on one device in float32)"
+            )
+
+
 def validate_config(cfg: DictConfig, schema: dict | None = None, top_keys: set[str] | None = None) -> None:
     """Check every key and value of a composed config; raise one ConfigError line."""
     schema = SCHEMA if schema is None else schema
@@ -147,6 +171,7 @@ def validate_config(cfg: DictConfig, schema: dict | None = None, top_keys: set[s
                 if key not in SCHEMA["objective"]:
                     raise ConfigError(f"fused[{i}]: unknown key {key!r}; allowed: {', '.join(SCHEMA['objective'])}")
                 _check_value(f"fused[{i}].{key}", value, SCHEMA["objective"][key])
+        _check_fused_trainer(container.get("trainer") or {})
     if not isinstance(container.get("skip_unread", False), bool):
         raise ConfigError(f"skip_unread={container['skip_unread']!r} must be true or false")
     icfg = container.get("intervention")

@@ -132,12 +132,16 @@ def train_fused(
     seed: int = 0,
     prefix_skip: bool = True,
     skip_unread: bool = False,
+    progress: bool = False,
 ) -> list[Method]:
     """Train one `method` per objective together; returns the K trained methods.
 
     Same data order, initialisation and forward path as `train_intervention` with the same
-    arguments (`padding_side`, `prefix_skip` and `skip_unread` as there).
+    arguments (`padding_side`, `prefix_skip` and `skip_unread` as there). `progress`: a
+    progress bar over the steps, with the summed loss of the K settings.
     """
+    from tqdm.auto import tqdm
+
     from interventions.training import initialized_method, prefix_layer, prepare
 
     if not METHODS[method].trained:
@@ -154,13 +158,19 @@ def train_fused(
     stacked = stack_parameters(methods)
     optimizer = torch.optim.Adam(stacked.values(), lr=lr or METHODS[method].default_lr, foreach=True)
     loader = dm.train_dataloader()
-    for epoch in range(epochs):
-        loader.sampler.set_epoch(epoch)  # as Lightning does: the same batches as separate runs
-        for batch in loader:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            loss = fused_loss(objectives, stacked, batch, *fused_step_logits(model, methods[0], stacked, batch, skip_unread, prefix))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    bar = tqdm(total=epochs * len(loader), desc=f"fused {method} ×{len(objectives)}", disable=not progress,
+               mininterval=0.2, leave=True)  # fmt: skip
+    with bar:
+        for epoch in range(epochs):
+            loader.sampler.set_epoch(epoch)  # as Lightning does: the same batches as separate runs
+            for batch in loader:
+                batch = {k: v.to(device) for k, v in batch.items()}
+                logits = fused_step_logits(model, methods[0], stacked, batch, skip_unread, prefix)
+                loss = fused_loss(objectives, stacked, batch, *logits)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                bar.update()
+            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4g}")
     unstack_into(stacked, methods)
     return methods

@@ -202,45 +202,70 @@ def train_from_config(cfg: DictConfig) -> dict:
         finish(logger)
 
 
+def fused_device(cfg: DictConfig) -> str:
+    """Where the fused loop runs: `trainer.accelerator` as Lightning would read it
+    (gpu/cuda: the GPU; auto: the GPU when there is one), else `model.device`."""
+    accelerator = cfg.trainer.get("accelerator", "cpu")
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    return cfg.model.device
+
+
 def fused_from_config(cfg: DictConfig) -> dict:
     """A fused sweep: the `fused` objective settings trained together in one process.
 
     Writes one run folder per setting (`<run_dir>/<k>/`, the files of a normal run plus
-    sweep_job.json) and the sweep summary (pareto.json, plots) at `<run_dir>`, exactly
-    as a multirun over the same objectives would.
+    sweep_job.json, and its own logger run with the final metrics) and the sweep summary
+    (pareto.json, plots) at `<run_dir>`, exactly as a multirun over the same objectives
+    would. Relaunched into the same run_dir it trains only the settings without a finished
+    run of the same config; a finished run with another config is moved aside first.
     """
     from interventions.fused import train_fused
-    from interventions.sweep import JOB_FILE, summarize_sweep
+    from interventions.sweep import JOB_FILE, already_finished, job_identity, read_json, summarize_sweep, sweep_group
 
     root = Path(cfg.run_dir)
     root.mkdir(parents=True, exist_ok=True)
+    if cfg.logger.get("group") is None:
+        OmegaConf.update(cfg, "logger.group", sweep_group(root))
     started = time.time()
     icfg = OmegaConf.to_container(cfg.intervention, resolve=True)
-    method_cls = METHODS[icfg["method"]]
-    model, _ = load_model(cfg.model.name, device=cfg.model.device, dtype=cfg.model.dtype)
-    tasks = load_splits(cfg.task, model, cfg.seed, fixed_length=method_cls.position_tied)
     settings = [dict(OmegaConf.to_container(cfg.objective), **dict(s)) for s in cfg.fused]
-    objectives = [Objective(**s) for s in settings]
-    methods = train_fused(
-        model, tasks["train"], objectives, method=icfg["method"], sites=icfg["sites"], layers=icfg["layers"],
-        positions=icfg["positions"], heads=icfg["heads"], init=icfg["init"], init_scale=icfg["init_scale"],
-        lr=icfg["lr"], epochs=cfg.trainer.max_epochs, batch_size=cfg.task.batch_size,
-        padding_side=cfg.task.padding_side, seed=cfg.seed, skip_unread=cfg.get("skip_unread", False),
-    )  # fmt: skip
-    dm = TaskDataModule(model, tasks["train"], None, tasks["test"], batch_size=cfg.task.batch_size,
-                        padding_side=cfg.task.padding_side, fixed_length=method_cls.position_tied)  # fmt: skip
-    dm.setup()
-    all_metrics = []
-    for k, (setting, method, objective) in enumerate(zip(settings, methods, objectives)):
-        run_cfg = OmegaConf.merge(cfg, {"objective": setting, "fused": None})
-        run_dir = root / str(k)
-        run_dir.mkdir(exist_ok=True)
-        overrides = [f"objective.{key}={value}" for key, value in setting.items()]
-        write_json(run_dir / JOB_FILE, {"overrides": overrides, "config": OmegaConf.to_container(run_cfg, resolve=True)})
-        module = InterventionModule(model, method, objective, lr=icfg["lr"])
-        all_metrics.append(write_run(run_dir, run_cfg, model, module, dm, started))
+    runs = [(k, OmegaConf.merge(cfg, {"objective": setting, "fused": None})) for k, setting in enumerate(settings)]
+    pending = [(k, c) for k, c in runs if not already_finished(root / str(k), job_identity(c), f"fused setting {k}")]
+    if pending:
+        method_cls = METHODS[icfg["method"]]
+        model, _ = load_model(cfg.model.name, device=fused_device(cfg), dtype=cfg.model.dtype)
+        tasks = load_splits(cfg.task, model, cfg.seed, fixed_length=method_cls.position_tied)
+        objectives = [Objective(**OmegaConf.to_container(run_cfg.objective)) for _, run_cfg in pending]
+        methods = train_fused(
+            model, tasks["train"], objectives, method=icfg["method"], sites=icfg["sites"], layers=icfg["layers"],
+            positions=icfg["positions"], heads=icfg["heads"], init=icfg["init"], init_scale=icfg["init_scale"],
+            lr=icfg["lr"], epochs=cfg.trainer.max_epochs, batch_size=cfg.task.batch_size,
+            padding_side=cfg.task.padding_side, seed=cfg.seed, skip_unread=cfg.get("skip_unread", False),
+            progress=cfg.trainer.get("enable_progress_bar", True),
+        )  # fmt: skip
+        dm = TaskDataModule(model, tasks["train"], None, tasks["test"], batch_size=cfg.task.batch_size,
+                            padding_side=cfg.task.padding_side, fixed_length=method_cls.position_tied)  # fmt: skip
+        dm.setup()
+        for (k, run_cfg), method, objective in zip(pending, methods, objectives):
+            run_dir = root / str(k)
+            run_dir.mkdir(exist_ok=True)
+            overrides = [f"objective.{key}={value}" for key, value in settings[k].items()]
+            write_json(run_dir / JOB_FILE, {"overrides": overrides, "group": cfg.logger.group,
+                                            "config": job_identity(run_cfg)})  # fmt: skip
+            logger = make_logger(
+                cfg.logger.kind, run_dir, project=cfg.logger.project, mode=cfg.logger.mode, group=cfg.logger.group,
+                name=f"{root.name}-{k}", config=OmegaConf.to_container(run_cfg, resolve=True),
+            )  # fmt: skip
+            try:
+                module = InterventionModule(model, method, objective, lr=icfg["lr"])
+                write_run(run_dir, run_cfg, model, module, dm, started, logger)
+            finally:
+                finish(logger)
     summarize_sweep(root, logger=OmegaConf.to_container(cfg.logger, resolve=True))
-    return all_metrics[0]
+    return read_json(root / "0" / METRICS_FILE) or {}
+
+
 def export_module(iv, model, task_cfg, split: str, seed: int) -> tuple[InterventionModule, TaskDataModule]:
     """A loaded export wrapped for evaluation on one split of a task, with its tokenized data.
 

@@ -110,7 +110,7 @@ def same_results(old: dict | None, new: dict) -> bool:
     return old == new
 
 
-def _read_json(path: Path) -> dict | None:
+def read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -121,7 +121,7 @@ def _now() -> str:
     return _dt.datetime.now().isoformat(timespec="seconds")
 
 
-def _supersede(run_dir: Path) -> Path:
+def supersede(run_dir: Path) -> Path:
     """Move a previous run's result files into run_dir/superseded/<time>/ (never delete results)."""
     dest = run_dir / SUPERSEDED / _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
     dest.mkdir(parents=True)
@@ -130,6 +130,20 @@ def _supersede(run_dir: Path) -> Path:
             continue  # Hydra's files of the current job
         shutil.move(str(item), str(dest / item.name))
     return dest
+
+
+def already_finished(run_dir: Path, identity: dict | None, label: str) -> bool:
+    """True if `run_dir` holds a finished run of config `identity` (print that it is skipped);
+    a finished run of another config is moved aside (`supersede`) and False returned."""
+    if not (run_dir / METRICS_FILE).exists():
+        return False
+    previous = read_json(run_dir / JOB_FILE)
+    if previous is not None and identity is not None and same_results(previous.get("config"), identity):
+        print(f"skipping {label}: already finished in {run_dir}", flush=True)
+        return True
+    dest = supersede(run_dir)
+    print(f"{label}: {run_dir} held a finished run with another config; moved it to {dest}", flush=True)
+    return False
 
 
 def _error_line(error: BaseException) -> str:
@@ -174,14 +188,9 @@ def run_job(fn, cfg, context: dict | None = None):
     else:
         unresolved = None
 
-    previous = _read_json(run_dir / JOB_FILE)
-    if (run_dir / METRICS_FILE).exists():
-        if previous is not None and identity is not None and same_results(previous.get("config"), identity):
-            print(f"skipping {label}: already finished in {run_dir}", flush=True)
-            metrics = _read_json(run_dir / METRICS_FILE) or {}
-            return (metrics.get("test") or {}).get("effectiveness")
-        dest = _supersede(run_dir)
-        print(f"{label}: {run_dir} held a finished run with another config; moved it to {dest}", flush=True)
+    if already_finished(run_dir, identity, label):
+        metrics = read_json(run_dir / METRICS_FILE) or {}
+        return (metrics.get("test") or {}).get("effectiveness")
     (run_dir / ERROR_FILE).unlink(missing_ok=True)
     job = {
         "job_num": ctx["num"], "overrides": overrides, "sweep_dir": str(sweep_dir),
@@ -256,7 +265,7 @@ def _config_of(run_dir: Path, job: dict | None) -> dict:
             return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
         except Exception:
             return {}
-    meta = _read_json(run_dir / "intervention.json") or {}
+    meta = read_json(run_dir / "intervention.json") or {}
     return {k: meta.get(k) for k in ("task", "objective", "intervention", "trainer", "seed")}
 
 
@@ -294,8 +303,8 @@ def collect_runs(sweep_dir: str | Path) -> list[dict]:
     sweep_dir = Path(sweep_dir)
     records = []
     for run_dir in sorted((p for p in sweep_dir.iterdir() if _is_run_dir(p)), key=_num_key):
-        job = _read_json(run_dir / JOB_FILE)
-        metrics = _read_json(run_dir / METRICS_FILE)
+        job = read_json(run_dir / JOB_FILE)
+        metrics = read_json(run_dir / METRICS_FILE)
         record = {
             "run": run_dir.name,
             "run_dir": str(run_dir.resolve()),
@@ -457,7 +466,7 @@ def summarize_sweep(sweep_dir: str | Path, logger: dict | None = None, group: st
     records = collect_runs(sweep_dir)
     fronts = annotate_fronts(records)
     logger = dict(logger or {})
-    recorded = next((j.get("group") for r in records if (j := _read_json(Path(r["run_dir"]) / JOB_FILE))
+    recorded = next((j.get("group") for r in records if (j := read_json(Path(r["run_dir"]) / JOB_FILE))
                      and j.get("group")), None)  # fmt: skip
     group = group or logger.get("group") or recorded or sweep_group(sweep_dir)
     counts = {s: sum(r["status"] == s for r in records) for s in ("finished", "failed", "incomplete")}

@@ -150,3 +150,12 @@ def test_fused_training_pads_on_the_side_it_is_given(tiny_model, monkeypatch):
     train_fused(tiny_model, train, OBJECTIVES[:2], **options)
     train_intervention(tiny_model, train, **options)
     assert sides == ["left", "left"]
+
+
+def test_fused_progress_bar_counts_the_steps(tiny_model, capsys):
+    train = load_task("ccc", model=tiny_model, split="train", template=0, n=8)
+    train_fused(tiny_model, train, OBJECTIVES[:2], epochs=2, progress=True)
+    err = capsys.readouterr().err
+    assert "fused activscalar ×2" in err and "4/4" in err  # 8 prompts, batch 4, 2 epochs
+    train_fused(tiny_model, train, OBJECTIVES[:2], epochs=1)
+    assert capsys.readouterr().err == ""  # off by default (the Python API)

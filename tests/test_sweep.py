@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 from functools import partial
 from pathlib import Path
 
@@ -572,3 +573,65 @@ def test_obsprop_init_runs_from_the_cli(tmp_path, model_args):
     assert meta["intervention"]["init"] == "obsprop"
     for name in ("intervention.safetensors", "metrics.json", "scalars.csv", "heatmap.png", "beta_curve.png"):
         assert (run_dir / name).exists(), name
+
+
+def test_fused_relaunch_trains_only_what_is_not_finished(tmp_path, monkeypatch, model_args, capsys):
+    """Relaunched into the same run_dir, a fused sweep skips the settings already finished with
+    the same config, moves aside a finished setting whose config changed, and writes a logger
+    run per setting (CSV here)."""
+    import interventions.fused
+    from interventions.pipeline import train_from_config
+
+    trained = []
+    real = interventions.fused.train_fused
+
+    def counting(model, train, objectives, **kwargs):
+        trained.append([o.lambda_f for o in objectives])
+        assert kwargs["progress"] is False  # trainer.enable_progress_bar=false reaches the loop
+        return real(model, train, objectives, **kwargs)
+
+    monkeypatch.setattr(interventions.fused, "train_fused", counting)
+    root = tmp_path / "fused"
+
+    def launch(settings):
+        cfg = _compose([f"fused={settings}", *TINY, *model_args, f"run_dir={root}"], hydra=False)
+        train_from_config(cfg)
+        return json.loads((root / "pareto.json").read_text())
+
+    first = launch("[{lambda_f:0},{lambda_f:1}]")
+    assert trained == [[0, 1]] and first["counts"]["finished"] == 2
+    for k in (0, 1):
+        assert (root / str(k) / "csv" / "metrics.csv").exists()  # the setting's logger run
+    metrics_0 = (root / "0" / "metrics.json").read_text()
+
+    launch("[{lambda_f:0},{lambda_f:1}]")
+    assert trained == [[0, 1]]  # nothing left to train
+    assert "skipping fused setting 0" in capsys.readouterr().out
+
+    second = launch("[{lambda_f:0},{lambda_f:2}]")
+    assert trained == [[0, 1], [2]]
+    assert (root / "0" / "metrics.json").read_text() == metrics_0  # untouched
+    moved = list((root / "1" / "superseded").iterdir())
+    assert len(moved) == 1 and (moved[0] / "metrics.json").exists()  # the λ_F = 1 run, kept
+    assert [r["hparams"]["lambda_f"] for r in second["runs"]] == [0, 2]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer=ddp", "trainer.devices=-1 is not supported with fused"),
+    ("+trainer.gradient_clip_val=1.0", "trainer.gradient_clip_val is not supported with fused"),
+    ("trainer=gpu trainer.precision=bf16-mixed", "trainer.precision='bf16-mixed' is not supported with fused"),
+])  # fmt: skip
+def test_fused_refuses_trainer_settings_it_cannot_honour(override, message):
+    from interventions.config import preflight
+    from interventions.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        preflight(["fused=[{lambda_f:0}]", *override.split()], "train")
+    preflight(override.split(), "train")  # fine without fused
+
+
+def test_fused_runs_where_the_trainer_says():
+    from interventions.pipeline import fused_device
+
+    assert fused_device(_compose(["fused=[{lambda_f:0}]", "trainer=gpu"], hydra=False)) == "cuda"
+    assert fused_device(_compose(["fused=[{lambda_f:0}]"], hydra=False)) == "cpu"
