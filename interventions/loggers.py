@@ -32,6 +32,9 @@ def make_logger(kind: str, run_dir: str | Path, project: str = "interventions", 
             project=project, save_dir=str(run_dir), mode=mode, group=group, name=name,
             config=config, reinit="finish_previous",
         )  # fmt: skip
+        # Lightning passes anonymous=None, which wandb >= 0.22 answers with a deprecation
+        # warning on every run; None is wandb's default anyway.
+        getattr(logger, "_wandb_init", {}).pop("anonymous", None)
         logger.experiment  # start the run now, so a failure shows here and not mid-training
         return logger
     except Exception as error:  # any W&B failure: keep training, log to CSV instead
