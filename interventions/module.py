@@ -54,6 +54,9 @@ class InterventionModule(L.LightningModule):
         self.metrics = torch.nn.ModuleDict(
             {split: InterventionMetrics() for split in ("train_eval", "val", "test")}
         )
+        # Start where the frozen model is: outside a Trainer (evaluation, fused sweeps) nothing
+        # else would move the module, and Lightning's `device` would stay the default (CPU).
+        self.to(next(model.parameters()).device)
 
     @property
     def model(self):

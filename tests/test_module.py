@@ -178,3 +178,19 @@ def test_training_is_reproducible(tiny_model, datamodule, trained):
     assert set(first.method.params) == set(second.method.params)
     for key, p in first.method.params.items():
         assert torch.equal(p.detach(), second.method.params[key].detach()), key
+
+
+def test_module_starts_on_the_models_device(toy_tokenizer):
+    """Built outside a Trainer (evaluation, fused sweeps), the module, its method and the
+    batches it moves follow the frozen model's device ("meta" stands in for a GPU here)."""
+    from conftest import build_tiny_model
+    from interventions.methods import ActivScalar
+    from interventions.module import InterventionModule
+    from interventions.objective import Objective
+    from interventions.sites import build_grid
+
+    model = build_tiny_model(toy_tokenizer, seed=0).to("meta")
+    method = ActivScalar(build_grid(model.cfg, seq_len=5), model.cfg)
+    module = InterventionModule(model, method, Objective())
+    assert module.device.type == "meta"
+    assert all(p.device.type == "meta" for p in method.parameters())
