@@ -8,6 +8,8 @@ the values of a composed config against SCHEMA.
 
 from __future__ import annotations
 
+import itertools
+
 import re
 from pathlib import Path
 
@@ -120,6 +122,23 @@ def _check_value(where: str, value, rule) -> None:
         raise ConfigError(f"{where}={value!r} must be {op} {bound}")
 
 
+FUSED_FORMS = (
+    "fused must be a list of objective settings, e.g. fused=[{lambda_f:0},{lambda_f:1}], or a grid of "
+    "values per key, e.g. fused={lambda_f:[0,1],lambda_m:[0,0.01]}"
+)
+
+
+def fused_settings(fused) -> list[dict]:
+    """The objective settings of `fused`: a list of settings as given, or the product of a
+    grid {key: [values]} in key order, the last key varying fastest (as a Hydra multirun
+    over the same axes numbers its jobs)."""
+    if isinstance(fused, dict) and fused and all(isinstance(v, list) and v for v in fused.values()):
+        return [dict(zip(fused, values)) for values in itertools.product(*fused.values())]
+    if isinstance(fused, list) and fused and all(isinstance(x, dict) for x in fused):
+        return [dict(x) for x in fused]
+    raise ConfigError(FUSED_FORMS)
+
+
 # What the fused loop (interventions.fused, not a Lightning Trainer) honours of `trainer`;
 # the others are refused rather than silently ignored.
 FUSED_TRAINER = {
@@ -162,11 +181,8 @@ def validate_config(cfg: DictConfig, schema: dict | None = None, top_keys: set[s
             if key not in rules:
                 raise ConfigError(f"unknown key {group}.{key}; allowed keys of {group}: {', '.join(rules)}")
             _check_value(f"{group}.{key}", value, rules[key])
-    fused = container.get("fused")
-    if fused is not None:
-        if not isinstance(fused, list) or not fused or not all(isinstance(x, dict) for x in fused):
-            raise ConfigError("fused must be a list of objective settings, e.g. fused=[{lambda_f:0},{lambda_f:1}]")
-        for i, setting in enumerate(fused):
+    if container.get("fused") is not None:
+        for i, setting in enumerate(fused_settings(container["fused"])):
             for key, value in setting.items():
                 if key not in SCHEMA["objective"]:
                     raise ConfigError(f"fused[{i}]: unknown key {key!r}; allowed: {', '.join(SCHEMA['objective'])}")

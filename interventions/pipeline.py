@@ -221,7 +221,10 @@ def fused_from_config(cfg: DictConfig) -> dict:
     run of the same config; a finished run with another config is moved aside first.
     """
     from interventions.fused import train_fused
-    from interventions.sweep import JOB_FILE, already_finished, job_identity, read_json, summarize_sweep, sweep_group
+    from interventions.config import fused_settings
+    from interventions.sweep import (
+        JOB_FILE, already_finished, is_multirun, job_context, job_identity, read_json, summarize_sweep, sweep_group,
+    )
 
     root = Path(cfg.run_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -229,9 +232,14 @@ def fused_from_config(cfg: DictConfig) -> dict:
         OmegaConf.update(cfg, "logger.group", sweep_group(root))
     started = time.time()
     icfg = OmegaConf.to_container(cfg.intervention, resolve=True)
-    settings = [dict(OmegaConf.to_container(cfg.objective), **dict(s)) for s in cfg.fused]
+    base = OmegaConf.to_container(cfg.objective)
+    given = fused_settings(OmegaConf.to_container(cfg.fused, resolve=True))
+    settings = [dict(base, **s) for s in given]
     runs = [(k, OmegaConf.merge(cfg, {"objective": setting, "fused": None})) for k, setting in enumerate(settings)]
     pending = [(k, c) for k, c in runs if not already_finished(root / str(k), job_identity(c), f"fused setting {k}")]
+    in_multirun = is_multirun()
+    # in a multirun (e.g. experiment=paper_grid_fused) the job's own overrides head each setting's
+    job_overrides = [o for o in job_context()["overrides"] if not o.startswith("fused=")] if in_multirun else []
     if pending:
         method_cls = METHODS[icfg["method"]]
         model, _ = load_model(cfg.model.name, device=fused_device(cfg), dtype=cfg.model.dtype)
@@ -250,7 +258,7 @@ def fused_from_config(cfg: DictConfig) -> dict:
         for (k, run_cfg), method, objective in zip(pending, methods, objectives):
             run_dir = root / str(k)
             run_dir.mkdir(exist_ok=True)
-            overrides = [f"objective.{key}={value}" for key, value in settings[k].items()]
+            overrides = [*job_overrides, *(f"objective.{key}={value}" for key, value in given[k].items())]
             write_json(run_dir / JOB_FILE, {"overrides": overrides, "group": cfg.logger.group,
                                             "config": job_identity(run_cfg)})  # fmt: skip
             logger = make_logger(
@@ -262,7 +270,8 @@ def fused_from_config(cfg: DictConfig) -> dict:
                 write_run(run_dir, run_cfg, model, module, dm, started, logger)
             finally:
                 finish(logger)
-    summarize_sweep(root, logger=OmegaConf.to_container(cfg.logger, resolve=True))
+    if not in_multirun:  # a multirun summarises all its jobs' settings together at its end
+        summarize_sweep(root, logger=OmegaConf.to_container(cfg.logger, resolve=True))
     return read_json(root / "0" / METRICS_FILE) or {}
 
 

@@ -298,15 +298,32 @@ def _is_run_dir(path: Path) -> bool:
     )
 
 
+def _fused_settings_dirs(run_dir: Path) -> list[Path]:
+    """The per-setting run folders of a fused job (`<job>/<k>/`), in order; [] for others."""
+    if (run_dir / METRICS_FILE).exists():
+        return []
+    return sorted((p for p in run_dir.iterdir() if p.name.isdigit() and _is_run_dir(p)), key=_num_key)
+
+
+def _run_dirs(sweep_dir: Path) -> list[tuple[str, Path]]:
+    """(name, folder) of every run of a sweep; a multirun job that fused several objective
+    settings (`fused=...`) contributes one run per setting, named "<job>/<k>"."""
+    out = []
+    for run_dir in sorted((p for p in sweep_dir.iterdir() if _is_run_dir(p)), key=_num_key):
+        settings = _fused_settings_dirs(run_dir)
+        out += [(f"{run_dir.name}/{p.name}", p) for p in settings] if settings else [(run_dir.name, run_dir)]
+    return out
+
+
 def collect_runs(sweep_dir: str | Path) -> list[dict]:
     """One record per run folder of a sweep: overrides, hyperparameters, status, metrics."""
     sweep_dir = Path(sweep_dir)
     records = []
-    for run_dir in sorted((p for p in sweep_dir.iterdir() if _is_run_dir(p)), key=_num_key):
+    for name, run_dir in _run_dirs(sweep_dir):
         job = read_json(run_dir / JOB_FILE)
         metrics = read_json(run_dir / METRICS_FILE)
         record = {
-            "run": run_dir.name,
+            "run": name,
             "run_dir": str(run_dir.resolve()),
             "overrides": _overrides_of(run_dir, job),
             "hparams": hyperparameters(_config_of(run_dir, job)),

@@ -40,6 +40,11 @@ def error_of(argv, config_name="train") -> str:
         (["task.padding_side=middle"], ["task.padding_side", "middle", "right", "left"]),
         (["model.dtype=float8"], ["model.dtype", "float8", "float32", "bfloat16"]),
         (["skip_unread=maybe"], ["skip_unread", "maybe", "true or false"]),
+        # fused: a list of settings or a grid of values per key
+        (["fused={lambda_f:0}"], ["fused must be a list of objective settings", "grid of values"]),
+        (["fused=[]"], ["fused must be a list"]),
+        (["fused={lambda_x:[0,1]}"], ["fused[0]: unknown key 'lambda_x'", "lambda_f"]),
+        (["fused={lambda_f:[0,-1]}"], ["fused[1].lambda_f", "-1", ">= 0"]),
         # unknown top-level key
         (["+foo=1"], ["foo", "seed", "task", "objective"]),
     ],
@@ -78,6 +83,10 @@ def test_good_sweep_passes():
         ["intervention.sites=[attnOut,mlpOut,residPost,z,v,o]", "intervention.layers=[0,-1]"],
         ["run_dir=/tmp/somewhere", "seed=3"],
         ["skip_unread=true"],
+        ["fused=[{lambda_f:0},{lambda_f:1,lambda_m:0.01}]"],
+        ["fused={lambda_f:[0,1],margin:[1,2]}"],
+        ["experiment=paper_grid_fused"],
+        ["experiment=paper_grid_small_fused", "trainer=gpu"],
         ["hydra.run.dir=/tmp/x"],
     ],
 )
@@ -129,3 +138,29 @@ def test_config_lr_is_the_methods_default_lr(name):
 
     cfg = OmegaConf.load(Path(__file__).parents[1] / "conf" / "intervention" / f"{name}.yaml")
     assert cfg.lr == METHODS[name].default_lr
+
+
+def test_fused_grid_is_the_product_with_the_last_key_fastest():
+    from interventions.config import fused_settings
+
+    grid = fused_settings({"lambda_f": [0, 1], "lambda_m": [0, 0.01, 0.1]})
+    assert grid == [{"lambda_f": f, "lambda_m": m} for f in (0, 1) for m in (0, 0.01, 0.1)]
+    listed = [{"lambda_f": 0}, {"margin": 2}]
+    assert fused_settings(listed) == listed
+
+
+def test_experiments_set_their_keys_over_train_yaml():
+    """The experiment comes after train.yaml's own keys: its sweep folder and `fused` apply."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from interventions.config import CONF_DIR, fused_settings
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=paper_grid_fused"], return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    assert cfg.hydra.sweep.dir.startswith("multirun/paper_grid_fused/")
+    assert len(fused_settings(OmegaConf.to_container(cfg.fused))) == 64
+    assert cfg.hydra.sweeper.params.intervention == "activscalar,steervec"

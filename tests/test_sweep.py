@@ -635,3 +635,40 @@ def test_fused_runs_where_the_trainer_says():
 
     assert fused_device(_compose(["fused=[{lambda_f:0}]", "trainer=gpu"], hydra=False)) == "cuda"
     assert fused_device(_compose(["fused=[{lambda_f:0}]"], hydra=False)) == "cpu"
+
+
+@pytest.mark.slow
+def test_fused_grid_in_a_multirun_gives_the_multiruns_pareto_json(tmp_path, model_args):
+    """-m over the method with a fused grid of objectives (what experiment=paper_grid_fused
+    does) gives the runs, metrics and fronts of the plain multirun over all the axes; a
+    relaunch trains nothing."""
+    fused, plain = tmp_path / "fused", tmp_path / "plain"
+    args = ["-m", "intervention=activscalar,steervec", *TINY, *model_args]
+    result = run_cli("train.py", *args, "fused={lambda_f:[0,1]}", f"hydra.sweep.dir={fused}")
+    assert result.returncode == 0, describe(result)
+    # the plain multirun's four jobs, run in this process as Hydra's launcher would run them
+    from interventions.pipeline import train_from_config
+    from interventions.sweep import run_job, summarize_sweep
+
+    for num, (method, lambda_f) in enumerate(itertools.product(("activscalar", "steervec"), (0, 1))):
+        overrides = [f"intervention={method}", f"objective.lambda_f={lambda_f}"]
+        cfg = _compose([*overrides, *TINY, *model_args, f"run_dir={plain / str(num)}"], hydra=False)
+        context = {"sweep_dir": plain, "num": num, "overrides": overrides, "output_dir": plain / str(num)}
+        run_job(train_from_config, cfg, context)
+    summarize_sweep(plain)
+    got, want = (json.loads((d / "pareto.json").read_text()) for d in (fused, plain))
+    assert got["counts"]["finished"] == want["counts"]["finished"] == 4
+    names = {}
+    for g, w in zip(got["runs"], want["runs"]):
+        names[w["run"]] = g["run"]
+        assert (g["hparams"]["method"], g["hparams"]["lambda_f"]) == (w["hparams"]["method"], w["hparams"]["lambda_f"])
+        for key in ("effectiveness", "faithfulness", "minimality"):
+            assert g["test"][key] == pytest.approx(w["test"][key], abs=1e-4)
+    assert [r["run"] for r in got["runs"]] == ["0/0", "0/1", "1/0", "1/1"]
+    for front, runs in want["fronts"].items():
+        assert got["fronts"][front] == [names[r] for r in runs]
+
+    again = run_cli("train.py", *args, "fused={lambda_f:[0,1]}", f"hydra.sweep.dir={fused}")
+    assert again.returncode == 0, describe(again)
+    assert again.stdout.count("skipping fused setting") == 4
+    assert json.loads((fused / "pareto.json").read_text())["fronts"] == got["fronts"]
