@@ -25,6 +25,7 @@ from pathlib import Path
 
 from interventions.errors import ConfigError, ExportError, InterventionsError
 from interventions.export import META_FILE, write_json
+from interventions.sweep import JOB_FILE, run_dirs
 
 METRICS_FILE = "metrics.json"
 LABELS = {"activscalar": "ActivScalar", "steervec": "SteerVec", "dynscalar": "DynScalar"}
@@ -45,14 +46,17 @@ def find_runs(paths) -> list[Path]:
         if (path / META_FILE).exists():
             runs.append(path)
             continue
-        found = sorted(
-            (p for p in path.iterdir() if p.is_dir() and (p / META_FILE).exists() and (p / METRICS_FILE).exists()),
-            key=lambda p: (0, int(p.name), "") if p.name.isdigit() else (1, 0, p.name),
-        )  # fmt: skip
+        found = [p for _, p in run_dirs(path) if (p / META_FILE).exists() and (p / METRICS_FILE).exists()]
         if not found:
             raise ConfigError(f"generalization: {path} holds no finished run (no {META_FILE} + {METRICS_FILE})")
         runs.extend(found)
     return runs
+
+
+def _run_label(run: str) -> str:
+    """A run folder's name in a table: "<job>/<k>" for a setting of a fused multirun job."""
+    path = Path(run)
+    return f"{path.parent.name}/{path.name}" if (path.parent / JOB_FILE).exists() else path.name
 
 
 def _other_templates(task: dict) -> list:
@@ -232,7 +236,7 @@ def markdown(summary: dict) -> str:
                   "|" + "---|" * (8 + len(templates))]  # fmt: skip
         for r in summary["runs"]:
             o = r.get("objective") or {}
-            cells = [Path(r["run"]).name, _task_label(r), LABELS.get(r["method"], r["method"]), str(o.get("lambda_f")),
+            cells = [_run_label(r["run"]), _task_label(r), LABELS.get(r["method"], r["method"]), str(o.get("lambda_f")),
                      str(o.get("lambda_m")), str(o.get("margin")), _cell(r["A"]), _cell(r["B"])]  # fmt: skip
             cells += [_cell(r["C"].get(t)) for t in templates]
             lines.append("| " + " | ".join(cells) + " |")

@@ -305,7 +305,7 @@ def _fused_settings_dirs(run_dir: Path) -> list[Path]:
     return sorted((p for p in run_dir.iterdir() if p.name.isdigit() and _is_run_dir(p)), key=_num_key)
 
 
-def _run_dirs(sweep_dir: Path) -> list[tuple[str, Path]]:
+def run_dirs(sweep_dir: Path) -> list[tuple[str, Path]]:
     """(name, folder) of every run of a sweep; a multirun job that fused several objective
     settings (`fused=...`) contributes one run per setting, named "<job>/<k>"."""
     out = []
@@ -319,7 +319,7 @@ def collect_runs(sweep_dir: str | Path) -> list[dict]:
     """One record per run folder of a sweep: overrides, hyperparameters, status, metrics."""
     sweep_dir = Path(sweep_dir)
     records = []
-    for name, run_dir in _run_dirs(sweep_dir):
+    for name, run_dir in run_dirs(sweep_dir):
         job = read_json(run_dir / JOB_FILE)
         metrics = read_json(run_dir / METRICS_FILE)
         record = {
