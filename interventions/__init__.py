@@ -18,6 +18,7 @@ _EXPORTS = {
     "Task": "interventions.tasks",
     "train_intervention": "interventions.training",
     "TrainedIntervention": "interventions.training",
+    "train_fused": "interventions.fused",
     "load_intervention": "interventions.export",
     "save_intervention": "interventions.export",
     "Intervention": "interventions.export",
