@@ -78,7 +78,7 @@ EVAL_SCHEMA: dict[str, dict] = {
 }
 SCHEMAS = {"train": SCHEMA, "evaluate": EVAL_SCHEMA}
 TOP_KEYS = {
-    "train": {"seed", "run_dir", "illusion", "fused", "skip_unread"},
+    "train": {"seed", "run_dir", "illusion", "fused", "fused_chunk", "skip_unread"},
     "evaluate": {"seed", "run_dir", "export", "check_model", "split", "n", "sweep", "generalization"},
 }
 _NAMED_CHOICES = {"tasks": _tasks, "bias_pairs": _bias_pairs}
@@ -188,6 +188,8 @@ def validate_config(cfg: DictConfig, schema: dict | None = None, top_keys: set[s
                     raise ConfigError(f"fused[{i}]: unknown key {key!r}; allowed: {', '.join(SCHEMA['objective'])}")
                 _check_value(f"fused[{i}].{key}", value, SCHEMA["objective"][key])
         _check_fused_trainer(container.get("trainer") or {})
+    if container.get("fused_chunk") is not None:
+        _check_value("fused_chunk", container["fused_chunk"], "int>=1")
     if not isinstance(container.get("skip_unread", False), bool):
         raise ConfigError(f"skip_unread={container['skip_unread']!r} must be true or false")
     icfg = container.get("intervention")

@@ -245,13 +245,18 @@ def fused_from_config(cfg: DictConfig) -> dict:
         model, _ = load_model(cfg.model.name, device=fused_device(cfg), dtype=cfg.model.dtype)
         tasks = load_splits(cfg.task, model, cfg.seed, fixed_length=method_cls.position_tied)
         objectives = [Objective(**OmegaConf.to_container(run_cfg.objective)) for _, run_cfg in pending]
-        methods = train_fused(
-            model, tasks["train"], objectives, method=icfg["method"], sites=icfg["sites"], layers=icfg["layers"],
-            positions=icfg["positions"], heads=icfg["heads"], init=icfg["init"], init_scale=icfg["init_scale"],
-            lr=icfg["lr"], epochs=cfg.trainer.max_epochs, batch_size=cfg.task.batch_size,
-            padding_side=cfg.task.padding_side, seed=cfg.seed, skip_unread=cfg.get("skip_unread", False),
-            progress=cfg.trainer.get("enable_progress_bar", True),
-        )  # fmt: skip
+        chunk = cfg.get("fused_chunk") or len(objectives)
+        methods = [
+            method
+            for start in range(0, len(objectives), chunk)
+            for method in train_fused(
+                model, tasks["train"], objectives[start : start + chunk], method=icfg["method"], sites=icfg["sites"],
+                layers=icfg["layers"], positions=icfg["positions"], heads=icfg["heads"], init=icfg["init"],
+                init_scale=icfg["init_scale"], lr=icfg["lr"], epochs=cfg.trainer.max_epochs,
+                batch_size=cfg.task.batch_size, padding_side=cfg.task.padding_side, seed=cfg.seed,
+                skip_unread=cfg.get("skip_unread", False), progress=cfg.trainer.get("enable_progress_bar", True),
+            )
+        ]  # fmt: skip
         dm = TaskDataModule(model, tasks["train"], None, tasks["test"], batch_size=cfg.task.batch_size,
                             padding_side=cfg.task.padding_side, fixed_length=method_cls.position_tied)  # fmt: skip
         dm.setup()

@@ -45,6 +45,7 @@ def error_of(argv, config_name="train") -> str:
         (["fused=[]"], ["fused must be a list"]),
         (["fused={lambda_x:[0,1]}"], ["fused[0]: unknown key 'lambda_x'", "lambda_f"]),
         (["fused={lambda_f:[0,-1]}"], ["fused[1].lambda_f", "-1", ">= 0"]),
+        (["fused_chunk=0"], ["fused_chunk", ">= 1"]),
         # unknown top-level key
         (["+foo=1"], ["foo", "seed", "task", "objective"]),
     ],
@@ -84,7 +85,7 @@ def test_good_sweep_passes():
         ["run_dir=/tmp/somewhere", "seed=3"],
         ["skip_unread=true"],
         ["fused=[{lambda_f:0},{lambda_f:1,lambda_m:0.01}]"],
-        ["fused={lambda_f:[0,1],margin:[1,2]}"],
+        ["fused={lambda_f:[0,1],margin:[1,2]}", "fused_chunk=1"],
         ["experiment=paper_grid_fused"],
         ["experiment=paper_grid_small_fused", "trainer=gpu"],
         ["hydra.run.dir=/tmp/x"],

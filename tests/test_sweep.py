@@ -662,3 +662,28 @@ def test_fused_grid_in_a_multirun_gives_the_multiruns_pareto_json(tmp_path, mode
     assert again.returncode == 0, describe(again)
     assert again.stdout.count("skipping fused setting") == 4
     assert json.loads((fused / "pareto.json").read_text())["fronts"] == got["fronts"]
+
+
+def test_fused_chunk_trains_the_settings_in_groups_with_the_same_results(tmp_path, monkeypatch, model_args):
+    import interventions.fused
+    from interventions.pipeline import train_from_config
+
+    groups = []
+    real = interventions.fused.train_fused
+
+    def counting(model, train, objectives, **kwargs):
+        groups.append([o.lambda_f for o in objectives])
+        return real(model, train, objectives, **kwargs)
+
+    monkeypatch.setattr(interventions.fused, "train_fused", counting)
+    results = {}
+    for chunk in ("null", "2"):
+        root = tmp_path / chunk
+        cfg = _compose(["fused={lambda_f:[0,0.1,1]}", f"fused_chunk={chunk}", *TINY, *model_args, f"run_dir={root}"],
+                       hydra=False)  # fmt: skip
+        train_from_config(cfg)
+        results[chunk] = [r["test"] for r in json.loads((root / "pareto.json").read_text())["runs"]]
+    assert groups == [[0, 0.1, 1], [0, 0.1], [1]]
+    for together, chunked in zip(results["null"], results["2"]):
+        for key in ("effectiveness", "faithfulness", "minimality"):
+            assert chunked[key] == pytest.approx(together[key], abs=1e-5)
