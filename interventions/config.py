@@ -198,6 +198,11 @@ def validate_config(cfg: DictConfig, schema: dict | None = None, top_keys: set[s
 
         if METHODS[icfg["method"]].trained and not (icfg.get("lr") or 0) > 0:
             raise ConfigError(f"intervention.lr={icfg.get('lr')!r} must be > 0 for a trained method")
+        if container.get("fused") is not None and not METHODS[icfg["method"]].trained:
+            raise ConfigError(
+                f"fused trains several objective settings of a trained method; intervention={icfg['method']} "
+                "is training-free (no objective to vary): drop fused, or sweep it with -m"
+            )
     trainer = container.get("trainer") or {}
     if "max_epochs" in trainer:
         _check_value("trainer.max_epochs", trainer["max_epochs"], "int>=1")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch.func import functional_call, vmap
 
+from interventions.errors import ConfigError
 from interventions.forward import repeated_batch_logits
 from interventions.methods import METHODS, Method
 from interventions.objective import Objective, example_terms
@@ -145,7 +146,7 @@ def train_fused(
     from interventions.training import initialized_method, prefix_layer, prepare
 
     if not METHODS[method].trained:
-        raise ValueError(f"{method} is not trained; nothing to fuse")
+        raise ConfigError(f"{method} is training-free: there is no objective to vary, nothing to fuse")
     dm, seq_len = prepare(model, train, None, None, method, batch_size=batch_size, padding_side=padding_side, seed=seed)
     device = next(model.parameters()).device
     grid = dict(sites=sites, layers=layers, positions=positions, heads=heads)

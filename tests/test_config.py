@@ -46,6 +46,7 @@ def error_of(argv, config_name="train") -> str:
         (["fused={lambda_x:[0,1]}"], ["fused[0]: unknown key 'lambda_x'", "lambda_f"]),
         (["fused={lambda_f:[0,-1]}"], ["fused[1].lambda_f", "-1", ">= 0"]),
         (["fused_chunk=0"], ["fused_chunk", ">= 1"]),
+        (["intervention=dla", "fused=[{lambda_f:0}]"], ["fused", "intervention=dla", "training-free", "-m"]),
         # unknown top-level key
         (["+foo=1"], ["foo", "seed", "task", "objective"]),
     ],
