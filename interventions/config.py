@@ -282,6 +282,25 @@ def preflight(argv: list[str], config_name: str) -> None:
     return _preflight(argv, config_name)
 
 
+def check_gpu_available(container: dict) -> None:
+    """A config asking for a GPU on a machine where torch sees none: one line, before any
+    model loads (Lightning and torch would fail later with a traceback)."""
+    trainer, model = container.get("trainer") or {}, container.get("model") or {}
+    asks = [f"trainer.accelerator={trainer['accelerator']}"] if trainer.get("accelerator") in ("gpu", "cuda") else []
+    if str(model.get("device") or "").startswith("cuda"):
+        asks.append(f"model.device={model['device']}")
+    if not asks:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"{asks[0]} asks for a GPU, but torch sees none (torch {torch.__version__}, CUDA build: "
+            f"{torch.version.cuda or 'no'}); run on the CPU (the default trainer and model.device), or install a "
+            "CUDA build of torch"
+        )
+
+
 def _preflight(argv: list[str], config_name: str) -> None:
     from hydra.errors import HydraException
 
@@ -299,6 +318,7 @@ def _preflight(argv: list[str], config_name: str) -> None:
         except HydraException as error:
             raise _translate(error, config_name, []) from None
         validate_config(cfg, SCHEMAS[config_name], TOP_KEYS[config_name])
+        check_gpu_available(OmegaConf.to_container(cfg, resolve=False))
         if config_name == "evaluate":
             if cfg.split not in ("train", "val", "test"):
                 raise ConfigError(f"split={cfg.split!r} is not allowed; allowed: train, val, test")

@@ -88,7 +88,7 @@ def test_good_sweep_passes():
         ["fused=[{lambda_f:0},{lambda_f:1,lambda_m:0.01}]"],
         ["fused={lambda_f:[0,1],margin:[1,2]}", "fused_chunk=1"],
         ["experiment=paper_grid_fused"],
-        ["experiment=paper_grid_small_fused", "trainer=gpu"],
+        ["experiment=paper_grid_small_fused"],
         ["hydra.run.dir=/tmp/x"],
     ],
 )
@@ -166,3 +166,15 @@ def test_experiments_set_their_keys_over_train_yaml():
     assert cfg.hydra.sweep.dir.startswith("multirun/paper_grid_fused/")
     assert len(fused_settings(OmegaConf.to_container(cfg.fused))) == 64
     assert cfg.hydra.sweeper.params.intervention == "activscalar,steervec"
+
+
+@pytest.mark.parametrize("argv", [["trainer=gpu"], ["model.device=cuda"], ["trainer=ddp"],
+                                  ["experiment=paper_grid_small_fused", "trainer=gpu"]])  # fmt: skip
+def test_asking_for_a_gpu_that_torch_does_not_see_is_one_line(argv, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    message = error_of(argv)
+    assert "asks for a GPU, but torch sees none" in message and "CPU" in message
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    preflight(argv, "train")  # accepted where there is a GPU

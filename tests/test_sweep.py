@@ -606,9 +606,13 @@ def test_fused_relaunch_trains_only_what_is_not_finished(tmp_path, monkeypatch, 
     ("+trainer.gradient_clip_val=1.0", "trainer.gradient_clip_val is not supported with fused"),
     ("trainer=gpu trainer.precision=bf16-mixed", "trainer.precision='bf16-mixed' is not supported with fused"),
 ])  # fmt: skip
-def test_fused_refuses_trainer_settings_it_cannot_honour(override, message):
+def test_fused_refuses_trainer_settings_it_cannot_honour(override, message, monkeypatch):
+    import torch
+
     from interventions.config import preflight
     from interventions.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the GPU presets, as on a GPU machine
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         preflight(["fused=[{lambda_f:0}]", *override.split()], "train")
