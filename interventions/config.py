@@ -282,6 +282,9 @@ def preflight(argv: list[str], config_name: str) -> None:
     return _preflight(argv, config_name)
 
 
+REMOTE_LAUNCHERS = ("slurm", "submitit_slurm")
+
+
 def check_gpu_available(container: dict) -> None:
     """A config asking for a GPU on a machine where torch sees none: one line, before any
     model loads (Lightning and torch would fail later with a traceback)."""
@@ -308,6 +311,9 @@ def _preflight(argv: list[str], config_name: str) -> None:
         a for a in argv
         if not a.startswith("-") and "=" in a and not a.lstrip("+~").startswith("hydra")
     ]  # fmt: skip
+    # a launcher that runs the jobs elsewhere (SLURM): their GPUs are not this machine's
+    launcher = next((a.split("=", 1)[1] for a in argv if a.lstrip("+~").startswith("hydra/launcher=")), "basic")
+    remote = launcher in REMOTE_LAUNCHERS
     try:
         runs = _expand(overrides)
     except HydraException as error:
@@ -318,7 +324,8 @@ def _preflight(argv: list[str], config_name: str) -> None:
         except HydraException as error:
             raise _translate(error, config_name, []) from None
         validate_config(cfg, SCHEMAS[config_name], TOP_KEYS[config_name])
-        check_gpu_available(OmegaConf.to_container(cfg, resolve=False))
+        if not remote:
+            check_gpu_available(OmegaConf.to_container(cfg, resolve=False))
         if config_name == "evaluate":
             if cfg.split not in ("train", "val", "test"):
                 raise ConfigError(f"split={cfg.split!r} is not allowed; allowed: train, val, test")

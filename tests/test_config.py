@@ -178,3 +178,13 @@ def test_asking_for_a_gpu_that_torch_does_not_see_is_one_line(argv, monkeypatch)
     assert "asks for a GPU, but torch sees none" in message and "CPU" in message
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     preflight(argv, "train")  # accepted where there is a GPU
+
+
+def test_a_slurm_sweep_asking_for_gpus_passes_on_a_machine_without_one(monkeypatch):
+    """The jobs run on the cluster's nodes; the submitting machine needs no GPU."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    preflight(["-m", "experiment=paper_grid", "hydra/launcher=slurm", "trainer=gpu"], "train")
+    with pytest.raises(ConfigError, match="asks for a GPU"):
+        preflight(["-m", "experiment=paper_grid", "hydra/launcher=parallel", "trainer=gpu"], "train")
