@@ -9,7 +9,6 @@ the values of a composed config against SCHEMA.
 from __future__ import annotations
 
 import itertools
-
 import re
 from pathlib import Path
 

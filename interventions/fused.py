@@ -143,7 +143,7 @@ def train_fused(
     """
     from tqdm.auto import tqdm
 
-    from interventions.training import initialized_method, prefix_layer, prepare
+    from interventions.training import initialized_method, prepare, skip_prefix
 
     if not METHODS[method].trained:
         raise ConfigError(f"{method} is training-free: there is no objective to vary, nothing to fuse")
@@ -153,9 +153,7 @@ def train_fused(
     methods = [
         initialized_method(method, model, dm, train[0].prompt, seq_len, grid, init, init_scale, seed) for _ in objectives
     ]
-    prefix = prefix_layer(model, methods[0], prefix_skip)
-    if prefix:
-        dm.cache_residual(prefix)
+    prefix = skip_prefix(model, dm, methods[0], prefix_skip)
     stacked = stack_parameters(methods)
     optimizer = torch.optim.Adam(stacked.values(), lr=lr or METHODS[method].default_lr, foreach=True)
     loader = dm.train_dataloader()

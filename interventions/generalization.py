@@ -25,18 +25,20 @@ from pathlib import Path
 
 from interventions.errors import ConfigError, ExportError, InterventionsError
 from interventions.export import META_FILE, write_json
-from interventions.sweep import JOB_FILE, run_dirs
+from interventions.sweep import run_dirs
 
 METRICS_FILE = "metrics.json"
 LABELS = {"activscalar": "ActivScalar", "steervec": "SteerVec", "dynscalar": "DynScalar"}
 ORDER = ("activscalar", "steervec", "dynscalar")
 
 
-def find_runs(paths) -> list[Path]:
-    """Finished run folders from run folders, exports or sweep folders (in that order)."""
+def find_runs(paths) -> list[tuple[str, Path]]:
+    """(name, folder) of the finished runs in run folders, exports or sweep folders (in that
+    order); a run found in a sweep is named as in its pareto.json ("<job>/<k>" for a setting
+    of a fused multirun job), a run given directly by its folder's name."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    runs: list[Path] = []
+    runs: list[tuple[str, Path]] = []
     for raw in paths:
         path = Path(str(raw))
         if path.is_file() and path.name in (META_FILE, "intervention.safetensors"):
@@ -44,19 +46,13 @@ def find_runs(paths) -> list[Path]:
         if not path.exists():
             raise ConfigError(f"generalization: {path} does not exist; pass run folders or a multirun folder")
         if (path / META_FILE).exists():
-            runs.append(path)
+            runs.append((path.name, path))
             continue
-        found = [p for _, p in run_dirs(path) if (p / META_FILE).exists() and (p / METRICS_FILE).exists()]
+        found = [(n, p) for n, p in run_dirs(path) if (p / META_FILE).exists() and (p / METRICS_FILE).exists()]
         if not found:
             raise ConfigError(f"generalization: {path} holds no finished run (no {META_FILE} + {METRICS_FILE})")
         runs.extend(found)
     return runs
-
-
-def _run_label(run: str) -> str:
-    """A run folder's name in a table: "<job>/<k>" for a setting of a fused multirun job."""
-    path = Path(run)
-    return f"{path.parent.name}/{path.name}" if (path.parent / JOB_FILE).exists() else path.name
 
 
 def _other_templates(task: dict) -> list:
@@ -104,7 +100,7 @@ def generalization(runs, templates=None, split: str = "test", n: int | None = No
 
     models: dict[str, object] = {}
     records = []
-    for run_dir in find_runs(runs):
+    for name, run_dir in find_runs(runs):
         iv = load_intervention(run_dir)
         meta = iv.meta
         metrics = json.loads((run_dir / METRICS_FILE).read_text()) if (run_dir / METRICS_FILE).exists() else {}
@@ -113,6 +109,7 @@ def generalization(runs, templates=None, split: str = "test", n: int | None = No
             list(templates) if isinstance(templates, (list, tuple)) else [templates])  # fmt: skip
         record = {
             "run": str(run_dir),
+            "name": name,
             "method": meta["method"],
             "task": task.get("name"),
             "template": task.get("template"),
@@ -236,7 +233,7 @@ def markdown(summary: dict) -> str:
                   "|" + "---|" * (8 + len(templates))]  # fmt: skip
         for r in summary["runs"]:
             o = r.get("objective") or {}
-            cells = [_run_label(r["run"]), _task_label(r), LABELS.get(r["method"], r["method"]), str(o.get("lambda_f")),
+            cells = [r["name"], _task_label(r), LABELS.get(r["method"], r["method"]), str(o.get("lambda_f")),
                      str(o.get("lambda_m")), str(o.get("margin")), _cell(r["A"]), _cell(r["B"])]  # fmt: skip
             cells += [_cell(r["C"].get(t)) for t in templates]
             lines.append("| " + " | ".join(cells) + " |")
@@ -331,7 +328,7 @@ def task_matrix(runs, tasks=TOY_TASKS, template="all", split: str = "test", n: i
 
     models: dict[str, object] = {}
     rows, eff, flip, cells = [], [], [], []
-    for run_dir in find_runs(runs):
+    for _, run_dir in find_runs(runs):
         iv = load_intervention(run_dir)
         meta = iv.meta
         name = meta["model"]["name"]

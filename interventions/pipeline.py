@@ -161,6 +161,14 @@ def write_run(run_dir: Path, cfg: DictConfig, model, module: InterventionModule,
     return metrics
 
 
+def run_logger(cfg: DictConfig, run_dir: Path, name: str):
+    """The run's experiment logger as `cfg.logger` configures it, with the config attached."""
+    return make_logger(
+        cfg.logger.kind, run_dir, project=cfg.logger.project, mode=cfg.logger.mode, group=cfg.logger.group,
+        name=name, config=OmegaConf.to_container(cfg, resolve=True),
+    )  # fmt: skip
+
+
 def train_from_config(cfg: DictConfig) -> dict:
     """Train one intervention as configured and write every file of the run; returns metrics.
 
@@ -182,10 +190,7 @@ def train_from_config(cfg: DictConfig) -> dict:
         from interventions.progress import ThrottledProgressBar
 
         trainer_kwargs["callbacks"] = [*trainer_kwargs.get("callbacks", []), ThrottledProgressBar()]
-    logger = make_logger(
-        cfg.logger.kind, run_dir, project=cfg.logger.project, mode=cfg.logger.mode,
-        group=cfg.logger.group, name=run_dir.name, config=OmegaConf.to_container(cfg, resolve=True),
-    )  # fmt: skip
+    logger = run_logger(cfg, run_dir, run_dir.name)
     try:
         trained = train_intervention(
             model, tasks["train"], tasks["test"], tasks["val"], method=icfg["method"],
@@ -235,8 +240,10 @@ def fused_from_config(cfg: DictConfig) -> dict:
     base = OmegaConf.to_container(cfg.objective)
     given = fused_settings(OmegaConf.to_container(cfg.fused, resolve=True))
     settings = [dict(base, **s) for s in given]
-    runs = [(k, OmegaConf.merge(cfg, {"objective": setting, "fused": None})) for k, setting in enumerate(settings)]
-    pending = [(k, c) for k, c in runs if not already_finished(root / str(k), job_identity(c), f"fused setting {k}")]
+    runs = [OmegaConf.merge(cfg, {"objective": setting, "fused": None}) for setting in settings]
+    identities = [job_identity(run_cfg) for run_cfg in runs]
+    pending = [(k, runs[k]) for k in range(len(runs))
+               if not already_finished(root / str(k), identities[k], f"fused setting {k}")]  # fmt: skip
     in_multirun = is_multirun()
     # in a multirun (e.g. experiment=paper_grid_fused) the job's own overrides head each setting's
     job_overrides = [o for o in job_context()["overrides"] if not o.startswith("fused=")] if in_multirun else []
@@ -265,11 +272,8 @@ def fused_from_config(cfg: DictConfig) -> dict:
             run_dir.mkdir(exist_ok=True)
             overrides = [*job_overrides, *(f"objective.{key}={value}" for key, value in given[k].items())]
             write_json(run_dir / JOB_FILE, {"overrides": overrides, "group": cfg.logger.group,
-                                            "config": job_identity(run_cfg)})  # fmt: skip
-            logger = make_logger(
-                cfg.logger.kind, run_dir, project=cfg.logger.project, mode=cfg.logger.mode, group=cfg.logger.group,
-                name=f"{root.name}-{k}", config=OmegaConf.to_container(run_cfg, resolve=True),
-            )  # fmt: skip
+                                            "config": identities[k]})  # fmt: skip
+            logger = run_logger(run_cfg, run_dir, f"{root.name}-{k}")
             try:
                 module = InterventionModule(model, method, objective, lr=icfg["lr"])
                 write_run(run_dir, run_cfg, model, module, dm, started, logger)
@@ -315,8 +319,7 @@ def evaluate_from_config(cfg: DictConfig) -> dict:
     if cfg.n is not None:
         task_cfg[f"n_{split}"] = cfg.n
     module, dm = export_module(iv, model, task_cfg, split, cfg.seed)
-    logger = make_logger(cfg.logger.kind, out_dir, project=cfg.logger.project, mode=cfg.logger.mode,
-                         group=cfg.logger.group, name=f"eval-{out_dir.name}", config=OmegaConf.to_container(cfg, resolve=True))  # fmt: skip
+    logger = run_logger(cfg, out_dir, f"eval-{out_dir.name}")
     try:
         metrics = {split: module.evaluate(dm.loader(split))}
         title = f"{iv.name} from {Path(iv.path).name}: {task_cfg.name} template {task_cfg.template}, {split}"

@@ -70,13 +70,17 @@ def initialized_method(name: str, model, dm: TaskDataModule, prompt: str, seq_le
     return m
 
 
-def prefix_layer(model, method: Method, prefix_skip: bool = True) -> int:
+def skip_prefix(model, dm: TaskDataModule, method: Method, prefix_skip: bool = True) -> int:
     """The first block a training forward must run: the earliest intervened layer when the
-    prefix before it can be skipped (`forward.supports_prefix_skip`), else 0."""
+    prefix before it can be skipped (`forward.supports_prefix_skip`; its clean residual is
+    then cached in `dm`), else 0."""
     from interventions.forward import supports_prefix_skip
 
     first_layer = min(method.grid.layers)
-    return first_layer if prefix_skip and first_layer > 0 and supports_prefix_skip(model) else 0
+    prefix = first_layer if prefix_skip and first_layer > 0 and supports_prefix_skip(model) else 0
+    if prefix:
+        dm.cache_residual(prefix)
+    return prefix
 
 
 def train_intervention(
@@ -125,9 +129,7 @@ def train_intervention(
     dm, seq_len = prepare(model, train, val, test, method, batch_size=batch_size, padding_side=padding_side, seed=seed)
     grid = dict(sites=sites, layers=layers, positions=positions, heads=heads)
     m = initialized_method(method, model, dm, train[0].prompt, seq_len, grid, init, init_scale, seed)
-    prefix = prefix_layer(model, m, prefix_skip)
-    if prefix:
-        dm.cache_residual(prefix)
+    prefix = skip_prefix(model, dm, m, prefix_skip)
     module = InterventionModule(
         model, m, objective or Objective(), lr=lr or cls.default_lr, prefix_layer=prefix, skip_unread=skip_unread
     )

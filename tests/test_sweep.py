@@ -657,10 +657,10 @@ def test_fused_grid_in_a_multirun_gives_the_multiruns_pareto_json(tmp_path, mode
     for front, runs in want["fronts"].items():
         assert got["fronts"][front] == [names[r] for r in runs]
 
-    from interventions.generalization import _run_label, find_runs  # the Table-2 tool finds them too
+    from interventions.generalization import find_runs  # the Table-2 tool finds them too
 
-    assert [_run_label(str(p)) for p in find_runs(fused)] == ["0/0", "0/1", "1/0", "1/1"]
-    assert [_run_label(str(p)) for p in find_runs(plain)] == ["0", "1", "2", "3"]
+    assert [name for name, _ in find_runs(fused)] == ["0/0", "0/1", "1/0", "1/1"]
+    assert [name for name, _ in find_runs(plain)] == ["0", "1", "2", "3"]
 
     again = run_cli("train.py", *args, "fused={lambda_f:[0,1]}", f"hydra.sweep.dir={fused}")
     assert again.returncode == 0, describe(again)
