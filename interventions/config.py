@@ -12,7 +12,7 @@ import itertools
 import re
 from pathlib import Path
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from interventions.errors import ConfigError
 

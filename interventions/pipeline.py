@@ -18,7 +18,6 @@ from omegaconf import DictConfig, OmegaConf
 from interventions.analysis.illusion import diagnose_illusion, format_illusion, write_illusion
 from interventions.analysis.locations import location_rows, write_scalars_csv
 from interventions.analysis.plots import beta_curve, heatmap, save
-from interventions.errors import ConfigError
 from interventions.export import load_intervention, save_intervention, write_json
 from interventions.loggers import finish, log_files, make_logger
 from interventions.methods import METHODS

@@ -20,7 +20,7 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from conftest import TINY_CONFIG, build_tiny_model, describe, run_cli, toy_checkpoint_weights
+from conftest import describe, run_cli
 
 pytestmark = pytest.mark.slow
 

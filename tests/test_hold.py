@@ -1,7 +1,5 @@
 """The multi-observable objective: hold a second answer pair fixed while steering the first."""
 
-import math
-
 import pytest
 import torch
 

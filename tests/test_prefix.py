@@ -1,6 +1,5 @@
 """Skipping the unchanged prefix of the model gives the same logits and the same training."""
 
-import pytest
 import torch
 
 from interventions import train_intervention

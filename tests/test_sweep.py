@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import TINY_CONFIG, build_tiny_model, describe, toy_checkpoint_weights
+from conftest import describe
 from conftest import run_cli as _run_cli
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from interventions.errors import ExportError
-from interventions.sites import HEAD_SITES, LocationGrid, hook_name, site_width
+from interventions.sites import HEAD_SITES, LocationGrid, site_width
 
 Hook = tuple[str, Callable]
 
