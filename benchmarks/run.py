@@ -1,7 +1,7 @@
 """Speed and memory of the training step, side by side in one process, as ratios.
 
     python benchmarks/run.py step      [--models toy,gpt2-small] [--repeats 20]
-    python benchmarks/run.py scaling   [--model toy]
+    python benchmarks/run.py scaling   [--model toy|gpt2-small]
     python benchmarks/run.py fused     (K = 16 configurations: fused vs separate runs)
     python benchmarks/run.py prefix    [--models toy,gpt2-small,hf-gpt2-small] (intervening on the last
                                        layer: prefix skipped vs full; hf-* = Hugging Face GPT-2)
@@ -15,13 +15,16 @@
   ours      the product's training step: one batched β pass, hooks, clean log-probs
             precomputed, no weight gradients, last-position unembedding, objective, Adam
   naive     a straightforward step: two separate β passes, clean logits recomputed every
-            step, model weights left requiring grad, logits at every position
+            step, model weights left requiring grad, logits at every position, plain Adam
+  without_<x>  ours with one optimization x switched off (OPTIMIZATIONS: frozen_weights,
+            cached_clean, one_pass, last_logits): what each one buys
   skip_unread  ours with `skip_unread=True` (the last block's MLP at the read position only)
   fit       ours inside `lightning.Trainer.fit` (its loop, logging and optimizer closure)
-and reports ours / bare (goal ≤ 1.15), naive / ours, skip_unread / ours and fit / ours.
+and reports ours / bare (goal ≤ 1.15) and every other variant / ours.
 `prefix` times a step with and without the prefix skip, also in alternation. `scaling` runs
-each point in a fresh subprocess and reports time per epoch and peak RSS as prompts, layers
-and positions grow. `fused` alternates fused and separate trainings 5 times after a warm-up
+each point in a fresh subprocess and reports the median epoch after a warm-up step, the
+peak RSS while training and its rise above the RSS before the first step, as prompts,
+layers and positions grow. `fused` alternates fused and separate trainings 5 times after a warm-up
 at the measured sizes and reports medians, with the defaults, with `skip_unread` on both
 sides, and intervening only on the last layer (both sides skip the prefix). `peer` trains ActivScalar for 3 epochs on a random HF GPT-2 (toy and
 GPT-2-small shapes) with `train_intervention` (also with `skip_unread`) and with the pyvene
@@ -35,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -157,22 +159,49 @@ def step_bare(model, batch, hook_names):
     logits.sum().backward()
 
 
-def step_naive(module, optimizer, batch):
-    """Two β passes, clean logits every step, weights requiring grad, all positions' logits."""
-    from interventions.objective import Objective
+# The optimizations of the product's step that `step_variant` can switch off, one at a time.
+OPTIMIZATIONS = {
+    "frozen_weights": "weights left requiring grad (backward also computes their gradients)",
+    "cached_clean": "clean log-probs recomputed every step (one more no-grad forward)",
+    "one_pass": "β = +1 and β = -1 as two separate forwards",
+    "last_logits": "final LayerNorm and unembedding at every position",
+}
+
+
+def step_variant(module, optimizer, batch, without=()) -> torch.Tensor:
+    """The product's training step written out, with the optimizations named in `without`
+    (keys of OPTIMIZATIONS) switched off; all of them off is the naive step. Returns the
+    loss, detached (the same loss for every `without`, up to rounding)."""
+    from interventions.forward import last_position_logits
 
     model, method = module.model, module.method
-    rows = torch.arange(batch["input_ids"].shape[0])
-    with torch.no_grad():
-        clean = torch.log_softmax(model(batch["input_ids"])[rows, batch["last_index"]], -1)
-    outs = []
-    for beta in (1.0, -1.0):
-        with model.hooks(fwd_hooks=method.hooks(beta)):
-            outs.append(model(batch["input_ids"])[rows, batch["last_index"]])
-    loss, _ = Objective(1.0, 0.01, 1.0)(outs[0], outs[1], batch["correct"], batch["wrong"], clean, method.flat_params())
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    ids, last = batch["input_ids"], batch["last_index"]
+
+    def logits(ids, last, hooks):
+        if "last_logits" not in without:
+            return last_position_logits(model, ids, None, last, hooks)
+        with model.hooks(fwd_hooks=hooks):
+            return model(ids)[torch.arange(ids.shape[0]), last]
+
+    model.requires_grad_("frozen_weights" in without)
+    try:
+        clean = batch["clean_logprobs"]
+        if "cached_clean" in without:
+            with torch.no_grad():
+                clean = torch.log_softmax(logits(ids, last, []), -1)
+        if "one_pass" in without:
+            pos, neg = (logits(ids, last, method.hooks(beta)) for beta in (1.0, -1.0))
+        else:
+            b = ids.shape[0]
+            beta = torch.tensor([1.0, -1.0]).repeat_interleave(b)
+            pos, neg = logits(ids.repeat(2, 1), last.repeat(2), method.hooks(beta)).split(b)
+        loss, _ = module.objective(pos, neg, batch["correct"], batch["wrong"], clean, method.flat_params())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    finally:
+        model.requires_grad_(False)
+    return loss.detach()
 
 
 class EpochTimer(L.Callback):
@@ -215,37 +244,38 @@ def side_by_side(fns: dict, rounds: int) -> dict:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def step_naive_with_weight_grads(module, optimizer, batch):
-    """`step_naive` with the model's weights requiring grad, as a naive implementation leaves them."""
-    module.model.requires_grad_(True)
-    try:
-        step_naive(module, optimizer, batch)
-    finally:
-        module.model.requires_grad_(False)
-
-
 def bench_step(model_name: str, batch_size: int, pos: int, repeats: int) -> dict:
     from interventions.sites import hook_name
 
     model, d_vocab = build(model_name)
     batch = make_batch(model, d_vocab, batch_size, pos)
-    modules = {name: make_module(model, pos, skip_unread=name == "skip_unread") for name in ("ours", "skip_unread", "naive", "fit")}
+    without = {f"without_{name}": (name,) for name in OPTIMIZATIONS}
+    names = ["ours", "skip_unread", "naive", "fit", *without]
+    modules = {name: make_module(model, pos, skip_unread=name == "skip_unread") for name in names}
     optimizers = {name: m.configure_optimizers() for name, m in modules.items()}  # the product's Adam (foreach)
-    optimizers["naive"] = torch.optim.Adam(modules["naive"].method.parameters(), lr=1e-2)
-    names = [hook_name(s, l) for s in modules["ours"].method.grid.sites for l in modules["ours"].method.grid.layers]
+    optimizers["naive"] = torch.optim.Adam(modules["naive"].method.parameters(), lr=1e-2)  # plain, per tensor
+    hooked = [hook_name(s, l) for s in modules["ours"].method.grid.sites for l in modules["ours"].method.grid.layers]
     fit_steps = 10 if model_name == "toy" else 3
+
+    def variant(name, switched_off):
+        def step():  # returns None: side_by_side would take a returned value for its seconds
+            step_variant(modules[name], optimizers[name], batch, switched_off)
+
+        return step
+
     t = side_by_side({
-        "bare": lambda: step_bare(model, batch, names),
+        "bare": lambda: step_bare(model, batch, hooked),
         "ours": lambda: step_ours(modules["ours"], optimizers["ours"], batch),
         "skip_unread": lambda: step_ours(modules["skip_unread"], optimizers["skip_unread"], batch),
-        "naive": lambda: step_naive_with_weight_grads(modules["naive"], optimizers["naive"], batch),
+        "naive": variant("naive", tuple(OPTIMIZATIONS)),
         "fit": lambda: fit_epoch(modules["fit"], batch, fit_steps),
+        **{name: variant(name, off) for name, off in without.items()},
     }, repeats)  # fmt: skip
     return {
         "model": model_name, "batch": batch_size, "positions": pos, "rounds": repeats,
         **{f"{name}_ms": round(seconds * 1e3, 2) for name, seconds in t.items()},
-        "ours_over_bare": round(t["ours"] / t["bare"], 3), "naive_over_ours": round(t["naive"] / t["ours"], 3),
-        "skip_unread_over_ours": round(t["skip_unread"] / t["ours"], 3), "fit_over_ours": round(t["fit"] / t["ours"], 3),
+        "ours_over_bare": round(t["ours"] / t["bare"], 3),
+        **{f"{name}_over_ours": round(t[name] / t["ours"], 3) for name in names if name != "ours"},
     }  # fmt: skip
 
 
@@ -269,19 +299,40 @@ def bench_progress(batch_size: int = 4, steps: int = 64, rounds: int = 7) -> dic
             "throttled_bar_over_no_bar": round(t["throttled_bar"] / t["no_bar"], 3)}  # fmt: skip
 
 
-def scaling_point(model_name: str, n_prompts: int, n_layers: int | None, pos: int, batch_size: int) -> dict:
-    """One epoch of training at one size (run in a fresh process for a clean peak RSS)."""
+def rss_mb(field: str) -> float:
+    """This process's resident memory from /proc/self/status: "VmRSS" (now) or "VmHWM" (peak)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def scaling_point(model_name: str, n_prompts: int, n_layers: int | None, pos: int, batch_size: int,
+                  epochs: int = 3) -> dict:  # fmt: skip
+    """Training at one size, run in a fresh process so that its memory is its own: one
+    warm-up step, then `epochs` epochs (median seconds). Memory: the peak resident set
+    while training (the kernel's high-water mark is reset once the model and data are
+    built, so building them does not count) and its rise above the resident set just
+    before the first step: what the steps' activations, gradients and Adam state add."""
     model, d_vocab = build(model_name, n_layers)
     data = make_batch(model, d_vocab, n_prompts, pos)
     module = make_module(model, pos)
     optimizer = module.configure_optimizers()
-    start = time.perf_counter()
-    for i in range(0, n_prompts, batch_size):
-        step_ours(module, optimizer, {k: v[i : i + batch_size] for k, v in data.items()})
-    epoch = time.perf_counter() - start
+    batches = [{k: v[i : i + batch_size] for k, v in data.items()} for i in range(0, n_prompts, batch_size)]
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS (Linux)
+    before = rss_mb("VmRSS")
+    step_ours(module, optimizer, batches[0])  # warm-up: first-call costs
+    seconds = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        for batch in batches:
+            step_ours(module, optimizer, batch)
+        seconds.append(time.perf_counter() - start)
+    peak = rss_mb("VmHWM")
     return {
         "model": model_name, "prompts": n_prompts, "layers": model.cfg.n_layers, "positions": pos,
-        "epoch_s": round(epoch, 3), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "epoch_s": round(statistics.median(seconds), 3), "peak_rss_mb": round(peak, 1),
+        "training_rss_mb": round(peak - before, 1),
     }  # fmt: skip
 
 

@@ -8,7 +8,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.run import bench_fused, bench_progress, bench_step, side_by_side  # noqa: E402
+import pytest  # noqa: E402
+
+from benchmarks.run import (  # noqa: E402
+    OPTIMIZATIONS, bench_fused, bench_progress, bench_step, make_batch, make_module, side_by_side, step_variant,
+)
 
 
 def test_side_by_side_alternates_and_takes_reported_seconds():
@@ -20,9 +24,29 @@ def test_side_by_side_alternates_and_takes_reported_seconds():
 
 def test_step_benchmark_runs_every_variant(toy_model):
     result = bench_step("toy", batch_size=2, pos=17, repeats=1)
-    for name in ("bare", "ours", "skip_unread", "naive", "fit"):
+    variants = ["skip_unread", "naive", "fit", *(f"without_{name}" for name in OPTIMIZATIONS)]
+    for name in ("bare", "ours", *variants):
         assert result[f"{name}_ms"] > 0
-    assert {"ours_over_bare", "naive_over_ours", "skip_unread_over_ours", "fit_over_ours"} <= set(result)
+    assert {"ours_over_bare", *(f"{name}_over_ours" for name in variants)} <= set(result)
+
+
+@pytest.mark.parametrize("without", [(), *((name,) for name in OPTIMIZATIONS), tuple(OPTIMIZATIONS)])
+def test_every_step_variant_computes_the_products_loss_and_update(toy_model, without):
+    """Switching an optimization off must change only the cost: the same first-step loss
+    and parameters after the step as the product's module."""
+    model, _ = toy_model
+    batch = make_batch(model, model.cfg.d_vocab, 3, 17)
+    ours, variant = make_module(model, 17), make_module(model, 17)
+    logits_pos, logits_neg = ours.steered_logits(batch)
+    expected, _ = ours.objective(logits_pos, logits_neg, batch["correct"], batch["wrong"],
+                                 batch["clean_logprobs"], ours.method.flat_params())  # fmt: skip
+    optimizer = ours.configure_optimizers()
+    expected.backward()
+    optimizer.step()
+    loss = step_variant(variant, variant.configure_optimizers(), batch, without)
+    assert abs(float(loss) - expected.item()) < 1e-5
+    assert (variant.method.flat_params() - ours.method.flat_params()).abs().max() < 1e-6
+    assert not any(p.requires_grad for p in model.parameters())  # the variant froze them again
 
 
 def test_progress_benchmark_runs_every_bar(toy_model):
