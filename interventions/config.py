@@ -162,6 +162,19 @@ def _check_fused_trainer(trainer: dict) -> None:
             )
 
 
+def _check_training_device(container: dict, trained: bool) -> None:
+    """`model.device=cuda` with a CPU trainer would load the model on the GPU and then train
+    on the CPU (Lightning moves the model to its accelerator): refuse it for trained methods.
+    (Training-free methods run on model.device; `trainer=gpu` moves a CPU-loaded model.)"""
+    device = str((container.get("model") or {}).get("device") or "cpu")
+    accelerator = (container.get("trainer") or {}).get("accelerator", "cpu")
+    if trained and device != "cpu" and accelerator == "cpu":
+        raise ConfigError(
+            f"model.device={device} with trainer.accelerator=cpu would train on the CPU; add trainer=gpu "
+            "(it moves the model to the GPU, so model.device may stay cpu), or drop model.device"
+        )
+
+
 def validate_config(cfg: DictConfig, schema: dict | None = None, top_keys: set[str] | None = None) -> None:
     """Check every key and value of a composed config; raise one ConfigError line."""
     schema = SCHEMA if schema is None else schema
@@ -202,6 +215,7 @@ def validate_config(cfg: DictConfig, schema: dict | None = None, top_keys: set[s
                 f"fused trains several objective settings of a trained method; intervention={icfg['method']} "
                 "is training-free (no objective to vary): drop fused, or sweep it with -m"
             )
+        _check_training_device(container, METHODS[icfg["method"]].trained)
     trainer = container.get("trainer") or {}
     if "max_epochs" in trainer:
         _check_value("trainer.max_epochs", trainer["max_epochs"], "int>=1")

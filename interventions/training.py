@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import lightning as L
+import torch
 
 from interventions.methods import METHODS, Method
 from interventions.module import InterventionModule
@@ -83,6 +84,16 @@ def skip_prefix(model, dm: TaskDataModule, method: Method, prefix_skip: bool = T
     return prefix
 
 
+def lightning_device(device: torch.device) -> dict:
+    """The Trainer's `accelerator` and `devices` for training where the model is: a model on
+    cuda:1 trains on GPU 1, not on the CPU Lightning would otherwise move it to."""
+    if device.type == "cuda":
+        return {"accelerator": "cuda", "devices": [device.index or 0]}
+    if device.type == "mps":
+        return {"accelerator": "mps", "devices": 1}
+    return {"accelerator": "cpu", "devices": 1}
+
+
 def train_intervention(
     model,
     train: Task,
@@ -118,7 +129,8 @@ def train_intervention(
         objective: E_m + λ_F·F + λ_M·M weights (default Objective(): λ_F 0.1, λ_M 0, m 1).
         lr, epochs, batch_size, seed: Adam learning rate (None: the method's `default_lr`),
             epochs, batch size, seed.
-        logger, trainer_kwargs: passed to `lightning.Trainer`.
+        logger, trainer_kwargs: passed to `lightning.Trainer` (by default it trains where the
+            model is: `lightning_device`).
         prefix_skip: when the earliest intervened layer k > 0 (native and GPT-2 models), cache the
             clean residual entering layer k once and run only blocks k.. each step.
         skip_unread: run the last block's MLP only at the read positions (native, GPT-2,
@@ -143,7 +155,7 @@ def train_intervention(
 
             info = fit_attribution(method, module, dm, train)
         return TrainedIntervention(module, dm, info)
-    kwargs = dict(max_epochs=epochs, accelerator="cpu", devices=1, enable_progress_bar=False)
+    kwargs = dict(max_epochs=epochs, enable_progress_bar=False, **lightning_device(next(model.parameters()).device))
     kwargs.update(trainer_kwargs or {})
     kwargs.update(
         logger=logger if logger is not None else False, enable_checkpointing=False,

@@ -62,3 +62,30 @@ def test_location_labels_cover_every_position_of_a_mixed_length_batch(tiny_model
     method.initialize("normal", 0.1)
     rows = location_rows(method, tiny_model, batch, labels)
     assert {r["token"] for r in rows if r["position"] == len(labels) - 1} == {labels[-1]}
+
+
+@pytest.mark.parametrize("device, expected", [
+    ("cpu", {"accelerator": "cpu", "devices": 1}),
+    ("cuda", {"accelerator": "cuda", "devices": [0]}),
+    ("cuda:1", {"accelerator": "cuda", "devices": [1]}),
+    ("mps", {"accelerator": "mps", "devices": 1}),
+])  # fmt: skip
+def test_train_intervention_trains_where_the_model_is(device, expected):
+    """Lightning's default would move a GPU model to the CPU and train there."""
+    from interventions.training import lightning_device
+
+    assert lightning_device(torch.device(device)) == expected
+
+
+def test_train_intervention_passes_the_models_device_to_the_trainer(tiny_model, monkeypatch):
+    from interventions import training
+
+    asked = []
+
+    def recording(device):
+        asked.append(device)
+        return {"accelerator": "cpu", "devices": 1}
+
+    monkeypatch.setattr(training, "lightning_device", recording)
+    interventions.train_intervention(tiny_model, load_task("ccc", model=tiny_model, split="train", n=8), epochs=1)
+    assert asked == [next(tiny_model.parameters()).device]

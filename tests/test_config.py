@@ -168,7 +168,7 @@ def test_experiments_set_their_keys_over_train_yaml():
     assert cfg.hydra.sweeper.params.intervention == "activscalar,steervec"
 
 
-@pytest.mark.parametrize("argv", [["trainer=gpu"], ["model.device=cuda"], ["trainer=ddp"],
+@pytest.mark.parametrize("argv", [["trainer=gpu"], ["intervention=dla", "model.device=cuda"], ["trainer=ddp"],
                                   ["experiment=paper_grid_small_fused", "trainer=gpu"]])  # fmt: skip
 def test_asking_for_a_gpu_that_torch_does_not_see_is_one_line(argv, monkeypatch):
     import torch
@@ -178,6 +178,18 @@ def test_asking_for_a_gpu_that_torch_does_not_see_is_one_line(argv, monkeypatch)
     assert "asks for a GPU, but torch sees none" in message and "CPU" in message
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     preflight(argv, "train")  # accepted where there is a GPU
+
+
+@pytest.mark.parametrize("argv", [["model.device=cuda"], ["model.device=cuda:1", "fused=[{lambda_f:0}]"]])
+def test_a_model_on_the_gpu_with_a_cpu_trainer_is_refused_for_trained_methods(argv, monkeypatch):
+    """Lightning would move the model back to the CPU and train there."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    message = error_of(argv)
+    assert "trainer.accelerator=cpu would train on the CPU" in message and "trainer=gpu" in message
+    preflight([*argv, "trainer=gpu"], "train")
+    preflight(["intervention=dla", *argv[:1]], "train")  # training-free: runs on model.device
 
 
 def test_a_slurm_sweep_asking_for_gpus_passes_on_a_machine_without_one(monkeypatch):
