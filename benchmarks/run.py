@@ -172,29 +172,28 @@ def step_variant(module, optimizer, batch, without=()) -> torch.Tensor:
     """The product's training step written out, with the optimizations named in `without`
     (keys of OPTIMIZATIONS) switched off; all of them off is the naive step. Returns the
     loss, detached (the same loss for every `without`, up to rounding)."""
-    from interventions.forward import last_position_logits
+    from interventions.forward import repeated_batch_logits
 
     model, method = module.model, module.method
-    ids, last = batch["input_ids"], batch["last_index"]
 
-    def logits(ids, last, hooks):
+    def logits(reps: int, hooks: list) -> torch.Tensor:  # [reps · B, vocab], as the product reads them
         if "last_logits" not in without:
-            return last_position_logits(model, ids, None, last, hooks)
+            return repeated_batch_logits(model, batch, reps, hooks)
+        ids = batch["input_ids"].repeat(reps, 1)
         with model.hooks(fwd_hooks=hooks):
-            return model(ids)[torch.arange(ids.shape[0]), last]
+            return model(ids)[torch.arange(ids.shape[0]), batch["last_index"].repeat(reps)]
 
     model.requires_grad_("frozen_weights" in without)
     try:
         clean = batch["clean_logprobs"]
         if "cached_clean" in without:
             with torch.no_grad():
-                clean = torch.log_softmax(logits(ids, last, []), -1)
+                clean = torch.log_softmax(logits(1, []), -1)
         if "one_pass" in without:
-            pos, neg = (logits(ids, last, method.hooks(beta)) for beta in (1.0, -1.0))
+            pos, neg = (logits(1, method.hooks(beta)) for beta in (1.0, -1.0))
         else:
-            b = ids.shape[0]
-            beta = torch.tensor([1.0, -1.0]).repeat_interleave(b)
-            pos, neg = logits(ids.repeat(2, 1), last.repeat(2), method.hooks(beta)).split(b)
+            b = batch["input_ids"].shape[0]
+            pos, neg = logits(2, method.hooks(torch.tensor([1.0, -1.0]).repeat_interleave(b))).split(b)
         loss, _ = module.objective(pos, neg, batch["correct"], batch["wrong"], clean, method.flat_params())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
