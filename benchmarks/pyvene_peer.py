@@ -58,7 +58,8 @@ def build_peer(hf_model, seq_len: int, init: torch.Tensor, sites=("attnOut", "ml
 
     cls = scalar_intervention_class()
     d_model, n_layers = hf_model.config.n_embd, hf_model.config.n_layer
-    interventions = [cls(seq_len, d_model) for _ in sites for _ in range(n_layers)]
+    device = next(hf_model.parameters()).device
+    interventions = [cls(seq_len, d_model).to(device) for _ in sites for _ in range(n_layers)]
     with torch.no_grad():
         for iv, alpha in zip(interventions, init.split(seq_len), strict=True):
             iv.alpha.copy_(alpha)
@@ -96,28 +97,36 @@ def peer_step(peer, interventions, objective, optimizer, batch: dict, logits_to_
     return loss.detach()
 
 
-def train_peer(peer, interventions, dm, objective, *, lr: float, epochs: int, logits_to_keep: int = 0) -> list[float]:
-    """Train on `dm`'s train batches in our order (sampler.set_epoch); seconds per epoch."""
+def train_peer(peer, interventions, dm, objective, *, lr: float, epochs: int, logits_to_keep: int = 0,
+               sync=lambda: None) -> list[float]:  # fmt: skip
+    """Train on `dm`'s train batches in our order (sampler.set_epoch), on the interventions'
+    device, as our Trainer does (batches moved there one by one); seconds per epoch, read
+    after `sync` (benchmarks/run.py `device_sync`)."""
     optimizer = torch.optim.Adam([iv.alpha for iv in interventions], lr=lr)
+    device = interventions[0].alpha.device
     loader = dm.train_dataloader()
     seconds = []
     for epoch in range(epochs):
         loader.sampler.set_epoch(epoch)
+        sync()
         start = time.perf_counter()
         for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items()}
             peer_step(peer, interventions, objective, optimizer, batch, logits_to_keep)
+        sync()
         seconds.append(time.perf_counter() - start)
     return seconds
 
 
-def bare_epoch(hf_model, dm, components=tuple(COMPONENTS.values())) -> float:
-    """Seconds for one epoch of the floor on the raw HF model: per batch, one forward of the
-    doubled batch (β = ±1 rows) + backward from the last position's logits, with gradients
-    flowing only to the hooked activations (each multiplied by a leaf of ones)."""
+def bare_epoch(hf_model, dm, components=tuple(COMPONENTS.values()), sync=lambda: None) -> float:
+    """Seconds for one epoch of the floor on the raw HF model, on its device: per batch, one
+    forward of the doubled batch (β = ±1 rows) + backward from the last position's logits,
+    with gradients flowing only to the hooked activations (each multiplied by a leaf of ones)."""
     modules = {"attention_output": lambda block: block.attn.resid_dropout, "mlp_output": lambda block: block.mlp}
+    device = next(hf_model.parameters()).device
 
     def leaf_hook(module, args, output):
-        return output * torch.ones((), requires_grad=True)
+        return output * torch.ones((), device=output.device, requires_grad=True)
 
     handles = [modules[c](block).register_forward_hook(leaf_hook) for c in components for block in hf_model.transformer.h]
     requires = [p.requires_grad for p in hf_model.parameters()]
@@ -125,11 +134,13 @@ def bare_epoch(hf_model, dm, components=tuple(COMPONENTS.values())) -> float:
     try:
         loader = dm.train_dataloader()
         loader.sampler.set_epoch(0)
+        sync()
         start = time.perf_counter()
         for batch in loader:
-            out = hf_model(input_ids=batch["input_ids"].repeat(2, 1), attention_mask=batch["attention_mask"].repeat(2, 1),
-                           logits_to_keep=1)  # fmt: skip
+            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            out = hf_model(input_ids=ids.repeat(2, 1), attention_mask=mask.repeat(2, 1), logits_to_keep=1)
             out.logits.sum().backward()
+        sync()
         return time.perf_counter() - start
     finally:
         for handle in handles:

@@ -31,6 +31,10 @@ GPT-2-small shapes) with `train_intervention` (also with `skip_unread`) and with
 peer (benchmarks/pyvene_peer.py), from the same initial α on the same batches, and reports
 median epoch times, the HF floor and the final parameter difference. Absolute times are
 noisy on a shared machine; read the ratios.
+
+`--device cuda[:N]` (all but `progress`) builds the models and batches on that GPU, waits
+for it (`device_sync`) before every clock reading, trains with Lightning there, reads GPU
+memory from torch's allocator in `scaling`, and writes `<name>_cuda.json`.
 """
 
 from __future__ import annotations
@@ -57,12 +61,25 @@ GPT2_SMALL = dict(d_model=768, n_layers=12, n_heads=12, d_head=64, d_mlp=3072, d
                   act_fn="gelu_new", normalization_type="LN")  # fmt: skip
 
 
-def build(model_name: str, n_layers: int | None = None):
-    """(frozen model, d_vocab): the toy checkpoint, or a random GPT-2-small-shaped native model."""
+def device_sync(device: torch.device):
+    """What to call before reading the clock on `device`: CUDA kernels run asynchronously,
+    so without a synchronize a timer stops before the GPU has finished; nothing on the CPU."""
+    if torch.device(device).type == "cuda":
+        return partial(torch.cuda.synchronize, device)
+    return lambda: None
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def build(model_name: str, n_layers: int | None = None, device: str = "cpu"):
+    """(frozen model on `device`, d_vocab): the toy checkpoint, or a random
+    GPT-2-small-shaped native model."""
     from interventions.models import freeze, load_model
 
     if model_name == "toy" and not n_layers:
-        model, _ = load_model("toy")
+        model, _ = load_model("toy", device=device)
         return model, model.cfg.d_vocab
     import transformer_lens.model_bridge.sources.native  # noqa: F401
     from transformer_lens.model_bridge import TransformerBridge
@@ -73,13 +90,14 @@ def build(model_name: str, n_layers: int | None = None):
     cfg = dict(MODEL_CONFIG, d_vocab=195, seed=0) if model_name == "toy" else dict(GPT2_SMALL, seed=0)
     if n_layers:
         cfg["n_layers"] = n_layers
-    return freeze(TransformerBridge.boot_native(cfg)), cfg["d_vocab"]
+    return freeze(TransformerBridge.boot_native(cfg).to(device)), cfg["d_vocab"]
 
 
-def build_hf(shape: str):
-    """(GPT2LMHeadModel, frozen TransformerBridge over the same weights): a random HF GPT-2
-    of `shape` ("toy": the toy model's sizes, or "gpt2-small"), saved with the toy tokenizer
-    (toy-world prompts; the model's vocabulary may be larger) and loaded with `load_model`."""
+def build_hf(shape: str, device: str = "cpu"):
+    """(GPT2LMHeadModel, frozen TransformerBridge over the same weights), both on `device`: a
+    random HF GPT-2 of `shape` ("toy": the toy model's sizes, or "gpt2-small"), saved with the
+    toy tokenizer (toy-world prompts; the model's vocabulary may be larger) and loaded with
+    `load_model`."""
     import tempfile
 
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -100,27 +118,28 @@ def build_hf(shape: str):
         hf.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         os.environ["HF_HUB_OFFLINE"] = "1"
-        model, _ = load_model(folder)
-    return hf, model
+        model, _ = load_model(folder, device=device)
+    return hf.to(device), model
 
 
 def make_batch(model, d_vocab: int, batch: int, pos: int, seed: int = 0) -> dict:
-    """A random unpadded training batch [batch, pos] with its clean log-probs under `model`."""
+    """A random unpadded training batch [batch, pos] with its clean log-probs under `model`,
+    on the model's device (drawn on the CPU: the same batch on every device)."""
     from interventions.forward import last_position_logits
 
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(4, d_vocab, (batch, pos), generator=g)
-    last_index = torch.full((batch,), pos - 1)
-    with torch.no_grad():
-        clean = torch.log_softmax(last_position_logits(model, ids, None, last_index), -1)
-    return {
+    tensors = {
         "input_ids": ids,
         "attention_mask": torch.ones_like(ids),
-        "last_index": last_index,
+        "last_index": torch.full((batch,), pos - 1),
         "correct": torch.randint(4, d_vocab, (batch,), generator=g),
         "wrong": torch.randint(4, d_vocab, (batch,), generator=g),
-        "clean_logprobs": clean,
     }
+    tensors = {k: v.to(model_device(model)) for k, v in tensors.items()}
+    with torch.no_grad():
+        logits = last_position_logits(model, tensors["input_ids"], None, tensors["last_index"])
+    return {**tensors, "clean_logprobs": torch.log_softmax(logits, -1)}
 
 
 def make_module(model, seq_len: int, method: str = "activscalar", skip_unread: bool = False):
@@ -151,7 +170,7 @@ def step_bare(model, batch, hook_names):
     leaves = []
 
     def hook(act, hook):
-        leaf = torch.ones((), requires_grad=True)
+        leaf = torch.ones((), device=act.device, requires_grad=True)
         leaves.append(leaf)
         return act * leaf
 
@@ -175,13 +194,14 @@ def step_variant(module, optimizer, batch, without=()) -> torch.Tensor:
     from interventions.forward import repeated_batch_logits
 
     model, method = module.model, module.method
+    device = model_device(model)
 
     def logits(reps: int, hooks: list) -> torch.Tensor:  # [reps · B, vocab], as the product reads them
         if "last_logits" not in without:
             return repeated_batch_logits(model, batch, reps, hooks)
         ids = batch["input_ids"].repeat(reps, 1)
         with model.hooks(fwd_hooks=hooks):
-            return model(ids)[torch.arange(ids.shape[0]), batch["last_index"].repeat(reps)]
+            return model(ids)[torch.arange(ids.shape[0], device=device), batch["last_index"].repeat(reps)]
 
     model.requires_grad_("frozen_weights" in without)
     try:
@@ -193,7 +213,7 @@ def step_variant(module, optimizer, batch, without=()) -> torch.Tensor:
             pos, neg = (logits(1, method.hooks(beta)) for beta in (1.0, -1.0))
         else:
             b = batch["input_ids"].shape[0]
-            pos, neg = logits(2, method.hooks(torch.tensor([1.0, -1.0]).repeat_interleave(b))).split(b)
+            pos, neg = logits(2, method.hooks(torch.tensor([1.0, -1.0], device=device).repeat_interleave(b))).split(b)
         loss, _ = module.objective(pos, neg, batch["correct"], batch["wrong"], clean, method.flat_params())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -204,49 +224,60 @@ def step_variant(module, optimizer, batch, without=()) -> torch.Tensor:
 
 
 class EpochTimer(L.Callback):
-    """A Lightning callback recording each training epoch's wall time."""
+    """A Lightning callback recording each training epoch's wall time (with `sync`, a
+    `device_sync`, called before each clock reading)."""
 
-    def __init__(self):
+    def __init__(self, sync=lambda: None):
         self.seconds = []
+        self.sync = sync
 
     def on_train_epoch_start(self, trainer, module):
+        self.sync()
         self._start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, module):
+        self.sync()
         self.seconds.append(time.perf_counter() - self._start)
 
 
 def fit_epoch(module, batch: dict, steps: int, progress_bar=None) -> float:
     """Seconds per step of ours inside `Trainer.fit` (Lightning's loop, logging and optimizer
     closure included): one epoch of `steps` copies of `batch`, timed from epoch start to end
-    (the Trainer's setup excluded), with `progress_bar` (a callback) or none."""
-    timer = EpochTimer()
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_progress_bar=bool(progress_bar),
+    (the Trainer's setup excluded), with `progress_bar` (a callback) or none; on the model's
+    device."""
+    from interventions.training import lightning_device
+
+    device = model_device(module.model)
+    timer = EpochTimer(device_sync(device))
+    trainer = L.Trainer(max_epochs=1, **lightning_device(device), logger=False, enable_progress_bar=bool(progress_bar),
                         enable_checkpointing=False, enable_model_summary=False, limit_val_batches=0,
                         callbacks=[timer, *([progress_bar] if progress_bar else [])])  # fmt: skip
     trainer.fit(module, torch.utils.data.DataLoader([batch] * steps, batch_size=None))
     return timer.seconds[0] / steps
 
 
-def side_by_side(fns: dict, rounds: int) -> dict:
+def side_by_side(fns: dict, rounds: int, sync=lambda: None) -> dict:
     """Median seconds of each function, called in alternation (one call of each per round,
     after a warm-up call of each) so that a drifting machine affects all of them alike. A
-    function may return its own measured seconds; otherwise its wall time counts."""
+    function may return its own measured seconds; otherwise its wall time counts, between
+    two calls of `sync` (a `device_sync`: the GPU's queued work belongs to the call)."""
     for fn in fns.values():
         fn()
     times = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
+            sync()
             start = time.perf_counter()
             measured = fn()
+            sync()
             times[name].append(measured if measured is not None else time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def bench_step(model_name: str, batch_size: int, pos: int, repeats: int) -> dict:
+def bench_step(model_name: str, batch_size: int, pos: int, repeats: int, device: str = "cpu") -> dict:
     from interventions.sites import hook_name
 
-    model, d_vocab = build(model_name)
+    model, d_vocab = build(model_name, device=device)
     batch = make_batch(model, d_vocab, batch_size, pos)
     without = {f"without_{name}": (name,) for name in OPTIMIZATIONS}
     names = ["ours", "skip_unread", "naive", "fit", *without]
@@ -269,9 +300,9 @@ def bench_step(model_name: str, batch_size: int, pos: int, repeats: int) -> dict
         "naive": variant("naive", tuple(OPTIMIZATIONS)),
         "fit": lambda: fit_epoch(modules["fit"], batch, fit_steps),
         **{name: variant(name, off) for name, off in without.items()},
-    }, repeats)  # fmt: skip
+    }, repeats, device_sync(device))  # fmt: skip
     return {
-        "model": model_name, "batch": batch_size, "positions": pos, "rounds": repeats,
+        "model": model_name, "device": str(device), "batch": batch_size, "positions": pos, "rounds": repeats,
         **{f"{name}_ms": round(seconds * 1e3, 2) for name, seconds in t.items()},
         "ours_over_bare": round(t["ours"] / t["bare"], 3),
         **{f"{name}_over_ours": round(t[name] / t["ours"], 3) for name in names if name != "ours"},
@@ -306,36 +337,57 @@ def rss_mb(field: str) -> float:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
+def reset_memory_peak(device: torch.device) -> None:
+    """Start a new peak for `memory_mb(device, peak=True)`."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux)
+
+
+def memory_mb(device: torch.device, peak: bool = False) -> float:
+    """Memory in use now, or its peak since `reset_memory_peak`, in MB: on a GPU what torch
+    has allocated there (the process's resident set would not see it), on the CPU the
+    process's resident set."""
+    if device.type == "cuda":
+        return (torch.cuda.max_memory_allocated(device) if peak else torch.cuda.memory_allocated(device)) / 2**20
+    return rss_mb("VmHWM" if peak else "VmRSS")
+
+
 def scaling_point(model_name: str, n_prompts: int, n_layers: int | None, pos: int, batch_size: int,
-                  epochs: int = 3) -> dict:  # fmt: skip
+                  epochs: int = 3, device: str = "cpu") -> dict:  # fmt: skip
     """Training at one size, run in a fresh process so that its memory is its own: one
-    warm-up step, then `epochs` epochs (median seconds). Memory: the peak resident set
-    while training (the kernel's high-water mark is reset once the model and data are
-    built, so building them does not count) and its rise above the resident set just
-    before the first step: what the steps' activations, gradients and Adam state add."""
-    model, d_vocab = build(model_name, n_layers)
+    warm-up step, then `epochs` epochs (median seconds). Memory (`memory_mb`: the resident
+    set on the CPU, "rss", torch's allocations on a GPU, "cuda"): the peak while training
+    (reset once the model and data are built, so building them does not count) and its rise
+    above the memory in use just before the first step: what the steps' activations,
+    gradients and Adam state add."""
+    model, d_vocab = build(model_name, n_layers, device)
+    device, sync = model_device(model), device_sync(device)
     data = make_batch(model, d_vocab, n_prompts, pos)
     module = make_module(model, pos)
     optimizer = module.configure_optimizers()
     batches = [{k: v[i : i + batch_size] for k, v in data.items()} for i in range(0, n_prompts, batch_size)]
-    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS (Linux)
-    before = rss_mb("VmRSS")
+    reset_memory_peak(device)
+    before = memory_mb(device)
     step_ours(module, optimizer, batches[0])  # warm-up: first-call costs
     seconds = []
     for _ in range(epochs):
+        sync()
         start = time.perf_counter()
         for batch in batches:
             step_ours(module, optimizer, batch)
+        sync()
         seconds.append(time.perf_counter() - start)
-    peak = rss_mb("VmHWM")
+    peak, kind = memory_mb(device, peak=True), "cuda" if device.type == "cuda" else "rss"
     return {
-        "model": model_name, "prompts": n_prompts, "layers": model.cfg.n_layers, "positions": pos,
-        "epoch_s": round(statistics.median(seconds), 3), "peak_rss_mb": round(peak, 1),
-        "training_rss_mb": round(peak - before, 1),
+        "model": model_name, "device": str(device), "prompts": n_prompts, "layers": model.cfg.n_layers,
+        "positions": pos, "epoch_s": round(statistics.median(seconds), 3), f"peak_{kind}_mb": round(peak, 1),
+        f"training_{kind}_mb": round(peak - before, 1),
     }  # fmt: skip
 
 
-def run_scaling(model_name: str) -> list[dict]:
+def run_scaling(model_name: str, device: str = "cpu") -> list[dict]:
     base = dict(prompts=64, layers=None, positions=16)
     points = [dict(base, prompts=p) for p in (32, 64, 128, 256)]
     layers = (2, 4, 8) if model_name == "toy" else (3, 6, 12)
@@ -343,7 +395,8 @@ def run_scaling(model_name: str) -> list[dict]:
     points += [dict(base, positions=p) for p in (8, 16, 32, 64)]
     results = []
     for point in points:
-        cmd = [sys.executable, __file__, "_point", model_name, str(point["prompts"]), str(point["layers"] or 0), str(point["positions"])]
+        cmd = [sys.executable, __file__, "_point", model_name, str(point["prompts"]), str(point["layers"] or 0),
+               str(point["positions"]), "--device", str(device)]  # fmt: skip
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ.copy())
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(results[-1], flush=True)
@@ -351,18 +404,19 @@ def run_scaling(model_name: str) -> list[dict]:
 
 
 def bench_fused(k: int = 16, epochs: int = 3, n_train: int = 64, method: str = "activscalar", rounds: int = 5,
-                skip_unread: bool = False, layers="all") -> dict:  # fmt: skip
-    """K objective configurations trained fused (one batched pass) vs K separate runs,
-    alternated `rounds` times after a warm-up; medians of each side. `skip_unread` and
-    `layers` (the intervened layers; deep ones let both sides skip the prefix) are given
-    to both sides."""
+                skip_unread: bool = False, layers="all", device: str = "cpu") -> dict:  # fmt: skip
+    """K objective configurations trained fused (one batched pass) vs K separate runs on the
+    toy model on `device`, alternated `rounds` times after a warm-up; medians of each side.
+    `skip_unread` and `layers` (the intervened layers; deep ones let both sides skip the
+    prefix) are given to both sides."""
     import itertools
 
     from interventions import load_model, load_task, train_intervention
     from interventions.fused import train_fused
     from interventions.objective import Objective
 
-    model, _ = load_model("toy")
+    model, _ = load_model("toy", device=device)
+    sync = device_sync(device)
     train = load_task("ccc", model=model, split="train", template=0, n=n_train)
     grid = list(itertools.product((0.0, 0.1, 1.0, 10.0), (0.0, 0.01), (1.0, 2.0)))[:k]
     objectives = [Objective(lambda_f=f, lambda_m=m, margin=g) for f, m, g in grid]
@@ -373,23 +427,26 @@ def bench_fused(k: int = 16, epochs: int = 3, n_train: int = 64, method: str = "
     train_intervention(model, train, objective=objectives[0], epochs=1, **options)
     fused_times, separate_times = [], []
     for _ in range(rounds):
+        sync()
         start = time.perf_counter()
         fused = train_fused(model, train, objectives, epochs=epochs, **options)
+        sync()
         fused_times.append(time.perf_counter() - start)
         start = time.perf_counter()
         separate = [train_intervention(model, train, objective=o, epochs=epochs, **options).method for o in objectives]
+        sync()
         separate_times.append(time.perf_counter() - start)
     fused_s, separate_s = statistics.median(fused_times), statistics.median(separate_times)
     diff = max(float((a.flat_params() - b.flat_params()).detach().abs().max()) for a, b in zip(fused, separate))
-    return {"k": k, "method": method, "epochs": epochs, "n_train": n_train, "rounds": rounds, "skip_unread": skip_unread,
-            "layers": layers,
+    return {"k": k, "device": str(device), "method": method, "epochs": epochs, "n_train": n_train, "rounds": rounds,
+            "skip_unread": skip_unread, "layers": layers,
             "fused_s": round(fused_s, 2), "separate_s": round(separate_s, 2),
             "fused_over_separate": round(fused_s / separate_s, 3),
             "per_round": [round(f / s, 3) for f, s in zip(fused_times, separate_times)],
             "max_abs_param_diff": diff}  # fmt: skip
 
 
-def bench_prefix(model_name: str = "toy", layer: int | None = None, repeats: int = 20) -> dict:
+def bench_prefix(model_name: str = "toy", layer: int | None = None, repeats: int = 20, device: str = "cpu") -> dict:
     """A training step intervening only from `layer` (default: the last) with the prefix
     skipped (cached residual) vs the full forward, side by side."""
     from interventions.methods import METHODS
@@ -399,13 +456,13 @@ def bench_prefix(model_name: str = "toy", layer: int | None = None, repeats: int
     from interventions.tasks.datamodule import clean_residual
 
     if model_name.startswith("hf-"):  # a Hugging Face GPT-2 through TransformerBridge
-        model = build_hf(model_name[3:])[1]
+        model = build_hf(model_name[3:], device)[1]
         d_vocab = model.cfg.d_vocab
     else:
-        model, d_vocab = build(model_name)
+        model, d_vocab = build(model_name, device=device)
     layer = model.cfg.n_layers - 1 if layer is None else layer
     batch = make_batch(model, d_vocab, 32, 17 if model_name == "toy" else 20)
-    batch["resid_pre"] = clean_residual(model, {**batch, "index": torch.arange(32)}, layer)
+    batch["resid_pre"] = clean_residual(model, {**batch, "index": torch.arange(32)}, layer).to(model_device(model))
     steps = {}
     for name, prefix in (("full", 0), ("skip", layer)):
         grid = build_grid(model.cfg, layers=[layer], seq_len=batch["input_ids"].shape[1])
@@ -414,12 +471,13 @@ def bench_prefix(model_name: str = "toy", layer: int | None = None, repeats: int
         module = InterventionModule(model, m, Objective(1.0, 0.01, 1.0), lr=1e-2, prefix_layer=prefix)
         optimizer = module.configure_optimizers()
         steps[name] = partial(step_ours, module, optimizer, batch)
-    t = side_by_side(steps, repeats)
-    return {"model": model_name, "layer": layer, "n_layers": model.cfg.n_layers, "full_ms": round(t["full"] * 1e3, 2),
-            "skip_ms": round(t["skip"] * 1e3, 2), "skip_over_full": round(t["skip"] / t["full"], 3)}  # fmt: skip
+    t = side_by_side(steps, repeats, device_sync(device))
+    return {"model": model_name, "device": str(device), "layer": layer, "n_layers": model.cfg.n_layers,
+            "full_ms": round(t["full"] * 1e3, 2), "skip_ms": round(t["skip"] * 1e3, 2),
+            "skip_over_full": round(t["skip"] / t["full"], 3)}  # fmt: skip
 
 
-def bench_peer(shape: str, n_train: int = 128, epochs: int = 3) -> dict:
+def bench_peer(shape: str, n_train: int = 128, epochs: int = 3, device: str = "cpu") -> dict:
     """One ActivScalar epoch on a random HF GPT-2 of `shape` ("toy" or "gpt2-small"):
     `train_intervention` (Lightning, our hooks on the TransformerBridge) vs the pyvene peer
     (benchmarks/pyvene_peer.py) on the same HF weights, data, order, init and objective."""
@@ -429,28 +487,29 @@ def bench_peer(shape: str, n_train: int = 128, epochs: int = 3) -> dict:
     from interventions.objective import Objective
     from interventions.training import initialized_method, prepare
 
-    hf, model = build_hf(shape)
+    hf, model = build_hf(shape, device)
+    sync = device_sync(device)
     train = load_task("ccc", model=model, split="train", n=n_train, seed=0)
     objective, lr = Objective(), METHODS["activscalar"].default_lr
 
-    timer = EpochTimer()
+    timer = EpochTimer(sync)
     ours = train_intervention(model, train, method="activscalar", objective=objective, epochs=epochs,
                               trainer_kwargs={"callbacks": [timer]}).method.flat_params()  # fmt: skip
     dm, seq_len = prepare(model, train, None, None, "activscalar", batch_size=4, padding_side="right", seed=0)
     grid = dict(sites=("attnOut", "mlpOut"), layers="all", positions="all", heads="all")
     init = initialized_method("activscalar", model, dm, train[0].prompt, seq_len, grid, "normal", 1e-5, 0).flat_params()
-    result = {"shape": shape, "n_train": n_train, "batch": 4, "positions": seq_len, "epochs": epochs,
+    result = {"shape": shape, "device": str(device), "n_train": n_train, "batch": 4, "positions": seq_len, "epochs": epochs,
               "ours_epoch_s": round(statistics.median(timer.seconds[1:]), 3)}  # fmt: skip
-    bare_epoch(hf, dm)  # warm-up
-    result["hf_bare_epoch_s"] = round(statistics.median(bare_epoch(hf, dm) for _ in range(2)), 3)
+    bare_epoch(hf, dm, sync=sync)  # warm-up
+    result["hf_bare_epoch_s"] = round(statistics.median(bare_epoch(hf, dm, sync=sync) for _ in range(2)), 3)
     result["ours_over_hf_bare"] = round(result["ours_epoch_s"] / result["hf_bare_epoch_s"], 3)
-    timer = EpochTimer()
+    timer = EpochTimer(sync)
     train_intervention(model, train, method="activscalar", objective=objective, epochs=epochs, skip_unread=True,
                        trainer_kwargs={"callbacks": [timer]})  # fmt: skip
     result["ours_skip_unread_epoch_s"] = round(statistics.median(timer.seconds[1:]), 3)
     for keep, label in ((0, "pyvene"), (1, "pyvene_last_logits")):
         peer, interventions = build_peer(hf, seq_len, init)
-        seconds = train_peer(peer, interventions, dm, objective, lr=lr, epochs=epochs, logits_to_keep=keep)
+        seconds = train_peer(peer, interventions, dm, objective, lr=lr, epochs=epochs, logits_to_keep=keep, sync=sync)
         theirs = torch.cat([iv.alpha.detach() for iv in interventions])
         result[f"{label}_epoch_s"] = round(statistics.median(seconds[1:]), 3)
         result[f"ours_over_{label}"] = round(result["ours_epoch_s"] / result[f"{label}_epoch_s"], 3)
@@ -468,37 +527,63 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="toy")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]; GPU results go to <name>_cuda.json")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args(argv)
+    device = checked_device(parser, args.device, args.what)
     torch.set_num_threads(args.threads)
     quiet_libraries()  # hundreds of Trainer start-up lines would bury the results
     if args.what == "_point":
         model_name, prompts, layers, pos = args.args
-        print(json.dumps(scaling_point(model_name, int(prompts), int(layers) or None, int(pos), batch_size=16)))
+        point = scaling_point(model_name, int(prompts), int(layers) or None, int(pos), batch_size=16, device=device)
+        print(json.dumps(point))
         return 0
     models = args.models.split(",")
 
     def step(name, batch):
         pos = 17 if name == "toy" else 20
-        return bench_step(name, batch, pos, repeats=args.repeats if name == "toy" else max(3, args.repeats // 4))
+        return bench_step(name, batch, pos, repeats=args.repeats if name == "toy" else max(3, args.repeats // 4),
+                          device=device)  # fmt: skip
+
+    def prefix(name):
+        return bench_prefix(name, repeats=3 if "gpt2" in name else args.repeats, device=device)
 
     shapes = [(name, batch) for name in models for batch in ((32, 4) if name == "toy" else (32,))]
+    fused_options = ({}, {"skip_unread": True}, {"layers": [3]})  # 3: the toy's last layer
     runs = {  # subcommand: (results file, one result per model | one result)
-        "step": ("step.json", lambda: [printed(step(name, batch)) for name, batch in shapes]),
-        "prefix": ("prefix.json", lambda: [printed(bench_prefix(n, repeats=3 if "gpt2" in n else args.repeats)) for n in models]),
-        "peer": ("peer.json", lambda: [printed(bench_peer(name)) for name in models]),
-        "fused": ("fused.json", lambda: [
-            printed(bench_fused(**options)) for options in ({}, {"skip_unread": True}, {"layers": [3]})  # 3: the toy's last
-        ]),
-        "progress": ("progress.json", lambda: printed(bench_progress())),
-        "scaling": (f"scaling_{args.model}.json", lambda: run_scaling(args.model)),
+        "step": ("step", lambda: [printed(step(name, batch)) for name, batch in shapes]),
+        "prefix": ("prefix", lambda: [printed(prefix(name)) for name in models]),
+        "peer": ("peer", lambda: [printed(bench_peer(name, device=device)) for name in models]),
+        "fused": ("fused", lambda: [printed(bench_fused(**options, device=device)) for options in fused_options]),
+        "progress": ("progress", lambda: printed(bench_progress())),
+        "scaling": (f"scaling_{args.model}", lambda: run_scaling(args.model, device)),
     }
-    filename, run = runs[args.what]
+    name, run = runs[args.what]
     results = run()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / filename).write_text(json.dumps(results, indent=2) + "\n")
+    suffix = "_cuda" if device.type == "cuda" else ""  # the CPU results stay next to the GPU's
+    (out / f"{name}{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def checked_device(parser: argparse.ArgumentParser, name: str, what: str) -> torch.device:
+    """`--device` as a torch device; a device torch cannot use is refused before any work."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        parser.error(f"--device {name}: not a torch device; use cpu or cuda[:N]")
+    if device.type not in ("cpu", "cuda"):
+        parser.error(f"--device {name}: the benchmarks run on cpu or cuda[:N]")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            parser.error(f"--device {name}: torch sees no GPU (torch {torch.__version__}, CUDA build: "
+                         f"{torch.version.cuda or 'no'})")  # fmt: skip
+        if (device.index or 0) >= torch.cuda.device_count():
+            parser.error(f"--device {name}: torch sees {torch.cuda.device_count()} GPU(s)")
+        if what == "progress":
+            parser.error("--device: `progress` measures the CPU-side cost of progress bars; run it without --device")
+    return device
 
 
 def printed(result):

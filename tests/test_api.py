@@ -89,3 +89,21 @@ def test_train_intervention_passes_the_models_device_to_the_trainer(tiny_model, 
     monkeypatch.setattr(training, "lightning_device", recording)
     interventions.train_intervention(tiny_model, load_task("ccc", model=tiny_model, split="train", n=8), epochs=1)
     assert asked == [next(tiny_model.parameters()).device]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_train_intervention_on_a_gpu_matches_the_cpu(toy_tokenizer):
+    """Only where torch sees a GPU: a model on cuda trains there (the method's parameters
+    live on it), leaves its weights alone, and learns what the CPU run learns."""
+    from conftest import build_tiny_model
+
+    params = {}
+    for device in ("cpu", "cuda"):
+        model = build_tiny_model(toy_tokenizer).to(device)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        train = load_task("ccc", model=model, split="train", n=16)
+        trained = interventions.train_intervention(model, train, method="activscalar", epochs=2, batch_size=4)
+        params[device] = trained.method.flat_params().detach()
+        assert params[device].device.type == device
+        assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    torch.testing.assert_close(params["cuda"].cpu(), params["cpu"], atol=1e-4, rtol=0)

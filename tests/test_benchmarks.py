@@ -10,9 +10,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pytest  # noqa: E402
 
+import torch  # noqa: E402
+
+from benchmarks import run as bench  # noqa: E402
 from benchmarks.run import (  # noqa: E402
     OPTIMIZATIONS, bench_fused, bench_progress, bench_step, make_batch, make_module, side_by_side, step_variant,
 )
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 def test_side_by_side_alternates_and_takes_reported_seconds():
@@ -22,8 +27,66 @@ def test_side_by_side_alternates_and_takes_reported_seconds():
     assert medians["b"] == 0.25 and 0 <= medians["a"] < 0.25
 
 
+def test_side_by_side_synchronizes_around_every_timed_call():
+    """On a GPU the clock must not stop before the queued kernels finish: `sync` runs right
+    before and right after each timed call (not around the warm-up)."""
+    events = []
+    side_by_side({"a": lambda: events.append("a"), "b": lambda: events.append("b")}, rounds=2,
+                 sync=lambda: events.append("sync"))  # fmt: skip
+    assert events == ["a", "b"] + ["sync", "a", "sync", "sync", "b", "sync"] * 2
+
+
+def test_device_sync_is_cudas_synchronize_on_a_gpu_and_nothing_on_the_cpu(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(device))
+    bench.device_sync(torch.device("cpu"))()
+    assert calls == []
+    bench.device_sync(torch.device("cuda:1"))()
+    assert calls == [torch.device("cuda:1")]
+
+
+def test_gpu_memory_is_read_from_torchs_allocator(monkeypatch):
+    """RSS does not see GPU memory: on cuda, the peak is torch's max_memory_allocated since
+    the reset, in MB."""
+    state = {"reset": 0}
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: state.update(reset=state["reset"] + 1))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 3 * 2**20)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: 5 * 2**20)
+    cuda = torch.device("cuda")
+    bench.reset_memory_peak(cuda)
+    assert state["reset"] == 1
+    assert bench.memory_mb(cuda) == 3 and bench.memory_mb(cuda, peak=True) == 5
+
+
+def test_cpu_memory_peak_is_the_resident_high_water_mark():
+    cpu = torch.device("cpu")
+    bench.reset_memory_peak(cpu)
+    now = bench.memory_mb(cpu)
+    block = torch.ones(64 * 2**20 // 4)  # 64 MB, touched
+    assert bench.memory_mb(cpu, peak=True) >= now + 60
+    del block
+
+
+@pytest.mark.parametrize("argv, gpus, message", [
+    (["step", "--device", "cuda"], 0, "torch sees no GPU"),
+    (["step", "--device", "cuda:2"], 1, "torch sees 1 GPU"),
+    (["progress", "--device", "cuda"], 1, "CPU-side cost"),
+    (["step", "--device", "tpu"], 0, "cpu or cuda"),
+    (["step", "--device", "nonsense"], 0, "not a torch device"),
+])  # fmt: skip
+def test_an_unusable_device_is_refused_before_any_work(monkeypatch, capsys, argv, gpus, message):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(bench, "bench_step", lambda *a, **k: pytest.fail("benchmark started"))
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 def test_step_benchmark_runs_every_variant(toy_model):
     result = bench_step("toy", batch_size=2, pos=17, repeats=1)
+    assert result["device"] == "cpu"
     variants = ["skip_unread", "naive", "fit", *(f"without_{name}" for name in OPTIMIZATIONS)]
     for name in ("bare", "ours", *variants):
         assert result[f"{name}_ms"] > 0
@@ -58,3 +121,20 @@ def test_fused_benchmark_trains_both_sides_to_the_same_parameters(toy_model):
     result = bench_fused(k=2, epochs=1, n_train=8, rounds=1, layers=[3])
     assert result["fused_s"] > 0 and result["separate_s"] > 0
     assert result["max_abs_param_diff"] <= 1e-5
+
+
+@needs_cuda
+def test_step_variants_on_a_gpu_compute_the_cpus_loss():
+    """Only where torch sees a GPU: the benchmarked step on cuda computes what it does on the
+    CPU (the same batch: drawn on the CPU, then moved), so GPU ratios compare the same work."""
+    losses = {}
+    for device in ("cpu", "cuda"):
+        model, d_vocab = bench.build("toy", device=device)
+        batch = make_batch(model, d_vocab, 3, 17)
+        module = make_module(model, 17)
+        losses[device] = [float(step_variant(module, module.configure_optimizers(), batch, off))
+                          for off in ((), tuple(OPTIMIZATIONS))]  # fmt: skip
+        assert not any(p.requires_grad for p in model.parameters())
+    assert losses["cuda"] == pytest.approx(losses["cpu"], abs=1e-4)
+    result = bench_step("toy", batch_size=2, pos=17, repeats=1, device="cuda")
+    assert result["device"] == "cuda" and result["ours_ms"] > 0
