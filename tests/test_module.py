@@ -194,3 +194,31 @@ def test_module_starts_on_the_models_device(toy_tokenizer):
     module = InterventionModule(model, method, Objective())
     assert module.device.type == "meta"
     assert all(p.device.type == "meta" for p in method.parameters())
+
+
+def test_loggers_record_the_same_parts_as_when_every_step_logs_them(tiny_model, datamodule, tmp_path, monkeypatch):
+    """The parts are logged only on the steps the Trainer sends to its loggers; what the
+    loggers record is exactly what logging them on every step recorded."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    def logged_rows(name: str) -> list[dict]:
+        module = new_module(tiny_model, datamodule)
+        trainer = L.Trainer(
+            max_epochs=EPOCHS, logger=CSVLogger(tmp_path, name=name), log_every_n_steps=3, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1,
+            limit_val_batches=0, num_sanity_val_steps=0,
+        )  # fmt: skip
+        trainer.fit(module, datamodule=datamodule)
+        with open(next((tmp_path / name).rglob("metrics.csv"))) as f:
+            return list(csv.DictReader(f))
+
+    skipping = logged_rows("skipping")
+    monkeypatch.setattr(InterventionModule, "_logger_records_this_step", lambda self: True)
+    every_step = logged_rows("every_step")
+    assert skipping == every_step
+    steps = len(datamodule.loader("train")) * EPOCHS  # 8: logged after steps 3 and 6
+    with_parts = [row for row in skipping if row.get("train/effectiveness_loss")]
+    assert [int(row["step"]) for row in with_parts] == list(range(2, steps, 3))
+    assert all(row["train/loss"] and row["train/faithfulness_loss"] and row["train/minimality_loss"] for row in with_parts)
