@@ -94,10 +94,11 @@ class InterventionModule(L.LightningModule):
     def _logger_records_this_step(self) -> bool:
         """Whether the Trainer sends this step's values to its loggers (every
         `log_every_n_steps`, or every step of a `fast_dev_run`). The loggers never see
-        per-step values logged on other steps, yet logging the three parts costs about
-        0.5 ms, 5% of a toy step at batch 4. (A callback reading `callback_metrics` between
-        logged steps sees the parts of the last logged step; `train/loss` is always current.)
-        Lightning's own LearningRateMonitor asks the same question; without a Trainer, log."""
+        per-step values logged on other steps, yet logging the three parts cost 0.3–1.2 ms,
+        up to 10% of a toy step at batch 4 (README, Performance). A callback reading
+        `callback_metrics` between logged steps sees the parts of the last logged step;
+        `train/loss` is always current. Lightning's own LearningRateMonitor asks the same
+        question; without a Trainer, log."""
         connector = getattr(self._trainer, "_logger_connector", None)
         return bool(getattr(connector, "should_update_logs", True) or getattr(self._trainer, "fast_dev_run", False))
 
