@@ -26,6 +26,8 @@ import time
 
 import torch
 
+from interventions.forward import model_device
+
 COMPONENTS = {"attnOut": "attention_output", "mlpOut": "mlp_output"}
 
 
@@ -58,7 +60,7 @@ def build_peer(hf_model, seq_len: int, init: torch.Tensor, sites=("attnOut", "ml
 
     cls = scalar_intervention_class()
     d_model, n_layers = hf_model.config.n_embd, hf_model.config.n_layer
-    device = next(hf_model.parameters()).device
+    device = model_device(hf_model)
     interventions = [cls(seq_len, d_model).to(device) for _ in sites for _ in range(n_layers)]
     with torch.no_grad():
         for iv, alpha in zip(interventions, init.split(seq_len), strict=True):
@@ -123,7 +125,7 @@ def bare_epoch(hf_model, dm, components=tuple(COMPONENTS.values()), sync=lambda:
     forward of the doubled batch (β = ±1 rows) + backward from the last position's logits,
     with gradients flowing only to the hooked activations (each multiplied by a leaf of ones)."""
     modules = {"attention_output": lambda block: block.attn.resid_dropout, "mlp_output": lambda block: block.mlp}
-    device = next(hf_model.parameters()).device
+    device = model_device(hf_model)
 
     def leaf_hook(module, args, output):
         return output * torch.ones((), device=output.device, requires_grad=True)

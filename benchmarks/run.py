@@ -56,6 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from interventions.cli import quiet_libraries  # noqa: E402
+from interventions.forward import model_device  # noqa: E402
 
 GPT2_SMALL = dict(d_model=768, n_layers=12, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50257, n_ctx=128,
                   act_fn="gelu_new", normalization_type="LN")  # fmt: skip
@@ -67,10 +68,6 @@ def device_sync(device: torch.device):
     if torch.device(device).type == "cuda":
         return partial(torch.cuda.synchronize, device)
     return lambda: None
-
-
-def model_device(model) -> torch.device:
-    return next(model.parameters()).device
 
 
 def build(model_name: str, n_layers: int | None = None, device: str = "cpu"):
@@ -363,7 +360,8 @@ def scaling_point(model_name: str, n_prompts: int, n_layers: int | None, pos: in
     above the memory in use just before the first step: what the steps' activations,
     gradients and Adam state add."""
     model, d_vocab = build(model_name, n_layers, device)
-    device, sync = model_device(model), device_sync(device)
+    device = model_device(model)
+    sync = device_sync(device)
     data = make_batch(model, d_vocab, n_prompts, pos)
     module = make_module(model, pos)
     optimizer = module.configure_optimizers()

@@ -24,6 +24,7 @@ import math
 import torch
 
 from interventions.errors import ConfigError, TaskError
+from interventions.forward import model_device
 from interventions.objective import hinge_terms, logit_diff
 from interventions.sites import HEAD_SITES, hook_name
 from interventions.tasks.datapoint import DataPoint, Task
@@ -244,7 +245,7 @@ def fit_attribution(kind: str, module, datamodule, task: Task, scales=DEFAULT_SC
     from interventions.tasks.datamodule import encode
 
     model, method = module.model, module.method
-    device = next(model.parameters()).device
+    device = model_device(model)
     batch = {k: v.to(device) for k, v in datamodule.datasets["train"].tensors.items()}
     corrupted = None
     if kind != "dla":

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from interventions.errors import ExportError
+from interventions.forward import model_device
 from interventions.methods import METHODS, Method
 from interventions.models import model_fingerprint, tokenizer_identity
 from interventions.sites import LocationGrid
@@ -125,7 +126,7 @@ class Intervention:
             )
 
     def to(self, model) -> "Intervention":
-        device = next(model.parameters()).device
+        device = model_device(model)
         self.method.to(device)
         if "o" in self.method.grid.sites:
             self.method.W_O = model.W_O.detach().to(device)

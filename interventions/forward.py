@@ -32,6 +32,11 @@ SKIP_UNREAD_ADAPTERS = (
 )
 
 
+def model_device(model) -> torch.device:
+    """The device the (frozen) model's weights are on."""
+    return next(model.parameters()).device
+
+
 def _adapter(model) -> str:
     return type(getattr(model, "adapter", None)).__name__
 

@@ -17,7 +17,7 @@ import torch
 from torch.func import functional_call, vmap
 
 from interventions.errors import ConfigError
-from interventions.forward import repeated_batch_logits
+from interventions.forward import model_device, repeated_batch_logits
 from interventions.methods import METHODS, Method
 from interventions.objective import Objective, example_terms
 from interventions.sites import DEFAULT_SITES
@@ -148,7 +148,7 @@ def train_fused(
     if not METHODS[method].trained:
         raise ConfigError(f"{method} is training-free: there is no objective to vary, nothing to fuse")
     dm, seq_len = prepare(model, train, None, None, method, batch_size=batch_size, padding_side=padding_side, seed=seed)
-    device = next(model.parameters()).device
+    device = model_device(model)
     grid = dict(sites=sites, layers=layers, positions=positions, heads=heads)
     methods = [
         initialized_method(method, model, dm, train[0].prompt, seq_len, grid, init, init_scale, seed) for _ in objectives

@@ -14,7 +14,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from interventions.forward import repeated_batch_logits
+from interventions.forward import model_device, repeated_batch_logits
 from interventions.methods import Method
 from interventions.metrics import InterventionMetrics, flatten, parameter_metrics
 from interventions.objective import Objective
@@ -56,7 +56,7 @@ class InterventionModule(L.LightningModule):
         )
         # Start where the frozen model is: outside a Trainer (evaluation, fused sweeps) nothing
         # else would move the module, and Lightning's `device` would stay the default (CPU).
-        self.to(next(model.parameters()).device)
+        self.to(model_device(model))
 
     @property
     def model(self):
@@ -145,7 +145,7 @@ class InterventionModule(L.LightningModule):
 
     # -- device handling for the unregistered model -----------------------------------
     def _sync_model_device(self) -> None:
-        if next(self.model.parameters()).device != self.device:
+        if model_device(self.model) != self.device:
             self.model.to(self.device)
 
     def on_fit_start(self) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import lightning as L
 import torch
 
+from interventions.forward import model_device
 from interventions.methods import METHODS, Method
 from interventions.module import InterventionModule
 from interventions.objective import Objective
@@ -66,7 +67,7 @@ def prepare(model, train: Task, val: Task | None, test: Task | None, method: str
 def initialized_method(name: str, model, dm: TaskDataModule, prompt: str, seq_len: int, grid: dict,
                        init: str, init_scale: float, seed: int) -> Method:  # fmt: skip
     """`make_method` on the model's device, filled by the named initialisation."""
-    m = make_method(name, model, prompt, seq_len, **grid).to(next(model.parameters()).device)
+    m = make_method(name, model, prompt, seq_len, **grid).to(model_device(model))
     m.initialize(init, init_scale, seed=seed, model=model, datamodule=dm)
     return m
 
@@ -155,7 +156,7 @@ def train_intervention(
 
             info = fit_attribution(method, module, dm, train)
         return TrainedIntervention(module, dm, info)
-    kwargs = dict(max_epochs=epochs, enable_progress_bar=False, **lightning_device(next(model.parameters()).device))
+    kwargs = dict(max_epochs=epochs, enable_progress_bar=False, **lightning_device(model_device(model)))
     kwargs.update(trainer_kwargs or {})
     kwargs.update(
         logger=logger if logger is not None else False, enable_checkpointing=False,

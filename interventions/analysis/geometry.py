@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from interventions.forward import model_device
 from interventions.sites import HEAD_SITES
 
 QUANTITIES = ("norm_change", "cosine_distance")
@@ -53,12 +54,8 @@ def iter_batches(data):
         yield from data
 
 
-def _model_device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _forward(model, batch: dict, hooks: list) -> None:
-    device = _model_device(model)
+    device = model_device(model)
     ids = batch["input_ids"].to(device)
     mask = batch.get("attention_mask")
     kwargs = {}
@@ -149,7 +146,7 @@ def steervec_geometry(model, method, data) -> dict:
         mask = batch.get("attention_mask")
         if mask is None:
             mask = torch.ones_like(batch["input_ids"])
-        count["mask"] = mask.to(_model_device(model))
+        count["mask"] = mask.to(model_device(model))
         mask_total = count["mask"].sum(0).double() + (0 if mask_total is None else mask_total)
         n_prompts += batch["input_ids"].shape[0]
         hooks = [(method.site_hook(s, l, 0.0)[0], capture(s, l)) for s in grid.sites for l in grid.layers]

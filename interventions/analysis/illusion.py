@@ -71,7 +71,7 @@ from pathlib import Path
 
 import torch
 
-from interventions.forward import last_position_logits
+from interventions.forward import last_position_logits, model_device
 from interventions.objective import hinge_terms, logit_diff
 from interventions.sites import HEAD_SITES, RESIDUAL_SITES, hook_name
 
@@ -224,16 +224,12 @@ def _chunks(data: dict, size: int):
         yield {k: v[start : start + size] for k, v in data.items()}
 
 
-def _device(model):
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
 def _collect(model, data: dict, names: list[tuple[str, int]], chunk: int):
     """Clean activations {(site, layer): [N, pos, ...]} (CPU) and clean logit diffs [N]."""
     acts = {key: [] for key in names}
     lds = []
-    device = _device(model)
+    device = model_device(model)
     for batch in _chunks(data, chunk):
         batch = {k: v.to(device) for k, v in batch.items()}
 
@@ -291,7 +287,7 @@ def _ablate_hooks(locs: list[_Loc], means: list[torch.Tensor]) -> list:
 @torch.no_grad()
 def _steering(model, data: dict, parts: list[tuple[_Loc, torch.Tensor]], chunk: int) -> dict:
     """−E_0, mean LD at β = ±1 and S = mean (LD⁺ − LD⁻)/2 with `parts` added (β = ±1)."""
-    device = _device(model)
+    device = model_device(model)
     hinge, ld_pos, ld_neg = [], [], []
     for batch in _chunks(data, chunk):
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -316,7 +312,7 @@ def _steering(model, data: dict, parts: list[tuple[_Loc, torch.Tensor]], chunk: 
 
 @torch.no_grad()
 def _ablation(model, data: dict, locs: list[_Loc], means: list[torch.Tensor], clean_ld: torch.Tensor, chunk: int) -> dict:
-    device = _device(model)
+    device = model_device(model)
     lds = []
     for batch in _chunks(data, chunk):
         batch = {k: v.to(device) for k, v in batch.items()}

@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 import torch
 
 from interventions.errors import ConfigError
+from interventions.forward import model_device
 from interventions.obsprop.observables import Observable
 
 LN_MODES = ("ignore", "approximate", "exact")
@@ -189,7 +190,7 @@ class ActivationData:
         keep = torch.zeros_like(real)
         keep[others[:, 0], others[:, 1]] = True
         keep |= is_last
-        device = next(model.parameters()).device
+        device = model_device(model)
         chunks: dict[str, list[torch.Tensor]] = {k: [] for k in wanted}
         last_flags = []
         for start in range(0, n_rows, batch_size):

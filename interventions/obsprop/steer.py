@@ -20,6 +20,7 @@ from collections import Counter
 import torch
 
 from interventions.errors import ConfigError
+from interventions.forward import model_device
 from interventions.methods.steervec import SteerVec
 from interventions.obsprop.features import ActivationData, head_features
 from interventions.obsprop.observables import Observable
@@ -56,7 +57,7 @@ def fit_obsprop_steer(module, datamodule, task, scales=None) -> dict:
                               grid_in.heads)  # fmt: skip
     y = y_all[layer, head]
     batch = datamodule.datasets["train"].tensors
-    device = next(model.parameters()).device
+    device = model_device(model)
     names = [f"blocks.{layer - 1}.hook_resid_post", f"blocks.{layer}.attn.hook_pattern"]
     with torch.no_grad():
         _, cache = model.run_with_cache(batch["input_ids"].to(device), names_filter=lambda n: n in names)

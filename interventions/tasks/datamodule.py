@@ -6,6 +6,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from interventions.forward import last_position_logits, model_device
 from interventions.tasks.datapoint import Task
 from interventions.tasks.tokenize import prompt_token_ids
 from interventions.tasks.validation import check_fixed_length, single_token_id
@@ -14,9 +15,7 @@ from interventions.tasks.validation import check_fixed_length, single_token_id
 @torch.no_grad()
 def clean_logprobs(model, tensors: dict, batch_size: int = 64) -> torch.Tensor:
     """[N, vocab] log-softmax of the clean model's last-position logits (float32, CPU)."""
-    from interventions.forward import last_position_logits
-
-    device = next(model.parameters()).device
+    device = model_device(model)
     out = []
     for start in range(0, len(tensors["index"]), batch_size):
         sl = slice(start, start + batch_size)
@@ -76,7 +75,7 @@ def encode(model, task: Task, padding_side: str = "right", fixed_length: bool = 
 @torch.no_grad()
 def clean_residual(model, tensors: dict, layer: int, batch_size: int = 64) -> torch.Tensor:
     """[N, T, d_model] the clean residual stream entering block `layer` (CPU)."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     name = f"blocks.{layer}.hook_resid_pre"
     out = []
     for start in range(0, len(tensors["index"]), batch_size):
