@@ -17,7 +17,7 @@
   naive     a straightforward step: two separate β passes, clean logits recomputed every
             step, model weights left requiring grad, logits at every position, plain Adam
   without_<x>  ours with one optimization x switched off (OPTIMIZATIONS: frozen_weights,
-            cached_clean, one_pass, last_logits): what each one buys
+            cached_clean, one_pass, last_logits, shared_attention): what each one buys
   skip_unread  ours with `skip_unread=True` (the last block's MLP at the read position only)
   fit       ours inside `lightning.Trainer.fit` (its loop, logging and optimizer closure)
 and reports ours / bare (goal ≤ 1.15) and every other variant / ours.
@@ -181,6 +181,7 @@ OPTIMIZATIONS = {
     "cached_clean": "clean log-probs recomputed every step (one more no-grad forward)",
     "one_pass": "β = +1 and β = -1 as two separate forwards",
     "last_logits": "final LayerNorm and unembedding at every position",
+    "shared_attention": "the first block's attention run on both β copies, not once",
 }
 
 
@@ -195,7 +196,7 @@ def step_variant(module, optimizer, batch, without=()) -> torch.Tensor:
 
     def logits(reps: int, hooks: list) -> torch.Tensor:  # [reps · B, vocab], as the product reads them
         if "last_logits" not in without:
-            return repeated_batch_logits(model, batch, reps, hooks)
+            return repeated_batch_logits(model, batch, reps, hooks, share_attention="shared_attention" not in without)
         ids = batch["input_ids"].repeat(reps, 1)
         with model.hooks(fwd_hooks=hooks):
             return model(ids)[torch.arange(ids.shape[0], device=device), batch["last_index"].repeat(reps)]

@@ -137,25 +137,77 @@ def last_position_logits_from(
         return model.unembed(h)[:, 0]
 
 
+def shared_attention_hooks(layer: int, rows: int, reps: int) -> list:
+    """Hooks running block `layer`'s LayerNorm 1 and attention once, on the first `rows` rows
+    of a batch made of `reps` identical copies, and repeating its output to all copies.
+
+    Only valid while the copies are identical up to that attention's output: no hook acts
+    before it (`attention_shareable`). Must come before any other hook on `hook_attn_out`.
+    """
+
+    def first_copy(h: torch.Tensor, hook) -> torch.Tensor:
+        return h[:rows]
+
+    def to_all_copies(h: torch.Tensor, hook) -> torch.Tensor:
+        return h.repeat(reps, *([1] * (h.dim() - 1)))
+
+    return [(f"blocks.{layer}.ln1.hook_in", first_copy), (f"blocks.{layer}.hook_attn_out", to_all_copies)]
+
+
+def attention_shareable(hook_names, layer: int) -> bool:
+    """Whether no hook in `hook_names` can make the copies of a repeated batch differ before
+    block `layer`'s attention output: every hook is in a later block, in block `layer` from
+    `hook_attn_out` on, or after the blocks. A hook elsewhere (embeddings, LayerNorm 1, inside
+    the attention: head sites) keeps the copies' attention separate."""
+    for name in hook_names:
+        parts = name.split(".")
+        if parts[0] in ("ln_final", "unembed"):
+            continue
+        if parts[0] != "blocks":
+            return False
+        block, rest = int(parts[1]), ".".join(parts[2:])
+        if block < layer or block == layer and (rest == "hook_resid_pre" or rest.startswith(("ln1.", "attn."))):
+            return False
+    return True
+
+
 def repeated_batch_logits(
-    model, batch: dict, reps: int, fwd_hooks: list | None = None, prefix_layer: int = 0, skip_unread: bool = False
-) -> torch.Tensor:
+    model, batch: dict, reps: int, fwd_hooks: list | None = None, prefix_layer: int = 0, skip_unread: bool = False,
+    share_attention: bool = True,
+) -> torch.Tensor:  # fmt: skip
     """Last-position logits of a batch repeated `reps` times (copy r is rows r·B..(r+1)·B-1,
     for hooks that steer each copy differently).
 
-    Runs blocks `prefix_layer`.. on the cached clean residual `batch["resid_pre"]` when
-    `prefix_layer` > 0 and no row is padded (`last_position_logits_from`), otherwise the
-    whole model on `batch["input_ids"]` (`last_position_logits`).
+    Where blocks can be run on a residual (`supports_prefix_skip`) and no row is padded, it
+    runs blocks `prefix_layer`.. on the cached clean residual `batch["resid_pre"]` (when
+    `prefix_layer` > 0), or all blocks on the embeddings. The copies are identical until the
+    first hook, so when that is at or after the first block's attention output
+    (`attention_shareable`: the default residual sites) that block's attention runs once on
+    B rows (`shared_attention_hooks`): for K configurations × 2 β in a fused sweep, 1/(2K) of
+    its cost. Otherwise the whole model runs on the repeated `batch["input_ids"]`
+    (`last_position_logits`). Every path gives the same logits.
 
     Args:
         batch: input_ids [B, pos], attention_mask [B, pos], last_index [B], and
             resid_pre [B, pos, d_model] when the prefix is skipped.
+        share_attention: False runs every copy's attention (the benchmark's ablation).
     Returns:
         [reps · B, d_vocab].
     """
+    hooks = list(fwd_hooks or [])
+    rows = batch["input_ids"].shape[0]
     last_index = batch["last_index"].repeat(reps)
-    if prefix_layer > 0 and "resid_pre" in batch and bool(batch["attention_mask"].all()):
-        resid = batch["resid_pre"].repeat(reps, 1, 1)
-        return last_position_logits_from(model, resid, prefix_layer, last_index, fwd_hooks, skip_unread)
-    input_ids, mask = batch["input_ids"].repeat(reps, 1), batch["attention_mask"].repeat(reps, 1)
-    return last_position_logits(model, input_ids, mask, last_index, fwd_hooks, skip_unread)
+    unpadded = bool(batch["attention_mask"].all())
+    start, resid = 0, None
+    if unpadded and prefix_layer > 0 and "resid_pre" in batch:
+        start, resid = prefix_layer, batch["resid_pre"]
+    share = share_attention and reps > 1 and attention_shareable([name for name, _ in hooks], start)
+    if resid is None and unpadded and share and supports_prefix_skip(model):
+        with torch.no_grad():
+            resid = model(batch["input_ids"], stop_at_layer=0)
+    if resid is None:
+        input_ids, mask = batch["input_ids"].repeat(reps, 1), batch["attention_mask"].repeat(reps, 1)
+        return last_position_logits(model, input_ids, mask, last_index, hooks, skip_unread)
+    if share:
+        hooks = shared_attention_hooks(start, rows, reps) + hooks
+    return last_position_logits_from(model, resid.repeat(reps, 1, 1), start, last_index, hooks, skip_unread)

@@ -19,7 +19,7 @@ from torch.func import functional_call, vmap
 from interventions.errors import ConfigError
 from interventions.forward import model_device, repeated_batch_logits
 from interventions.methods import METHODS, Method
-from interventions.objective import Objective, example_terms
+from interventions.objective import Objective, example_terms, weighted_sum
 from interventions.sites import DEFAULT_SITES
 from interventions.tasks.datapoint import Task
 
@@ -42,11 +42,6 @@ def unstack_into(stacked: dict[str, torch.Tensor], methods: list[Method]) -> Non
     for name, values in stacked.items():
         for k, m in enumerate(methods):
             m.get_parameter(name).copy_(values[k])
-
-
-def config_flat_params(stacked: dict[str, torch.Tensor], k: int) -> torch.Tensor:
-    """vec(θ_k): configuration k's parameters in `Method.flat_params` order."""
-    return torch.cat([values[k].reshape(-1) for values in stacked.values()])
 
 
 def fused_hooks(proto: Method, stacked: dict[str, torch.Tensor], beta: torch.Tensor) -> list:
@@ -92,26 +87,31 @@ def fused_step_logits(
 
 
 def fused_loss(objectives: list[Objective], stacked: dict[str, torch.Tensor], batch: dict, logits_pos, logits_neg) -> torch.Tensor:
-    """Σ_k objective_k on block k: the per-example terms of all K × B rows in one call
-    (margins per row), then each configuration's batch means and weights.
+    """Σ_k objective_k on block k, computed for all K at once: the per-example terms of all
+    K × B rows in one call (margins per row), each configuration's batch means [K], its
+    M_k = ‖vec(θ_k)‖₁ [K] and its weights [K] (`objective.weighted_sum`).
 
     Args:
         logits_pos, logits_neg: [K, B, vocab] from `fused_step_logits`.
     """
     k_count, b = logits_pos.shape[:2]
-    margin = torch.tensor([o.margin for o in objectives], device=logits_pos.device).repeat_interleave(b)
+    device = logits_pos.device
+
+    def per_config(key: str) -> torch.Tensor:
+        return torch.tensor([getattr(o, key) for o in objectives], device=device)
+
     hold = None
     if "hold_correct" in batch and any(o.lambda_hold > 0 for o in objectives):
         hold = (batch["hold_correct"].repeat(k_count), batch["hold_wrong"].repeat(k_count))
     terms = example_terms(
         logits_pos.flatten(0, 1), logits_neg.flatten(0, 1), batch["correct"].repeat(k_count),
-        batch["wrong"].repeat(k_count), batch["clean_logprobs"].repeat(k_count, 1), margin, hold,
+        batch["wrong"].repeat(k_count), batch["clean_logprobs"].repeat(k_count, 1),
+        per_config("margin").repeat_interleave(b), hold,
     )  # fmt: skip
     means = {name: values.view(k_count, b).mean(1) for name, values in terms.items()}
-    return sum(
-        o.combine({name: m[k] for name, m in means.items()}, config_flat_params(stacked, k))[0]
-        for k, o in enumerate(objectives)
-    )
+    minimality = sum(values.abs().flatten(1).sum(1) for values in stacked.values())
+    total = weighted_sum(means, minimality, per_config("lambda_f"), per_config("lambda_m"), per_config("lambda_hold"))
+    return total.sum()
 
 
 def train_fused(

@@ -85,6 +85,18 @@ def minimality_loss(flat_params: torch.Tensor) -> torch.Tensor:
     return flat_params.abs().sum()
 
 
+def weighted_sum(means: dict, minimality, lambda_f, lambda_m, lambda_hold=0.0):
+    """E_m + λ_F·F + λ_M·M, plus λ_H·H when `means` has "hold".
+
+    Scalars for one objective, or [K] means, M and weights for K objectives at once (fused
+    training); the terms are added in the same order either way, so the gradients agree.
+    """
+    total = means["effectiveness"] + lambda_f * means["faithfulness"] + lambda_m * minimality
+    if "hold" in means:
+        total = total + lambda_hold * means["hold"]
+    return total
+
+
 @dataclass(frozen=True)
 class Objective:
     """E_m + λ_F·F + λ_M·M (+ λ_H·H for a held answer pair) with λ_F, λ_M, λ_H, m ≥ 0."""
@@ -108,15 +120,11 @@ class Objective:
         """
         hold = hold if self.lambda_hold > 0 else None
         terms = example_terms(logits_pos, logits_neg, correct, wrong, clean_logprobs, self.margin, hold)
-        return self.combine({k: v.mean() for k, v in terms.items()}, flat_params)
-
-    def combine(self, means: dict, flat_params) -> tuple[torch.Tensor, dict]:
-        """The weighted sum of batch means of `example_terms` and M = ‖vec(θ)‖₁."""
+        means = {k: v.mean() for k, v in terms.items()}
         m = minimality_loss(flat_params)
-        total = means["effectiveness"] + self.lambda_f * means["faithfulness"] + self.lambda_m * m
+        total = weighted_sum(means, m, self.lambda_f, self.lambda_m, self.lambda_hold)
         parts = {"effectiveness": means["effectiveness"].detach(), "faithfulness": means["faithfulness"].detach(),
                  "minimality": m.detach()}  # fmt: skip
-        if "hold" in means and self.lambda_hold > 0:
-            total = total + self.lambda_hold * means["hold"]
+        if "hold" in means:
             parts["hold"] = means["hold"].detach()
         return total, parts

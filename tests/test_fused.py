@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from interventions import train_intervention
-from interventions.fused import config_flat_params, fused_step_logits, stack_parameters, train_fused, unstack_into
+from interventions.fused import fused_step_logits, stack_parameters, train_fused, unstack_into
 from interventions.objective import Objective
 from interventions.tasks import load_task
 from interventions.tasks.datamodule import encode
@@ -99,7 +99,7 @@ def test_stacked_parameters_round_trip(tiny_model):
     stacked = stack_parameters(methods)
     assert all(v.is_leaf and v.requires_grad and v.shape[0] == 3 for v in stacked.values())
     for k, m in enumerate(methods):
-        torch.testing.assert_close(config_flat_params(stacked, k), m.flat_params())
+        torch.testing.assert_close(torch.cat([v[k].reshape(-1) for v in stacked.values()]), m.flat_params())
     with torch.no_grad():
         for v in stacked.values():
             v.mul_(2)
@@ -159,3 +159,34 @@ def test_fused_progress_bar_counts_the_steps(tiny_model, capsys):
     assert "fused activscalar ×2" in err and "4/4" in err  # 8 prompts, batch 4, 2 epochs
     train_fused(tiny_model, train, OBJECTIVES[:2], epochs=1)
     assert capsys.readouterr().err == ""  # off by default (the Python API)
+
+
+def test_fused_loss_is_the_sum_of_each_objective_alone():
+    """All K objectives at once ([K] weights, means and M_k) equal Σ_k objective_k on its own
+    block of rows, in value and gradients, with a held pair weighted for one setting only."""
+    from interventions.fused import fused_loss
+
+    objectives = [Objective(0.0, 0.0, 1.0), Objective(1.0, 0.01, 2.0), Objective(0.3, 0.1, 0.5, lambda_hold=2.0)]
+    k, b, vocab = len(objectives), 4, 7
+    gen = torch.Generator().manual_seed(0)
+    pos = torch.randn(k, b, vocab, generator=gen, requires_grad=True)
+    neg = torch.randn(k, b, vocab, generator=gen, requires_grad=True)
+    stacked = {"a": torch.randn(k, 3, 2, generator=gen, requires_grad=True),
+               "b": torch.randn(k, 5, generator=gen, requires_grad=True)}  # fmt: skip
+    batch = {"correct": torch.tensor([0, 1, 2, 3]), "wrong": torch.tensor([4, 5, 6, 0]),
+             "hold_correct": torch.tensor([1, 1, 2, 2]), "hold_wrong": torch.tensor([3, 0, 3, 0]),
+             "clean_logprobs": torch.log_softmax(torch.randn(b, vocab, generator=gen), -1)}  # fmt: skip
+    leaves = [pos, neg, *stacked.values()]
+    fused = fused_loss(objectives, stacked, batch, pos, neg)
+    fused_grads = torch.autograd.grad(fused, leaves)
+    alone = sum(
+        o(pos[i], neg[i], batch["correct"], batch["wrong"], batch["clean_logprobs"],
+          torch.cat([v[i].reshape(-1) for v in stacked.values()]), hold=(batch["hold_correct"], batch["hold_wrong"]))[0]
+        for i, o in enumerate(objectives)
+    )  # fmt: skip
+    alone_grads = torch.autograd.grad(alone, leaves)
+    torch.testing.assert_close(fused, alone, atol=1e-6, rtol=1e-6)
+    for got, want in zip(fused_grads, alone_grads):
+        torch.testing.assert_close(got, want, atol=1e-7, rtol=1e-6)
+    without_hold = [*objectives[:2], Objective(0.3, 0.1, 0.5)]
+    assert not torch.isclose(fused_loss(without_hold, stacked, batch, pos, neg), fused)  # the held pair counted
