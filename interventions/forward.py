@@ -121,7 +121,8 @@ def last_position_logits_from(
 
     Args:
         resid: [batch, pos, d_model] the clean residual stream entering block `start_layer`
-            (unchanged by any intervention on later layers, so it is computed once per dataset).
+            (unchanged by any intervention on later layers: the prefix skip caches it once per
+            dataset; for block 0 it is the embeddings).
         skip_unread: as for `last_position_logits`.
     Returns:
         [batch, d_vocab], equal to `last_position_logits` of the full prompts.
