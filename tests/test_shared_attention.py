@@ -13,9 +13,10 @@ from interventions.tasks import load_task
 from interventions.tasks.datamodule import clean_residual, encode
 
 
-def attention_rows(model, layer: int, run) -> list[int]:
-    """The batch sizes of the hidden states block `layer`'s attention was called on during
-    `run()` (a plain torch pre-hook on the module, which the hook names never see)."""
+def attention_rows(model, layer: int, run) -> tuple:
+    """(run()'s result, the batch sizes of the hidden states block `layer`'s attention was
+    called on meanwhile), read by a plain torch pre-hook on the module, which the hook names
+    never see."""
     rows = []
 
     def record(module, args, kwargs):
@@ -24,10 +25,16 @@ def attention_rows(model, layer: int, run) -> list[int]:
 
     handle = model.blocks[layer].attn.register_forward_pre_hook(record, with_kwargs=True)
     try:
-        run()
+        return run(), rows
     finally:
         handle.remove()
-    return rows
+
+
+def repeated_full_logits(model, batch: dict, reps: int, hooks: list) -> torch.Tensor:
+    """The reference: the whole model on the batch repeated `reps` times, every copy's attention."""
+    mask = batch["attention_mask"].repeat(reps, 1)
+    return last_position_logits(model, batch["input_ids"].repeat(reps, 1), None if mask.all() else mask,
+                                batch["last_index"].repeat(reps), fwd_hooks=hooks)  # fmt: skip
 
 
 def batch_of(model, n: int, prefix_layer: int = 0) -> dict:
@@ -53,16 +60,12 @@ def test_shared_attention_gives_the_repeated_forwards_logits_and_gradients(block
     for shared in (True, False):
         method.zero_grad()
         if shared:
-            logits = None
-
-            def run():
-                nonlocal logits
-                logits = repeated_batch_logits(model, batch, 3, method.hooks(beta), prefix_layer=first_layer)
-
-            assert attention_rows(model, first_layer, run) == [3]  # once, on B rows, not 3 × B
+            logits, rows = attention_rows(
+                model, first_layer, lambda: repeated_batch_logits(model, batch, 3, method.hooks(beta), first_layer)
+            )
+            assert rows == [3]  # once, on B rows, not 3 × B
         else:
-            logits = last_position_logits(model, batch["input_ids"].repeat(3, 1), None, batch["last_index"].repeat(3),
-                                          fwd_hooks=method.hooks(beta))  # fmt: skip
+            logits = repeated_full_logits(model, batch, 3, method.hooks(beta))
         (logits.square().mean() + logits[:, 2].sum()).backward()
         outs.append(logits.detach())
         grads.append(torch.cat([p.grad.reshape(-1) for p in method.parameters()]))
@@ -72,48 +75,28 @@ def test_shared_attention_gives_the_repeated_forwards_logits_and_gradients(block
     assert not torch.equal(outs[0][:3], outs[0][3:6])  # the copies were steered apart
 
 
-def test_a_head_site_on_the_first_layer_keeps_the_copies_attention_separate(block_model):
+@pytest.mark.parametrize("case", ["a head site on the first layer", "a padded batch"])
+def test_every_copy_runs_its_own_attention_where_they_cannot_share_it(block_model, case):
     model = block_model
-    batch = batch_of(model, 2)
-    grid = build_grid(model.cfg, sites=["z", "mlpOut"], seq_len=batch["input_ids"].shape[1])
+    if case == "a padded batch":
+        from interventions.tasks.datapoint import Task
+
+        points = (*load_task("ioi", model=model, split="train", template=0, n=1),
+                  *load_task("ccc", model=model, split="train", template=0, n=1))  # fmt: skip
+        batch = encode(model, Task("mixed", "train", "mixed", points), padding_side="right")
+        assert not batch["attention_mask"].all()
+        sites = ["attnOut"]
+    else:
+        batch, sites = batch_of(model, 2), ["z", "mlpOut"]
+    grid = build_grid(model.cfg, sites=sites, seq_len=batch["input_ids"].shape[1])
     method = METHODS["activscalar"](grid, model.cfg)
     method.initialize("normal", 0.3, seed=2)
     beta = torch.tensor([1.0, -1.0]).repeat_interleave(2)
     with torch.no_grad():
-        logits = None
-
-        def run():
-            nonlocal logits
-            logits = repeated_batch_logits(model, batch, 2, method.hooks(beta))
-
-        assert attention_rows(model, 0, run) == [4]
-        full = last_position_logits(model, batch["input_ids"].repeat(2, 1), None, batch["last_index"].repeat(2),
-                                    fwd_hooks=method.hooks(beta))  # fmt: skip
+        logits, rows = attention_rows(model, 0, lambda: repeated_batch_logits(model, batch, 2, method.hooks(beta)))
+        full = repeated_full_logits(model, batch, 2, method.hooks(beta))
+    assert rows == [4]
     torch.testing.assert_close(logits, full, atol=1e-5, rtol=0)
-
-
-def test_a_padded_batch_runs_the_whole_model_on_every_copy(tiny_model):
-    from interventions.tasks.datapoint import Task
-
-    points = (*load_task("ioi", model=tiny_model, split="train", template=0, n=1),
-              *load_task("ccc", model=tiny_model, split="train", template=0, n=1))  # fmt: skip
-    batch = encode(tiny_model, Task("mixed", "train", "mixed", points), padding_side="right")
-    assert not batch["attention_mask"].all()
-    grid = build_grid(tiny_model.cfg, sites=["attnOut"], seq_len=batch["input_ids"].shape[1])
-    method = METHODS["activscalar"](grid, tiny_model.cfg)
-    method.initialize("normal", 0.3, seed=1)
-    beta = torch.tensor([1.0, -1.0]).repeat_interleave(2)
-    with torch.no_grad():
-        logits = None
-
-        def run():
-            nonlocal logits
-            logits = repeated_batch_logits(tiny_model, batch, 2, method.hooks(beta))
-
-        assert attention_rows(tiny_model, 0, run) == [4]
-        full = last_position_logits(tiny_model, batch["input_ids"].repeat(2, 1), batch["attention_mask"].repeat(2, 1),
-                                    batch["last_index"].repeat(2), fwd_hooks=method.hooks(beta))  # fmt: skip
-    torch.testing.assert_close(logits, full, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("names, layer, shareable", [
