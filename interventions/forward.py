@@ -155,11 +155,16 @@ def shared_attention_hooks(layer: int, rows: int, reps: int) -> list:
     return [(f"blocks.{layer}.ln1.hook_in", first_copy), (f"blocks.{layer}.hook_attn_out", to_all_copies)]
 
 
+# Hook points of a sequential block from its attention output on (relative to "blocks.{l}.").
+_AFTER_ATTENTION = ("hook_attn_out", "hook_resid_mid", "hook_mlp_in", "hook_mlp_out", "hook_resid_post")
+
+
 def attention_shareable(hook_names, layer: int) -> bool:
     """Whether no hook in `hook_names` can make the copies of a repeated batch differ before
     block `layer`'s attention output: every hook is in a later block, in block `layer` from
-    `hook_attn_out` on, or after the blocks. A hook elsewhere (embeddings, LayerNorm 1, inside
-    the attention: head sites) keeps the copies' attention separate."""
+    `hook_attn_out` on (LayerNorm 2, MLP, residual after the attention), or after the blocks.
+    Any other hook (embeddings, LayerNorm 1, the attention's inputs and heads: head sites, or
+    a name not known here) keeps every copy's attention."""
     for name in hook_names:
         parts = name.split(".")
         if parts[0] in ("ln_final", "unembed"):
@@ -167,7 +172,7 @@ def attention_shareable(hook_names, layer: int) -> bool:
         if parts[0] != "blocks":
             return False
         block, rest = int(parts[1]), ".".join(parts[2:])
-        if block < layer or block == layer and (rest == "hook_resid_pre" or rest.startswith(("ln1.", "attn."))):
+        if block < layer or block == layer and not (rest in _AFTER_ATTENTION or rest.startswith(("ln2.", "mlp."))):
             return False
     return True
 

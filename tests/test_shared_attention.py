@@ -105,6 +105,8 @@ def test_every_copy_runs_its_own_attention_where_they_cannot_share_it(block_mode
     (["blocks.1.attn.hook_z"], 0, True),  # a later block's heads: block 0 is still shared
     (["blocks.0.attn.hook_z"], 0, False),  # inside the shared attention
     (["blocks.0.ln1.hook_out"], 0, False),
+    (["blocks.0.hook_q_input"], 0, False),  # an attention input, by its block-level alias
+    (["blocks.1.ln2.hook_out", "blocks.1.mlp.hook_out", "blocks.1.hook_resid_mid"], 1, True),
     (["blocks.2.hook_resid_pre"], 2, False),
     (["blocks.1.hook_mlp_out"], 2, False),  # before the first block that runs
     (["hook_embed"], 0, False),
