@@ -19,7 +19,7 @@ from torch.func import functional_call, vmap
 from interventions.errors import ConfigError
 from interventions.forward import model_device, repeated_batch_logits
 from interventions.methods import METHODS, Method
-from interventions.objective import Objective, example_terms, weighted_sum
+from interventions.objective import Objective, example_terms, minimality_loss, weighted_sum
 from interventions.sites import DEFAULT_SITES
 from interventions.tasks.datapoint import Task
 
@@ -109,7 +109,7 @@ def fused_loss(objectives: list[Objective], stacked: dict[str, torch.Tensor], ba
         per_config("margin").repeat_interleave(b), hold,
     )  # fmt: skip
     means = {name: values.view(k_count, b).mean(1) for name, values in terms.items()}
-    minimality = sum(values.abs().flatten(1).sum(1) for values in stacked.values())
+    minimality = minimality_loss(torch.cat([values.flatten(1) for values in stacked.values()], 1))
     total = weighted_sum(means, minimality, per_config("lambda_f"), per_config("lambda_m"), per_config("lambda_hold"))
     return total.sum()
 

@@ -81,8 +81,8 @@ def example_terms(logits_pos, logits_neg, correct, wrong, clean_logprobs, margin
 
 
 def minimality_loss(flat_params: torch.Tensor) -> torch.Tensor:
-    """M: ‖vec(θ)‖₁."""
-    return flat_params.abs().sum()
+    """M: ‖vec(θ)‖₁ of vec(θ) [n] (a scalar), or of each row of [K, n] ([K]: fused training)."""
+    return flat_params.abs().sum(-1)
 
 
 def weighted_sum(means: dict, minimality, lambda_f, lambda_m, lambda_hold=0.0):
