@@ -7,6 +7,9 @@
                                        layer: prefix skipped vs full; hf-* = Hugging Face GPT-2)
     python benchmarks/run.py peer      (ActivScalar epoch: ours vs pyvene; needs `pip install -e .[bench]`)
     python benchmarks/run.py progress  (a toy training step with no progress bar, Lightning's, the CLI's)
+    python benchmarks/run.py summary   (every goal's ratio from the results files, as one table; nothing timed)
+    python benchmarks/run.py all       (all of the above in turn, with the same --device, --threads and --out,
+                                       then the summary)
 
 `step` times, on the same doubled batch (β = +1 and β = -1):
   bare      one forward + backward of the frozen model with gradients flowing only to the
@@ -40,6 +43,7 @@ memory from torch's allocator in `scaling`, and writes `<name>_cuda.json`.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -56,6 +60,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from interventions.cli import quiet_libraries  # noqa: E402
+from benchmarks.summary import summary  # noqa: E402
 from interventions.forward import model_device  # noqa: E402
 
 GPT2_SMALL = dict(d_model=768, n_layers=12, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50257, n_ctx=128,
@@ -520,7 +525,8 @@ def bench_peer(shape: str, n_train: int = 128, epochs: int = 3, device: str = "c
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/run.py")
-    parser.add_argument("what", choices=["step", "scaling", "fused", "prefix", "peer", "progress", "_point"])
+    parser.add_argument("what", choices=["step", "scaling", "fused", "prefix", "peer", "progress", "summary", "all",
+                                         "_point"])  # fmt: skip
     parser.add_argument("args", nargs="*")
     parser.add_argument("--models", default="toy,gpt2-small")
     parser.add_argument("--model", default="toy")
@@ -529,7 +535,15 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]; GPU results go to <name>_cuda.json")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args(argv)
+    suffix = "_cuda" if args.device.startswith("cuda") else ""  # the CPU results stay next to the GPU's
+    if args.what == "summary":  # reads files only: no GPU needed to read a GPU run's results
+        print(summary(Path(args.out), suffix))
+        return 0
     device = checked_device(parser, args.device, args.what)
+    if args.what in ("peer", "all") and importlib.util.find_spec("pyvene") is None:
+        parser.error(f"{args.what}: the pyvene peer needs pyvene; install it with `pip install -e .[bench]`")
+    if args.what == "all":
+        return run_all(args)
     torch.set_num_threads(args.threads)
     quiet_libraries()  # hundreds of Trainer start-up lines would bury the results
     if args.what == "_point":
@@ -561,9 +575,21 @@ def main(argv=None) -> int:
     results = run()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    suffix = "_cuda" if device.type == "cuda" else ""  # the CPU results stay next to the GPU's
     (out / f"{name}{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def run_all(args) -> int:
+    """Every benchmark in turn (the README's commands), then the summary of their files."""
+    common = ["--device", args.device, "--threads", str(args.threads), "--out", args.out, "--repeats", str(args.repeats)]
+    plan = [["step"], ["fused"], ["prefix", "--models", "toy,hf-toy,gpt2-small,hf-gpt2-small"], ["peer"],
+            ["scaling", "--model", "toy"], ["scaling", "--model", "gpt2-small"]]  # fmt: skip
+    if torch.device(args.device).type == "cpu":
+        plan.append(["progress"])  # a CPU-side cost; refused on a GPU
+    for what in plan:
+        print(f"== python benchmarks/run.py {' '.join(what + common)}", flush=True)
+        main(what + common)
+    return main(["summary", "--device", args.device, "--out", args.out])
 
 
 def checked_device(parser: argparse.ArgumentParser, name: str, what: str) -> torch.device:

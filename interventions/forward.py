@@ -109,6 +109,23 @@ def supports_prefix_skip(model) -> bool:
     return _adapter(model) in PREFIX_SKIP_ADAPTERS
 
 
+@torch.no_grad()
+def embeddings(model, input_ids: torch.Tensor) -> torch.Tensor:
+    """The residual entering block 0 of an unpadded batch, for the architectures of
+    `PREFIX_SKIP_ADAPTERS` (token plus learned absolute position embedding, the same numbers
+    as TransformerBridge's `model(input_ids, stop_at_layer=0)`, which first runs the
+    wrapped model's forward preamble: 0.12 ms against 0.04 ms on the toy, 0.30 ms against
+    0.04 ms on its Hugging Face GPT-2 shape).
+
+    Args:
+        input_ids: [batch, pos] token ids, no padding.
+    Returns:
+        [batch, pos, d_model].
+    """
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+    return model.embed(input_ids) + model.pos_embed(positions)
+
+
 def last_position_logits_from(
     model,
     resid: torch.Tensor,
@@ -209,8 +226,7 @@ def repeated_batch_logits(
         start, resid = prefix_layer, batch["resid_pre"]
     share = share_attention and reps > 1 and attention_shareable([name for name, _ in hooks], start)
     if resid is None and unpadded and share and supports_prefix_skip(model):
-        with torch.no_grad():
-            resid = model(batch["input_ids"], stop_at_layer=0)
+        resid = embeddings(model, batch["input_ids"])
     if resid is None:
         input_ids, mask = batch["input_ids"].repeat(reps, 1), batch["attention_mask"].repeat(reps, 1)
         return last_position_logits(model, input_ids, mask, last_index, hooks, skip_unread)

@@ -6,7 +6,7 @@ import torch
 
 import interventions.forward as forward
 from interventions import train_intervention
-from interventions.forward import attention_shareable, last_position_logits, repeated_batch_logits
+from interventions.forward import attention_shareable, embeddings, last_position_logits, repeated_batch_logits
 from interventions.methods import METHODS
 from interventions.sites import build_grid
 from interventions.tasks import load_task
@@ -43,6 +43,16 @@ def batch_of(model, n: int, prefix_layer: int = 0) -> dict:
     if prefix_layer:
         batch["resid_pre"] = clean_residual(model, batch, prefix_layer)
     return batch
+
+
+def test_embeddings_are_the_residual_entering_block_0(block_model):
+    ids = batch_of(block_model, 3)["input_ids"]
+    with torch.no_grad():
+        reference = block_model(ids, stop_at_layer=0)
+    assert reference.shape == (3, ids.shape[1], block_model.cfg.d_model)
+    assert torch.equal(embeddings(block_model, ids), reference)
+    # the same token at another position embeds differently: the positions are added
+    assert not torch.equal(embeddings(block_model, ids[:, 1:])[:, 0], reference[:, 1])
 
 
 @pytest.mark.parametrize("name", ["activscalar", "steervec", "dynscalar"])

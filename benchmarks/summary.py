@@ -1,0 +1,125 @@
+"""The performance goals read off the benchmark results: one table, nothing timed.
+
+    python benchmarks/run.py summary [--out DIR] [--device cuda]
+
+Reads the JSON files the other subcommands wrote into DIR (benchmarks/results by default;
+with `--device cuda` the `_cuda` files) and prints one markdown row per measured ratio: its
+value, its goal where the issue sets one, and whether the value meets it. A missing file is
+named in the table, not skipped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+# The issue's goals: each ratio at most this; the fused parameters equal to the separate runs' within FUSED_EXACT.
+STEP_GOAL, FUSED_GOAL, PEER_GOAL, FUSED_EXACT = 1.15, 0.35, 0.5, 1e-5
+
+
+def row(what: str, case: str, value: float, goal: float | None = None, note: str = "", fmt: str = ".3f") -> str:
+    """One table row; with a goal, whether `value` is at most it."""
+    met = "" if goal is None else "met" if value <= goal else "**not met**"
+    target = "" if goal is None else f"≤ {goal:g}"
+    return f"| {what} | {case} | {value:{fmt}} | {target} | {met} | {note} |"
+
+
+def step_rows(results: list[dict]) -> list[str]:
+    rows = []
+    for r in results:
+        case = f"{r['model']}, {r['batch']} × {r['positions']}"
+        rows.append(row("a. step: ours / bare", case, r["ours_over_bare"], STEP_GOAL))
+        rows.append(row("b. step: naive / ours", case, r["naive_over_ours"]))
+        for key in sorted(k for k in r if k.startswith("without_") and k.endswith("_over_ours")):
+            name = key.removeprefix("without_").removesuffix("_over_ours")
+            rows.append(row(f"b. step: without {name} / ours", case, r[key]))
+        rows.append(row("step: skip_unread / ours", case, r["skip_unread_over_ours"]))
+        rows.append(row("step: fit / ours", case, r["fit_over_ours"]))
+    return rows
+
+
+def fused_rows(results: list[dict]) -> list[str]:
+    rows = []
+    for r in results:
+        case = f"K = {r['k']}, layers {r['layers']}" + (", skip_unread" if r["skip_unread"] else "")
+        rows.append(row("c. fused / separate", case, r["fused_over_separate"], FUSED_GOAL,
+                        f"rounds {min(r['per_round']):.3f}–{max(r['per_round']):.3f}"))  # fmt: skip
+        rows.append(row("c. fused: max abs parameter difference", case, r["max_abs_param_diff"], FUSED_EXACT, fmt=".1e"))
+    return rows
+
+
+def peer_rows(results: list[dict]) -> list[str]:
+    rows = []
+    for r in results:
+        case = f"{r['shape']} shape"
+        rows.append(row("d. peer: ours / pyvene", case, r["ours_over_pyvene"], PEER_GOAL,
+                        f"parameters agree to {r['pyvene_max_abs_param_diff']:.1e}"))  # fmt: skip
+        rows.append(row("d. peer: ours (skip_unread) / pyvene", case, r["ours_skip_unread_over_pyvene"], PEER_GOAL))
+        rows.append(row("d. peer: ours / pyvene with logits_to_keep=1", case, r["ours_over_pyvene_last_logits"], PEER_GOAL))
+        rows.append(row("d. peer: ours / HF floor", case, r["ours_over_hf_bare"]))
+        rows.append(row("d. peer: pyvene / HF floor", case, r["pyvene_over_hf_bare"]))
+    return rows
+
+
+def prefix_rows(results: list[dict]) -> list[str]:
+    return [row("prefix skipped / full", f"{r['model']}, layer {r['layer']} of {r['n_layers']}", r["skip_over_full"])
+            for r in results]  # fmt: skip
+
+
+def exponent(points: list[tuple[float, float]]) -> float:
+    """The slope of log(y) over log(x): 1 for y ∝ x, 0 for a constant, 2 for y ∝ x²."""
+    xs, ys = zip(*((math.log(x), math.log(max(y, 1e-9))) for x, y in points))
+    return statistics.linear_regression(xs, ys).slope
+
+
+def sweeps(results: list[dict]) -> dict[str, list[dict]]:
+    """The scaling points grouped by the quantity they vary. The base point (each quantity's
+    most common value: 64 prompts, all layers, 16 positions) belongs to every sweep; its
+    repeats enter each one once, as their median."""
+    base = {k: statistics.mode(r[k] for r in results) for k in ("prompts", "layers", "positions")}
+    groups = {}
+    for varies in base:
+        others = [k for k in base if k != varies]
+        chosen = [r for r in results if all(r[k] == base[k] for k in others)]
+        by_value = {}
+        for r in chosen:
+            by_value.setdefault(r[varies], []).append(r)
+        groups[varies] = [
+            {varies: value, **{k: statistics.median(p[k] for p in ps) for k in ps[0] if k.endswith(("_s", "_mb"))}}
+            for value, ps in sorted(by_value.items())
+        ]
+    return groups
+
+
+def scaling_rows(results: list[dict]) -> list[str]:
+    rows = []
+    memory = "training_cuda_mb" if "training_cuda_mb" in results[0] else "training_rss_mb"
+    for varies, points in sweeps(results).items():
+        case = f"{results[0]['model']}, {varies} {'/'.join(str(p[varies]) for p in points)}"
+        time = exponent([(p[varies], p["epoch_s"]) for p in points])
+        last = exponent([(p[varies], p["epoch_s"]) for p in points[-2:]])
+        rows.append(row("e. scaling: epoch time exponent", case, time, None, f"last step {last:.2f} (1 = linear)"))
+        mem = exponent([(p[varies], p[memory]) for p in points])
+        last = exponent([(p[varies], p[memory]) for p in points[-2:]])
+        rows.append(row(f"e. scaling: {memory} exponent", case, mem, None, f"last step {last:.2f}"))
+    return rows
+
+
+SECTIONS = {  # file stem -> rows
+    "step": step_rows, "fused": fused_rows, "peer": peer_rows, "prefix": prefix_rows,
+    "scaling_toy": scaling_rows, "scaling_gpt2-small": scaling_rows,
+}  # fmt: skip
+
+
+def summary(results_dir: Path, suffix: str = "") -> str:
+    """The markdown table of every ratio in `results_dir`'s `<stem><suffix>.json` files."""
+    lines = ["| ratio | case | value | goal | | note |", "|---|---|---|---|---|---|"]
+    for stem, rows in SECTIONS.items():
+        path = Path(results_dir) / f"{stem}{suffix}.json"
+        if not path.exists():
+            lines.append(f"| {stem} | | not run | | | `{path.name}` is missing |")
+            continue
+        lines += rows(json.loads(path.read_text()))
+    return "\n".join(lines)

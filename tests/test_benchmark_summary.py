@@ -1,0 +1,102 @@
+"""`python benchmarks/run.py summary` reads the goals off the results files, and `all` runs
+the README's benchmark commands in turn; pyvene missing is refused before any work."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pytest  # noqa: E402
+
+from benchmarks import run as bench  # noqa: E402
+from benchmarks.summary import exponent, summary, sweeps  # noqa: E402
+
+
+def step_result(model: str, ours_over_bare: float) -> dict:
+    ratios = {"naive_over_ours": 2.0, "skip_unread_over_ours": 0.9, "fit_over_ours": 1.05,
+              "without_one_pass_over_ours": 1.2}  # fmt: skip
+    return {"model": model, "batch": 4, "positions": 17, "ours_over_bare": ours_over_bare, **ratios}
+
+
+def fused_result(ratio: float, diff: float) -> dict:
+    return {"k": 16, "layers": "all", "skip_unread": False, "fused_over_separate": ratio,
+            "per_round": [ratio - 0.01, ratio + 0.02], "max_abs_param_diff": diff}  # fmt: skip
+
+
+def row_of(table: str, *needles: str) -> list[str]:
+    """The cells of the one row containing every needle."""
+    rows = [line for line in table.splitlines() if all(n in line for n in needles)]
+    assert len(rows) == 1, rows
+    return [cell.strip() for cell in rows[0].strip("|").split("|")]
+
+
+def test_summary_marks_each_ratio_against_its_goal(tmp_path):
+    (tmp_path / "step.json").write_text(json.dumps([step_result("toy", 1.149), step_result("gpt2-small", 1.151)]))
+    (tmp_path / "fused.json").write_text(json.dumps([fused_result(0.36, 0.0)]))
+    table = summary(tmp_path)
+    assert row_of(table, "ours / bare", "toy,")[2:5] == ["1.149", "≤ 1.15", "met"]
+    assert row_of(table, "ours / bare", "gpt2-small")[2:5] == ["1.151", "≤ 1.15", "**not met**"]
+    assert row_of(table, "without one_pass", "toy,")[2:5] == ["1.200", "", ""]  # reported, no goal
+    assert row_of(table, "fused / separate")[2:6] == ["0.360", "≤ 0.35", "**not met**", "rounds 0.350–0.380"]
+    assert row_of(table, "parameter difference")[4] == "met"
+    # a file not written is named, not silently left out
+    assert row_of(table, "`peer.json` is missing")[2] == "not run"
+    assert "`step_cuda.json` is missing" in summary(tmp_path, "_cuda")
+
+
+def test_fused_parameters_off_by_more_than_1e_5_are_flagged(tmp_path):
+    (tmp_path / "fused.json").write_text(json.dumps([fused_result(0.3, 2e-5)]))
+    assert row_of(summary(tmp_path), "parameter difference")[2:5] == ["2.0e-05", "≤ 1e-05", "**not met**"]
+
+
+@pytest.mark.parametrize("power", [0.0, 1.0, 2.0])
+def test_exponent_recovers_a_power_law(power):
+    assert exponent([(x, 3.0 * x**power) for x in (8, 16, 32, 64)]) == pytest.approx(power)
+
+
+def test_scaling_sweeps_share_the_base_point_as_its_median():
+    def point(prompts, layers, positions, seconds):
+        return {"model": "toy", "prompts": prompts, "layers": layers, "positions": positions, "epoch_s": seconds,
+                "training_rss_mb": 10.0}  # fmt: skip
+
+    results = [point(32, 4, 16, 1.0), point(64, 4, 16, 2.0), point(128, 4, 16, 4.0),
+               point(64, 2, 16, 1.0), point(64, 4, 16, 2.2), point(64, 8, 16, 4.0),
+               point(64, 4, 8, 1.0), point(64, 4, 16, 2.4), point(64, 4, 32, 4.0)]  # fmt: skip
+    groups = sweeps(results)
+    assert [p["prompts"] for p in groups["prompts"]] == [32, 64, 128]
+    assert [p["layers"] for p in groups["layers"]] == [2, 4, 8]
+    assert [p["epoch_s"] for p in groups["positions"]] == [1.0, 2.2, 4.0]  # the base: median of 2.0, 2.2, 2.4
+
+
+def test_peer_without_pyvene_is_refused_before_any_work(monkeypatch, capsys):
+    monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(bench, "bench_peer", lambda *a, **k: pytest.fail("benchmark started"))
+    monkeypatch.setattr(bench, "run_all", lambda *a, **k: pytest.fail("benchmarks started"))
+    for what in ("peer", "all"):
+        with pytest.raises(SystemExit) as exit_info:
+            bench.main([what])
+        assert exit_info.value.code == 2
+        assert "pip install -e .[bench]" in capsys.readouterr().err
+
+
+def test_all_runs_every_benchmark_with_the_same_flags_then_the_summary(monkeypatch):
+    calls = []
+    monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name: object())
+    real_main = bench.main
+
+    def main(argv=None):
+        if argv and argv[0] == "all":
+            return real_main(argv)
+        calls.append(argv)
+        return 0
+
+    monkeypatch.setattr(bench, "main", main)
+    assert bench.main(["all", "--threads", "3", "--out", "/tmp/x"]) == 0
+    whats = [argv[0] for argv in calls]
+    assert whats == ["step", "fused", "prefix", "peer", "scaling", "scaling", "progress", "summary"]
+    assert all(argv[argv.index("--threads") + 1] == "3" for argv in calls[:-1])
+    assert all(argv[argv.index("--out") + 1] == "/tmp/x" for argv in calls)
+    assert ["--model", "gpt2-small"] == calls[5][1:3]
