@@ -31,7 +31,8 @@ layers and positions grow. `fused` alternates fused and separate trainings 5 tim
 at the measured sizes and reports medians, with the defaults, with `skip_unread` on both
 sides, and intervening only on the last layer (both sides skip the prefix). `peer` trains ActivScalar for 3 epochs on a random HF GPT-2 (toy and
 GPT-2-small shapes) with `train_intervention` (also with `skip_unread`) and with the pyvene
-peer (benchmarks/pyvene_peer.py), from the same initial α on the same batches, and reports
+peer (benchmarks/pyvene_peer.py), from the same initial α on the same batches, every side
+once per round in alternation (3 rounds on the toy shape, 1 on the GPT-2 shape), and reports
 median epoch times, the HF floor and the final parameter difference. Absolute times are
 noisy on a shared machine; read the ratios.
 
@@ -259,13 +260,15 @@ def fit_epoch(module, batch: dict, steps: int, progress_bar=None) -> float:
     return timer.seconds[0] / steps
 
 
-def side_by_side(fns: dict, rounds: int, sync=lambda: None) -> dict:
-    """Median seconds of each function, called in alternation (one call of each per round,
-    after a warm-up call of each) so that a drifting machine affects all of them alike. A
-    function may return its own measured seconds; otherwise its wall time counts, between
-    two calls of `sync` (a `device_sync`: the GPU's queued work belongs to the call)."""
-    for fn in fns.values():
-        fn()
+def alternated(fns: dict, rounds: int, sync=lambda: None, warmup: bool = True) -> dict[str, list[float]]:
+    """Seconds of each call of each function, called in alternation (one call of each per
+    round, after a warm-up call of each unless `warmup` is False) so that a drifting machine
+    affects all of them alike. A function may return its own measured seconds; otherwise its
+    wall time counts, between two calls of `sync` (a `device_sync`: the GPU's queued work
+    belongs to the call)."""
+    if warmup:
+        for fn in fns.values():
+            fn()
     times = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
@@ -274,7 +277,12 @@ def side_by_side(fns: dict, rounds: int, sync=lambda: None) -> dict:
             measured = fn()
             sync()
             times[name].append(measured if measured is not None else time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return times
+
+
+def side_by_side(fns: dict, rounds: int, sync=lambda: None) -> dict:
+    """Median seconds of each function over `alternated` calls (after a warm-up)."""
+    return {name: statistics.median(values) for name, values in alternated(fns, rounds, sync).items()}
 
 
 def bench_step(model_name: str, batch_size: int, pos: int, repeats: int, device: str = "cpu") -> dict:
@@ -429,19 +437,20 @@ def bench_fused(k: int = 16, epochs: int = 3, n_train: int = 64, method: str = "
     options = dict(method=method, layers=layers, skip_unread=skip_unread)
     train_fused(model, train, objectives, epochs=1, **options)
     train_intervention(model, train, objective=objectives[0], epochs=1, **options)
-    fused_times, separate_times = [], []
-    for _ in range(rounds):
-        sync()
-        start = time.perf_counter()
-        fused = train_fused(model, train, objectives, epochs=epochs, **options)
-        sync()
-        fused_times.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        separate = [train_intervention(model, train, objective=o, epochs=epochs, **options).method for o in objectives]
-        sync()
-        separate_times.append(time.perf_counter() - start)
+    trained = {}
+
+    def fused():
+        trained["fused"] = train_fused(model, train, objectives, epochs=epochs, **options)
+
+    def separate():
+        trained["separate"] = [train_intervention(model, train, objective=o, epochs=epochs, **options).method
+                               for o in objectives]  # fmt: skip
+
+    times = alternated({"fused": fused, "separate": separate}, rounds, sync, warmup=False)
+    fused_times, separate_times = times["fused"], times["separate"]
     fused_s, separate_s = statistics.median(fused_times), statistics.median(separate_times)
-    diff = max(float((a.flat_params() - b.flat_params()).detach().abs().max()) for a, b in zip(fused, separate))
+    diff = max(float((a.flat_params() - b.flat_params()).detach().abs().max())
+               for a, b in zip(trained["fused"], trained["separate"]))  # fmt: skip
     return {"k": k, "device": str(device), "method": method, "epochs": epochs, "n_train": n_train, "rounds": rounds,
             "skip_unread": skip_unread, "layers": layers,
             "fused_s": round(fused_s, 2), "separate_s": round(separate_s, 2),
@@ -481,45 +490,63 @@ def bench_prefix(model_name: str = "toy", layer: int | None = None, repeats: int
             "skip_over_full": round(t["skip"] / t["full"], 3)}  # fmt: skip
 
 
-def bench_peer(shape: str, n_train: int = 128, epochs: int = 3, device: str = "cpu") -> dict:
+def bench_peer(shape: str, n_train: int = 128, epochs: int = 3, rounds: int | None = None, device: str = "cpu") -> dict:
     """One ActivScalar epoch on a random HF GPT-2 of `shape` ("toy" or "gpt2-small"):
-    `train_intervention` (Lightning, our hooks on the TransformerBridge) vs the pyvene peer
-    (benchmarks/pyvene_peer.py) on the same HF weights, data, order, init and objective."""
+    `train_intervention` (Lightning, our hooks on the TransformerBridge; also with
+    `skip_unread`) vs the pyvene peer (benchmarks/pyvene_peer.py; also with
+    `logits_to_keep=1`) on the same HF weights, data, order, init and objective, and the HF
+    floor. Each round runs every side once, in alternation, for `epochs` epochs (the first
+    a warm-up); a side's time is the median over rounds of its rounds' median epoch.
+    `rounds`: 3 on the toy shape, 1 on the GPT-2-small shape (3 epochs take a minute there)."""
     from benchmarks.pyvene_peer import bare_epoch, build_peer, train_peer
     from interventions import load_task, train_intervention
     from interventions.methods import METHODS
     from interventions.objective import Objective
     from interventions.training import initialized_method, prepare
 
+    rounds = rounds or (3 if shape == "toy" else 1)
     hf, model = build_hf(shape, device)
     sync = device_sync(device)
     train = load_task("ccc", model=model, split="train", n=n_train, seed=0)
     objective, lr = Objective(), METHODS["activscalar"].default_lr
-
-    timer = EpochTimer(sync)
-    ours = train_intervention(model, train, method="activscalar", objective=objective, epochs=epochs,
-                              trainer_kwargs={"callbacks": [timer]}).method.flat_params()  # fmt: skip
     dm, seq_len = prepare(model, train, None, None, "activscalar", batch_size=4, padding_side="right", seed=0)
     grid = dict(sites=("attnOut", "mlpOut"), layers="all", positions="all", heads="all")
     init = initialized_method("activscalar", model, dm, train[0].prompt, seq_len, grid, "normal", 1e-5, 0).flat_params()
-    result = {"shape": shape, "device": str(device), "n_train": n_train, "batch": 4, "positions": seq_len, "epochs": epochs,
-              "ours_epoch_s": round(statistics.median(timer.seconds[1:]), 3)}  # fmt: skip
-    bare_epoch(hf, dm, sync=sync)  # warm-up
-    result["hf_bare_epoch_s"] = round(statistics.median(bare_epoch(hf, dm, sync=sync) for _ in range(2)), 3)
-    result["ours_over_hf_bare"] = round(result["ours_epoch_s"] / result["hf_bare_epoch_s"], 3)
-    timer = EpochTimer(sync)
-    train_intervention(model, train, method="activscalar", objective=objective, epochs=epochs, skip_unread=True,
-                       trainer_kwargs={"callbacks": [timer]})  # fmt: skip
-    result["ours_skip_unread_epoch_s"] = round(statistics.median(timer.seconds[1:]), 3)
-    for keep, label in ((0, "pyvene"), (1, "pyvene_last_logits")):
+    params = {}
+
+    def ours(skip_unread: bool) -> float:
+        timer = EpochTimer(sync)
+        trained = train_intervention(model, train, method="activscalar", objective=objective, epochs=epochs,
+                                     skip_unread=skip_unread, trainer_kwargs={"callbacks": [timer]})  # fmt: skip
+        params["ours_skip_unread" if skip_unread else "ours"] = trained.method.flat_params().detach()
+        return statistics.median(timer.seconds[1:])
+
+    def pyvene(keep: int, label: str) -> float:
         peer, interventions = build_peer(hf, seq_len, init)
         seconds = train_peer(peer, interventions, dm, objective, lr=lr, epochs=epochs, logits_to_keep=keep, sync=sync)
-        theirs = torch.cat([iv.alpha.detach() for iv in interventions])
-        result[f"{label}_epoch_s"] = round(statistics.median(seconds[1:]), 3)
-        result[f"ours_over_{label}"] = round(result["ours_epoch_s"] / result[f"{label}_epoch_s"], 3)
-        result[f"ours_skip_unread_over_{label}"] = round(result["ours_skip_unread_epoch_s"] / result[f"{label}_epoch_s"], 3)
-        result[f"{label}_over_hf_bare"] = round(result[f"{label}_epoch_s"] / result["hf_bare_epoch_s"], 3)
-        result[f"{label}_max_abs_param_diff"] = float((theirs - ours.detach()).abs().max())
+        params[label] = torch.cat([iv.alpha.detach() for iv in interventions])
+        return statistics.median(seconds[1:])
+
+    bare_epoch(hf, dm, sync=sync)  # warm-up
+    sides = {
+        "ours": lambda: ours(False),
+        "hf_bare": lambda: statistics.median(bare_epoch(hf, dm, sync=sync) for _ in range(2)),
+        "pyvene": lambda: pyvene(0, "pyvene"),
+        "ours_skip_unread": lambda: ours(True),
+        "pyvene_last_logits": lambda: pyvene(1, "pyvene_last_logits"),
+    }
+    times = alternated(sides, rounds, sync, warmup=False)  # each side warms up in its first epoch
+    t = {name: statistics.median(values) for name, values in times.items()}
+    result = {"shape": shape, "device": str(device), "n_train": n_train, "batch": 4, "positions": seq_len,
+              "epochs": epochs, "rounds": rounds,
+              **{f"{name}_epoch_s": round(t[name], 3) for name in sides},
+              **{f"{name}_epoch_s_rounds": [round(x, 3) for x in times[name]] for name in sides if rounds > 1},
+              "ours_over_hf_bare": round(t["ours"] / t["hf_bare"], 3)}  # fmt: skip
+    for label in ("pyvene", "pyvene_last_logits"):
+        result[f"ours_over_{label}"] = round(t["ours"] / t[label], 3)
+        result[f"ours_skip_unread_over_{label}"] = round(t["ours_skip_unread"] / t[label], 3)
+        result[f"{label}_over_hf_bare"] = round(t[label] / t["hf_bare"], 3)
+        result[f"{label}_max_abs_param_diff"] = float((params[label] - params["ours"]).abs().max())
     return result
 
 

@@ -14,7 +14,8 @@ import torch  # noqa: E402
 
 from benchmarks import run as bench  # noqa: E402
 from benchmarks.run import (  # noqa: E402
-    OPTIMIZATIONS, bench_fused, bench_progress, bench_step, make_batch, make_module, side_by_side, step_variant,
+    OPTIMIZATIONS, alternated, bench_fused, bench_progress, bench_step, make_batch, make_module, side_by_side,
+    step_variant,
 )
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -25,6 +26,15 @@ def test_side_by_side_alternates_and_takes_reported_seconds():
     medians = side_by_side({"a": lambda: calls.append("a"), "b": lambda: calls.append("b") or 0.25}, rounds=3)
     assert calls == ["a", "b"] * 4  # a warm-up call of each, then one of each per round
     assert medians["b"] == 0.25 and 0 <= medians["a"] < 0.25
+
+
+def test_alternated_keeps_every_rounds_seconds_and_can_skip_the_warm_up():
+    calls = []
+    seconds = iter([0.1, 0.2, 0.3])
+    times = alternated({"a": lambda: calls.append("a") or next(seconds), "b": lambda: calls.append("b")}, rounds=3,
+                       warmup=False)  # fmt: skip
+    assert calls == ["a", "b"] * 3
+    assert times["a"] == [0.1, 0.2, 0.3] and len(times["b"]) == 3
 
 
 def test_side_by_side_synchronizes_around_every_timed_call():

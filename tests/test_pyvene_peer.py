@@ -57,3 +57,24 @@ def test_peer_trains_the_same_parameters(hf_and_bridge, logits_to_keep):
     torch.testing.assert_close(theirs, ours, atol=2e-5, rtol=0)
     assert all(torch.equal(before[k], v) for k, v in hf.state_dict().items())
     assert all(p.grad is None for p in hf.parameters())
+
+
+def test_peer_benchmark_alternates_every_side_over_rounds(monkeypatch):
+    from benchmarks import run as bench
+
+    order = []
+    import benchmarks.pyvene_peer as peer_module
+    import interventions
+
+    for module, name in ((interventions, "train_intervention"), (peer_module, "train_peer"), (peer_module, "bare_epoch")):
+        fn = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _fn=fn, _name=name, **k: order.append(_name) or _fn(*a, **k))
+    result = bench.bench_peer("toy", n_train=8, epochs=2, rounds=2)
+    # per round: ours, the HF floor (2 epochs), pyvene, ours with skip_unread, pyvene with last-position logits
+    one_round = ["train_intervention", "bare_epoch", "bare_epoch", "train_peer", "train_intervention", "train_peer"]
+    assert order == ["bare_epoch"] + one_round * 2  # after one warm-up epoch of the floor
+    for side in ("ours", "hf_bare", "pyvene", "ours_skip_unread", "pyvene_last_logits"):
+        rounds = result[f"{side}_epoch_s_rounds"]
+        assert len(rounds) == 2 and all(s > 0 for s in rounds)
+        assert result[f"{side}_epoch_s"] == pytest.approx(sum(rounds) / 2, abs=1e-3)  # the median of two
+    assert result["pyvene_max_abs_param_diff"] < 1e-5  # both sides trained the same thing
