@@ -60,12 +60,11 @@ def test_peer_trains_the_same_parameters(hf_and_bridge, logits_to_keep):
 
 
 def test_peer_benchmark_alternates_every_side_over_rounds(monkeypatch):
-    from benchmarks import run as bench
-
-    order = []
     import benchmarks.pyvene_peer as peer_module
     import interventions
+    from benchmarks import run as bench
 
+    order = []  # bench_peer imports these at call time, so the recording stand-ins are what it calls
     for module, name in ((interventions, "train_intervention"), (peer_module, "train_peer"), (peer_module, "bare_epoch")):
         fn = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, _fn=fn, _name=name, **k: order.append(_name) or _fn(*a, **k))
