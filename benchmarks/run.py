@@ -27,10 +27,10 @@ and reports ours / bare (goal ≤ 1.15) and every other variant / ours.
 `prefix` times a step with and without the prefix skip, also in alternation. `scaling` runs
 each point in a fresh subprocess and reports the median epoch after a warm-up step, the
 peak RSS while training and its rise above the RSS before the first step, as prompts,
-layers and positions grow. `fused` alternates fused and separate trainings 5 times after a warm-up
-at the measured sizes and reports medians, with the defaults, with `skip_unread` on both
-sides, and intervening only on the last layer (both sides skip the prefix). `peer` trains ActivScalar for 3 epochs on a random HF GPT-2 (toy and
-GPT-2-small shapes) with `train_intervention` (also with `skip_unread`) and with the pyvene
+layers and positions grow. `fused` alternates fused and separate trainings 5 times after a
+warm-up at the measured sizes and reports medians, with the defaults, with `skip_unread` on
+both sides, and intervening only on the last layer (both sides skip the prefix). `peer`
+trains ActivScalar for 3 epochs on a random HF GPT-2 (toy and GPT-2-small shapes) with `train_intervention` (also with `skip_unread`) and with the pyvene
 peer (benchmarks/pyvene_peer.py), from the same initial α on the same batches, every side
 once per round in alternation (3 rounds on the toy shape, 1 on the GPT-2 shape), and reports
 median epoch times, the HF floor and the final parameter difference. Absolute times are
@@ -608,7 +608,8 @@ def main(argv=None) -> int:
 
 def run_all(args) -> int:
     """Every benchmark in turn (the README's commands), then the summary of their files."""
-    common = ["--device", args.device, "--threads", str(args.threads), "--out", args.out, "--repeats", str(args.repeats)]
+    common = ["--device", args.device, "--threads", str(args.threads), "--out", args.out,
+              "--repeats", str(args.repeats)]  # fmt: skip
     plan = [["step"], ["fused"], ["prefix", "--models", "toy,hf-toy,gpt2-small,hf-gpt2-small"], ["peer"],
             ["scaling", "--model", "toy"], ["scaling", "--model", "gpt2-small"]]  # fmt: skip
     if torch.device(args.device).type == "cpu":

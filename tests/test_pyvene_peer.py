@@ -65,7 +65,8 @@ def test_peer_benchmark_alternates_every_side_over_rounds(monkeypatch):
     from benchmarks import run as bench
 
     order = []  # bench_peer imports these at call time, so the recording stand-ins are what it calls
-    for module, name in ((interventions, "train_intervention"), (peer_module, "train_peer"), (peer_module, "bare_epoch")):
+    stand_ins = ((interventions, "train_intervention"), (peer_module, "train_peer"), (peer_module, "bare_epoch"))
+    for module, name in stand_ins:
         fn = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, _fn=fn, _name=name, **k: order.append(_name) or _fn(*a, **k))
     result = bench.bench_peer("toy", n_train=8, epochs=2, rounds=2)
