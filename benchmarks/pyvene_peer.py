@@ -14,7 +14,8 @@ our README would). It is written the way pyvene 0.1.8 asks for it:
   positions flattened to [batch, positions · d_model];
 - one `RepresentationConfig` per (layer, component), components `attention_output` and
   `mlp_output` (GPT-2's attn.resid_dropout and mlp outputs: our attnOut and mlpOut);
-- `disable_model_gradients()` so the frozen weights get no gradients;
+- `disable_model_gradients()` so the frozen weights get no gradients (pyvene's default
+  leaves them requiring grad: `build_peer(model_gradients=True)` measures that too);
 - β passed per call through `intervention_additional_kwargs`, so one step is two
   forward passes (β = +1, β = -1) of the HF model, each computing logits at every
   position unless `logits_to_keep=1` is asked for (HF's option: the last position only).
@@ -50,11 +51,14 @@ def scalar_intervention_class():
     return ScalarIntervention
 
 
-def build_peer(hf_model, seq_len: int, init: torch.Tensor, sites=("attnOut", "mlpOut")):
+def build_peer(hf_model, seq_len: int, init: torch.Tensor, sites=("attnOut", "mlpOut"), model_gradients=False):
     """(IntervenableModel, [ScalarIntervention]) on every layer of `hf_model` (a GPT2LMHeadModel).
 
     The interventions are listed in `Method.flat_params` order (site-major, then layer) and
     start from `init` [sites · layers · seq_len], our method's initial `flat_params()`.
+    `model_gradients=True` leaves the weights requiring grad, as HF loads them and pyvene
+    leaves them unless told otherwise (they then get unused gradients every step); the caller
+    freezes them again.
     """
     import pyvene as pv
 
@@ -71,7 +75,10 @@ def build_peer(hf_model, seq_len: int, init: torch.Tensor, sites=("attnOut", "ml
         for layer in range(n_layers)
     ]  # fmt: skip
     peer = pv.IntervenableModel(pv.IntervenableConfig(representations=representations), hf_model)
-    peer.disable_model_gradients()
+    if model_gradients:  # not enable_model_gradients(): that also switches dropout on (model.train())
+        hf_model.requires_grad_(True)
+    else:
+        peer.disable_model_gradients()
     return peer, interventions
 
 

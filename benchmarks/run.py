@@ -96,11 +96,11 @@ def build(model_name: str, n_layers: int | None = None, device: str = "cpu"):
     return freeze(TransformerBridge.boot_native(cfg).to(device)), cfg["d_vocab"]
 
 
-def build_hf(shape: str, device: str = "cpu"):
+def build_hf(shape: str, device: str = "cpu", fused_gelu: bool = True):
     """(GPT2LMHeadModel, frozen TransformerBridge over the same weights), both on `device`: a
     random HF GPT-2 of `shape` ("toy": the toy model's sizes, or "gpt2-small"), saved with the
     toy tokenizer (toy-world prompts; the model's vocabulary may be larger) and loaded with
-    `load_model`."""
+    `load_model(folder, fused_gelu=fused_gelu)`. The same `shape` always gives the same weights."""
     import tempfile
 
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -121,7 +121,7 @@ def build_hf(shape: str, device: str = "cpu"):
         hf.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         os.environ["HF_HUB_OFFLINE"] = "1"
-        model, _ = load_model(folder, device=device)
+        model, _ = load_model(folder, device=device, fused_gelu=fused_gelu)
     return hf.to(device), model
 
 
@@ -493,11 +493,13 @@ def bench_prefix(model_name: str = "toy", layer: int | None = None, repeats: int
 def bench_peer(shape: str, n_train: int = 128, epochs: int = 3, rounds: int | None = None, device: str = "cpu") -> dict:
     """One ActivScalar epoch on a random HF GPT-2 of `shape` ("toy" or "gpt2-small"):
     `train_intervention` (Lightning, our hooks on the TransformerBridge; also with
-    `skip_unread`) vs the pyvene peer (benchmarks/pyvene_peer.py; also with
-    `logits_to_keep=1`) on the same HF weights, data, order, init and objective, and the HF
-    floor. Each round runs every side once, in alternation, for `epochs` epochs (the first
-    a warm-up); a side's time is the median over rounds of its rounds' median epoch.
-    `rounds`: 3 on the toy shape, 1 on the GPT-2-small shape (3 epochs take a minute there)."""
+    `skip_unread`, and with HF's own gelu_new module instead of the fused GELU `load_model`
+    puts in) vs the pyvene peer (benchmarks/pyvene_peer.py; also with `logits_to_keep=1`, and
+    with pyvene's default of weights requiring grad) on the same HF weights, data, order,
+    init and objective, and the HF floor. Each round runs every side once, in alternation,
+    for `epochs` epochs (the first a warm-up); a side's time is the median over rounds of its
+    rounds' median epoch. `rounds`: 3 on the toy shape, 1 on the GPT-2-small shape (3 epochs
+    take minutes there)."""
     from benchmarks.pyvene_peer import bare_epoch, build_peer, train_peer
     from interventions import load_task, train_intervention
     from interventions.methods import METHODS
@@ -506,6 +508,7 @@ def bench_peer(shape: str, n_train: int = 128, epochs: int = 3, rounds: int | No
 
     rounds = rounds or (3 if shape == "toy" else 1)
     hf, model = build_hf(shape, device)
+    models = {False: model, True: build_hf(shape, device, fused_gelu=False)[1]}  # by hf_gelu
     sync = device_sync(device)
     train = load_task("ccc", model=model, split="train", n=n_train, seed=0)
     objective, lr = Objective(), METHODS["activscalar"].default_lr
@@ -514,26 +517,32 @@ def bench_peer(shape: str, n_train: int = 128, epochs: int = 3, rounds: int | No
     init = initialized_method("activscalar", model, dm, train[0].prompt, seq_len, grid, "normal", 1e-5, 0).flat_params()
     params = {}
 
-    def ours(skip_unread: bool) -> float:
+    def ours(label: str, skip_unread: bool = False, hf_gelu: bool = False) -> float:
         timer = EpochTimer(sync)
-        trained = train_intervention(model, train, method="activscalar", objective=objective, epochs=epochs,
+        trained = train_intervention(models[hf_gelu], train, method="activscalar", objective=objective, epochs=epochs,
                                      skip_unread=skip_unread, trainer_kwargs={"callbacks": [timer]})  # fmt: skip
-        params["ours_skip_unread" if skip_unread else "ours"] = trained.method.flat_params().detach()
+        params[label] = trained.method.flat_params().detach()
         return statistics.median(timer.seconds[1:])
 
-    def pyvene(keep: int, label: str) -> float:
-        peer, interventions = build_peer(hf, seq_len, init)
-        seconds = train_peer(peer, interventions, dm, objective, lr=lr, epochs=epochs, logits_to_keep=keep, sync=sync)
+    def pyvene(label: str, keep: int = 0, model_gradients: bool = False) -> float:
+        peer, interventions = build_peer(hf, seq_len, init, model_gradients=model_gradients)
+        try:
+            seconds = train_peer(peer, interventions, dm, objective, lr=lr, epochs=epochs, logits_to_keep=keep,
+                                 sync=sync)  # fmt: skip
+        finally:
+            hf.requires_grad_(False).zero_grad(set_to_none=True)
         params[label] = torch.cat([iv.alpha.detach() for iv in interventions])
         return statistics.median(seconds[1:])
 
     bare_epoch(hf, dm, sync=sync)  # warm-up
     sides = {
-        "ours": lambda: ours(False),
+        "ours": lambda: ours("ours"),
         "hf_bare": lambda: statistics.median(bare_epoch(hf, dm, sync=sync) for _ in range(2)),
-        "pyvene": lambda: pyvene(0, "pyvene"),
-        "ours_skip_unread": lambda: ours(True),
-        "pyvene_last_logits": lambda: pyvene(1, "pyvene_last_logits"),
+        "pyvene": lambda: pyvene("pyvene"),
+        "ours_skip_unread": lambda: ours("ours_skip_unread", skip_unread=True),
+        "pyvene_last_logits": lambda: pyvene("pyvene_last_logits", keep=1),
+        "ours_hf_gelu": lambda: ours("ours_hf_gelu", hf_gelu=True),
+        "pyvene_model_grads": lambda: pyvene("pyvene_model_grads", model_gradients=True),
     }
     times = alternated(sides, rounds, sync, warmup=False)  # each side warms up in its first epoch
     t = {name: statistics.median(values) for name, values in times.items()}
@@ -542,11 +551,14 @@ def bench_peer(shape: str, n_train: int = 128, epochs: int = 3, rounds: int | No
               **{f"{name}_epoch_s": round(t[name], 3) for name in sides},
               **{f"{name}_epoch_s_rounds": [round(x, 3) for x in times[name]] for name in sides if rounds > 1},
               "ours_over_hf_bare": round(t["ours"] / t["hf_bare"], 3)}  # fmt: skip
-    for label in ("pyvene", "pyvene_last_logits"):
-        result[f"ours_over_{label}"] = round(t["ours"] / t[label], 3)
-        result[f"ours_skip_unread_over_{label}"] = round(t["ours_skip_unread"] / t[label], 3)
+    for label in ("pyvene", "pyvene_last_logits", "pyvene_model_grads"):
+        for mine in ("ours", "ours_skip_unread", "ours_hf_gelu"):
+            result[f"{mine}_over_{label}"] = round(t[mine] / t[label], 3)
         result[f"{label}_over_hf_bare"] = round(t[label] / t["hf_bare"], 3)
-        result[f"{label}_max_abs_param_diff"] = float((params[label] - params["ours"]).abs().max())
+        # against ours with HF's own GELU: the same function computed by the same modules
+        result[f"{label}_max_abs_param_diff"] = float((params[label] - params["ours_hf_gelu"]).abs().max())
+    result["ours_hf_gelu_over_ours"] = round(t["ours_hf_gelu"] / t["ours"], 3)
+    result["ours_max_abs_param_diff"] = float((params["ours"] - params["ours_hf_gelu"]).abs().max())  # fused GELU
     return result
 
 

@@ -56,10 +56,14 @@ def peer_rows(results: list[dict]) -> list[str]:
     for r in results:
         case = f"{r['shape']} shape"
         rows.append(row("d. peer: ours / pyvene", case, r["ours_over_pyvene"], PEER_GOAL,
-                        f"parameters agree to {r['pyvene_max_abs_param_diff']:.1e}"))  # fmt: skip
+                        f"parameters agree to {r['pyvene_max_abs_param_diff']:.1e} (ours with HF's GELU); the "
+                        f"fused GELU moves ours by {r['ours_max_abs_param_diff']:.1e}"))  # fmt: skip
         rows.append(row("d. peer: ours (skip_unread) / pyvene", case, r["ours_skip_unread_over_pyvene"], PEER_GOAL))
+        rows.append(row("d. peer: ours with HF's gelu_new / pyvene", case, r["ours_hf_gelu_over_pyvene"], PEER_GOAL))
         rows.append(row("d. peer: ours / pyvene with logits_to_keep=1", case, r["ours_over_pyvene_last_logits"],
                         PEER_GOAL))  # fmt: skip
+        rows.append(row("d. peer: ours / pyvene with weights requiring grad (its default)", case,
+                        r["ours_over_pyvene_model_grads"], PEER_GOAL))  # fmt: skip
         rows.append(row("d. peer: ours / HF floor", case, r["ours_over_hf_bare"]))
         rows.append(row("d. peer: pyvene / HF floor", case, r["pyvene_over_hf_bare"]))
     return rows

@@ -55,9 +55,9 @@ def _bias_pairs() -> tuple[str, ...]:
 
 
 # Per group: key -> allowed values (a callable giving a tuple), or a type check:
-# "float>=0", "float>0", "int>=1", "int>=0|null", "str", "str|null", "any".
+# "float>=0", "float>0", "int>=1", "int>=0|null", "str", "str|null", "bool", "any".
 SCHEMA: dict[str, dict] = {
-    "model": {"name": "str", "device": "str", "dtype": lambda: DTYPES},
+    "model": {"name": "str", "device": "str", "dtype": lambda: DTYPES, "fused_gelu": "bool"},
     "task": {
         "name": _tasks, "template": "any", "n_train": "int>=1|null", "n_val": "int>=1|null",
         "n_test": "int>=1|null", "path": "str|null", "bias_pair": _bias_pairs,
@@ -71,7 +71,7 @@ SCHEMA: dict[str, dict] = {
     "logger": {"kind": lambda: LOGGERS, "project": "str", "mode": lambda: WANDB_MODES, "group": "str|null"},
 }  # fmt: skip
 EVAL_SCHEMA: dict[str, dict] = {
-    "model": {"name": "str|null", "device": "str", "dtype": lambda: DTYPES},
+    "model": {"name": "str|null", "device": "str", "dtype": lambda: DTYPES, "fused_gelu": "bool"},
     "task": {"name": "tasks|null", "template": "any", "path": "str|null", "bias_pair": "bias_pairs|null"},
     "logger": SCHEMA["logger"],
 }
@@ -110,6 +110,10 @@ def _check_value(where: str, value, rule) -> None:
     if base == "str":
         if not isinstance(value, str):
             raise ConfigError(f"{where}={value!r} must be a string")
+        return
+    if base == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}={value!r} must be true or false")
         return
     kind, op, bound = re.fullmatch(r"(int|float)(>=|>)(\d+)", base).groups()
     is_int = isinstance(value, int) and not isinstance(value, bool)

@@ -80,7 +80,8 @@ def evaluate_export(iv, model, task_cfg, split: str, seed: int) -> dict:
 
 
 def generalization(runs, templates=None, split: str = "test", n: int | None = None, device: str = "cpu",
-                   dtype: str = "float32", check_model: bool = True, verbose: bool = True) -> dict:  # fmt: skip
+                   dtype: str = "float32", check_model: bool = True, verbose: bool = True,
+                   fused_gelu: bool = True) -> dict:  # fmt: skip
     """The generalization table of `runs` (run folders, exports or sweep folders).
 
     Args:
@@ -89,6 +90,7 @@ def generalization(runs, templates=None, split: str = "test", n: int | None = No
             each run's task.
         split: the split of the C templates (default test).
         n: at most this many data points for C (default: the run's n_<split>).
+        device, dtype, fused_gelu: how each run's model is loaded (`load_model`).
 
     Returns:
         {"runs": [...], "by_method": {...}, "columns": {...}}, also what generalization.json holds.
@@ -129,7 +131,7 @@ def generalization(runs, templates=None, split: str = "test", n: int | None = No
                 task_cfg[f"n_{split}"] = n
             try:
                 if name not in models:
-                    models[name] = load_model(name, device=device, dtype=dtype)[0]
+                    models[name] = load_model(name, device=device, dtype=dtype, fused_gelu=fused_gelu)[0]
                 model = models[name]
                 if check_model:
                     iv.check_model(model)
@@ -260,7 +262,7 @@ def generalization_from_config(cfg) -> dict:
     templates = OmegaConf.to_container(templates) if OmegaConf.is_config(templates) else templates
     summary = generalization(
         runs, templates=templates, split=cfg.split, n=cfg.n, device=cfg.model.device,
-        dtype=cfg.model.dtype, check_model=cfg.check_model,
+        dtype=cfg.model.dtype, check_model=cfg.check_model, fused_gelu=cfg.model.get("fused_gelu", True),
     )  # fmt: skip
     json_path, md_path = write_generalization(summary, cfg.run_dir)
     print(f"\n{markdown(summary)}\n{json_path}\n{md_path}")

@@ -108,8 +108,34 @@ def _is_native_checkpoint(path) -> bool:
     return "d_model" in data and "model_type" not in data
 
 
+def fuse_gelu(model: TransformerBridge) -> int:
+    """Swap each Hugging Face `NewGELUActivation` ("gelu_new", GPT-2's MLP activation) inside
+    `model` for PyTorch's fused `nn.GELU(approximate="tanh")`; returns how many were swapped.
+
+    Why: HF computes gelu_new as eight elementwise ops, each a pass over the MLP's
+    [batch, positions, d_mlp] activations, and autograd keeps a backward node for each; the
+    fused kernel does one pass each way. It is the same function (equal to 1e-15 in float64,
+    equally accurate in float32), so only rounding changes: about 1e-6 in the logits of a
+    random GPT-2-small. It cut a GPT-2-small-shaped training step on the CPU by 10%
+    (README, Performance). Hooks are unaffected: the MLP's hook points sit on the
+    projections around the activation, not on it.
+    """
+    from transformers.activations import NewGELUActivation
+
+    swapped = 0
+    for parent in getattr(model, "original_model", model).modules():
+        for name, child in parent.named_children():
+            if type(child) is NewGELUActivation:
+                setattr(parent, name, torch.nn.GELU(approximate="tanh"))
+                swapped += 1
+    return swapped
+
+
 def load_model(
-    name_or_path: str = TOY_NAME, device: str = "cpu", dtype: str | torch.dtype | None = None
+    name_or_path: str = TOY_NAME,
+    device: str = "cpu",
+    dtype: str | torch.dtype | None = None,
+    fused_gelu: bool = True,
 ):
     """Load a frozen model and its tokenizer.
 
@@ -120,6 +146,10 @@ def load_model(
             `python -m interventions.toyworld train --out DIR`.
         device: torch device string.
         dtype: "float32" (default), "float16", "bfloat16" or a torch.dtype.
+        fused_gelu: compute a Hugging Face model's "gelu_new" activation with PyTorch's
+            fused kernel (`fuse_gelu`: the same function, faster; logits differ from HF's at
+            rounding level). False keeps HF's module. Other activations, and the toy
+            model, are never touched.
 
     Returns:
         (model, tokenizer): a frozen `TransformerBridge` (eval mode, no parameter
@@ -132,6 +162,8 @@ def load_model(
         model = load_toy(name_or_path, device=device, dtype=torch_dtype)
     else:
         model = _load_hf(str(name_or_path), device, torch_dtype)
+        if fused_gelu:
+            fuse_gelu(model)
     if model.tokenizer is None:
         raise ModelError(f"{name_or_path!r} came without a tokenizer; save one next to the model")
     return freeze(model), model.tokenizer

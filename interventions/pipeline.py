@@ -34,6 +34,13 @@ METRICS_FILE = "metrics.json"
 BETAS = tuple(round(-1 + 0.2 * i, 1) for i in range(11))
 
 
+def configured_model(model_cfg: DictConfig, name: str | None = None, device: str | None = None):
+    """The frozen model of the `model` config group (`load_model`); `name` and `device`
+    override the group's. `fused_gelu` defaults to true for configs written before it existed."""
+    return load_model(name or model_cfg.name, device=device or model_cfg.device, dtype=model_cfg.dtype,
+                      fused_gelu=model_cfg.get("fused_gelu", True))[0]  # fmt: skip
+
+
 def load_splits(task_cfg, model, seed: int, fixed_length: bool, splits=("train", "val", "test")) -> dict:
     """The task's splits as validated `Task`s (None where a split is empty and optional)."""
     out = {}
@@ -180,7 +187,7 @@ def train_from_config(cfg: DictConfig) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     method_cls = METHODS[cfg.intervention.method]
-    model, _ = load_model(cfg.model.name, device=cfg.model.device, dtype=cfg.model.dtype)
+    model = configured_model(cfg.model)
     tasks = load_splits(cfg.task, model, cfg.seed, fixed_length=method_cls.position_tied)
     icfg = OmegaConf.to_container(cfg.intervention, resolve=True)
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -248,7 +255,7 @@ def fused_from_config(cfg: DictConfig) -> dict:
     job_overrides = [o for o in job_context()["overrides"] if not o.startswith("fused=")] if in_multirun else []
     if pending:
         method_cls = METHODS[icfg["method"]]
-        model, _ = load_model(cfg.model.name, device=fused_device(cfg), dtype=cfg.model.dtype)
+        model = configured_model(cfg.model, device=fused_device(cfg))
         tasks = load_splits(cfg.task, model, cfg.seed, fixed_length=method_cls.position_tied)
         objectives = [Objective(**OmegaConf.to_container(run_cfg.objective)) for _, run_cfg in pending]
         chunk = cfg.get("fused_chunk") or len(objectives)
@@ -306,7 +313,7 @@ def evaluate_from_config(cfg: DictConfig) -> dict:
     iv = load_intervention(cfg.export)
     meta = iv.meta
     model_name = cfg.model.name or meta["model"]["name"]
-    model, _ = load_model(model_name, device=cfg.model.device, dtype=cfg.model.dtype)
+    model = configured_model(cfg.model, name=model_name)
     if cfg.check_model:
         iv.check_model(model)
     iv.to(model)

@@ -40,6 +40,7 @@ def error_of(argv, config_name="train") -> str:
         (["task.padding_side=middle"], ["task.padding_side", "middle", "right", "left"]),
         (["model.dtype=float8"], ["model.dtype", "float8", "float32", "bfloat16"]),
         (["skip_unread=maybe"], ["skip_unread", "maybe", "true or false"]),
+        (["model.fused_gelu=maybe"], ["model.fused_gelu", "maybe", "true or false"]),
         # fused: a list of settings or a grid of values per key
         (["fused={lambda_f:0}"], ["fused must be a list of objective settings", "grid of values"]),
         (["fused=[]"], ["fused must be a list"]),

@@ -7,7 +7,7 @@ import torch
 from conftest import build_tiny_model, hub_offline, save_tiny_gpt2
 
 from interventions.errors import InterventionsError, ModelError
-from interventions.models import freeze, load_model, model_fingerprint, tokenizer_identity
+from interventions.models import freeze, fuse_gelu, load_model, model_fingerprint, tokenizer_identity
 from interventions.toyworld import world
 
 TOY_PROMPT = "The capital of France is Rome . Q: What is the capital of France ? A:"
@@ -176,6 +176,44 @@ def test_local_hf_folder_dtype(gpt2_folders, offline):
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
 
 
+def _activations(model) -> list[str]:
+    return [type(m).__name__ + getattr(m, "approximate", "") for m in model.original_model.modules()
+            if "GELU" in type(m).__name__]  # fmt: skip
+
+
+def test_fused_gelu_computes_gpt2s_gelu_new_in_one_kernel_with_the_same_logits_and_gradients(gpt2_folders, offline):
+    from transformers.activations import NewGELUActivation
+
+    from interventions.sites import hook_name
+
+    x = torch.linspace(-12, 12, 20001, dtype=torch.float64)
+    torch.testing.assert_close(torch.nn.GELU(approximate="tanh")(x), NewGELUActivation()(x), atol=1e-12, rtol=0)
+
+    fused, _ = load_model(str(gpt2_folders[0][0]))
+    hf_gelu, _ = load_model(str(gpt2_folders[0][0]), fused_gelu=False)
+    assert _activations(fused) == ["GELUtanh"] * 2  # both layers
+    assert _activations(hf_gelu) == ["NewGELUActivation"] * 2
+    assert fuse_gelu(fused) == 0  # nothing left to swap
+    _assert_frozen(fused)
+    assert model_fingerprint(fused) == model_fingerprint(hf_gelu)  # no weight changed
+
+    tokens = fused.to_tokens("The capital of France is Paris, and the capital of Italy is")
+    outputs = []
+    for model in (fused, hf_gelu):
+        scale = torch.ones((), requires_grad=True)  # gradients reach the hooked activation only
+        hooks = [(hook_name("mlpOut", layer), lambda act, hook: act * scale) for layer in range(2)]
+        logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
+        logits[0, -1].logsumexp(-1).backward()
+        outputs.append((logits.detach(), scale.grad))
+    (a, grad_a), (b, grad_b) = outputs
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    torch.testing.assert_close(grad_a, grad_b, atol=1e-5, rtol=1e-5)
+
+
+def test_fused_gelu_leaves_other_activations_alone(toy_model, hf_neox, hf_llama):
+    assert fuse_gelu(toy_model[0]) == fuse_gelu(hf_neox) == fuse_gelu(hf_llama) == 0
+
+
 def test_unknown_hub_name_suggests_a_local_folder(offline):
     with pytest.raises(ModelError) as info:
         load_model("definitely-not-a-model-xyz")
@@ -206,3 +244,19 @@ def test_unknown_dtype():
 def test_model_errors_are_interventions_errors():
     with pytest.raises(InterventionsError):
         load_model("toy", dtype="fp8")
+
+
+def test_the_model_config_group_reaches_load_model(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from interventions import pipeline
+
+    calls = []
+    monkeypatch.setattr(pipeline, "load_model", lambda name, **kwargs: calls.append((name, kwargs)) or (None, None))
+    group = {"name": "gpt2", "device": "cpu", "dtype": "bfloat16"}
+    pipeline.configured_model(OmegaConf.create(dict(group, fused_gelu=False)))
+    pipeline.configured_model(OmegaConf.create(group), name="other", device="cuda")  # a config from before fused_gelu
+    assert calls == [
+        ("gpt2", {"device": "cpu", "dtype": "bfloat16", "fused_gelu": False}),
+        ("other", {"device": "cuda", "dtype": "bfloat16", "fused_gelu": True}),
+    ]

@@ -63,6 +63,7 @@ def test_peer_benchmark_alternates_every_side_over_rounds(monkeypatch):
     import benchmarks.pyvene_peer as peer_module
     import interventions
     from benchmarks import run as bench
+    from benchmarks.summary import peer_rows
 
     order = []  # bench_peer imports these at call time, so the recording stand-ins are what it calls
     stand_ins = ((interventions, "train_intervention"), (peer_module, "train_peer"), (peer_module, "bare_epoch"))
@@ -70,11 +71,17 @@ def test_peer_benchmark_alternates_every_side_over_rounds(monkeypatch):
         fn = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, _fn=fn, _name=name, **k: order.append(_name) or _fn(*a, **k))
     result = bench.bench_peer("toy", n_train=8, epochs=2, rounds=2)
-    # per round: ours, the HF floor (2 epochs), pyvene, ours with skip_unread, pyvene with last-position logits
-    one_round = ["train_intervention", "bare_epoch", "bare_epoch", "train_peer", "train_intervention", "train_peer"]
+    # per round: ours, the HF floor (2 epochs), pyvene, ours with skip_unread, pyvene with last-position logits,
+    # ours with HF's GELU module, pyvene with weights requiring grad
+    one_round = ["train_intervention", "bare_epoch", "bare_epoch", "train_peer", "train_intervention", "train_peer",
+                 "train_intervention", "train_peer"]  # fmt: skip
     assert order == ["bare_epoch"] + one_round * 2  # after one warm-up epoch of the floor
-    for side in ("ours", "hf_bare", "pyvene", "ours_skip_unread", "pyvene_last_logits"):
+    sides = ("ours", "hf_bare", "pyvene", "ours_skip_unread", "pyvene_last_logits", "ours_hf_gelu", "pyvene_model_grads")
+    for side in sides:
         rounds = result[f"{side}_epoch_s_rounds"]
         assert len(rounds) == 2 and all(s > 0 for s in rounds)
         assert result[f"{side}_epoch_s"] == pytest.approx(sum(rounds) / 2, abs=1e-3)  # the median of two
-    assert result["pyvene_max_abs_param_diff"] < 1e-5  # both sides trained the same thing
+    for label in ("pyvene", "pyvene_last_logits", "pyvene_model_grads"):
+        assert result[f"{label}_max_abs_param_diff"] < 1e-5  # both sides trained the same thing
+    assert result["ours_max_abs_param_diff"] < 1e-5  # the fused GELU changes rounding only
+    assert len(peer_rows([result])) == 7  # the summary reads every ratio it shows
