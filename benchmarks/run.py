@@ -6,6 +6,7 @@
     python benchmarks/run.py prefix    [--models toy,gpt2-small,hf-gpt2-small] (intervening on the last
                                        layer: prefix skipped vs full; hf-* = Hugging Face GPT-2)
     python benchmarks/run.py peer      (ActivScalar epoch: ours vs pyvene; needs `pip install -e .[bench]`)
+    python benchmarks/run.py gelu      (our step on HF GPT-2 with load_model's fused GELU vs HF's gelu_new)
     python benchmarks/run.py progress  (a toy training step with no progress bar, Lightning's, the CLI's)
     python benchmarks/run.py summary   (every goal's ratio from the results files, as one table; nothing timed)
     python benchmarks/run.py all       (all of the above in turn, with the same --device, --threads and --out,
@@ -320,6 +321,20 @@ def bench_step(model_name: str, batch_size: int, pos: int, repeats: int, device:
     }  # fmt: skip
 
 
+def bench_gelu(shape: str, batch_size: int, pos: int, repeats: int, device: str = "cpu") -> dict:
+    """Our training step on a random HF GPT-2 of `shape` ("toy" or "gpt2-small") loaded with
+    `load_model`'s fused GELU vs the same weights with HF's own gelu_new module, side by side."""
+    models = {"fused": build_hf(shape, device)[1], "hf_gelu": build_hf(shape, device, fused_gelu=False)[1]}
+    batch = make_batch(models["fused"], models["fused"].cfg.d_vocab, batch_size, pos)
+    modules = {name: make_module(model, pos) for name, model in models.items()}
+    optimizers = {name: module.configure_optimizers() for name, module in modules.items()}
+    t = side_by_side({name: lambda name=name: step_ours(modules[name], optimizers[name], batch) for name in modules},
+                     repeats, device_sync(device))  # fmt: skip
+    return {"model": f"hf-{shape}", "device": str(device), "batch": batch_size, "positions": pos, "rounds": repeats,
+            **{f"{name}_ms": round(seconds * 1e3, 2) for name, seconds in t.items()},
+            "fused_over_hf_gelu": round(t["fused"] / t["hf_gelu"], 3)}  # fmt: skip
+
+
 def bench_progress(batch_size: int = 4, steps: int = 64, rounds: int = 7) -> dict:
     """Seconds per step inside `Trainer.fit` on the toy model without a progress bar, with
     Lightning's TQDM bar (redrawn every batch) and with the CLI's throttled bar."""
@@ -564,8 +579,8 @@ def bench_peer(shape: str, n_train: int = 128, epochs: int = 3, rounds: int | No
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/run.py")
-    parser.add_argument("what", choices=["step", "scaling", "fused", "prefix", "peer", "progress", "summary", "all",
-                                         "_point"])  # fmt: skip
+    parser.add_argument("what", choices=["step", "scaling", "fused", "prefix", "peer", "gelu", "progress", "summary",
+                                         "all", "_point"])  # fmt: skip
     parser.add_argument("args", nargs="*")
     parser.add_argument("--models", default="toy,gpt2-small")
     parser.add_argument("--model", default="toy")
@@ -601,12 +616,19 @@ def main(argv=None) -> int:
         return bench_prefix(name, repeats=3 if "gpt2" in name else args.repeats, device=device)
 
     shapes = [(name, batch) for name in models for batch in ((32, 4) if name == "toy" else (32,))]
+
+    def gelu(shape, batch):
+        toy = shape == "toy"
+        return bench_gelu(shape, batch, 17 if toy else 20, args.repeats if toy else max(3, args.repeats // 4), device)
+
     fused_options = ({}, {"skip_unread": True}, {"layers": [3]})  # 3: the toy's last layer
     runs = {  # subcommand: (results file, one result per model | one result)
         "step": ("step", lambda: [printed(step(name, batch)) for name, batch in shapes]),
         "prefix": ("prefix", lambda: [printed(prefix(name)) for name in models]),
         "peer": ("peer", lambda: [printed(bench_peer(name, device=device)) for name in models]),
         "fused": ("fused", lambda: [printed(bench_fused(**options, device=device)) for options in fused_options]),
+        "gelu": ("gelu", lambda: [printed(gelu(shape, batch)) for shape, batch in (("toy", 4), ("toy", 32),
+                                                                                    ("gpt2-small", 32))]),  # fmt: skip
         "progress": ("progress", lambda: printed(bench_progress())),
         "scaling": (f"scaling_{args.model}", lambda: run_scaling(args.model, device)),
     }
@@ -622,7 +644,7 @@ def run_all(args) -> int:
     """Every benchmark in turn (the README's commands), then the summary of their files."""
     common = ["--device", args.device, "--threads", str(args.threads), "--out", args.out,
               "--repeats", str(args.repeats)]  # fmt: skip
-    plan = [["step"], ["fused"], ["prefix", "--models", "toy,hf-toy,gpt2-small,hf-gpt2-small"], ["peer"],
+    plan = [["step"], ["fused"], ["prefix", "--models", "toy,hf-toy,gpt2-small,hf-gpt2-small"], ["peer"], ["gelu"],
             ["scaling", "--model", "toy"], ["scaling", "--model", "gpt2-small"]]  # fmt: skip
     if torch.device(args.device).type == "cpu":
         plan.append(["progress"])  # a CPU-side cost; refused on a GPU

@@ -69,6 +69,11 @@ def peer_rows(results: list[dict]) -> list[str]:
     return rows
 
 
+def gelu_rows(results: list[dict]) -> list[str]:
+    return [row("step: fused GELU / HF's gelu_new", f"{r['model']}, {r['batch']} × {r['positions']}",
+                r["fused_over_hf_gelu"]) for r in results]  # fmt: skip
+
+
 def prefix_rows(results: list[dict]) -> list[str]:
     return [row("prefix skipped / full", f"{r['model']}, layer {r['layer']} of {r['n_layers']}", r["skip_over_full"])
             for r in results]  # fmt: skip
@@ -114,7 +119,7 @@ def scaling_rows(results: list[dict]) -> list[str]:
 
 
 SECTIONS = {  # file stem -> rows
-    "step": step_rows, "fused": fused_rows, "peer": peer_rows, "prefix": prefix_rows,
+    "step": step_rows, "fused": fused_rows, "peer": peer_rows, "gelu": gelu_rows, "prefix": prefix_rows,
     "scaling_toy": scaling_rows, "scaling_gpt2-small": scaling_rows,
 }  # fmt: skip
 

@@ -96,7 +96,7 @@ def test_all_runs_every_benchmark_with_the_same_flags_then_the_summary(monkeypat
     monkeypatch.setattr(bench, "main", main)
     assert bench.main(["all", "--threads", "3", "--out", "/tmp/x"]) == 0
     whats = [argv[0] for argv in calls]
-    assert whats == ["step", "fused", "prefix", "peer", "scaling", "scaling", "progress", "summary"]
+    assert whats == ["step", "fused", "prefix", "peer", "gelu", "scaling", "scaling", "progress", "summary"]
     assert all(argv[argv.index("--threads") + 1] == "3" for argv in calls[:-1])
     assert all(argv[argv.index("--out") + 1] == "/tmp/x" for argv in calls)
-    assert ["--model", "gpt2-small"] == calls[5][1:3]
+    assert ["--model", "gpt2-small"] == calls[6][1:3]

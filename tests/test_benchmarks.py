@@ -148,3 +148,12 @@ def test_step_variants_on_a_gpu_compute_the_cpus_loss():
     assert losses["cuda"] == pytest.approx(losses["cpu"], abs=1e-4)
     result = bench_step("toy", batch_size=2, pos=17, repeats=1, device="cuda")
     assert result["device"] == "cuda" and result["ours_ms"] > 0
+
+
+def test_gelu_benchmark_times_both_activations_on_the_same_weights():
+    from benchmarks.summary import gelu_rows
+
+    result = bench.bench_gelu("toy", batch_size=2, pos=17, repeats=1)
+    assert result["fused_ms"] > 0 and result["hf_gelu_ms"] > 0
+    assert result["fused_over_hf_gelu"] == pytest.approx(result["fused_ms"] / result["hf_gelu_ms"], rel=0.01)
+    assert len(gelu_rows([result])) == 1
