@@ -47,8 +47,9 @@ SUMMARY_FILE = "pareto.json"
 TABLE_FILE = "pareto.md"
 PLOT_FILES = {name: f"pareto_{name}.png" for name in FRONTS}
 SUPERSEDED = "superseded"
-# Config keys that do not change a run's results (not recorded in the job's identity).
-IGNORED_KEYS = ("run_dir", "logger", "trainer.enable_progress_bar")
+# Config keys that do not change a run's results (not recorded in the job's identity);
+# model.fused_gelu changes only float rounding, and runs finished before it existed lack it.
+IGNORED_KEYS = ("run_dir", "logger", "trainer.enable_progress_bar", "model.fused_gelu")
 # What decides a training run's results: a finished run is skipped when these are unchanged
 # (other keys, e.g. diagnostics added later, do not make finished runs stale; nor does
 # skip_unread, which like the thread count changes only float rounding).

@@ -246,6 +246,19 @@ def test_same_results_ignores_keys_that_do_not_change_training():
     assert not same_results(None, base)
 
 
+def test_a_run_finished_before_model_fused_gelu_existed_is_still_finished():
+    from omegaconf import OmegaConf
+
+    from interventions.sweep import job_identity, same_results
+
+    base = {"model": {"name": "gpt2", "dtype": "float32"}, "task": {"name": "ccc"},
+            "intervention": {"method": "activscalar"}, "objective": {"lambda_f": 0.1}, "trainer": {}, "seed": 0}  # fmt: skip
+    now = dict(base, model=dict(base["model"], fused_gelu=False))
+    assert same_results(job_identity(OmegaConf.create(base)), job_identity(OmegaConf.create(now)))
+    assert not same_results(job_identity(OmegaConf.create(base)),
+                            job_identity(OmegaConf.create(dict(now, model={"name": "gpt2", "dtype": "bfloat16"}))))
+
+
 def test_run_job_records_a_failure_and_returns(tmp_path, capsys):
     from interventions.sweep import run_job
 
