@@ -34,7 +34,9 @@ both sides, and intervening only on the last layer (both sides skip the prefix).
 trains ActivScalar for 3 epochs on a random HF GPT-2 (toy and GPT-2-small shapes) with `train_intervention` (also with `skip_unread`) and with the pyvene
 peer (benchmarks/pyvene_peer.py), from the same initial α on the same batches, every side
 once per round in alternation (3 rounds on the toy shape, 1 on the GPT-2 shape), and reports
-median epoch times, the HF floor and the final parameter difference. Absolute times are
+median epoch times, the HF floor, the final parameter difference, and the time of the matrix
+products alone in one profiled epoch of ours with `skip_unread` (what no implementation of the
+same float32 arithmetic can go below). Absolute times are
 noisy on a shared machine; read the ratios.
 
 `--device cuda[:N]` (all but `progress`) builds the models and batches on that GPU, waits
@@ -243,6 +245,44 @@ class EpochTimer(L.Callback):
     def on_train_epoch_end(self, trainer, module):
         self.sync()
         self.seconds.append(time.perf_counter() - self._start)
+
+
+GEMMS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")  # the matrix products; none calls another
+
+
+def gemm_seconds(events, cuda: bool = False) -> float:
+    """Seconds spent in matrix products (GEMMS) among a profiler's `key_averages()`: on the
+    CPU their self time (the BLAS call, which uses every intra-op thread), on a GPU their
+    kernels' device time."""
+    return sum(e.device_time_total if cuda else e.self_cpu_time_total for e in events if e.key in GEMMS) / 1e6
+
+
+class EpochGemmTimer(L.Callback):
+    """A Lightning callback recording each training epoch's `gemm_seconds`, profiled on
+    `device`: the time no implementation of the same arithmetic in the same precision can go
+    below, whatever its overhead. The profiler slows everything else down, so time epochs
+    with an `EpochTimer` in a separate run."""
+
+    def __init__(self, device="cpu"):
+        self.cuda = torch.device(device).type == "cuda"
+        self.seconds = []
+        self._profile = None
+
+    def on_train_epoch_start(self, trainer, module):
+        from torch.profiler import ProfilerActivity, profile
+
+        self._profile = profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.cuda else []))
+        self._profile.start()
+
+    def on_train_epoch_end(self, trainer, module):
+        self._profile.stop()
+        self.seconds.append(gemm_seconds(self._profile.key_averages(), self.cuda))
+        self._profile = None
+
+    def on_exception(self, trainer, module, exception):
+        if self._profile is not None:
+            self._profile.stop()
+            self._profile = None
 
 
 def fit_epoch(module, batch: dict, steps: int, progress_bar=None) -> float:
@@ -514,7 +554,8 @@ def bench_peer(shape: str, n_train: int = 128, epochs: int = 3, rounds: int | No
     init and objective, and the HF floor. Each round runs every side once, in alternation,
     for `epochs` epochs (the first a warm-up); a side's time is the median over rounds of its
     rounds' median epoch. `rounds`: 3 on the toy shape, 1 on the GPT-2-small shape (3 epochs
-    take minutes there)."""
+    take minutes there). Then one epoch of ours with `skip_unread` under the profiler, for the
+    seconds its matrix products take (`EpochGemmTimer`)."""
     from benchmarks.pyvene_peer import bare_epoch, build_peer, train_peer
     from interventions import load_task, train_intervention
     from interventions.methods import METHODS
@@ -561,15 +602,22 @@ def bench_peer(shape: str, n_train: int = 128, epochs: int = 3, rounds: int | No
     }
     times = alternated(sides, rounds, sync, warmup=False)  # each side warms up in its first epoch
     t = {name: statistics.median(values) for name, values in times.items()}
+    # The matrix products alone of an epoch of the side that computes the fewest (skip_unread), after the
+    # timed rounds (the profiler slows the rest): ours / pyvene cannot go below this over pyvene's epoch.
+    gemm = EpochGemmTimer(device)
+    train_intervention(models[False], train, method="activscalar", objective=objective, epochs=1, skip_unread=True,
+                       trainer_kwargs={"callbacks": [gemm]})  # fmt: skip
     result = {"shape": shape, "device": str(device), "n_train": n_train, "batch": 4, "positions": seq_len,
               "epochs": epochs, "rounds": rounds,
               **{f"{name}_epoch_s": round(t[name], 3) for name in sides},
               **{f"{name}_epoch_s_rounds": [round(x, 3) for x in times[name]] for name in sides if rounds > 1},
-              "ours_over_hf_bare": round(t["ours"] / t["hf_bare"], 3)}  # fmt: skip
+              "ours_over_hf_bare": round(t["ours"] / t["hf_bare"], 3),
+              "ours_skip_unread_gemm_epoch_s": round(gemm.seconds[0], 3)}  # fmt: skip
     for label in ("pyvene", "pyvene_last_logits", "pyvene_model_grads"):
         for mine in ("ours", "ours_skip_unread", "ours_hf_gelu"):
             result[f"{mine}_over_{label}"] = round(t[mine] / t[label], 3)
         result[f"{label}_over_hf_bare"] = round(t[label] / t["hf_bare"], 3)
+        result[f"ours_skip_unread_gemm_over_{label}"] = round(gemm.seconds[0] / t[label], 3)
         # against ours with HF's own GELU: the same function computed by the same modules
         result[f"{label}_max_abs_param_diff"] = float((params[label] - params["ours_hf_gelu"]).abs().max())
     result["ours_hf_gelu_over_ours"] = round(t["ours_hf_gelu"] / t["ours"], 3)

@@ -5,7 +5,8 @@
 Reads the JSON files the other subcommands wrote into DIR (benchmarks/results by default;
 with `--device cuda` the `_cuda` files) and prints one markdown row per measured ratio: its
 value, its goal where the issue sets one, and whether the value meets it. A missing file is
-named in the table, not skipped silently.
+named in the table, not skipped silently, and so is one written by an older version of its
+benchmark (a ratio it lacks).
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ def peer_rows(results: list[dict]) -> list[str]:
                         PEER_GOAL))  # fmt: skip
         rows.append(row("d. peer: ours / pyvene with weights requiring grad (its default)", case,
                         r["ours_over_pyvene_model_grads"], PEER_GOAL))  # fmt: skip
+        rows.append(row("d. peer: the matrix products alone of ours (skip_unread) / pyvene", case,
+                        r["ours_skip_unread_gemm_over_pyvene"], None,
+                        "profiled: how low ours / pyvene could go with this arithmetic and no overhead"))  # fmt: skip
         rows.append(row("d. peer: ours / HF floor", case, r["ours_over_hf_bare"]))
         rows.append(row("d. peer: pyvene / HF floor", case, r["pyvene_over_hf_bare"]))
     return rows
@@ -132,5 +136,8 @@ def summary(results_dir: Path, suffix: str = "") -> str:
         if not path.exists():
             lines.append(f"| {stem} | | not run | | | `{path.name}` is missing |")
             continue
-        lines += rows(json.loads(path.read_text()))
+        try:
+            lines += rows(json.loads(path.read_text()))
+        except KeyError as missing:  # written by an older version of its benchmark
+            lines.append(f"| {stem} | | out of date | | | `{path.name}` has no {missing}: run its benchmark again |")
     return "\n".join(lines)

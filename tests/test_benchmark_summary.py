@@ -47,6 +47,16 @@ def test_summary_marks_each_ratio_against_its_goal(tmp_path):
     assert "`step_cuda.json` is missing" in summary(tmp_path, "_cuda")
 
 
+def test_a_results_file_lacking_a_ratio_is_named_as_out_of_date(tmp_path):
+    result = step_result("toy", 1.1)
+    del result["fit_over_ours"]  # as written before the benchmark measured it
+    (tmp_path / "step.json").write_text(json.dumps([result]))
+    (tmp_path / "fused.json").write_text(json.dumps([fused_result(0.3, 0.0)]))
+    table = summary(tmp_path)
+    assert row_of(table, "`step.json` has no 'fit_over_ours'")[2] == "out of date"
+    assert row_of(table, "fused / separate")[4] == "met"  # the other files are still read
+
+
 def test_fused_parameters_off_by_more_than_1e_5_are_flagged(tmp_path):
     (tmp_path / "fused.json").write_text(json.dumps([fused_result(0.3, 2e-5)]))
     assert row_of(summary(tmp_path), "parameter difference")[2:5] == ["2.0e-05", "≤ 1e-05", "**not met**"]

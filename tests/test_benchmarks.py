@@ -157,3 +157,56 @@ def test_gelu_benchmark_times_both_activations_on_the_same_weights():
     assert result["fused_ms"] > 0 and result["hf_gelu_ms"] > 0
     assert result["fused_over_hf_gelu"] == pytest.approx(result["fused_ms"] / result["hf_gelu_ms"], rel=0.01)
     assert len(gelu_rows([result])) == 1
+
+
+def test_gemm_seconds_counts_each_matrix_product_once_and_nothing_else():
+    from torch.profiler import profile
+
+    from benchmarks.run import gemm_seconds
+
+    x, w, b = torch.randn(64, 128), torch.randn(256, 128), torch.randn(256)
+    with profile() as prof:
+        torch.nn.functional.linear(x, w, b)  # aten::linear -> aten::t, aten::addmm
+    events = prof.key_averages()
+    addmm = next(e for e in events if e.key == "aten::addmm")
+    assert {"aten::linear", "aten::addmm"} <= {e.key for e in events}
+    assert gemm_seconds(events) == addmm.self_cpu_time_total / 1e6 > 0  # not linear's total as well
+    with profile() as prof:
+        x @ w.T, torch.bmm(x[None], w.T[None]), torch.baddbmm(b[None, None], x[None], w.T[None])
+    assert {"aten::mm", "aten::bmm", "aten::baddbmm"} <= {e.key for e in prof.key_averages()}
+    assert gemm_seconds(prof.key_averages()) > 0
+    with profile() as prof:
+        (x.exp() * 2).softmax(-1).sum()
+    assert gemm_seconds(prof.key_averages()) == 0
+
+
+def test_epoch_gemm_timer_profiles_each_epoch_and_always_stops():
+    import lightning as L
+
+    from benchmarks.run import EpochGemmTimer
+
+    class Matmuls(L.LightningModule):
+        def __init__(self, fail=False):
+            super().__init__()
+            self.w, self.fail = torch.nn.Parameter(torch.randn(64, 64)), fail
+
+        def training_step(self, batch, _):
+            if self.fail:
+                raise RuntimeError("boom")
+            return (batch @ self.w).square().mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    def fit(module, timer):
+        trainer = L.Trainer(max_epochs=2, logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                            enable_model_summary=False, callbacks=[timer])  # fmt: skip
+        trainer.fit(module, torch.utils.data.DataLoader(torch.randn(8, 32, 64), batch_size=None))
+
+    timer = EpochGemmTimer()
+    fit(Matmuls(), timer)
+    assert len(timer.seconds) == 2 and all(s > 0 for s in timer.seconds) and not torch.autograd.profiler._is_profiler_enabled
+    timer = EpochGemmTimer()
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(Matmuls(fail=True), timer)
+    assert timer.seconds == [] and not torch.autograd.profiler._is_profiler_enabled
