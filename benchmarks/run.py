@@ -36,7 +36,7 @@ peer (benchmarks/pyvene_peer.py), from the same initial α on the same batches, 
 once per round in alternation (3 rounds on the toy shape, 1 on the GPT-2 shape), and reports
 median epoch times, the HF floor, the final parameter difference, and the time of the matrix
 products alone in one profiled epoch of ours with `skip_unread` (what no implementation of the
-same float32 arithmetic can go below). Absolute times are
+same float32 products, run by the same BLAS, can go below). Absolute times are
 noisy on a shared machine; read the ratios.
 
 `--device cuda[:N]` (all but `progress`) builds the models and batches on that GPU, waits
@@ -253,14 +253,14 @@ GEMMS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")  # the matrix 
 def gemm_seconds(events, cuda: bool = False) -> float:
     """Seconds spent in matrix products (GEMMS) among a profiler's `key_averages()`: on the
     CPU their self time (the BLAS call, which uses every intra-op thread), on a GPU their
-    kernels' device time."""
+    kernels' device time (not yet run on a GPU)."""
     return sum(e.device_time_total if cuda else e.self_cpu_time_total for e in events if e.key in GEMMS) / 1e6
 
 
 class EpochGemmTimer(L.Callback):
     """A Lightning callback recording each training epoch's `gemm_seconds`, profiled on
-    `device`: the time no implementation of the same arithmetic in the same precision can go
-    below, whatever its overhead. The profiler slows everything else down, so time epochs
+    `device`: the time no implementation of the same products, run by the same BLAS or GPU
+    library in the same precision, can go below, whatever its overhead. The profiler slows everything else down, so time epochs
     with an `EpochTimer` in a separate run."""
 
     def __init__(self, device="cpu"):
