@@ -260,8 +260,8 @@ def gemm_seconds(events, cuda: bool = False) -> float:
 class EpochGemmTimer(L.Callback):
     """A Lightning callback recording each training epoch's `gemm_seconds`, profiled on
     `device`: the time no implementation of the same products, run by the same BLAS or GPU
-    library in the same precision, can go below, whatever its overhead. The profiler slows everything else down, so time epochs
-    with an `EpochTimer` in a separate run."""
+    library in the same precision, can go below, whatever its overhead. The profiler slows
+    everything else down, so time epochs with an `EpochTimer` in a separate run."""
 
     def __init__(self, device="cpu"):
         self.cuda = torch.device(device).type == "cuda"
@@ -573,11 +573,13 @@ def bench_peer(shape: str, n_train: int = 128, epochs: int = 3, rounds: int | No
     init = initialized_method("activscalar", model, dm, train[0].prompt, seq_len, grid, "normal", 1e-5, 0).flat_params()
     params = {}
 
+    def train_ours(callback: L.Callback, skip_unread: bool = False, hf_gelu: bool = False, epochs: int = epochs):
+        return train_intervention(models[hf_gelu], train, method="activscalar", objective=objective, epochs=epochs,
+                                  skip_unread=skip_unread, trainer_kwargs={"callbacks": [callback]})  # fmt: skip
+
     def ours(label: str, skip_unread: bool = False, hf_gelu: bool = False) -> float:
         timer = EpochTimer(sync)
-        trained = train_intervention(models[hf_gelu], train, method="activscalar", objective=objective, epochs=epochs,
-                                     skip_unread=skip_unread, trainer_kwargs={"callbacks": [timer]})  # fmt: skip
-        params[label] = trained.method.flat_params().detach()
+        params[label] = train_ours(timer, skip_unread, hf_gelu).method.flat_params().detach()
         return statistics.median(timer.seconds[1:])
 
     def pyvene(label: str, keep: int = 0, model_gradients: bool = False) -> float:
@@ -605,8 +607,7 @@ def bench_peer(shape: str, n_train: int = 128, epochs: int = 3, rounds: int | No
     # The matrix products alone of an epoch of the side that computes the fewest (skip_unread), after the
     # timed rounds (the profiler slows the rest): ours / pyvene cannot go below this over pyvene's epoch.
     gemm = EpochGemmTimer(device)
-    train_intervention(models[False], train, method="activscalar", objective=objective, epochs=1, skip_unread=True,
-                       trainer_kwargs={"callbacks": [gemm]})  # fmt: skip
+    train_ours(gemm, skip_unread=True, epochs=1)
     result = {"shape": shape, "device": str(device), "n_train": n_train, "batch": 4, "positions": seq_len,
               "epochs": epochs, "rounds": rounds,
               **{f"{name}_epoch_s": round(t[name], 3) for name in sides},

@@ -256,13 +256,14 @@ def generalization_from_config(cfg) -> dict:
     """evaluate.py generalization=<...>: task.template (if set) picks the C templates."""
     from omegaconf import OmegaConf
 
+    from interventions.pipeline import model_options
+
     runs = cfg.generalization
     runs = OmegaConf.to_container(runs) if OmegaConf.is_config(runs) else runs
     templates = cfg.task.get("template")
     templates = OmegaConf.to_container(templates) if OmegaConf.is_config(templates) else templates
     summary = generalization(
-        runs, templates=templates, split=cfg.split, n=cfg.n, device=cfg.model.device,
-        dtype=cfg.model.dtype, check_model=cfg.check_model, fused_gelu=cfg.model.get("fused_gelu", True),
+        runs, templates=templates, split=cfg.split, n=cfg.n, check_model=cfg.check_model, **model_options(cfg.model)
     )  # fmt: skip
     json_path, md_path = write_generalization(summary, cfg.run_dir)
     print(f"\n{markdown(summary)}\n{json_path}\n{md_path}")

@@ -34,11 +34,17 @@ METRICS_FILE = "metrics.json"
 BETAS = tuple(round(-1 + 0.2 * i, 1) for i in range(11))
 
 
+def model_options(model_cfg: DictConfig) -> dict:
+    """`load_model`'s keywords from the `model` config group, its name aside; `fused_gelu`
+    defaults to true for configs written before it existed."""
+    return {"device": model_cfg.device, "dtype": model_cfg.dtype, "fused_gelu": model_cfg.get("fused_gelu", True)}
+
+
 def configured_model(model_cfg: DictConfig, name: str | None = None, device: str | None = None):
     """The frozen model of the `model` config group (`load_model`); `name` and `device`
-    override the group's. `fused_gelu` defaults to true for configs written before it existed."""
-    return load_model(name or model_cfg.name, device=device or model_cfg.device, dtype=model_cfg.dtype,
-                      fused_gelu=model_cfg.get("fused_gelu", True))[0]  # fmt: skip
+    override the group's."""
+    options = model_options(model_cfg)
+    return load_model(name or model_cfg.name, **{**options, "device": device or options["device"]})[0]
 
 
 def load_splits(task_cfg, model, seed: int, fixed_length: bool, splits=("train", "val", "test")) -> dict:

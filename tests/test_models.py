@@ -260,3 +260,20 @@ def test_the_model_config_group_reaches_load_model(monkeypatch):
         ("gpt2", {"device": "cpu", "dtype": "bfloat16", "fused_gelu": False}),
         ("other", {"device": "cuda", "dtype": "bfloat16", "fused_gelu": True}),
     ]
+
+
+def test_evaluate_generalization_loads_models_as_the_model_config_group_says(monkeypatch, tmp_path):
+    from omegaconf import OmegaConf
+
+    from interventions import generalization as gen
+
+    calls = []
+    monkeypatch.setattr(gen, "generalization", lambda runs, **kwargs: calls.append((runs, kwargs)) or {})
+    monkeypatch.setattr(gen, "write_generalization", lambda summary, out: (f"{out}/g.json", f"{out}/g.md"))
+    monkeypatch.setattr(gen, "markdown", lambda summary: "")
+    cfg = OmegaConf.create({"generalization": ["/a"], "task": {"template": None}, "split": "test", "n": None,
+                            "check_model": True, "run_dir": str(tmp_path),
+                            "model": {"name": None, "device": "cpu", "dtype": "float16", "fused_gelu": False}})  # fmt: skip
+    gen.generalization_from_config(cfg)
+    assert calls == [(["/a"], {"templates": None, "split": "test", "n": None, "check_model": True,
+                               "device": "cpu", "dtype": "float16", "fused_gelu": False})]  # fmt: skip
