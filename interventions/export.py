@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from interventions.errors import ExportError
 from interventions.forward import model_device
+from interventions.io import _umask_mode, write_json
 from interventions.methods import METHODS, Method
 from interventions.models import model_fingerprint, tokenizer_identity
 from interventions.sites import LocationGrid
@@ -45,26 +45,6 @@ def versions() -> dict:
         except md.PackageNotFoundError:
             out[pkg] = None
     return out
-
-
-def _umask_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a killed run never leaves half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, _umask_mode())  # mkstemp creates 0600; match ordinary files
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, data: dict) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def model_identity(model, name: str) -> dict:

@@ -24,7 +24,8 @@ import sys
 from pathlib import Path
 
 from interventions.errors import ConfigError, ExportError, InterventionsError
-from interventions.export import META_FILE, write_json
+from interventions.export import META_FILE
+from interventions.io import atomic_write_text, save_figure, write_json
 from interventions.sweep import run_dirs
 
 METRICS_FILE = "metrics.json"
@@ -243,8 +244,6 @@ def markdown(summary: dict) -> str:
 
 
 def write_generalization(summary: dict, out_dir: str | Path) -> tuple[Path, Path]:
-    from interventions.export import atomic_write_text
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "generalization.json", summary)
@@ -300,8 +299,6 @@ def write_mixed_task(out_dir: str | Path, tasks=TOY_TASKS, n: dict | None = None
             first = max(range(len(points)), key=lengths.__getitem__)
             points.insert(0, points.pop(first))
         text = "".join(json.dumps({"prompt": p.prompt, "correct": p.correct, "wrong": p.wrong}) + "\n" for p in points)
-        from interventions.export import atomic_write_text
-
         atomic_write_text(out_dir / f"{split}.jsonl", text)
     write_json(out_dir / MIXED_MARKER, {"tasks": list(tasks), "template": template, "n_per_task": n, "seed": seed})
     return str(out_dir / "{split}.jsonl")
@@ -389,14 +386,10 @@ def task_matrix_heatmap(matrix: dict, key: str = "effectiveness"):
 
 
 def write_task_matrix(matrix: dict, out_dir: str | Path) -> tuple[Path, Path]:
-    import matplotlib.pyplot as plt
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "task_matrix.json", matrix)
-    fig = task_matrix_heatmap(matrix)
-    fig.savefig(out_dir / "task_matrix.png", dpi=120)
-    plt.close(fig)
+    save_figure(task_matrix_heatmap(matrix), out_dir / "task_matrix.png")
     return out_dir / "task_matrix.json", out_dir / "task_matrix.png"
 
 

@@ -17,8 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from interventions.analysis.illusion import diagnose_illusion, format_illusion, write_illusion
 from interventions.analysis.locations import location_rows, write_scalars_csv
-from interventions.analysis.plots import beta_curve, heatmap, save
-from interventions.export import load_intervention, save_intervention, write_json
+from interventions.analysis.plots import beta_curve, heatmap
+from interventions.export import load_intervention, save_intervention
+from interventions.io import save_figure, write_json
 from interventions.loggers import finish, log_files, make_logger
 from interventions.methods import METHODS
 from interventions.metrics import flatten
@@ -95,10 +96,10 @@ def write_plots(run_dir: Path, module: InterventionModule, dm: TaskDataModule, s
     tokens = position_labels(module.model, first_batch)
     rows = location_rows(method, module.model, {k: v.to(module.device) for k, v in first_batch.items()}, tokens)
     write_scalars_csv(run_dir / "scalars.csv", rows)
-    save(heatmap(rows, method.name, title), run_dir / "heatmap.png")
+    save_figure(heatmap(rows, method.name, title), run_dir / "heatmap.png")
     correct, wrong = beta_curve_values(module, dm.loader(split))
     task = dm.tasks[split]
-    save(
+    save_figure(
         beta_curve(BETAS, correct, wrong, task[0].correct.strip(), task[0].wrong.strip(), title),
         run_dir / "beta_curve.png",
     )

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from interventions.export import atomic_write_text, write_json
+from interventions.io import atomic_write_text, read_json, save_figure, write_json
 from interventions.pareto import FRONTS, front_of, front_order
 
 JOB_FILE = "sweep_job.json"
@@ -109,13 +109,6 @@ def same_results(old: dict | None, new: dict) -> bool:
     if all(k in new for k in ("intervention", "objective")):
         return all(old.get(k) == new.get(k) for k in RESULT_KEYS)
     return old == new
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _now() -> str:
@@ -511,7 +504,7 @@ def summarize_sweep(sweep_dir: str | Path, logger: dict | None = None, group: st
     images = {}
     for name in FRONTS:
         path = sweep_dir / PLOT_FILES[name]
-        _save_atomic(plot_front(records, name), path)
+        save_figure(plot_front(records, name), path)
         images[f"pareto_{name}"] = path
     if logger.get("kind") == "wandb":
         _wandb_summary(sweep_dir, logger, group, records, images, counts)
@@ -522,20 +515,6 @@ def summarize_sweep(sweep_dir: str | Path, logger: dict | None = None, group: st
               f"front E-M: {', '.join(fronts['minimality']) or '-'}; {sweep_dir / SUMMARY_FILE}", flush=True)  # fmt: skip
     LAST_SUMMARY = summary
     return summary
-
-
-def _save_atomic(fig, path: Path) -> None:
-    import os
-
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
 
 
 def _wandb_summary(sweep_dir: Path, logger_cfg: dict, group: str, records, images, counts) -> None:

@@ -148,7 +148,7 @@ def test_baselines_train_without_gradients_and_tune_a_scale(tiny_model, kind):
 
 def test_head_study_compares_alpha_and_dla_per_head(tiny_model, tmp_path):
     from interventions.analysis.heads import head_study, plot
-    from interventions.analysis.plots import save
+    from interventions.io import save_figure
 
     train = load_task("ioi", model=tiny_model, split="train", template=0, n=8)
     test = load_task("ioi", model=tiny_model, split="test", template=0, n=4)
@@ -157,7 +157,7 @@ def test_head_study_compares_alpha_and_dla_per_head(tiny_model, tmp_path):
     assert len(result["alpha"]) == n_layers and len(result["alpha"][0]) == n_heads
     assert len(result["dla"]) == n_layers and len(result["dla"][0]) == n_heads
     assert -1 <= result["spearman"] <= 1 and -1 <= result["kendall"] <= 1
-    save(plot(result), tmp_path / "heads.png")
+    save_figure(plot(result), tmp_path / "heads.png")
     assert (tmp_path / "heads.png").stat().st_size > 0
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
 import sys
 from pathlib import Path
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from interventions.io import save_figure, write_json
 from interventions.forward import model_device
 from interventions.sites import HEAD_SITES
 
@@ -306,14 +306,11 @@ def geometry_heatmap(locations: list[dict], values, quantity: str, title: str = 
 
 def write_geometry(out: str | Path, result: dict) -> list[Path]:
     """geometry.json and heatmaps (mean over seeds, and seed 0) of both quantities."""
-    from interventions.analysis.plots import save
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "geometry.json"]
-    tmp = out / ".geometry.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2, allow_nan=True))
-    tmp.replace(written[0])
+    write_json(written[0], result)
     tau = result["kendall_tau"]
     n = len(result["seeds"])
     for q in QUANTITIES:
@@ -323,7 +320,7 @@ def write_geometry(out: str | Path, result: dict) -> list[Path]:
             (f"{q}_seed{result['seeds'][0]}.png", result[q]["per_seed"][0], f"seed {result['seeds'][0]}"),
         ):
             title = f"SteerVec {_LABELS[q]} ({what}); Kendall τ over {n} seeds = {tau[which]:.3f}"
-            save(geometry_heatmap(result["locations"], values, q, title), out / name)
+            save_figure(geometry_heatmap(result["locations"], values, q, title), out / name)
             written.append(out / name)
     return written
 

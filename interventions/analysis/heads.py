@@ -10,12 +10,12 @@ correlations) and heads.png (the two layer × head heatmaps side by side).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
+from interventions.io import save_figure, write_json
 from interventions.attribution import dla_scores
 
 
@@ -67,7 +67,6 @@ def plot(result: dict, title: str = ""):
 
 
 def main(argv=None) -> int:
-    from interventions.analysis.plots import save
     from interventions.models import load_model
     from interventions.tasks import load_task
 
@@ -87,8 +86,8 @@ def main(argv=None) -> int:
     result = head_study(model, train, test, epochs=args.epochs, seed=args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "heads.json").write_text(json.dumps(result, indent=2) + "\n")
-    save(plot(result, f"{args.task}: ActivScalar on o vs DLA (ρ = {result['spearman']:.2f})"), out / "heads.png")
+    write_json(out / "heads.json", result)
+    save_figure(plot(result, f"{args.task}: ActivScalar on o vs DLA (ρ = {result['spearman']:.2f})"), out / "heads.png")
     print(f"Spearman ρ = {result['spearman']:.3f}, Kendall τ = {result['kendall']:.3f}; written to {out}")
     return 0
 

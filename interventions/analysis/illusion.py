@@ -63,7 +63,6 @@ output; diagnose them at attnOut).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -72,6 +71,7 @@ from pathlib import Path
 import torch
 
 from interventions.forward import last_position_logits, model_device
+from interventions.io import write_json
 from interventions.objective import hinge_terms, logit_diff
 from interventions.sites import HEAD_SITES, RESIDUAL_SITES, hook_name
 
@@ -544,9 +544,7 @@ def write_illusion(path: str | Path, report: dict) -> Path:
     """Write the report as JSON (e.g. illusion.json)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(path)
+    write_json(path, report)
     return path
 
 

@@ -50,8 +50,3 @@ def beta_curve(betas, mean_correct, mean_wrong, correct_label="correct", wrong_l
     ax.legend()
     fig.tight_layout()
     return fig
-
-
-def save(fig: plt.Figure, path) -> None:
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -22,12 +22,12 @@ JSON and layer × head PNG heatmaps (the CLI: `python -m interventions.obsprop a
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import torch
 
+from interventions.io import save_figure, write_json
 from interventions.obsprop.features import (
     ActivationData,
     center,
@@ -329,9 +329,7 @@ def heatmap(grid, path: Path, title: str, cmap: str = "viridis", symmetric: bool
                 ax.text(j, i, f"{float(t[i, j]):.2g}", ha="center", va="center", fontsize=7, color="white")
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def _slug(text: str) -> str:
@@ -365,6 +363,6 @@ def write_report(report: dict, out_dir) -> list[Path]:
                                    f"RMS direct contribution to {label} (data)", "viridis"))  # fmt: skip
     data = {k: v for k, v in report.items() if not k.startswith("_")}
     path = out / "report.json"
-    path.write_text(json.dumps(data, indent=1, ensure_ascii=False, default=str))
+    write_json(path, data)
     written.insert(0, path)
     return written

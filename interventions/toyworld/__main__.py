@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from interventions.io import write_json
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m interventions.toyworld")
@@ -39,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     report = behaviour_report(checkpoint)
     print(format_report(report))
     if getattr(args, "json", None):
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        write_json(args.json, report)
     return 0
 
 

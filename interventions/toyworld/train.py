@@ -11,7 +11,6 @@ floating-point nondeterminism, and its behaviour report within tolerance.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from interventions.io import write_json
 from interventions.toyworld import corpus, world
 from interventions.toyworld.tokenizer import build_tokenizer
 
@@ -125,7 +125,7 @@ def train(
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out_dir / "model.safetensors"))
     tokenizer.save_pretrained(str(out_dir))
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_json(out_dir / "config.json", config)
     summary = {
         "seed": seed,
         "steps": steps,
@@ -138,5 +138,5 @@ def train(
         "train_seconds": round(time.time() - started, 1),
         "torch": torch.__version__,
     }
-    (out_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out_dir / "training.json", summary)
     return summary
