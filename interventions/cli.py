@@ -1,65 +1,122 @@
-"""Shared start-up of the Hydra entry points: preflight checks and one-line errors."""
+"""Shared start-up of the Hydra entry points: preflight checks, one-line errors, signals.
+
+Exit status: 0 done; 1 a run failed (or, in a sweep, at least one run failed: the others
+are complete); 2 a mistake found before any work (one line on stderr); 128 + N killed by
+signal N (130 for Ctrl+C, 143 for SIGTERM), with what finished said on stderr.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import warnings
+from pathlib import Path
 
-from interventions.errors import InterventionsError
+from omegaconf import OmegaConf
+
+from interventions.errors import InterventionsError, RunInterrupted
+from interventions.interrupts import signals_raise
+from interventions.rundir import claim_dir, record_error, supersede
+
+# The default run folders (conf/train.yaml, conf/evaluate.yaml) are claimed when Hydra
+# resolves them, so that two runs started in the same second get two folders.
+OmegaConf.register_new_resolver("unique_dir", claim_dir, use_cache=True, replace=True)
 
 
 def quiet_libraries() -> None:
-    """Keep the console to progress bars, the summary and real warnings."""
+    """Keep the console to progress, the summary and real warnings."""
     os.environ.setdefault("WANDB_SILENT", "true")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
-                 "lightning.fabric.utilities.seed", "transformer_lens"):  # fmt: skip
+                 "lightning.fabric.utilities.seed", "lightning.pytorch.trainer.connectors.signal_connector",
+                 "transformer_lens"):  # fmt: skip
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*litlogger.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # inside Lightning, not ours
 
 
-def run(main, config_name: str) -> None:
-    """Validate the command line, then run the Hydra `main`; user errors print one line.
+def fail(error: InterventionsError) -> None:
+    """Print a user error as one line and exit with its status."""
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    sys.exit(error.exit_code)
 
-    Errors found before Hydra starts (unknown keys, bad values) exit with status 2.
-    A user error inside a run is printed as one line (exit 2). In a multirun a failing run
-    is recorded and the sweep goes on; the process exits with status 1 at the end if any
-    run of the sweep failed (after the sweep summary is written).
+
+def run(main, config_name: str) -> None:
+    """Validate the command line, then run the Hydra `main` (module doc: exit status).
+
+    Errors found before Hydra starts (unknown keys, bad values, an output folder that is
+    not writable or holds a finished run) exit with status 2 before any work. In a
+    multirun a failing run is recorded and the sweep goes on; the sweep summary sets the
+    exit status (`sweep.SweepSummary`).
     """
     from interventions.config import export_alias, preflight
 
     quiet_libraries()
-    try:
-        preflight(sys.argv[1:], config_name)
-    except InterventionsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    if config_name == "evaluate":
-        sys.argv[1:] = export_alias(sys.argv[1:])
-    main()
-    from interventions import sweep
-
-    summary = sweep.LAST_SUMMARY  # set when a multirun's summary was written in this process
-    if summary is not None and _is_multirun_argv() and summary["counts"]["failed"]:
-        counts = summary["counts"]
-        print(f"error: {counts['failed']} of {counts['runs']} runs failed (the others are complete); "
-              f"see {summary['sweep_dir']}/pareto.json and each failed run's error.txt", file=sys.stderr)  # fmt: skip
-        sys.exit(1)
+    with signals_raise():
+        try:
+            plan = preflight(sys.argv[1:], config_name)
+        except InterventionsError as error:
+            fail(error)
+        for note in plan.notes:
+            print(note, file=sys.stderr, flush=True)
+        for folder in plan.supersede:  # overwrite=true: before Hydra writes its files into it
+            print(f"overwrite=true: moved the finished run in {folder} to {supersede(folder)}", flush=True)
+        if config_name == "evaluate":
+            sys.argv[1:] = export_alias(sys.argv[1:])
+        try:
+            main()
+        except RunInterrupted as interrupted:
+            report_interrupt(interrupted)
+            sys.exit(interrupted.exit_code)
 
 
 def _is_multirun_argv() -> bool:
     return "-m" in sys.argv or "--multirun" in sys.argv
 
 
-def report_errors(fn):
-    """Wrap a Hydra task function: an InterventionsError becomes one line and exit 2.
+def _hydra_sweep_dir() -> Path | None:
+    from hydra.core.hydra_config import HydraConfig
 
-    In a multirun, every job goes through `interventions.sweep.run_job` instead: a run that
-    already finished with the same config is skipped, and any exception of one run is
-    recorded (one line on stderr, the traceback in its error.txt) without stopping the sweep.
+    return Path(str(HydraConfig.get().sweep.dir)) if HydraConfig.initialized() else None
+
+
+def report_interrupt(interrupted: RunInterrupted) -> None:
+    """Say what a signal stopped and what finished (a sweep: its summary is written too)."""
+    for s in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl+C must not cut this short
+        signal.signal(s, signal.SIG_IGN)
+    if not _is_multirun_argv():
+        where = getattr(interrupted, "run_dir", None)
+        print(f"error: interrupted by {interrupted} before the run finished; nothing was written as finished "
+              f"(no metrics.json, no export){f' in {where}' if where else ''}", file=sys.stderr, flush=True)  # fmt: skip
+        return
+    from interventions.sweep import summarize_sweep
+
+    sweep_dir = getattr(interrupted, "sweep_dir", None) or _hydra_sweep_dir()
+    if sweep_dir is None or not Path(sweep_dir).is_dir():
+        print(f"error: the sweep was interrupted by {interrupted} before any run started", file=sys.stderr, flush=True)
+        return
+    try:
+        summary = summarize_sweep(sweep_dir, verbose=False)
+    except Exception as error:  # the runs' own files are complete either way
+        print(f"error: the sweep was interrupted by {interrupted}; its summary failed too ({error}); "
+              f"rebuild it with `python evaluate.py sweep={sweep_dir}`", file=sys.stderr, flush=True)  # fmt: skip
+        return
+    finished = [r["run"] for r in summary["runs"] if r["status"] == "finished"]
+    print(f"error: the sweep was interrupted by {interrupted}: {len(finished)} of {summary['counts']['runs']} "
+          f"started runs finished ({', '.join(finished) or 'none'}), written to {Path(sweep_dir) / 'pareto.json'}; "
+          f"relaunch the same command with hydra.sweep.dir={sweep_dir} to run the rest (finished runs are skipped)",
+          file=sys.stderr, flush=True)  # fmt: skip
+
+
+def report_errors(fn):
+    """Wrap a Hydra task function: an InterventionsError becomes one line and its exit status.
+
+    A failing single run leaves `error.txt` (the line, then the traceback) in its folder,
+    which is never marked finished. In a multirun, every job goes through
+    `interventions.sweep.run_job` instead: a run that already finished with the same config
+    is skipped, and any exception of one run is recorded without stopping the sweep.
     """
     import functools
 
@@ -69,10 +126,19 @@ def report_errors(fn):
 
         if sweep.is_multirun():
             return sweep.run_job(fn, cfg)
+        run_dir = Path(cfg.run_dir) if "run_dir" in cfg else None
         try:
             return fn(cfg)
+        except RunInterrupted as interrupted:
+            interrupted.run_dir = run_dir
+            raise
         except InterventionsError as error:
-            print(f"error: {error}", file=sys.stderr)
-            sys.exit(2)
+            if run_dir is not None and run_dir.is_dir():
+                record_error(run_dir, "the run", error)
+            fail(error)
+        except Exception as error:  # a bug, not a user error: keep the traceback
+            if run_dir is not None and run_dir.is_dir():
+                record_error(run_dir, "the run", error)
+            raise
 
     return wrapper

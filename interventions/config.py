@@ -9,12 +9,16 @@ the values of a composed config against SCHEMA.
 from __future__ import annotations
 
 import itertools
+import math
+import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from interventions.errors import ConfigError
+from interventions.rundir import METRICS_FILE, check_writable, is_finished
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -77,8 +81,8 @@ EVAL_SCHEMA: dict[str, dict] = {
 }
 SCHEMAS = {"train": SCHEMA, "evaluate": EVAL_SCHEMA}
 TOP_KEYS = {
-    "train": {"seed", "run_dir", "illusion", "fused", "fused_chunk", "skip_unread"},
-    "evaluate": {"seed", "run_dir", "export", "check_model", "split", "n", "sweep", "generalization"},
+    "train": {"seed", "run_dir", "overwrite", "illusion", "fused", "fused_chunk", "skip_unread"},
+    "evaluate": {"seed", "run_dir", "overwrite", "export", "check_model", "split", "n", "sweep", "generalization"},
 }
 _NAMED_CHOICES = {"tasks": _tasks, "bias_pairs": _bias_pairs}
 # Groups whose keys are passed through to another library (checked there).
@@ -121,6 +125,8 @@ def _check_value(where: str, value, rule) -> None:
         raise ConfigError(f"{where}={value!r} must be an integer {op} {bound}")
     if kind == "float" and not (is_int or isinstance(value, float)):
         raise ConfigError(f"{where}={value!r} must be a number {op} {bound}")
+    if kind == "float" and not math.isfinite(value):
+        raise ConfigError(f"{where}={value!r} must be a finite number {op} {bound}")
     if (op == ">=" and value < float(bound)) or (op == ">" and value <= float(bound)):
         raise ConfigError(f"{where}={value!r} must be {op} {bound}")
 
@@ -183,6 +189,14 @@ def validate_config(cfg: DictConfig, schema: dict | None = None, top_keys: set[s
     """Check every key and value of a composed config; raise one ConfigError line."""
     schema = SCHEMA if schema is None else schema
     container = OmegaConf.to_container(cfg, resolve=False)
+    if isinstance(cfg.get("logger"), DictConfig):  # its mode defaults to $WANDB_MODE (oc.env)
+        try:
+            container["logger"] = OmegaConf.to_container(cfg.logger, resolve=True)
+        except Exception as error:  # noqa: BLE001 — an unresolvable value: say which
+            raise ConfigError(f"logger: {str(error).splitlines()[0]}") from None
+        if container["logger"].get("mode") not in WANDB_MODES and "WANDB_MODE" in os.environ:
+            raise ConfigError(f"WANDB_MODE={os.environ['WANDB_MODE']!r} (from the environment) is not a mode W&B "
+                              f"runs here; allowed: {', '.join(WANDB_MODES)} (or pass logger.mode=...)")  # fmt: skip
     allowed_top = set(schema) | OPEN_GROUPS | (top_keys or set())
     for key in container:
         if key not in allowed_top:
@@ -206,8 +220,9 @@ def validate_config(cfg: DictConfig, schema: dict | None = None, top_keys: set[s
         _check_fused_trainer(container.get("trainer") or {})
     if container.get("fused_chunk") is not None:
         _check_value("fused_chunk", container["fused_chunk"], "int>=1")
-    if not isinstance(container.get("skip_unread", False), bool):
-        raise ConfigError(f"skip_unread={container['skip_unread']!r} must be true or false")
+    for key in ("skip_unread", "overwrite"):
+        if not isinstance(container.get(key, False), bool):
+            raise ConfigError(f"{key}={container[key]!r} must be true or false")
     icfg = container.get("intervention")
     if isinstance(icfg, dict) and icfg.get("method") in _methods():
         from interventions.methods import METHODS
@@ -289,14 +304,84 @@ def export_alias(argv: list[str]) -> list[str]:
     return [("export=" + a.split("=", 1)[1]) if a.startswith("intervention=") else a for a in argv]
 
 
-def preflight(argv: list[str], config_name: str) -> None:
+@dataclass
+class Preflight:
+    """What the checks found that the entry point acts on before Hydra starts: finished run
+    folders to move aside (`overwrite=true`), and notes to print."""
+
+    supersede: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def preflight(argv: list[str], config_name: str) -> Preflight:
     """Compose and validate the config the entry point will see; raise ConfigError."""
+    check_words(argv)
     if config_name == "evaluate":
         try:
             return _preflight(export_alias(argv), config_name)
         except ConfigError as error:  # speak of the key the user typed
             raise ConfigError(re.sub(r"\bexport\b", "intervention", str(error))) from None
     return _preflight(argv, config_name)
+
+
+# Hydra's command-line flags that take the next word as their value.
+_FLAGS_WITH_VALUE = {"--cfg", "-c", "--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd",
+                     "--package", "-p", "--info", "-i", "--experimental-rerun", "--shell-completion", "-sc"}  # fmt: skip
+
+
+def check_words(argv: list[str]) -> None:
+    """Every argument is a flag or an override `key=value` (Hydra's own error for a bare
+    word, `missing EQUAL at '<EOF>'`, does not say which word or what to write)."""
+    skip = False
+    for i, arg in enumerate(argv):
+        if skip or arg.startswith("-"):
+            skip = arg in _FLAGS_WITH_VALUE
+            continue
+        if "=" not in arg and not arg.startswith("~"):  # ~key deletes a key
+            following = argv[i + 1] if i + 1 < len(argv) else None
+            if following is not None and "=" not in following and not following.startswith("-"):
+                raise ConfigError(f"{arg!r} is not an override (no '='); write {arg}={following}")
+            raise ConfigError(f"{arg!r} is not an override (no '='); write {arg}=<value> (e.g. task=ioi)")
+
+
+def _argv_value(argv: list[str], key: str) -> str | None:
+    """The value of `key=value` on the command line (the last one wins, as in Hydra)."""
+    values = [a.split("=", 1)[1] for a in argv if a.lstrip("+").split("=", 1)[0] == key and "=" in a]
+    return values[-1] if values else None
+
+
+def check_outputs(argv: list[str], config_name: str, overwrite: bool) -> Preflight:
+    """The folders a run or sweep will write: each must be writable (one line, not Hydra's
+    traceback from its log file handler), and a single run's explicit folder must not hold
+    a finished run unless `overwrite` (then it is moved aside before Hydra writes into it)."""
+    multirun = "-m" in argv or "--multirun" in argv
+    plan = Preflight()
+    hydra_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    default_root = "multirun" if multirun else ("outputs/eval" if config_name == "evaluate" else "outputs")
+    targets = [(hydra_key, _argv_value(argv, hydra_key)), ("run_dir", _argv_value(argv, "run_dir"))]
+    explicit = [(key, Path(value)) for key, value in targets if value and "${" not in value]
+    for key, path in explicit or [(hydra_key, Path(default_root))]:
+        check_writable(path, key)
+    if multirun:
+        return plan  # jobs skip or move aside their own finished runs (interventions.sweep)
+    for key, path in explicit:
+        if is_finished(path) and not overwrite:
+            raise ConfigError(
+                f"{key}={path} holds a finished run ({METRICS_FILE}); choose another folder, or add overwrite=true "
+                f"to move its files into {path / 'superseded'}/<time>/ and run again"
+            )
+        if is_finished(path) and path not in plan.supersede:
+            plan.supersede.append(path)
+    return plan
+
+
+def check_logger_mode(argv: list[str]) -> list[str]:
+    """A note when logger.mode on the command line overrides $WANDB_MODE (the config's
+    default follows $WANDB_MODE, so without logger.mode there is no conflict)."""
+    given, env = _argv_value(argv, "logger.mode"), os.environ.get("WANDB_MODE")
+    if given and env and given != env:
+        return [f"note: logger.mode={given} overrides WANDB_MODE={env} from the environment"]
+    return []
 
 
 REMOTE_LAUNCHERS = ("slurm", "submitit_slurm")
@@ -321,7 +406,7 @@ def check_gpu_available(container: dict) -> None:
         )
 
 
-def _preflight(argv: list[str], config_name: str) -> None:
+def _preflight(argv: list[str], config_name: str) -> Preflight:
     from hydra.errors import HydraException
 
     overrides = [
@@ -358,3 +443,20 @@ def _preflight(argv: list[str], config_name: str) -> None:
                 )
             if cfg.n is not None and (not isinstance(cfg.n, int) or cfg.n < 1):
                 raise ConfigError(f"n={cfg.n!r} must be an integer >= 1 (or null)")
+            if not modes:
+                check_export_path(str(cfg.export))
+    plan = check_outputs(argv, config_name, bool(cfg.get("overwrite", False)))
+    plan.notes += check_logger_mode(argv)
+    return plan
+
+
+def check_export_path(path: str) -> None:
+    """An export path that is a sweep folder gets pointed to sweep= (or one of its runs)."""
+    folder = Path(path)
+    if not folder.is_dir() or (folder / "intervention.json").exists():
+        return
+    if (folder / "pareto.json").exists() or (folder / "0" / "sweep_job.json").exists():
+        raise ConfigError(
+            f"{path} is a sweep folder, not one run; pass sweep={path} to rebuild its summary, or "
+            f"intervention={folder / '0'} (a run inside it) to evaluate one run"
+        )

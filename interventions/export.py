@@ -21,6 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from interventions.errors import ExportError
@@ -164,5 +165,21 @@ def load_intervention(path: str | Path) -> Intervention:
         raise ExportError(f"{meta_path} is not valid JSON ({error.msg})") from None
     if meta.get("format_version") != FORMAT_VERSION:
         raise ExportError(f"{meta_path} has format_version {meta.get('format_version')}, expected {FORMAT_VERSION}")
-    method = build_method(meta, load_file(str(tensors_path)))
+    method = build_method(meta, read_tensors(tensors_path))
     return Intervention(method, meta, run_dir)
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of an export file; ExportError (naming the file) if it is damaged or not
+    finite (a run that diverged is never exported, so such a file was changed since)."""
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise ExportError(
+            f"{path} cannot be read ({str(error).strip() or type(error).__name__}): the file is damaged or was cut "
+            "short; export the run again, or pass another run"
+        ) from None
+    bad = [key for key, value in tensors.items() if not bool(torch.isfinite(value).all())]
+    if bad:
+        raise ExportError(f"{path} holds NaN or infinite values (in {', '.join(bad)}); it cannot be applied")
+    return tensors

@@ -16,9 +16,10 @@ from __future__ import annotations
 import torch
 from torch.func import functional_call, vmap
 
-from interventions.errors import ConfigError
+from interventions.errors import ConfigError, NonFiniteError
 from interventions.forward import model_device, repeated_batch_logits
 from interventions.methods import METHODS, Method
+from interventions.numerics import first_overflow, likely_cause, overflow_message, residual_probe
 from interventions.objective import Objective, example_terms, minimality_loss, weighted_sum
 from interventions.sites import DEFAULT_SITES
 from interventions.tasks.datapoint import Task
@@ -73,26 +74,29 @@ def fused_hooks(proto: Method, stacked: dict[str, torch.Tensor], beta: torch.Ten
 
 def fused_step_logits(
     model, proto: Method, stacked: dict[str, torch.Tensor], batch: dict, skip_unread: bool = False,
-    prefix_layer: int = 0,
+    prefix_layer: int = 0, extra_hooks=(),
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Last-position logits [K, B, vocab] at β = +1 and at β = -1, from one forward of the
     batch repeated K × 2 times (K = the stacked parameters' first dimension); from the
-    cached residual `batch["resid_pre"]` when `prefix_layer` > 0, as in separate runs."""
+    cached residual `batch["resid_pre"]` when `prefix_layer` > 0, as in separate runs.
+    `extra_hooks` run after the K settings' (e.g. `numerics.residual_probe`)."""
     k_count, b = next(iter(stacked.values())).shape[0], batch["input_ids"].shape[0]
     beta = torch.tensor([1.0, -1.0], device=batch["input_ids"].device).repeat_interleave(b).repeat(k_count, 1)
-    hooks = fused_hooks(proto, stacked, beta)
+    hooks = [*fused_hooks(proto, stacked, beta), *extra_hooks]
     logits = repeated_batch_logits(model, batch, 2 * k_count, hooks, prefix_layer=prefix_layer, skip_unread=skip_unread)
     logits = logits.view(k_count, 2, b, -1)
     return logits[:, 0], logits[:, 1]
 
 
 def fused_loss(objectives: list[Objective], stacked: dict[str, torch.Tensor], batch: dict, logits_pos, logits_neg) -> torch.Tensor:
-    """Σ_k objective_k on block k, computed for all K at once: the per-example terms of all
-    K × B rows in one call (margins per row), each configuration's batch means [K], its
-    M_k = ‖vec(θ_k)‖₁ [K] and its weights [K] (`objective.weighted_sum`).
+    """objective_k on block k for every k, computed for all K at once: the per-example terms
+    of all K × B rows in one call (margins per row), each configuration's batch means [K],
+    its M_k = ‖vec(θ_k)‖₁ [K] and its weights [K] (`objective.weighted_sum`).
 
     Args:
         logits_pos, logits_neg: [K, B, vocab] from `fused_step_logits`.
+    Returns:
+        [K] the K objectives' values (the training loss is their sum).
     """
     k_count, b = logits_pos.shape[:2]
     device = logits_pos.device
@@ -110,8 +114,72 @@ def fused_loss(objectives: list[Objective], stacked: dict[str, torch.Tensor], ba
     )  # fmt: skip
     means = {name: values.view(k_count, b).mean(1) for name, values in terms.items()}
     minimality = minimality_loss(torch.cat([values.flatten(1) for values in stacked.values()], 1))
-    total = weighted_sum(means, minimality, per_config("lambda_f"), per_config("lambda_m"), per_config("lambda_hold"))
-    return total.sum()
+    return weighted_sum(means, minimality, per_config("lambda_f"), per_config("lambda_m"), per_config("lambda_hold"))
+
+
+class FusedDivergence:
+    """Which of K fused settings failed (`numerics`), and why. A failed setting is retired:
+    its loss leaves the sum, and its parameters and Adam state are reset to zero after every
+    step, so its rows run the clean model and the other settings train on unchanged (their
+    parameters and Adam state are their own slices)."""
+
+    def __init__(self, k_count: int, cause: str):
+        self.errors: list[NonFiniteError | None] = [None] * k_count
+        self.cause = cause
+
+    @property
+    def active(self) -> list[bool]:
+        return [e is None for e in self.errors]
+
+    def _fail(self, k: int, error: NonFiniteError) -> None:
+        if self.errors[k] is None:
+            self.errors[k] = error
+
+    def losses(self, losses: torch.Tensor, epoch: int, step: int) -> torch.Tensor:
+        """Record the settings whose loss [K] is not finite; returns the loss to minimise."""
+        for k in (~torch.isfinite(losses.detach())).nonzero().flatten().tolist():
+            self._fail(k, NonFiniteError(
+                f"training failed at epoch {epoch}, step {step} (fused setting {k}): the loss is "
+                f"{float(losses.detach()[k])}; {self.cause}", step))  # fmt: skip
+        if all(self.active):
+            return losses.sum()
+        return torch.where(torch.tensor(self.active, device=losses.device), losses, 0.0).sum()
+
+    def parameters(self, stacked: dict[str, torch.Tensor], epoch: int, step: int) -> None:
+        """Record the settings with a NaN or infinite parameter after the optimizer step."""
+        flat = torch.cat([values.detach().flatten(1) for values in stacked.values()], 1)  # [K, n]
+        for k in (~torch.isfinite(flat).all(1)).nonzero().flatten().tolist():
+            self._fail(k, NonFiniteError(
+                f"training failed at epoch {epoch}, step {step} (fused setting {k}): parameters are NaN or "
+                f"infinite after the optimizer step; {self.cause}", step))  # fmt: skip
+
+    def overflow(self, model, proto: Method, stacked, batch: dict, epoch: int, step: int, **forward) -> None:
+        """Record the settings whose residual stream or logits overflow on `batch` (see
+        `InterventionModule.check_overflow`)."""
+        hooks, found = residual_probe(model.cfg.n_layers)
+        with torch.no_grad():
+            pos, neg = fused_step_logits(model, proto, stacked, batch, extra_hooks=hooks, **forward)
+        k_count, b = pos.shape[:2]
+        bad, layer = first_overflow(found, torch.stack([pos, neg], 1).flatten(0, 2))
+        bad, layer = bad.view(k_count, 2 * b), layer.view(k_count, 2 * b)
+        for k in bad.any(1).nonzero().flatten().tolist():
+            row = int(bad[k].nonzero()[0])
+            largest = float(torch.cat([v[k].detach().abs().flatten() for v in stacked.values()]).max())
+            message = overflow_message(int(layer[k, row]), model.cfg.n_layers, 1.0 if row < b else -1.0, largest,
+                                       epoch, step, self.cause, label=f" (fused setting {k})")  # fmt: skip
+            self._fail(k, NonFiniteError(message, step))
+
+    @torch.no_grad()
+    def retire(self, stacked: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
+        """Reset the failed settings' parameters and Adam moments to zero."""
+        failed = [k for k, ok in enumerate(self.active) if not ok]
+        if not failed:
+            return
+        for values in stacked.values():
+            values[failed] = 0.0
+            for moment in optimizer.state.get(values, {}).values():
+                if moment.dim() > 0:
+                    moment[failed] = 0.0
 
 
 def train_fused(
@@ -134,10 +202,12 @@ def train_fused(
     prefix_skip: bool = True,
     skip_unread: bool = False,
     progress: bool = False,
-) -> list[Method]:
-    """Train one `method` per objective together; returns the K trained methods.
+) -> list[Method | NonFiniteError]:
+    """Train one `method` per objective together; returns the K trained methods, in order.
 
-    Same data order, initialisation and forward path as `train_intervention` with the same
+    A setting whose loss, parameters or activations turn non-finite (`numerics`) fails
+    alone: its entry is the `NonFiniteError` saying where and why, and the other settings
+    train on. Same data order, initialisation and forward path as `train_intervention` with the same
     arguments (`padding_side`, `prefix_skip` and `skip_unread` as there). `progress`: a
     progress bar over the steps, with the summed loss of the K settings.
     """
@@ -155,21 +225,33 @@ def train_fused(
     ]
     prefix = skip_prefix(model, dm, methods[0], prefix_skip)
     stacked = stack_parameters(methods)
-    optimizer = torch.optim.Adam(stacked.values(), lr=lr or METHODS[method].default_lr, foreach=True)
+    lr = lr or METHODS[method].default_lr
+    optimizer = torch.optim.Adam(stacked.values(), lr=lr, foreach=True)
+    watch = FusedDivergence(len(objectives), likely_cause(lr, METHODS[method].default_lr, next(model.parameters()).dtype))
     loader = dm.train_dataloader()
     bar = tqdm(total=epochs * len(loader), desc=f"fused {method} ×{len(objectives)}", disable=not progress,
                mininterval=0.2, leave=True)  # fmt: skip
+    step, probe = 0, None
     with bar:
         for epoch in range(epochs):
             loader.sampler.set_epoch(epoch)  # as Lightning does: the same batches as separate runs
-            for batch in loader:
+            for index, batch in enumerate(loader):
                 batch = {k: v.to(device) for k, v in batch.items()}
+                step += 1
                 logits = fused_step_logits(model, methods[0], stacked, batch, skip_unread, prefix)
-                loss = fused_loss(objectives, stacked, batch, *logits)
+                loss = watch.losses(fused_loss(objectives, stacked, batch, *logits), epoch, step)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                watch.parameters(stacked, epoch, step)
+                watch.retire(stacked, optimizer)
+                if index == 0:
+                    probe = batch  # the epoch's first batch: the overflow check runs it at the end
                 bar.update()
+            watch.overflow(model, methods[0], stacked, probe, epoch, step, skip_unread=skip_unread, prefix_layer=prefix)
+            watch.retire(stacked, optimizer)
             bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4g}")
+            if not any(watch.active):
+                break
     unstack_into(stacked, methods)
-    return methods
+    return [error or m for m, error in zip(methods, watch.errors)]

@@ -1,19 +1,40 @@
-"""Experiment loggers: W&B (offline by default), CSV, or none.
+"""Experiment loggers: W&B (offline by default, or $WANDB_MODE), CSV, or none.
 
 W&B failing to start (not installed, no permission to write, a bad setting) never stops
-training: the run falls back to CSV with a one-line warning.
+training: the run falls back to CSV with a one-line warning. In online mode W&B's server
+is tried first (a few seconds at most): if it cannot be reached, the run says so at once
+and logs offline instead (`wandb sync` uploads it later), rather than waiting W&B's own
+timeout of about 90 s.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import warnings
 from pathlib import Path
+from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 log = logging.getLogger(__name__)
+
+
+WANDB_SERVER = "https://api.wandb.ai"
+REACH_TIMEOUT_S = 3.0
+
+
+def unreachable(url: str | None = None, timeout: float = REACH_TIMEOUT_S) -> str | None:
+    """None if a TCP connection to W&B's server (`$WANDB_BASE_URL`, else api.wandb.ai) opens
+    within `timeout` seconds; else why not, in a few words."""
+    parsed = urlparse(url or os.environ.get("WANDB_BASE_URL") or WANDB_SERVER)
+    host, port = parsed.hostname or "", parsed.port or (80 if parsed.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as error:
+        return f"cannot reach {host}:{port} ({error.strerror or type(error).__name__})"
+    return None
 
 
 def make_logger(kind: str, run_dir: str | Path, project: str = "interventions", mode: str = "offline",
@@ -24,6 +45,12 @@ def make_logger(kind: str, run_dir: str | Path, project: str = "interventions", 
         return None
     if kind == "csv":
         return CSVLogger(save_dir=str(run_dir), name="csv", version="")
+    if mode == "online":
+        reason = unreachable()
+        if reason is not None:
+            warnings.warn(f"W&B online: {reason}; logging this run offline instead in {run_dir / 'wandb'} "
+                          "(`wandb sync` uploads it later)", stacklevel=2)  # fmt: skip
+            mode = "offline"
     try:
         from lightning.pytorch.loggers import WandbLogger
 

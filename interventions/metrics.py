@@ -86,9 +86,9 @@ class InterventionMetrics(Metric):
 
 
 def parameter_metrics(flat_params: torch.Tensor) -> dict[str, int]:
-    """minimality (count of |θ_j| >= 0.01) and n_params."""
+    """minimality (count of |θ_j| >= 0.01; a NaN parameter counts too) and n_params."""
     return {
-        "minimality": int((flat_params.detach().abs() >= MINIMALITY_THRESHOLD).sum()),
+        "minimality": int((~(flat_params.detach().abs() < MINIMALITY_THRESHOLD)).sum()),
         "n_params": int(flat_params.numel()),
     }
 

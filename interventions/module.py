@@ -14,9 +14,13 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from interventions.errors import NonFiniteError
 from interventions.forward import model_device, repeated_batch_logits
 from interventions.methods import Method
 from interventions.metrics import InterventionMetrics, flatten, parameter_metrics
+from interventions.numerics import (
+    check_loss, check_parameters, first_overflow, likely_cause, overflow_message, residual_probe,
+)  # fmt: skip
 from interventions.objective import Objective
 
 
@@ -63,17 +67,19 @@ class InterventionModule(L.LightningModule):
         return self._frozen.model
 
     # -- forward --------------------------------------------------------------------
-    def steered_logits(self, batch: dict, betas=(1.0, -1.0)) -> list[torch.Tensor]:
+    def steered_logits(self, batch: dict, betas=(1.0, -1.0), extra_hooks=()) -> list[torch.Tensor]:
         """Last-position logits [batch, vocab] for each β, from ONE batched forward.
 
         The batch is repeated len(betas) times and each copy gets its own β, so the
-        hooks see β as a tensor [len(betas) * batch].
+        hooks see β as a tensor [len(betas) * batch]. `extra_hooks` run after the
+        method's (e.g. `numerics.residual_probe`).
         """
         k, b = len(betas), batch["input_ids"].shape[0]
         self.method.check_length(batch["input_ids"].shape[1])
         beta = torch.tensor(betas, device=self.device).repeat_interleave(b)
+        hooks = [*self.method.hooks(beta), *extra_hooks]
         logits = repeated_batch_logits(
-            self.model, batch, k, self.method.hooks(beta), prefix_layer=self.prefix_layer, skip_unread=self.skip_unread
+            self.model, batch, k, hooks, prefix_layer=self.prefix_layer, skip_unread=self.skip_unread
         )
         return list(logits.split(b))
 
@@ -85,6 +91,9 @@ class InterventionModule(L.LightningModule):
             logits_pos, logits_neg, batch["correct"], batch["wrong"],
             batch["clean_logprobs"], self.method.flat_params(), hold=hold,
         )  # fmt: skip
+        check_loss(loss, self.current_epoch, self.global_step + 1, self.divergence_cause())
+        if batch_idx == 0:
+            self._probe_batch = batch  # the epoch's first batch: `check_overflow` runs it at the epoch's end
         b = batch["input_ids"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=b)  # every step: the progress bar shows it
         if self._logger_records_this_step():
@@ -101,6 +110,36 @@ class InterventionModule(L.LightningModule):
         question; without a Trainer, log."""
         connector = getattr(self._trainer, "_logger_connector", None)
         return bool(getattr(connector, "should_update_logs", True) or getattr(self._trainer, "fast_dev_run", False))
+
+    def divergence_cause(self) -> str:
+        """Advice for a run whose numbers turned non-finite (`numerics.likely_cause`)."""
+        return likely_cause(self.lr, type(self.method).default_lr, next(self.model.parameters()).dtype)
+
+    def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
+        check_parameters(self.method.flat_params(), self.current_epoch, self.global_step, self.divergence_cause())
+
+    def on_train_epoch_end(self) -> None:
+        batch = getattr(self, "_probe_batch", None)
+        if batch is not None:
+            self.check_overflow(batch, self.current_epoch, self.global_step)
+            self._probe_batch = None
+
+    @torch.no_grad()
+    def check_overflow(self, batch: dict, epoch: int | None = None, step: int | None = None) -> None:
+        """Raise NonFiniteError if, at β = ±1 on `batch`, some layer's residual stream or
+        the logits overflow the model's float range (see `numerics`)."""
+        hooks, found = residual_probe(self.model.cfg.n_layers)
+        logits = torch.cat(self.steered_logits(batch, extra_hooks=hooks))
+        bad, layer = first_overflow(found, logits)
+        if bool(bad.any()):
+            row = int(bad.nonzero()[0])
+            beta = 1.0 if row < len(bad) // 2 else -1.0
+            largest = float(self.method.flat_params().detach().abs().max())
+            raise NonFiniteError(
+                overflow_message(int(layer[row]), self.model.cfg.n_layers, beta, largest, epoch, step,
+                                 self.divergence_cause()),
+                step,
+            )  # fmt: skip
 
     def configure_optimizers(self):
         # foreach: one kernel per update step for all (site, layer) tensors; the same numbers

@@ -7,9 +7,12 @@ c and w the correct and wrong token ids [batch], and log σ(f) the clean log-pro
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+
+from interventions.errors import ConfigError
 
 
 def logit_diff(logits: torch.Tensor, correct: torch.Tensor, wrong: torch.Tensor) -> torch.Tensor:
@@ -108,10 +111,9 @@ class Objective:
 
     def __post_init__(self):
         for key in ("lambda_f", "lambda_m", "margin", "lambda_hold"):
-            if getattr(self, key) < 0:
-                from interventions.errors import ConfigError
-
-                raise ConfigError(f"objective.{key} must be >= 0, got {getattr(self, key)}")
+            value = getattr(self, key)
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"objective.{key}={value} must be a finite number >= 0")
 
     def __call__(self, logits_pos, logits_neg, correct, wrong, clean_logprobs, flat_params, hold=None):
         """Returns (total loss, {"effectiveness": E_m, "faithfulness": F, "minimality": M[, "hold": H]}).

@@ -9,6 +9,7 @@ presence marks a finished run.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -19,11 +20,15 @@ from interventions.analysis.illusion import diagnose_illusion, format_illusion, 
 from interventions.analysis.locations import location_rows, write_scalars_csv
 from interventions.analysis.plots import beta_curve, heatmap
 from interventions.export import load_intervention, save_intervention
+from interventions.interrupts import deferred
 from interventions.io import save_figure, write_json
 from interventions.loggers import finish, log_files, make_logger
 from interventions.methods import METHODS
 from interventions.metrics import flatten
 from interventions.models import load_model
+from interventions.numerics import check_metrics
+from interventions.errors import EmptySplitError, NonFiniteError
+from interventions.rundir import ERROR_FILE, METRICS_FILE, record_error
 from interventions.module import InterventionModule
 from interventions.objective import Objective
 from interventions.tasks import load_task
@@ -31,7 +36,6 @@ from interventions.tasks.datamodule import TaskDataModule
 from interventions.training import train_intervention
 
 log = logging.getLogger(__name__)
-METRICS_FILE = "metrics.json"
 BETAS = tuple(round(-1 + 0.2 * i, 1) for i in range(11))
 
 
@@ -59,11 +63,10 @@ def load_splits(task_cfg, model, seed: int, fixed_length: bool, splits=("train",
                 path=task_cfg.path, bias_pair=task_cfg.bias_pair, fixed_length=fixed_length,
                 hold_pair=task_cfg.get("hold_pair"),
             )  # fmt: skip
-        except Exception as error:
-            if split == "val" and "no data points" in str(error):
-                out[split] = None  # validation is optional
-            else:
+        except EmptySplitError:
+            if split != "val":
                 raise
+            out[split] = None  # validation is optional
     return out
 
 
@@ -136,7 +139,7 @@ def _illusion_report(setting, model, method, dm) -> dict | None:
     return diagnose_illusion(model, method, dm.loader("test"))
 
 
-def _run_extra(cfg: DictConfig, metrics: dict, started: float) -> dict:
+def _run_extra(cfg: DictConfig, metrics: dict, train_seconds: float) -> dict:
     """The settings and metrics intervention.json records for a run of `cfg`."""
     return {
         "task": OmegaConf.to_container(cfg.task, resolve=True),
@@ -145,18 +148,24 @@ def _run_extra(cfg: DictConfig, metrics: dict, started: float) -> dict:
         "trainer": OmegaConf.to_container(cfg.trainer, resolve=True),
         "seed": cfg.seed,
         "metrics": metrics,
-        "train_seconds": round(time.time() - started, 2),
+        "train_seconds": round(train_seconds, 2),
     }
 
 
 def write_run(run_dir: Path, cfg: DictConfig, model, module: InterventionModule, dm: TaskDataModule,
-              started: float, logger=None, info: dict | None = None) -> dict:  # fmt: skip
-    """Evaluate a trained module and write every file of its run; metrics.json last."""
+              train_seconds: float, logger=None, info: dict | None = None) -> dict:  # fmt: skip
+    """Evaluate a trained module and write every file of its run; metrics.json last.
+
+    Metrics that are not finite fail the run (NonFiniteError) before any file is written.
+    The export and metrics.json are written with SIGINT and SIGTERM held back, so a killed
+    run is either finished or has no export.
+    """
     method = module.method
     metrics = {split: module.evaluate(dm.loader(split)) for split in ("train", "test")}
+    check_metrics(metrics, f"the run in {run_dir}")
     title = f"{method.name} on {cfg.task.name} (template {cfg.task.template})"
     images, rows = write_plots(run_dir, module, dm, "test", title)
-    extra = _run_extra(cfg, metrics, started)
+    extra = _run_extra(cfg, metrics, train_seconds)
     if info is not None:  # a training-free baseline: its tuned scale
         extra["attribution"] = info
         print(f"{method.name}: tuned scale {info['scale']} (train effectiveness {info['train_effectiveness']:.4f})")
@@ -164,10 +173,11 @@ def write_run(run_dir: Path, cfg: DictConfig, model, module: InterventionModule,
     if illusion is not None:
         write_illusion(run_dir / "illusion.json", illusion)
         extra["illusion"] = illusion["summary"]
-    save_intervention(run_dir, method, model, cfg.model.name, extra)
+    with deferred():
+        save_intervention(run_dir, method, model, cfg.model.name, extra)
+        write_json(run_dir / METRICS_FILE, metrics)  # last: marks the run as finished
     log_files(logger, images, rows, flatten(metrics))
-    write_json(run_dir / METRICS_FILE, metrics)  # last: marks the run as finished
-    print(f"\n{title}: {method.n_params} parameters, {time.time() - started:.1f} s\n{summary_table(metrics)}")
+    print(f"\n{title}: {method.n_params} parameters, trained in {train_seconds:.1f} s\n{summary_table(metrics)}")
     if illusion is not None:
         print(format_illusion(illusion, top=5))
     print(f"run directory: {run_dir}")
@@ -192,7 +202,6 @@ def train_from_config(cfg: DictConfig) -> dict:
         return fused_from_config(cfg)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    started = time.time()
     method_cls = METHODS[cfg.intervention.method]
     model = configured_model(cfg.model)
     tasks = load_splits(cfg.task, model, cfg.seed, fixed_length=method_cls.position_tied)
@@ -205,6 +214,7 @@ def train_from_config(cfg: DictConfig) -> dict:
         trainer_kwargs["callbacks"] = [*trainer_kwargs.get("callbacks", []), ThrottledProgressBar()]
     logger = run_logger(cfg, run_dir, run_dir.name)
     try:
+        started = time.perf_counter()  # after the model, data and logger are ready: training only
         trained = train_intervention(
             model, tasks["train"], tasks["test"], tasks["val"], method=icfg["method"],
             sites=icfg["sites"], layers=icfg["layers"], positions=icfg["positions"], heads=icfg["heads"],
@@ -215,7 +225,8 @@ def train_from_config(cfg: DictConfig) -> dict:
         )  # fmt: skip
         if trained.module.global_rank != 0:  # DDP (conf/trainer/ddp.yaml): only rank 0 writes the files
             return {split: trained.evaluate(split) for split in ("train", "test")}
-        return write_run(run_dir, cfg, model, trained.module, trained.datamodule, started, logger, trained.info)
+        train_seconds = time.perf_counter() - started
+        return write_run(run_dir, cfg, model, trained.module, trained.datamodule, train_seconds, logger, trained.info)
     finally:
         finish(logger)
 
@@ -248,7 +259,6 @@ def fused_from_config(cfg: DictConfig) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     if cfg.logger.get("group") is None:
         OmegaConf.update(cfg, "logger.group", sweep_group(root))
-    started = time.time()
     icfg = OmegaConf.to_container(cfg.intervention, resolve=True)
     base = OmegaConf.to_container(cfg.objective)
     given = fused_settings(OmegaConf.to_container(cfg.fused, resolve=True))
@@ -266,6 +276,7 @@ def fused_from_config(cfg: DictConfig) -> dict:
         tasks = load_splits(cfg.task, model, cfg.seed, fixed_length=method_cls.position_tied)
         objectives = [Objective(**OmegaConf.to_container(run_cfg.objective)) for _, run_cfg in pending]
         chunk = cfg.get("fused_chunk") or len(objectives)
+        started = time.perf_counter()
         methods = [
             method
             for start in range(0, len(objectives), chunk)
@@ -277,21 +288,32 @@ def fused_from_config(cfg: DictConfig) -> dict:
                 skip_unread=cfg.get("skip_unread", False), progress=cfg.trainer.get("enable_progress_bar", True),
             )
         ]  # fmt: skip
+        train_seconds = time.perf_counter() - started  # all settings together
         dm = TaskDataModule(model, tasks["train"], None, tasks["test"], batch_size=cfg.task.batch_size,
                             padding_side=cfg.task.padding_side, fixed_length=method_cls.position_tied)  # fmt: skip
         dm.setup()
         for (k, run_cfg), method, objective in zip(pending, methods, objectives):
             run_dir = root / str(k)
             run_dir.mkdir(exist_ok=True)
+            (run_dir / ERROR_FILE).unlink(missing_ok=True)
             overrides = [*job_overrides, *(f"objective.{key}={value}" for key, value in given[k].items())]
-            write_json(run_dir / JOB_FILE, {"overrides": overrides, "group": cfg.logger.group,
-                                            "config": identities[k]})  # fmt: skip
-            logger = run_logger(run_cfg, run_dir, f"{root.name}-{k}")
+            job = {"overrides": overrides, "group": cfg.logger.group, "config": identities[k]}
+            write_json(run_dir / JOB_FILE, {**job, "status": "running"})
             try:
-                module = InterventionModule(model, method, objective, lr=icfg["lr"])
-                write_run(run_dir, run_cfg, model, module, dm, started, logger)
-            finally:
-                finish(logger)
+                if isinstance(method, NonFiniteError):
+                    raise method
+                logger = run_logger(run_cfg, run_dir, f"{root.name}-{k}")
+                try:
+                    module = InterventionModule(model, method, objective, lr=icfg["lr"])
+                    write_run(run_dir, run_cfg, model, module, dm, train_seconds, logger)
+                finally:
+                    finish(logger)
+            except NonFiniteError as error:  # this setting failed alone; the others are written
+                line = record_error(run_dir, f"fused setting {k}", error)
+                write_json(run_dir / JOB_FILE, {**job, "status": "failed", "error": line})
+                print(f"error: fused setting {k} failed: {line}", file=sys.stderr, flush=True)
+            else:
+                write_json(run_dir / JOB_FILE, {**job, "status": "finished"})
     if not in_multirun:  # a multirun summarises all its jobs' settings together at its end
         summarize_sweep(root, logger=OmegaConf.to_container(cfg.logger, resolve=True))
     return read_json(root / "0" / METRICS_FILE) or {}

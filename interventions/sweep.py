@@ -20,8 +20,9 @@ At the end, `SweepSummary.on_multirun_end` (registered in conf/train.yaml) calls
 `summarize_sweep`, which reads every run folder of the sweep and writes, at its root:
 pareto.json, pareto.md, pareto_faithfulness.png, pareto_minimality.png and a W&B summary
 run (when the logger is wandb). A run's status is "finished" (metrics.json present),
-"failed" (error.txt present; the error line is recorded) or "incomplete" (started, never
-finished: killed or still running). Pareto membership is computed on TEST metrics among
+"failed" (error.txt present; the error line is recorded), "interrupted" (stopped by SIGINT or
+SIGTERM: a relaunch runs it again) or "incomplete" (started, never finished: killed without a
+chance to say so, or still running). Pareto membership is computed on TEST metrics among
 finished runs; see interventions.pareto for the conventions.
 """
 
@@ -32,21 +33,23 @@ import json
 import math
 import shutil
 import sys
-import traceback
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from interventions.errors import RunInterrupted
 from interventions.io import atomic_write_text, read_json, save_figure, write_json
 from interventions.pareto import FRONTS, front_of, front_order
+from interventions.rundir import ERROR_FILE, METRICS_FILE, SUPERSEDED, error_line, record_error, supersede
 
 JOB_FILE = "sweep_job.json"
-ERROR_FILE = "error.txt"
-METRICS_FILE = "metrics.json"  # pipeline.METRICS_FILE (not imported: it pulls in torch)
 SUMMARY_FILE = "pareto.json"
 TABLE_FILE = "pareto.md"
 PLOT_FILES = {name: f"pareto_{name}.png" for name in FRONTS}
-SUPERSEDED = "superseded"
+# Hydra writes these into a job's folder before the job starts: they belong to the new run.
+HYDRA_JOB_FILES = (".hydra", "train.log", "evaluate.log")
+# A run's status in pareto.json: metrics.json written; error.txt written; stopped by a signal; none of these
+STATUSES = ("finished", "failed", "interrupted", "incomplete")
 # Config keys that do not change a run's results (not recorded in the job's identity);
 # model.fused_gelu changes only float rounding, and runs finished before it existed lack it.
 IGNORED_KEYS = ("run_dir", "logger", "trainer.enable_progress_bar", "model.fused_gelu")
@@ -56,9 +59,6 @@ IGNORED_KEYS = ("run_dir", "logger", "trainer.enable_progress_bar", "model.fused
 RESULT_KEYS = ("model", "task", "intervention", "objective", "trainer", "seed")
 METHOD_LABELS = {"activscalar": "ActivScalar", "steervec": "SteerVec", "dynscalar": "DynScalar"}
 METHOD_COLORS = {"activscalar": "tab:blue", "steervec": "tab:orange", "dynscalar": "tab:green"}
-
-# The last summary written in this process (cli.run reads it to set the exit status).
-LAST_SUMMARY: dict | None = None
 
 
 # -- the jobs of a multirun ---------------------------------------------------------------------
@@ -115,17 +115,6 @@ def _now() -> str:
     return _dt.datetime.now().isoformat(timespec="seconds")
 
 
-def supersede(run_dir: Path) -> Path:
-    """Move a previous run's result files into run_dir/superseded/<time>/ (never delete results)."""
-    dest = run_dir / SUPERSEDED / _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
-    dest.mkdir(parents=True)
-    for item in run_dir.iterdir():
-        if item.name in (".hydra", SUPERSEDED) or item.suffix == ".log":
-            continue  # Hydra's files of the current job
-        shutil.move(str(item), str(dest / item.name))
-    return dest
-
-
 def already_finished(run_dir: Path, identity: dict | None, label: str) -> bool:
     """True if `run_dir` holds a finished run of config `identity` (print that it is skipped);
     a finished run of another config is moved aside (`supersede`) and False returned."""
@@ -135,19 +124,9 @@ def already_finished(run_dir: Path, identity: dict | None, label: str) -> bool:
     if previous is not None and identity is not None and same_results(previous.get("config"), identity):
         print(f"skipping {label}: already finished in {run_dir}", flush=True)
         return True
-    dest = supersede(run_dir)
+    dest = supersede(run_dir, keep=HYDRA_JOB_FILES)
     print(f"{label}: {run_dir} held a finished run with another config; moved it to {dest}", flush=True)
     return False
-
-
-def _error_line(error: BaseException) -> str:
-    from interventions.errors import InterventionsError
-
-    text = str(error).strip()
-    first = text.splitlines()[0] if text else ""
-    if isinstance(error, InterventionsError):
-        return first or type(error).__name__
-    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
 def job_context() -> dict:
@@ -196,17 +175,20 @@ def run_job(fn, cfg, context: dict | None = None):
         if unresolved is not None:
             raise unresolved
         _check_ddp(cfg)
-        return fn(cfg)
+        result = fn(cfg)
+    except RunInterrupted as interrupted:  # the sweep stops; a relaunch runs this job again
+        write_json(run_dir / JOB_FILE, {**job, "status": "interrupted", "error": f"interrupted by {interrupted}",
+                                        "ended": _now()})  # fmt: skip
+        interrupted.sweep_dir = sweep_dir
+        raise
     except Exception as error:  # noqa: BLE001 — one failing run must not stop the sweep
-        line = _error_line(error)
-        atomic_write_text(
-            run_dir / ERROR_FILE,
-            f"{label} failed: {line}\n\n" + "".join(traceback.format_exception(error)),
-        )
+        line = record_error(run_dir, label, error)
         write_json(run_dir / JOB_FILE, {**job, "status": "failed", "error": line, "ended": _now()})
         print(f"error: {label} failed: {line} (traceback in {run_dir / ERROR_FILE}); the sweep goes on",
               file=sys.stderr, flush=True)  # fmt: skip
         return None
+    write_json(run_dir / JOB_FILE, {**job, "status": "finished", "ended": _now()})
+    return result
 
 
 def _check_ddp(cfg) -> None:
@@ -334,6 +316,8 @@ def collect_runs(sweep_dir: str | Path) -> list[dict]:
                 first = (run_dir / ERROR_FILE).read_text().splitlines()[:1]
                 line = first[0] if first else "failed"
             record.update(status="failed", error=line, traceback=str((run_dir / ERROR_FILE).resolve()))
+        elif (job or {}).get("status") == "interrupted":
+            record.update(status="interrupted", error=job.get("error"))
         records.append(record)
     return records
 
@@ -468,7 +452,6 @@ def summarize_sweep(sweep_dir: str | Path, logger: dict | None = None, group: st
     Returns:
         The summary written to pareto.json.
     """
-    global LAST_SUMMARY
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         from interventions.errors import ConfigError
@@ -480,7 +463,7 @@ def summarize_sweep(sweep_dir: str | Path, logger: dict | None = None, group: st
     recorded = next((j.get("group") for r in records if (j := read_json(Path(r["run_dir"]) / JOB_FILE))
                      and j.get("group")), None)  # fmt: skip
     group = group or logger.get("group") or recorded or sweep_group(sweep_dir)
-    counts = {s: sum(r["status"] == s for r in records) for s in ("finished", "failed", "incomplete")}
+    counts = {s: sum(r["status"] == s for r in records) for s in STATUSES}
     counts["runs"] = len(records)
     summary = {
         "sweep_dir": str(sweep_dir.resolve()),
@@ -510,10 +493,9 @@ def summarize_sweep(sweep_dir: str | Path, logger: dict | None = None, group: st
         _wandb_summary(sweep_dir, logger, group, records, images, counts)
     if verbose:
         print(f"sweep summary: {counts['finished']} finished, {counts['failed']} failed, "
-              f"{counts['incomplete']} incomplete of {counts['runs']} runs; "
+              f"{counts['interrupted']} interrupted, {counts['incomplete']} incomplete of {counts['runs']} runs; "
               f"front E-F: {', '.join(fronts['faithfulness']) or '-'}; "
               f"front E-M: {', '.join(fronts['minimality']) or '-'}; {sweep_dir / SUMMARY_FILE}", flush=True)  # fmt: skip
-    LAST_SUMMARY = summary
     return summary
 
 
@@ -559,7 +541,13 @@ class SweepSummary(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         logger = OmegaConf.to_container(config.logger, resolve=True) if "logger" in config else None
         try:
-            summarize_sweep(sweep_dir, logger=logger)
+            summary = summarize_sweep(sweep_dir, logger=logger)
         except Exception as error:  # never hide the runs' results behind a summary problem
-            print(f"error: the sweep summary failed ({_error_line(error)}); rebuild it with "
+            print(f"error: the sweep summary failed ({error_line(error)}); rebuild it with "
                   f"`python evaluate.py sweep={sweep_dir}`", file=sys.stderr, flush=True)  # fmt: skip
+            raise SystemExit(1) from None
+        counts = summary["counts"]
+        if counts["failed"]:  # the sweep's exit status: a scheduler must not take it as done
+            print(f"error: {counts['failed']} of {counts['runs']} runs failed (the others are complete); "
+                  f"see {sweep_dir / SUMMARY_FILE} and each failed run's {ERROR_FILE}", file=sys.stderr, flush=True)  # fmt: skip
+            raise SystemExit(1)

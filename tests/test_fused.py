@@ -177,7 +177,7 @@ def test_fused_loss_is_the_sum_of_each_objective_alone():
              "hold_correct": torch.tensor([1, 1, 2, 2]), "hold_wrong": torch.tensor([3, 0, 3, 0]),
              "clean_logprobs": torch.log_softmax(torch.randn(b, vocab, generator=gen), -1)}  # fmt: skip
     leaves = [pos, neg, *stacked.values()]
-    fused = fused_loss(objectives, stacked, batch, pos, neg)
+    fused = fused_loss(objectives, stacked, batch, pos, neg).sum()
     fused_grads = torch.autograd.grad(fused, leaves)
     alone = sum(
         o(pos[i], neg[i], batch["correct"], batch["wrong"], batch["clean_logprobs"],
@@ -189,4 +189,4 @@ def test_fused_loss_is_the_sum_of_each_objective_alone():
     for got, want in zip(fused_grads, alone_grads):
         torch.testing.assert_close(got, want, atol=1e-7, rtol=1e-6)
     without_hold = [*objectives[:2], Objective(0.3, 0.1, 0.5)]
-    assert not torch.isclose(fused_loss(without_hold, stacked, batch, pos, neg), fused)  # the held pair counted
+    assert not torch.isclose(fused_loss(without_hold, stacked, batch, pos, neg).sum(), fused)  # the held pair counted

@@ -131,7 +131,7 @@ def test_summary_records_status_hparams_and_fronts(fake_sweep):
 
     summary = summarize_sweep(fake_sweep, logger={"kind": "none"}, verbose=False)
     written = json.loads((fake_sweep / "pareto.json").read_text())
-    assert written["counts"] == {"finished": 4, "failed": 1, "incomplete": 1, "runs": 6}
+    assert written["counts"] == {"finished": 4, "failed": 1, "interrupted": 0, "incomplete": 1, "runs": 6}
     runs = {r["run"]: r for r in written["runs"]}
     assert list(runs) == ["0", "1", "2", "3", "4", "5"]
     assert runs["4"]["status"] == "failed" and "layer 99" in runs["4"]["error"]
@@ -394,7 +394,7 @@ def test_multirun_writes_pareto_json_and_plots(sweep_ok):
     result, sweep, _ = sweep_ok
     assert result.returncode == 0, describe(result)
     summary = json.loads((sweep / "pareto.json").read_text())
-    assert summary["counts"] == {"finished": 2, "failed": 0, "incomplete": 0, "runs": 2}
+    assert summary["counts"] == {"finished": 2, "failed": 0, "interrupted": 0, "incomplete": 0, "runs": 2}
     methods = [r["hparams"]["method"] for r in summary["runs"]]
     assert methods == ["activscalar", "steervec"]
     for r in summary["runs"]:

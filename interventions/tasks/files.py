@@ -8,7 +8,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from interventions.errors import TaskError
+from interventions.errors import EmptySplitError, TaskError
 from interventions.tasks.datapoint import DataPoint
 
 FIELDS = ("prompt", "correct", "wrong")
@@ -76,4 +76,12 @@ def file_points(path: str, split: str) -> list[DataPoint]:
     """Data points of `split`: from `path` with "{split}" filled in if it has one, else by hash."""
     if "{split}" in str(path):
         return read_points(str(path).format(split=split))
-    return [p for p in read_points(path) if split_of(p.prompt) == split]
+    points = read_points(path)
+    chosen = [p for p in points if split_of(p.prompt) == split]
+    if points and not chosen:
+        raise EmptySplitError(
+            f"{path} has {len(points)} data points, and its split by prompt hash ({1 - TEST_FRACTION - VAL_FRACTION:.0%} "
+            f"train, {VAL_FRACTION:.0%} val, {TEST_FRACTION:.0%} test) left none for {split}; add more data points (a few "
+            "dozen at least), or give one file per split with {split} in the path (task.path='data/{split}.jsonl')"
+        )
+    return chosen

@@ -8,7 +8,7 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 
-from interventions.errors import TaskError
+from interventions.errors import EmptySplitError, TaskError
 from interventions.tasks.datapoint import DataPoint
 
 
@@ -39,7 +39,7 @@ def single_token_id(tokenizer, answer: str, where: str = "", what: str = "answer
 def check_points(points: list[DataPoint], tokenizer, source: str) -> None:
     """Non-empty, single-token answers, correct != wrong; warns about duplicate prompts."""
     if not points:
-        raise TaskError(f"{source} has no data points; check the file, split and template")
+        raise EmptySplitError(f"{source} has no data points; check the file, split and template")
     for i, p in enumerate(points):
         where = f" (data point {i} of {source}: {p.prompt[:60]!r})"
         if p.correct == p.wrong:

@@ -1,0 +1,57 @@
+"""SIGINT and SIGTERM as an exception, and the moments when they must wait.
+
+An entry point turns both signals into `RunInterrupted` (`signals_raise`), so a killed run
+or sweep unwinds through its `finally` blocks, is recorded as interrupted and exits with
+128 + the signal's number, the shell's convention. (Lightning would otherwise turn SIGTERM
+into a clean exit with status 0, and Ctrl+C into `sys.exit(1)` without a word about what
+finished.) While the files of a finished run are written (`deferred`), both signals wait,
+so a run is either finished or has no export at all.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+
+from interventions.errors import RunInterrupted
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _raise(signum, frame) -> None:
+    raise RunInterrupted(signum)
+
+
+@contextmanager
+def signals_raise():
+    """Within the block, SIGINT and SIGTERM raise RunInterrupted (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in SIGNALS}
+    for s in SIGNALS:
+        signal.signal(s, _raise)
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def handled() -> bool:
+    """Whether SIGINT is already turned into RunInterrupted (by an entry point)."""
+    return signal.getsignal(signal.SIGINT) is _raise
+
+
+@contextmanager
+def deferred():
+    """Within the block, SIGINT and SIGTERM wait; they are delivered when it ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -1,0 +1,94 @@
+"""A run's folder: when it is finished, claiming a fresh one, moving a finished one aside.
+
+A run folder is *finished* when it holds `metrics.json`, which is written last and
+atomically; it is *failed* when it holds `error.txt` (the one-line reason, then the
+traceback). Nothing here ever deletes a result: a finished run that must make room is
+moved into `<run>/superseded/<time>/`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import shutil
+import tempfile
+import traceback
+from pathlib import Path
+
+from interventions.errors import ConfigError, InterventionsError
+from interventions.io import atomic_write_text
+
+METRICS_FILE = "metrics.json"
+ERROR_FILE = "error.txt"
+SUPERSEDED = "superseded"
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / METRICS_FILE).is_file()
+
+
+def claim_dir(path: str) -> str:
+    """`path`, or `path-1`, `path-2`, ... : the first that did not exist, created here.
+
+    Creating the folder is the claim (mkdir fails if another process made it first), so
+    two runs started in the same second never share a folder. Registered as the OmegaConf
+    resolver `unique_dir` (conf/train.yaml's default hydra.run.dir).
+    """
+    base = Path(path)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    candidate, n = base, 0
+    while True:
+        try:
+            candidate.mkdir()
+            return str(candidate)
+        except FileExistsError:
+            n += 1
+            candidate = base.with_name(f"{base.name}-{n}")
+
+
+def supersede(run_dir: str | Path, keep: tuple[str, ...] = ()) -> Path:
+    """Move everything in `run_dir` (but `superseded/` and the names in `keep`) into
+    `run_dir/superseded/<time>/`; returns that folder."""
+    run_dir = Path(run_dir)
+    dest = run_dir / SUPERSEDED / _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    dest.mkdir(parents=True)
+    for item in run_dir.iterdir():
+        if item.name == SUPERSEDED or item.name in keep:
+            continue
+        shutil.move(str(item), str(dest / item.name))
+    return dest
+
+
+def check_writable(path: str | Path, key: str) -> None:
+    """Raise ConfigError (one line naming `key`) unless files can be created at `path` (a
+    folder, existing or not). Probes by creating a file, so it also catches read-only file
+    systems, where permission bits alone say nothing (and root passes them all)."""
+    path = Path(path).expanduser().absolute()
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{key}={path}: {probe} is a file, not a folder; choose another folder")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as error:
+        raise ConfigError(
+            f"{key}={path}: cannot write in {probe} ({error.strerror or error}); choose a writable folder, "
+            f"e.g. {key}=/tmp/runs/my-run"
+        ) from None
+
+
+def error_line(error: BaseException) -> str:
+    """The first line of an error, with its type unless it is a user error."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else ""
+    if isinstance(error, InterventionsError):
+        return first or type(error).__name__
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def record_error(run_dir: str | Path, label: str, error: BaseException) -> str:
+    """Write `run_dir/error.txt` (the one line, then the traceback); returns the line."""
+    line = error_line(error)
+    atomic_write_text(Path(run_dir) / ERROR_FILE, f"{label} failed: {line}\n\n" + "".join(traceback.format_exception(error)))
+    return line
