@@ -63,7 +63,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from interventions.cli import quiet_libraries  # noqa: E402
+from interventions.console import configure_cli  # noqa: E402
 from benchmarks.summary import summary  # noqa: E402
 from interventions.forward import model_device  # noqa: E402
 
@@ -648,7 +648,7 @@ def main(argv=None) -> int:
     if args.what == "all":
         return run_all(args)
     torch.set_num_threads(args.threads)
-    quiet_libraries()  # hundreds of Trainer start-up lines would bury the results
+    configure_cli()  # hundreds of Trainer start-up lines would bury the results
     if args.what == "_point":
         model_name, prompts, layers, pos = args.args
         point = scaling_point(model_name, int(prompts), int(layers) or None, int(pos), batch_size=16, device=device)

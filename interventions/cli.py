@@ -8,14 +8,13 @@ signal N (130 for Ctrl+C, 143 for SIGTERM), with what finished said on stderr.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
-import warnings
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from interventions.console import configure_cli
 from interventions.errors import InterventionsError, RunInterrupted
 from interventions.interrupts import signals_raise
 from interventions.rundir import claim_dir, record_error, supersede
@@ -23,23 +22,20 @@ from interventions.rundir import claim_dir, record_error, supersede
 # The default run folders (conf/train.yaml, conf/evaluate.yaml) are claimed when Hydra
 # resolves them, so that two runs started in the same second get two folders.
 OmegaConf.register_new_resolver("unique_dir", claim_dir, use_cache=True, replace=True)
+log = logging.getLogger(__name__)
 
 
-def quiet_libraries() -> None:
-    """Keep the console to progress, the summary and real warnings."""
-    os.environ.setdefault("WANDB_SILENT", "true")
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
-                 "lightning.fabric.utilities.seed", "lightning.pytorch.trainer.connectors.signal_connector",
-                 "transformer_lens"):  # fmt: skip
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*litlogger.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # inside Lightning, not ours
+def say_error(text: str) -> None:
+    """One line on stderr, and in the run's log once Hydra has set logging up."""
+    if logging.getLogger().handlers:
+        log.error(text)
+    else:
+        print(text, file=sys.stderr, flush=True)
 
 
 def fail(error: InterventionsError) -> None:
-    """Print a user error as one line and exit with its status."""
-    print(f"error: {error}", file=sys.stderr, flush=True)
+    """A user error as one line (`say_error`), then exit with its status."""
+    say_error(f"error: {error}")
     sys.exit(error.exit_code)
 
 
@@ -53,7 +49,7 @@ def run(main, config_name: str) -> None:
     """
     from interventions.config import export_alias, preflight
 
-    quiet_libraries()
+    configure_cli()
     with signals_raise():
         try:
             plan = preflight(sys.argv[1:], config_name)
@@ -88,26 +84,25 @@ def report_interrupt(interrupted: RunInterrupted) -> None:
         signal.signal(s, signal.SIG_IGN)
     if not _is_multirun_argv():
         where = getattr(interrupted, "run_dir", None)
-        print(f"error: interrupted by {interrupted} before the run finished; nothing was written as finished "
-              f"(no metrics.json, no export){f' in {where}' if where else ''}", file=sys.stderr, flush=True)  # fmt: skip
+        say_error(f"error: interrupted by {interrupted} before the run finished; nothing was written as finished "
+                  f"(no metrics.json, no export){f' in {where}' if where else ''}")  # fmt: skip
         return
     from interventions.sweep import summarize_sweep
 
     sweep_dir = getattr(interrupted, "sweep_dir", None) or _hydra_sweep_dir()
     if sweep_dir is None or not Path(sweep_dir).is_dir():
-        print(f"error: the sweep was interrupted by {interrupted} before any run started", file=sys.stderr, flush=True)
+        say_error(f"error: the sweep was interrupted by {interrupted} before any run started")
         return
     try:
         summary = summarize_sweep(sweep_dir, verbose=False)
     except Exception as error:  # the runs' own files are complete either way
-        print(f"error: the sweep was interrupted by {interrupted}; its summary failed too ({error}); "
-              f"rebuild it with `python evaluate.py sweep={sweep_dir}`", file=sys.stderr, flush=True)  # fmt: skip
+        say_error(f"error: the sweep was interrupted by {interrupted}; its summary failed too ({error}); "
+                  f"rebuild it with `python evaluate.py sweep={sweep_dir}`")  # fmt: skip
         return
     finished = [r["run"] for r in summary["runs"] if r["status"] == "finished"]
-    print(f"error: the sweep was interrupted by {interrupted}: {len(finished)} of {summary['counts']['runs']} "
-          f"started runs finished ({', '.join(finished) or 'none'}), written to {Path(sweep_dir) / 'pareto.json'}; "
-          f"relaunch the same command with hydra.sweep.dir={sweep_dir} to run the rest (finished runs are skipped)",
-          file=sys.stderr, flush=True)  # fmt: skip
+    say_error(f"error: the sweep was interrupted by {interrupted}: {len(finished)} of {summary['counts']['runs']} "
+              f"started runs finished ({', '.join(finished) or 'none'}), written to {Path(sweep_dir) / 'pareto.json'}; "
+              f"relaunch the same command with hydra.sweep.dir={sweep_dir} to run the rest (finished runs are skipped)")  # fmt: skip
 
 
 def report_errors(fn):

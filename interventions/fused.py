@@ -21,6 +21,7 @@ from interventions.forward import model_device, repeated_batch_logits
 from interventions.methods import METHODS, Method
 from interventions.numerics import first_overflow, likely_cause, overflow_message, residual_probe
 from interventions.objective import Objective, example_terms, minimality_loss, weighted_sum
+from interventions.progress import EpochLines, on_terminal
 from interventions.sites import DEFAULT_SITES
 from interventions.tasks.datapoint import Task
 
@@ -209,7 +210,8 @@ def train_fused(
     alone: its entry is the `NonFiniteError` saying where and why, and the other settings
     train on. Same data order, initialisation and forward path as `train_intervention` with the same
     arguments (`padding_side`, `prefix_skip` and `skip_unread` as there). `progress`: a
-    progress bar over the steps, with the summed loss of the K settings.
+    progress bar over the steps on a terminal (else a line per epoch), with the summed loss
+    of the K settings.
     """
     from tqdm.auto import tqdm
 
@@ -229,8 +231,10 @@ def train_fused(
     optimizer = torch.optim.Adam(stacked.values(), lr=lr, foreach=True)
     watch = FusedDivergence(len(objectives), likely_cause(lr, METHODS[method].default_lr, next(model.parameters()).dtype))
     loader = dm.train_dataloader()
-    bar = tqdm(total=epochs * len(loader), desc=f"fused {method} ×{len(objectives)}", disable=not progress,
-               mininterval=0.2, leave=True)  # fmt: skip
+    label = f"fused {method} ×{len(objectives)}"
+    bar = tqdm(total=epochs * len(loader), desc=label, disable=not (progress and on_terminal()), mininterval=0.2,
+               leave=True)  # fmt: skip
+    lines = EpochLines(label, epochs) if progress and not on_terminal() else None
     step, probe = 0, None
     with bar:
         for epoch in range(epochs):
@@ -251,6 +255,8 @@ def train_fused(
             watch.overflow(model, methods[0], stacked, probe, epoch, step, skip_unread=skip_unread, prefix_layer=prefix)
             watch.retire(stacked, optimizer)
             bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4g}")
+            if lines is not None:
+                lines.epoch_end(epoch, loss.item())
             if not any(watch.active):
                 break
     unstack_into(stacked, methods)

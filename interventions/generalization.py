@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ from interventions.export import META_FILE
 from interventions.io import atomic_write_text, save_figure, write_json
 from interventions.sweep import run_dirs
 
+log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 LABELS = {"activscalar": "ActivScalar", "steervec": "SteerVec", "dynscalar": "DynScalar"}
 ORDER = ("activscalar", "steervec", "dynscalar")
@@ -148,7 +150,7 @@ def generalization(runs, templates=None, split: str = "test", n: int | None = No
             record["C"][str(t)] = result
         records.append(record)
         if verbose:
-            print(f"generalization: {run_dir}: {_row_text(record)}", flush=True)
+            log.info(f"generalization: {run_dir}: {_row_text(record)}")
     return {"split_C": split, "runs": records, "by_method": _by_method(records), "columns": _columns(records, split)}
 
 
@@ -265,7 +267,7 @@ def generalization_from_config(cfg) -> dict:
         runs, templates=templates, split=cfg.split, n=cfg.n, check_model=cfg.check_model, **model_options(cfg.model)
     )  # fmt: skip
     json_path, md_path = write_generalization(summary, cfg.run_dir)
-    print(f"\n{markdown(summary)}\n{json_path}\n{md_path}")
+    log.info(f"\n{markdown(summary)}\n{json_path}\n{md_path}")
     return summary
 
 
@@ -353,7 +355,7 @@ def task_matrix(runs, tasks=TOY_TASKS, template="all", split: str = "test", n: i
         flip.append(row_f)
         cells.append(row_c)
         if verbose:
-            print(f"task matrix: {run_dir} ({rows[-1]}): " + ", ".join(
+            log.info(f"task matrix: {run_dir} ({rows[-1]}): " + ", ".join(
                 f"{t} {_cell({'effectiveness': e})}" for t, e in zip(tasks, row_e)), flush=True)  # fmt: skip
     return {"rows": rows, "columns": list(tasks), "template": template, "split": split,
             "effectiveness": eff, "flip_accuracy": flip, "cells": cells}  # fmt: skip
@@ -406,6 +408,7 @@ def main(argv=None) -> None:
     parser.add_argument("--write-mixed", metavar="DIR", default=None,
                         help="instead: write DIR/{train,val,test}.jsonl mixing the toy tasks")  # fmt: skip
     args = parser.parse_args(argv if argv is not None else sys.argv[1:] or ["--help"])
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.write_mixed:
             from interventions.models import load_model

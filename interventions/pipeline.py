@@ -9,7 +9,6 @@ presence marks a finished run.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from interventions.errors import EmptySplitError, NonFiniteError
 from interventions.rundir import ERROR_FILE, METRICS_FILE, record_error
 from interventions.module import InterventionModule
 from interventions.objective import Objective
+from interventions.progress import ThrottledProgressBar, progress_callback
 from interventions.tasks import load_task
 from interventions.tasks.datamodule import TaskDataModule
 from interventions.training import train_intervention
@@ -168,7 +168,7 @@ def write_run(run_dir: Path, cfg: DictConfig, model, module: InterventionModule,
     extra = _run_extra(cfg, metrics, train_seconds)
     if info is not None:  # a training-free baseline: its tuned scale
         extra["attribution"] = info
-        print(f"{method.name}: tuned scale {info['scale']} (train effectiveness {info['train_effectiveness']:.4f})")
+        log.info(f"{method.name}: tuned scale {info['scale']} (train effectiveness {info['train_effectiveness']:.4f})")
     illusion = _illusion_report(cfg.get("illusion", "auto"), model, method, dm)
     if illusion is not None:
         write_illusion(run_dir / "illusion.json", illusion)
@@ -177,10 +177,10 @@ def write_run(run_dir: Path, cfg: DictConfig, model, module: InterventionModule,
         save_intervention(run_dir, method, model, cfg.model.name, extra)
         write_json(run_dir / METRICS_FILE, metrics)  # last: marks the run as finished
     log_files(logger, images, rows, flatten(metrics))
-    print(f"\n{title}: {method.n_params} parameters, trained in {train_seconds:.1f} s\n{summary_table(metrics)}")
+    log.info(f"\n{title}: {method.n_params} parameters, trained in {train_seconds:.1f} s\n{summary_table(metrics)}")
     if illusion is not None:
-        print(format_illusion(illusion, top=5))
-    print(f"run directory: {run_dir}")
+        log.info(format_illusion(illusion, top=5))
+    log.info(f"run directory: {run_dir}")
     return metrics
 
 
@@ -209,9 +209,9 @@ def train_from_config(cfg: DictConfig) -> dict:
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_kwargs["default_root_dir"] = str(run_dir)
     if trainer_kwargs.get("enable_progress_bar", True):
-        from interventions.progress import ThrottledProgressBar
-
-        trainer_kwargs["callbacks"] = [*trainer_kwargs.get("callbacks", []), ThrottledProgressBar()]
+        progress = progress_callback(f"{cfg.intervention.method} on {cfg.task.name}")
+        trainer_kwargs["enable_progress_bar"] = isinstance(progress, ThrottledProgressBar)
+        trainer_kwargs["callbacks"] = [*trainer_kwargs.get("callbacks", []), progress]
     logger = run_logger(cfg, run_dir, run_dir.name)
     try:
         started = time.perf_counter()  # after the model, data and logger are ready: training only
@@ -311,7 +311,7 @@ def fused_from_config(cfg: DictConfig) -> dict:
             except NonFiniteError as error:  # this setting failed alone; the others are written
                 line = record_error(run_dir, f"fused setting {k}", error)
                 write_json(run_dir / JOB_FILE, {**job, "status": "failed", "error": line})
-                print(f"error: fused setting {k} failed: {line}", file=sys.stderr, flush=True)
+                log.error(f"error: fused setting {k} failed: {line}")
             else:
                 write_json(run_dir / JOB_FILE, {**job, "status": "finished"})
     if not in_multirun:  # a multirun summarises all its jobs' settings together at its end
@@ -363,5 +363,5 @@ def evaluate_from_config(cfg: DictConfig) -> dict:
     finally:
         finish(logger)
     write_json(out_dir / METRICS_FILE, {**metrics, "source": str(iv.path), "task": OmegaConf.to_container(task_cfg)})
-    print(f"\n{title}\n{summary_table(metrics)}\noutput directory: {out_dir}")
+    log.info(f"\n{title}\n{summary_table(metrics)}\noutput directory: {out_dir}")
     return metrics

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import math
 import shutil
-import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -42,6 +42,7 @@ from interventions.io import atomic_write_text, read_json, save_figure, write_js
 from interventions.pareto import FRONTS, front_of, front_order
 from interventions.rundir import ERROR_FILE, METRICS_FILE, SUPERSEDED, error_line, record_error, supersede
 
+log = logging.getLogger(__name__)
 JOB_FILE = "sweep_job.json"
 SUMMARY_FILE = "pareto.json"
 TABLE_FILE = "pareto.md"
@@ -122,10 +123,10 @@ def already_finished(run_dir: Path, identity: dict | None, label: str) -> bool:
         return False
     previous = read_json(run_dir / JOB_FILE)
     if previous is not None and identity is not None and same_results(previous.get("config"), identity):
-        print(f"skipping {label}: already finished in {run_dir}", flush=True)
+        log.info(f"skipping {label}: already finished in {run_dir}")
         return True
     dest = supersede(run_dir, keep=HYDRA_JOB_FILES)
-    print(f"{label}: {run_dir} held a finished run with another config; moved it to {dest}", flush=True)
+    log.info(f"{label}: {run_dir} held a finished run with another config; moved it to {dest}")
     return False
 
 
@@ -184,8 +185,7 @@ def run_job(fn, cfg, context: dict | None = None):
     except Exception as error:  # noqa: BLE001 — one failing run must not stop the sweep
         line = record_error(run_dir, label, error)
         write_json(run_dir / JOB_FILE, {**job, "status": "failed", "error": line, "ended": _now()})
-        print(f"error: {label} failed: {line} (traceback in {run_dir / ERROR_FILE}); the sweep goes on",
-              file=sys.stderr, flush=True)  # fmt: skip
+        log.error(f"error: {label} failed: {line} (traceback in {run_dir / ERROR_FILE}); the sweep goes on")
         return None
     write_json(run_dir / JOB_FILE, {**job, "status": "finished", "ended": _now()})
     return result
@@ -492,10 +492,10 @@ def summarize_sweep(sweep_dir: str | Path, logger: dict | None = None, group: st
     if logger.get("kind") == "wandb":
         _wandb_summary(sweep_dir, logger, group, records, images, counts)
     if verbose:
-        print(f"sweep summary: {counts['finished']} finished, {counts['failed']} failed, "
+        log.info(f"sweep summary: {counts['finished']} finished, {counts['failed']} failed, "
               f"{counts['interrupted']} interrupted, {counts['incomplete']} incomplete of {counts['runs']} runs; "
               f"front E-F: {', '.join(fronts['faithfulness']) or '-'}; "
-              f"front E-M: {', '.join(fronts['minimality']) or '-'}; {sweep_dir / SUMMARY_FILE}", flush=True)  # fmt: skip
+              f"front E-M: {', '.join(fronts['minimality']) or '-'}; {sweep_dir / SUMMARY_FILE}")  # fmt: skip
     return summary
 
 
@@ -543,11 +543,11 @@ class SweepSummary(Callback):
         try:
             summary = summarize_sweep(sweep_dir, logger=logger)
         except Exception as error:  # never hide the runs' results behind a summary problem
-            print(f"error: the sweep summary failed ({error_line(error)}); rebuild it with "
-                  f"`python evaluate.py sweep={sweep_dir}`", file=sys.stderr, flush=True)  # fmt: skip
+            log.error(f"error: the sweep summary failed ({error_line(error)}); rebuild it with "
+                      f"`python evaluate.py sweep={sweep_dir}`")  # fmt: skip
             raise SystemExit(1) from None
         counts = summary["counts"]
         if counts["failed"]:  # the sweep's exit status: a scheduler must not take it as done
-            print(f"error: {counts['failed']} of {counts['runs']} runs failed (the others are complete); "
-                  f"see {sweep_dir / SUMMARY_FILE} and each failed run's {ERROR_FILE}", file=sys.stderr, flush=True)  # fmt: skip
+            log.error(f"error: {counts['failed']} of {counts['runs']} runs failed (the others are complete); "
+                      f"see {sweep_dir / SUMMARY_FILE} and each failed run's {ERROR_FILE}")  # fmt: skip
             raise SystemExit(1)

@@ -8,11 +8,16 @@
 
 from __future__ import annotations
 
+import signal
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import lightning as L
 import torch
 
+from interventions import interrupts
+from interventions.console import quiet_lightning
+from interventions.errors import RunInterrupted
 from interventions.forward import model_device
 from interventions.methods import METHODS, Method
 from interventions.module import InterventionModule
@@ -118,6 +123,7 @@ def train_intervention(
     trainer_kwargs: dict | None = None,
     prefix_skip: bool = True,
     skip_unread: bool = False,
+    verbose: bool = False,
 ) -> TrainedIntervention:
     """Train `method` on `train` with Lightning; the frozen model is never changed.
 
@@ -137,6 +143,11 @@ def train_intervention(
         skip_unread: run the last block's MLP only at the read positions (native, GPT-2,
             GPT-NeoX and LLaMA models). The logits are the same; the gradients differ by float rounding
             (about 1e-7), which changes a long training's last digits, so it is off by default.
+        verbose: let Lightning print its start-up lines and warnings (off: the call is quiet).
+
+    Raises:
+        NonFiniteError: the loss, the parameters or the steered activations turned NaN or
+            infinite (`interventions.numerics`); the message names the step and the likely cause.
     """
     cls = METHODS[method]
     dm, seq_len = prepare(model, train, val, test, method, batch_size=batch_size, padding_side=padding_side, seed=seed)
@@ -164,7 +175,25 @@ def train_intervention(
     )  # fmt: skip
     if val is None:
         kwargs["limit_val_batches"] = 0
-    trainer = L.Trainer(**kwargs)
-    trainer.fit(module, datamodule=dm)
+    with quiet_lightning(verbose), keyboard_interrupt():
+        trainer = L.Trainer(**kwargs)
+        trainer.fit(module, datamodule=dm)
     module.to(trainer.strategy.root_device)
     return TrainedIntervention(module, dm)
+
+
+@contextmanager
+def keyboard_interrupt():
+    """Ctrl+C inside `Trainer.fit` reaches a Python caller as KeyboardInterrupt (Lightning
+    itself would call `sys.exit(1)`, ending a notebook's kernel cell with SystemExit). The
+    entry points already turn signals into RunInterrupted and keep that."""
+    if interrupts.handled():
+        yield
+        return
+    try:
+        with interrupts.signals_raise():
+            yield
+    except RunInterrupted as interrupted:
+        if interrupted.signum == signal.SIGINT:
+            raise KeyboardInterrupt from None
+        raise
