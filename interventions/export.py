@@ -73,6 +73,9 @@ def save_intervention(run_dir: str | Path, method: Method, model, model_name: st
         "grid": method.grid.to_dict(),
         "n_params": method.n_params,
         "param_shapes": {k: list(v.shape) for k, v in tensors.items()},
+        # per parameter, its locations that got a gradient in training (None: not trained here)
+        "received_gradient": None if method.received_gradient is None
+        else {k: v.cpu().tolist() for k, v in method.received_gradient.items()},
         "model": model_identity(model, model_name),
         "tokenizer": tokenizer_identity(model.tokenizer),
         **method.extra_state(),
@@ -135,6 +138,8 @@ def build_method(meta: dict, tensors: dict | None = None) -> Method:
         raise ExportError(f"unknown method {name!r} in the export; known: {', '.join(METHODS)}")
     dims = SimpleNamespace(**meta["model"]["config"])
     method = METHODS[name](LocationGrid.from_dict(meta["grid"]), dims)
+    if meta.get("received_gradient") is not None:
+        method.received_gradient = {k: torch.tensor(v, dtype=torch.bool) for k, v in meta["received_gradient"].items()}
     if tensors is not None:
         expected = set(method.params)
         if set(tensors) != expected:

@@ -19,6 +19,7 @@ from torch.func import functional_call, vmap
 from interventions.errors import ConfigError, NonFiniteError
 from interventions.forward import model_device, repeated_batch_logits
 from interventions.methods import METHODS, Method
+from interventions.methods.base import nonzero_locations
 from interventions.numerics import first_overflow, likely_cause, overflow_message, residual_probe
 from interventions.objective import Objective, example_terms, minimality_loss, weighted_sum
 from interventions.progress import EpochLines, on_terminal
@@ -235,7 +236,7 @@ def train_fused(
     bar = tqdm(total=epochs * len(loader), desc=label, disable=not (progress and on_terminal()), mininterval=0.2,
                leave=True)  # fmt: skip
     lines = EpochLines(label, epochs) if progress and not on_terminal() else None
-    step, probe = 0, None
+    step, probe, received = 0, None, None
     with bar:
         for epoch in range(epochs):
             loader.sampler.set_epoch(epoch)  # as Lightning does: the same batches as separate runs
@@ -246,6 +247,7 @@ def train_fused(
                 loss = watch.losses(fused_loss(objectives, stacked, batch, *logits), epoch, step)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                received = note_gradients(received, stacked, methods[0].vector_param)
                 optimizer.step()
                 watch.parameters(stacked, epoch, step)
                 watch.retire(stacked, optimizer)
@@ -260,4 +262,16 @@ def train_fused(
             if not any(watch.active):
                 break
     unstack_into(stacked, methods)
+    for k, m in enumerate(methods):
+        if received is not None:
+            m.received_gradient = {name.removeprefix("params."): seen[k] for name, seen in received.items()}
     return [error or m for m, error in zip(methods, watch.errors)]
+
+
+def note_gradients(received: dict | None, stacked: dict[str, torch.Tensor], vector_param: bool) -> dict:
+    """`Method.note_gradients` for K stacked settings at once: {name: [K, *locations] bool}."""
+    received = received or {}
+    for name, values in stacked.items():
+        nonzero = nonzero_locations(values.grad, vector_param)
+        received[name] = received[name] | nonzero if name in received else nonzero
+    return received

@@ -111,6 +111,9 @@ class InterventionModule(L.LightningModule):
         connector = getattr(self._trainer, "_logger_connector", None)
         return bool(getattr(connector, "should_update_logs", True) or getattr(self._trainer, "fast_dev_run", False))
 
+    def on_after_backward(self) -> None:
+        self.method.note_gradients()
+
     def divergence_cause(self) -> str:
         """Advice for a run whose numbers turned non-finite (`numerics.likely_cause`)."""
         return likely_cause(self.lr, type(self.method).default_lr, next(self.model.parameters()).dtype)

@@ -12,6 +12,7 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -70,20 +71,17 @@ def load_splits(task_cfg, model, seed: int, fixed_length: bool, splits=("train",
     return out
 
 
-def beta_curve_values(module: InterventionModule, loader, betas=BETAS) -> tuple[list, list]:
-    """Mean logit of the correct and of the wrong answer for each β."""
-    sums_c = torch.zeros(len(betas), dtype=torch.float64)
-    sums_w = torch.zeros(len(betas), dtype=torch.float64)
-    n = 0
-    with torch.no_grad():
-        for batch in loader:
-            batch = {k: v.to(module.device) for k, v in batch.items()}
-            rows = torch.arange(len(batch["correct"]), device=module.device)
-            for i, logits in enumerate(module.steered_logits(batch, betas=betas)):
-                sums_c[i] += logits[rows, batch["correct"]].double().sum().cpu()
-                sums_w[i] += logits[rows, batch["wrong"]].double().sum().cpu()
-            n += len(rows)
-    return (sums_c / n).tolist(), (sums_w / n).tolist()
+@torch.no_grad()
+def beta_curve_values(module: InterventionModule, loader, betas=BETAS) -> tuple[np.ndarray, np.ndarray]:
+    """Each prompt's logit of its correct and of its wrong answer at each β: two [n, len(betas)]."""
+    correct, wrong = [], []
+    for batch in loader:
+        batch = {k: v.to(module.device) for k, v in batch.items()}
+        rows = torch.arange(len(batch["correct"]), device=module.device)
+        logits = module.steered_logits(batch, betas=betas)
+        correct.append(torch.stack([l[rows, batch["correct"]] for l in logits], 1).double().cpu())
+        wrong.append(torch.stack([l[rows, batch["wrong"]] for l in logits], 1).double().cpu())
+    return torch.cat(correct).numpy(), torch.cat(wrong).numpy()
 
 
 def position_labels(model, batch: dict) -> list[str]:
@@ -92,20 +90,43 @@ def position_labels(model, batch: dict) -> list[str]:
     return model.to_str_tokens(batch["input_ids"][row][batch["attention_mask"][row].bool()])
 
 
+DYNAMIC_PROMPTS = 256  # DynScalar's heatmap: mean α over at most this many prompts
+
+
+def one_length_prompts(dm: TaskDataModule, split: str, limit: int = DYNAMIC_PROMPTS) -> tuple[dict, int]:
+    """The split's prompts of its most common token length (at most `limit`), unpadded,
+    so that position i is the same token slot in each: (batch, index of the first prompt)."""
+    tensors = dm.datasets[split].tensors
+    lengths = tensors["attention_mask"].sum(1)
+    length = int(torch.mode(lengths).values)
+    rows = (lengths == length).nonzero().flatten()[:limit]
+    cut = slice(0, length) if dm.padding_side == "right" else slice(tensors["input_ids"].shape[1] - length, None)
+    batch = {"input_ids": tensors["input_ids"][rows, cut], "attention_mask": tensors["attention_mask"][rows, cut]}
+    return batch, int(rows[0])
+
+
+def location_values(module: InterventionModule, dm: TaskDataModule, split: str) -> tuple[list[dict], str]:
+    """The rows of scalars.csv and the heatmap, and a caption saying what the labels are."""
+    method, model = module.method, module.model
+    if method.position_tied:
+        caption = (f"token labels: the prompt the intervention's {method.grid.seq_len} positions were trained on "
+                   "(train data point 0)")  # fmt: skip
+        return location_rows(method), caption
+    batch, first = one_length_prompts(dm, split)
+    batch = {k: v.to(module.device) for k, v in batch.items()}
+    n, length = batch["input_ids"].shape
+    caption = (f"values: mean α over the {n} {split} prompts of {length} tokens (of {len(dm.tasks[split])}); "
+               f"token labels: {split} data point {first}")  # fmt: skip
+    return location_rows(method, model, batch, position_labels(model, batch)), caption
+
+
 def write_plots(run_dir: Path, module: InterventionModule, dm: TaskDataModule, split: str, title: str) -> dict:
     """scalars.csv, heatmap.png and beta_curve.png; returns {"heatmap": path, ...} and the rows."""
-    method = module.method
-    first_batch = next(iter(dm.loader(split)))
-    tokens = position_labels(module.model, first_batch)
-    rows = location_rows(method, module.model, {k: v.to(module.device) for k, v in first_batch.items()}, tokens)
+    rows, caption = location_values(module, dm, split)
     write_scalars_csv(run_dir / "scalars.csv", rows)
-    save_figure(heatmap(rows, method.name, title), run_dir / "heatmap.png")
+    save_figure(heatmap(rows, module.method.name, title, caption), run_dir / "heatmap.png")
     correct, wrong = beta_curve_values(module, dm.loader(split))
-    task = dm.tasks[split]
-    save_figure(
-        beta_curve(BETAS, correct, wrong, task[0].correct.strip(), task[0].wrong.strip(), title),
-        run_dir / "beta_curve.png",
-    )
+    save_figure(beta_curve(BETAS, correct, wrong, split, title), run_dir / "beta_curve.png")
     return {"heatmap": run_dir / "heatmap.png", "beta_curve": run_dir / "beta_curve.png"}, rows
 
 

@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import shutil
+import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -543,11 +544,12 @@ class SweepSummary(Callback):
         try:
             summary = summarize_sweep(sweep_dir, logger=logger)
         except Exception as error:  # never hide the runs' results behind a summary problem
-            log.error(f"error: the sweep summary failed ({error_line(error)}); rebuild it with "
-                      f"`python evaluate.py sweep={sweep_dir}`")  # fmt: skip
+            print(f"error: the sweep summary failed ({error_line(error)}); rebuild it with "
+                  f"`python evaluate.py sweep={sweep_dir}`", file=sys.stderr, flush=True)  # fmt: skip
             raise SystemExit(1) from None
         counts = summary["counts"]
         if counts["failed"]:  # the sweep's exit status: a scheduler must not take it as done
-            log.error(f"error: {counts['failed']} of {counts['runs']} runs failed (the others are complete); "
-                      f"see {sweep_dir / SUMMARY_FILE} and each failed run's {ERROR_FILE}")  # fmt: skip
+            # after the jobs, Hydra's own logging (stdout) is back: the error line goes to stderr itself
+            print(f"error: {counts['failed']} of {counts['runs']} runs failed (the others are complete); "
+                  f"see {sweep_dir / SUMMARY_FILE} and each failed run's {ERROR_FILE}", file=sys.stderr, flush=True)  # fmt: skip
             raise SystemExit(1)

@@ -109,7 +109,7 @@ def test_train_scalars_csv_one_row_per_location(train_run):
     tensors = load_file(str(run_dir / "intervention.safetensors"))
     with (run_dir / "scalars.csv").open() as f:
         reader = csv.DictReader(f)
-        assert reader.fieldnames == ["layer", "site", "position", "token", "head", "value"]
+        assert reader.fieldnames == ["layer", "site", "position", "token", "head", "value", "received_gradient"]
         rows = list(reader)
     grid = meta["grid"]
     assert len(rows) == len(grid["sites"]) * len(grid["layers"]) * len(grid["positions"])

@@ -152,7 +152,10 @@ def test_fused_training_pads_on_the_side_it_is_given(tiny_model, monkeypatch):
     assert sides == ["left", "left"]
 
 
-def test_fused_progress_bar_counts_the_steps(tiny_model, capsys):
+def test_fused_progress_bar_counts_the_steps(tiny_model, capsys, monkeypatch):
+    import interventions.fused
+
+    monkeypatch.setattr(interventions.fused, "on_terminal", lambda: True)  # the bar is for terminals
     train = load_task("ccc", model=tiny_model, split="train", template=0, n=8)
     train_fused(tiny_model, train, OBJECTIVES[:2], epochs=2, progress=True)
     err = capsys.readouterr().err

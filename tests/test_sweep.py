@@ -201,7 +201,8 @@ def _job_cfg(sweep: Path, num: int = 0, **objective):
                              "logger": {"kind": "none", "group": None}})  # fmt: skip
 
 
-def test_run_job_skips_a_finished_run_with_the_same_config(tmp_path, capsys):
+def test_run_job_skips_a_finished_run_with_the_same_config(tmp_path, caplog):
+    caplog.set_level("INFO")
     from interventions.sweep import run_job
 
     calls = []
@@ -217,10 +218,11 @@ def test_run_job_skips_a_finished_run_with_the_same_config(tmp_path, capsys):
     assert job["group"] == str(tmp_path) and job["overrides"] == ["x=1"]
     assert run_job(fn, _job_cfg(tmp_path), _ctx(tmp_path)) == -0.25
     assert len(calls) == 1
-    assert "skipping run 0 (x=1): already finished" in capsys.readouterr().out
+    assert "skipping run 0 (x=1): already finished" in caplog.text
 
 
-def test_run_job_reruns_a_finished_run_whose_config_changed(tmp_path, capsys):
+def test_run_job_reruns_a_finished_run_whose_config_changed(tmp_path, caplog):
+    caplog.set_level("INFO")
     from interventions.sweep import run_job
 
     def fn(cfg):
@@ -232,7 +234,7 @@ def test_run_job_reruns_a_finished_run_whose_config_changed(tmp_path, capsys):
     assert json.loads((run_dir / "metrics.json").read_text())["test"]["effectiveness"] == 1.0
     old = list((run_dir / "superseded").glob("*/metrics.json"))
     assert len(old) == 1 and json.loads(old[0].read_text())["test"]["effectiveness"] == 0.1  # kept, not lost
-    assert "another config" in capsys.readouterr().out
+    assert "another config" in caplog.text
 
 
 def test_same_results_ignores_keys_that_do_not_change_training():
@@ -259,14 +261,15 @@ def test_a_run_finished_before_model_fused_gelu_existed_is_still_finished():
                             job_identity(OmegaConf.create(dict(now, model={"name": "gpt2", "dtype": "bfloat16"}))))
 
 
-def test_run_job_records_a_failure_and_returns(tmp_path, capsys):
+def test_run_job_records_a_failure_and_returns(tmp_path, caplog):
+    caplog.set_level("INFO")
     from interventions.sweep import run_job
 
     def boom(cfg):
         raise RuntimeError("something broke\nsecond line")
 
     assert run_job(boom, _job_cfg(tmp_path), _ctx(tmp_path)) is None
-    err = capsys.readouterr().err
+    err = caplog.text
     assert "error: run 0 (x=1) failed: RuntimeError: something broke" in err
     text = (tmp_path / "0" / "error.txt").read_text()
     assert "Traceback (most recent call last)" in text and "RuntimeError: something broke" in text
@@ -280,7 +283,8 @@ def test_run_job_records_a_failure_and_returns(tmp_path, capsys):
     assert not (tmp_path / "0" / "error.txt").exists()
 
 
-def test_ddp_in_a_local_multirun_is_refused_with_advice(tmp_path, capsys, monkeypatch):
+def test_ddp_in_a_local_multirun_is_refused_with_advice(tmp_path, caplog, monkeypatch):
+    caplog.set_level("INFO")
     from interventions.sweep import run_job
 
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
@@ -288,7 +292,7 @@ def test_ddp_in_a_local_multirun_is_refused_with_advice(tmp_path, capsys, monkey
     cfg = _job_cfg(tmp_path)
     cfg.trainer = {"strategy": "ddp"}
     assert run_job(lambda cfg: pytest.fail("must not run"), cfg, _ctx(tmp_path)) is None
-    assert "hydra/launcher=slurm" in capsys.readouterr().err
+    assert "hydra/launcher=slurm" in caplog.text
 
 
 def test_a_killed_run_is_not_finished(tmp_path):
@@ -571,13 +575,14 @@ def test_obsprop_init_runs_from_the_cli(tmp_path, model_args):
         assert (run_dir / name).exists(), name
 
 
-def test_fused_relaunch_trains_only_what_is_not_finished(tmp_path, monkeypatch, model_args, capsys):
+def test_fused_relaunch_trains_only_what_is_not_finished(tmp_path, monkeypatch, model_args, caplog):
     """A fused sweep writes a run folder (with its logger run, CSV here) per setting and
     pareto.json; relaunched into the same run_dir it skips the settings already finished with
     the same config and moves aside a finished setting whose config changed."""
     import interventions.fused
     from interventions.pipeline import train_from_config
 
+    caplog.set_level("INFO")
     trained = []
     real = interventions.fused.train_fused
 
@@ -604,7 +609,7 @@ def test_fused_relaunch_trains_only_what_is_not_finished(tmp_path, monkeypatch, 
 
     launch("[{lambda_f:0},{lambda_f:1}]")
     assert trained == [[0, 1]]  # nothing left to train
-    assert "skipping fused setting 0" in capsys.readouterr().out
+    assert "skipping fused setting 0" in caplog.text
 
     second = launch("[{lambda_f:0},{lambda_f:2}]")
     assert trained == [[0, 1], [2]]

@@ -430,7 +430,7 @@ def test_empty_jsonl(tmp_path):
 def test_empty_split_of_a_small_file(tmp_path):
     records = [r for r in toy_records(40) if split_of(r["prompt"]) != "val"][:5]
     path = write_jsonl(tmp_path / "small.jsonl", records)
-    with pytest.raises(TaskError, match=r"split val\) has no data points"):
+    with pytest.raises(TaskError, match=r"has 5 data points, and its split by prompt hash .* left none for val"):
         load_task("jsonl", split="val", path=str(path))
 
 

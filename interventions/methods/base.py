@@ -49,6 +49,13 @@ def param_key(site: str, layer: int) -> str:
     return f"{site}_{layer}"
 
 
+def nonzero_locations(grad: torch.Tensor, vector_param: bool) -> torch.Tensor:
+    """Which locations a parameter gradient reaches: grad != 0, reduced over the vector axis
+    (the last) of a method whose locations hold vectors. Bool, the locations' shape."""
+    nonzero = grad.detach() != 0
+    return nonzero.any(-1) if vector_param else nonzero
+
+
 def beta_view(beta, h: torch.Tensor) -> torch.Tensor:
     """β (a float, or a tensor [batch]) shaped to broadcast against h [batch, pos, ...]."""
     beta = torch.as_tensor(beta, dtype=h.dtype, device=h.device)
@@ -67,6 +74,9 @@ class Method(nn.Module):
     position_tied: bool = True
     scalar: bool = True  # parameters are scalars per location (heatmaps, scalars.csv)
     trained: bool = True  # False: parameters come from attribution scores, not gradient descent
+    # True: each location's parameter is a vector (its last axis), as for SteerVec's v and
+    # DynScalar's g; False: one scalar per location (ActivScalar's α)
+    vector_param: bool = False
     # Adam's default step size (conf/intervention/<name>.yaml repeats it; a test keeps them equal).
     # The paper's 1e-3 / 1e-4 are for one data point and flip nothing on 256 prompts (README).
     default_lr: float = 1e-2
@@ -97,6 +107,9 @@ class Method(nn.Module):
             self.register_buffer("W_O", W_O.detach().clone(), persistent=False)
         else:
             self.W_O = None
+        # per parameter: which of its locations got a non-zero gradient in training (`note_gradients`);
+        # None for a method that was not trained here (a baseline, an export written before this existed)
+        self.received_gradient: dict[str, torch.Tensor] | None = None
         self.register_buffer("_pos_idx", torch.tensor(grid.positions or [], dtype=torch.long), persistent=False)
         self.register_buffer("_head_idx", torch.tensor(grid.head_indices, dtype=torch.long), persistent=False)
 
@@ -133,6 +146,22 @@ class Method(nn.Module):
         """The intervened activation at (site, layer): h [batch, pos, ...] -> same shape.
         (The hooks do this inside the model; `fused` calls it through `functional_call`.)"""
         return self.site_hook(site, layer, beta)[1](h)
+
+    def note_gradients(self) -> None:
+        """Record which locations received a non-zero gradient (after a backward pass).
+
+        A location whose parameter never gets a gradient (e.g. the last layer's positions
+        before the read one: nothing there reaches the logits) keeps its initial value,
+        which a heatmap must not show as a learned zero.
+        """
+        if self.received_gradient is None:
+            self.received_gradient = {
+                key: torch.zeros(p.shape[:-1] if self.vector_param else p.shape, dtype=torch.bool, device=p.device)
+                for key, p in self.params.items()
+            }  # fmt: skip
+        for key, p in self.params.items():
+            if p.grad is not None:
+                self.received_gradient[key] |= nonzero_locations(p.grad, self.vector_param)
 
     def param(self, site: str, layer: int) -> torch.Tensor:
         return self.params[param_key(site, layer)]

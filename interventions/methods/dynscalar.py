@@ -23,6 +23,7 @@ EPS = 1e-6
 
 class DynScalar(Method):
     name = "dynscalar"
+    vector_param = True
     position_tied = False
 
     def param_shape(self, site, cfg):

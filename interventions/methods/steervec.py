@@ -15,6 +15,7 @@ from interventions.sites import HEAD_SITES, hook_name, site_width
 
 class SteerVec(Method):
     name = "steervec"
+    vector_param = True
     position_tied = True
     scalar = False
     # At 1e-2 the 128-dim vectors oscillate: toy IOI β = −1 train flips wandered 0.76–0.96
