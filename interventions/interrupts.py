@@ -10,6 +10,7 @@ so a run is either finished or has no export at all.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from contextlib import contextmanager
@@ -46,12 +47,29 @@ def handled() -> bool:
 
 @contextmanager
 def deferred():
-    """Within the block, SIGINT and SIGTERM wait; they are delivered when it ends."""
+    """Within the block, SIGINT and SIGTERM wait; the first that arrived is handled, as it
+    would have been, when the block ends. (Python runs signal handlers in the main thread
+    whichever thread the signal reached, so holding them here works with threads running;
+    blocking them with a thread's signal mask would not.)"""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    pending: list[int] = []
+    previous = {s: signal.getsignal(s) for s in SIGNALS}
+    for s in SIGNALS:
+        signal.signal(s, lambda signum, frame: pending.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if pending:
+            _deliver(pending[0], previous[pending[0]])
+
+
+def _deliver(signum: int, handler) -> None:
+    """Act on a held signal as `handler` (a signal module handler value) would have."""
+    if callable(handler):
+        handler(signum, None)
+    elif handler == signal.SIG_DFL:
+        os.kill(os.getpid(), signum)  # the default action (the handler is restored)

@@ -40,7 +40,7 @@ def _where(epoch: int | None, step: int | None) -> str:
 def check_loss(loss: torch.Tensor, epoch: int | None, step: int | None, cause: str, label: str = "") -> None:
     """Raise NonFiniteError if the scalar `loss` is NaN or infinite."""
     if not bool(torch.isfinite(loss)):
-        raise NonFiniteError(f"training failed {_where(epoch, step)}{label}: the loss is {float(loss)}; {cause}", step)
+        raise NonFiniteError(f"training failed {_where(epoch, step)}{label}: the loss is {float(loss.detach())}; {cause}", step)
 
 
 def check_parameters(flat_params: torch.Tensor, epoch: int | None, step: int | None, cause: str, label: str = "") -> None:
