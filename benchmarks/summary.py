@@ -113,6 +113,9 @@ def scaling_rows(results: list[dict]) -> list[str]:
     memory = "training_cuda_mb" if "training_cuda_mb" in results[0] else "training_rss_mb"
     for varies, points in sweeps(results).items():
         case = f"{results[0]['model']}, {varies} {'/'.join(str(p[varies]) for p in points)}"
+        if len({p[varies] for p in points}) < 2:  # a --quick sweep: one point has no slope
+            rows.append(f"| e. scaling | {case} | - | | | one point: no exponent |")
+            continue
         time = exponent([(p[varies], p["epoch_s"]) for p in points])
         last = exponent([(p[varies], p["epoch_s"]) for p in points[-2:]])
         rows.append(row("e. scaling: epoch time exponent", case, time, None, f"last step {last:.2f} (1 = linear)"))

@@ -28,7 +28,8 @@ from interventions.metrics import flatten
 from interventions.models import load_model
 from interventions.numerics import check_metrics
 from interventions.errors import EmptySplitError, NonFiniteError
-from interventions.rundir import ERROR_FILE, METRICS_FILE, record_error
+from interventions.rundir import ERROR_FILE, METRICS_FILE, link_latest, record_error
+from interventions.sweep import is_multirun
 from interventions.module import InterventionModule
 from interventions.objective import Objective
 from interventions.progress import ThrottledProgressBar, progress_callback
@@ -247,7 +248,10 @@ def train_from_config(cfg: DictConfig) -> dict:
         if trained.module.global_rank != 0:  # DDP (conf/trainer/ddp.yaml): only rank 0 writes the files
             return {split: trained.evaluate(split) for split in ("train", "test")}
         train_seconds = time.perf_counter() - started
-        return write_run(run_dir, cfg, model, trained.module, trained.datamodule, train_seconds, logger, trained.info)
+        metrics = write_run(run_dir, cfg, model, trained.module, trained.datamodule, train_seconds, logger, trained.info)
+        if not is_multirun():
+            link_latest(run_dir)  # `python evaluate.py intervention=outputs/latest`
+        return metrics
     finally:
         finish(logger)
 
@@ -273,7 +277,7 @@ def fused_from_config(cfg: DictConfig) -> dict:
     from interventions.fused import train_fused
     from interventions.config import fused_settings
     from interventions.sweep import (
-        JOB_FILE, already_finished, is_multirun, job_context, job_identity, read_json, summarize_sweep, sweep_group,
+        JOB_FILE, already_finished, job_context, job_identity, read_json, summarize_sweep, sweep_group,
     )
 
     root = Path(cfg.run_dir)

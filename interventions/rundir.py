@@ -9,6 +9,7 @@ moved into `<run>/superseded/<time>/`.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import shutil
 import tempfile
 import traceback
@@ -43,6 +44,23 @@ def claim_dir(path: str) -> str:
         except FileExistsError:
             n += 1
             candidate = base.with_name(f"{base.name}-{n}")
+
+
+LATEST = Path("outputs") / "latest"
+
+
+def link_latest(run_dir: str | Path, link: Path = LATEST) -> Path | None:
+    """Point `outputs/latest` (relative to the working directory) at the run that just
+    finished, atomically; a `latest` that is not a link (a user's folder) is left alone."""
+    link = Path(link)
+    if link.exists() and not link.is_symlink():
+        return None
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(f".{link.name}.{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    os.symlink(Path(run_dir).absolute(), tmp)
+    os.replace(tmp, link)
+    return link
 
 
 def supersede(run_dir: str | Path, keep: tuple[str, ...] = ()) -> Path:

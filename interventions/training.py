@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -18,6 +19,7 @@ import torch
 from interventions import interrupts
 from interventions.console import quiet_lightning
 from interventions.errors import RunInterrupted
+from interventions.export import save_intervention
 from interventions.forward import model_device
 from interventions.methods import METHODS, Method
 from interventions.module import InterventionModule
@@ -34,10 +36,18 @@ class TrainedIntervention:
     module: InterventionModule
     datamodule: TaskDataModule
     info: dict | None = None  # baselines: the tuned scale and the scores' range
+    seed: int | None = None
 
     @property
     def method(self) -> Method:
         return self.module.method
+
+    def save(self, run_dir: str | Path) -> Path:
+        """Write the intervention as an export (intervention.safetensors + intervention.json)
+        into `run_dir`; `load_intervention(run_dir)` reads it back."""
+        model = self.module.model
+        return save_intervention(run_dir, self.method, model, getattr(model.cfg, "model_name", None) or "unknown",
+                                 {"seed": self.seed} if self.seed is not None else {})  # fmt: skip
 
     def evaluate(self, split: str = "test") -> dict:
         """Metrics (METHOD.md §5) of the trained intervention on a split it was given."""
@@ -166,7 +176,7 @@ def train_intervention(
             from interventions.attribution import fit_attribution
 
             info = fit_attribution(method, module, dm, train)
-        return TrainedIntervention(module, dm, info)
+        return TrainedIntervention(module, dm, info, seed)
     kwargs = dict(max_epochs=epochs, enable_progress_bar=False, **lightning_device(model_device(model)))
     kwargs.update(trainer_kwargs or {})
     kwargs.update(
@@ -179,7 +189,7 @@ def train_intervention(
         trainer = L.Trainer(**kwargs)
         trainer.fit(module, datamodule=dm)
     module.to(trainer.strategy.root_device)
-    return TrainedIntervention(module, dm)
+    return TrainedIntervention(module, dm, seed=seed)
 
 
 @contextmanager

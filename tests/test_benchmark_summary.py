@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pytest  # noqa: E402
 
-from benchmarks import run as bench  # noqa: E402
+from benchmarks import run as bench  # noqa: E402  (the command line)
 from benchmarks.summary import exponent, summary, sweeps  # noqa: E402
 
 
@@ -83,7 +83,7 @@ def test_scaling_sweeps_share_the_base_point_as_its_median():
 
 def test_peer_without_pyvene_is_refused_before_any_work(monkeypatch, capsys):
     monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name: None)
-    monkeypatch.setattr(bench, "bench_peer", lambda *a, **k: pytest.fail("benchmark started"))
+    monkeypatch.setattr(bench.peer, "bench_peer", lambda *a, **k: pytest.fail("benchmark started"))
     monkeypatch.setattr(bench, "run_all", lambda *a, **k: pytest.fail("benchmarks started"))
     for what in ("peer", "all"):
         with pytest.raises(SystemExit) as exit_info:

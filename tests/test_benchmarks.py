@@ -12,11 +12,12 @@ import pytest  # noqa: E402
 
 import torch  # noqa: E402
 
-from benchmarks import run as bench  # noqa: E402
-from benchmarks.run import (  # noqa: E402
-    OPTIMIZATIONS, alternated, bench_fused, bench_progress, bench_step, make_batch, make_module, side_by_side,
-    step_variant,
-)
+from benchmarks import harness, run, step  # noqa: E402
+from benchmarks.fused import bench_fused  # noqa: E402
+from benchmarks.gelu import bench_gelu  # noqa: E402
+from benchmarks.harness import alternated, make_batch, make_module, side_by_side  # noqa: E402
+from benchmarks.progress import bench_progress  # noqa: E402
+from benchmarks.step import OPTIMIZATIONS, bench_step, step_variant  # noqa: E402
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -49,9 +50,9 @@ def test_side_by_side_synchronizes_around_every_timed_call():
 def test_device_sync_is_cudas_synchronize_on_a_gpu_and_nothing_on_the_cpu(monkeypatch):
     calls = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(device))
-    bench.device_sync(torch.device("cpu"))()
+    harness.device_sync(torch.device("cpu"))()
     assert calls == []
-    bench.device_sync(torch.device("cuda:1"))()
+    harness.device_sync(torch.device("cuda:1"))()
     assert calls == [torch.device("cuda:1")]
 
 
@@ -63,17 +64,17 @@ def test_gpu_memory_is_read_from_torchs_allocator(monkeypatch):
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 3 * 2**20)
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: 5 * 2**20)
     cuda = torch.device("cuda")
-    bench.reset_memory_peak(cuda)
+    harness.reset_memory_peak(cuda)
     assert state["reset"] == 1
-    assert bench.memory_mb(cuda) == 3 and bench.memory_mb(cuda, peak=True) == 5
+    assert harness.memory_mb(cuda) == 3 and harness.memory_mb(cuda, peak=True) == 5
 
 
 def test_cpu_memory_peak_is_the_resident_high_water_mark():
     cpu = torch.device("cpu")
-    bench.reset_memory_peak(cpu)
-    now = bench.memory_mb(cpu)
+    harness.reset_memory_peak(cpu)
+    now = harness.memory_mb(cpu)
     block = torch.ones(64 * 2**20 // 4)  # 64 MB, touched
-    assert bench.memory_mb(cpu, peak=True) >= now + 60
+    assert harness.memory_mb(cpu, peak=True) >= now + 60
     del block
 
 
@@ -87,9 +88,9 @@ def test_cpu_memory_peak_is_the_resident_high_water_mark():
 def test_an_unusable_device_is_refused_before_any_work(monkeypatch, capsys, argv, gpus, message):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
-    monkeypatch.setattr(bench, "bench_step", lambda *a, **k: pytest.fail("benchmark started"))
+    monkeypatch.setattr(step, "bench_step", lambda *a, **k: pytest.fail("benchmark started"))
     with pytest.raises(SystemExit) as exit_info:
-        bench.main(argv)
+        run.main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
 
@@ -139,7 +140,7 @@ def test_step_variants_on_a_gpu_compute_the_cpus_loss():
     CPU (the same batch: drawn on the CPU, then moved), so GPU ratios compare the same work."""
     losses = {}
     for device in ("cpu", "cuda"):
-        model, d_vocab = bench.build("toy", device=device)
+        model, d_vocab = harness.build("toy", device=device)
         batch = make_batch(model, d_vocab, 3, 17)
         module = make_module(model, 17)
         losses[device] = [float(step_variant(module, module.configure_optimizers(), batch, off))
@@ -153,7 +154,7 @@ def test_step_variants_on_a_gpu_compute_the_cpus_loss():
 def test_gelu_benchmark_times_both_activations_on_the_same_weights():
     from benchmarks.summary import gelu_rows
 
-    result = bench.bench_gelu("toy", batch_size=2, pos=17, repeats=1)
+    result = bench_gelu("toy", batch_size=2, pos=17, repeats=1)
     assert result["fused_ms"] > 0 and result["hf_gelu_ms"] > 0
     assert result["fused_over_hf_gelu"] == pytest.approx(result["fused_ms"] / result["hf_gelu_ms"], rel=0.01)
     assert len(gelu_rows([result])) == 1
@@ -162,7 +163,7 @@ def test_gelu_benchmark_times_both_activations_on_the_same_weights():
 def test_gemm_seconds_counts_each_matrix_product_once_and_nothing_else():
     from torch.profiler import profile
 
-    from benchmarks.run import gemm_seconds
+    from benchmarks.peer import gemm_seconds
 
     x, w, b = torch.randn(64, 128), torch.randn(256, 128), torch.randn(256)
     with profile() as prof:
@@ -183,7 +184,7 @@ def test_gemm_seconds_counts_each_matrix_product_once_and_nothing_else():
 def test_epoch_gemm_timer_profiles_each_epoch_and_always_stops():
     import lightning as L
 
-    from benchmarks.run import EpochGemmTimer
+    from benchmarks.peer import EpochGemmTimer
 
     class Matmuls(L.LightningModule):
         def __init__(self, fail=False):

@@ -60,13 +60,11 @@ def test_peer_trains_the_same_parameters(hf_and_bridge, logits_to_keep):
 
 
 def test_peer_benchmark_alternates_every_side_over_rounds(monkeypatch):
-    import benchmarks.pyvene_peer as peer_module
-    import interventions
-    from benchmarks import run as bench
+    from benchmarks import peer as bench
     from benchmarks.summary import peer_rows
 
-    order = []  # bench_peer imports these at call time, so the recording stand-ins are what it calls
-    stand_ins = ((interventions, "train_intervention"), (peer_module, "train_peer"), (peer_module, "bare_epoch"))
+    order = []  # the recording stand-ins replace the names bench_peer calls
+    stand_ins = ((bench, "train_intervention"), (bench, "train_peer"), (bench, "bare_epoch"))
     for module, name in stand_ins:
         fn = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, _fn=fn, _name=name, **k: order.append(_name) or _fn(*a, **k))

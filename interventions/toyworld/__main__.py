@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from interventions.io import write_json
 
@@ -15,7 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     from interventions.toyworld.train import CHECKPOINT_DIR, DEFAULTS
 
     p_train = sub.add_parser("train", help="train the toy model and write a checkpoint folder")
-    p_train.add_argument("--out", default=str(CHECKPOINT_DIR), help="checkpoint folder")
+    p_train.add_argument("--out", required=True,
+                         help="a new checkpoint folder (one that holds a checkpoint is refused; the committed one is "
+                              f"{CHECKPOINT_DIR})")  # fmt: skip
     for key, value in DEFAULTS.items():
         p_train.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
     p_train.add_argument("--no-report", action="store_true", help="skip the behaviour report")
@@ -29,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "train":
         from interventions.toyworld.train import train
+
+        if (Path(args.out) / "model.safetensors").exists():
+            print(f"error: --out {args.out} already holds a checkpoint (model.safetensors); choose a new folder",
+                  file=sys.stderr)  # fmt: skip
+            return 2
 
         kwargs = {k: getattr(args, k) for k in DEFAULTS}
         summary = train(args.out, **kwargs)

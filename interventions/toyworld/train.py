@@ -64,7 +64,7 @@ def _batches(token_lists: list[list[int]], batch_size: int, pad_id: int, generat
 
 
 def train(
-    out_dir: str | Path = CHECKPOINT_DIR,
+    out_dir: str | Path,
     seed: int = DEFAULTS["seed"],
     steps: int = DEFAULTS["steps"],
     batch_size: int = DEFAULTS["batch_size"],

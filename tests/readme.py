@@ -1,0 +1,185 @@
+"""The README's commands and code blocks, extracted, and a runner that executes them.
+
+`tests/test_readme.py` runs every one of them verbatim in a sandbox copy of the checkout
+(the README's two setup commands aside: `.ci/run` is the second, and the first is the default
+training, run here with tiny sizes). What counts as a command:
+
+- each line of a ```bash block (comments stripped, `\\` continuations joined);
+- each `$ `-line of a ```console block, whose following lines are its expected output
+  (compared with the command's stderr, line by line);
+- each ```python block, as one script;
+- each inline `python ...` / `bash ...` span in the prose.
+
+Tiny sizes: the test appends overrides (`TINY`) to commands that would train for minutes;
+the README says so. A command whose comment says `needs network` or `needs a GPU` must fail
+here with the documented one-line error, not a traceback.
+
+Running the Hydra entry points in fresh interpreters costs about 5 s of imports each, so the
+runner (`python tests/readme.py`, fed JSON commands on stdin) executes `python X.py ...` and
+`python -m module ...` in one interpreter, each with its own sys.argv, as `runpy` would run
+them from a shell; anything else (bash, pipes) runs in a real shell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import runpy
+import shlex
+import subprocess
+import sys
+import traceback
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Command:
+    """One thing the README tells a user to run."""
+
+    text: str  # as printed in the README (one line; continuations joined)
+    kind: str  # "shell" (a bash line or inline span), "console" (with expected output), "python" (a script)
+    line: int  # README line number, for messages
+    expected: list[str] = field(default_factory=list)  # console: the output lines shown after it
+    comment: str = ""  # the README's comment on it (e.g. "needs network")
+
+
+FENCE = re.compile(r"^```(\w*)\s*$")
+
+
+def _strip_comment(line: str) -> tuple[str, str]:
+    """(command, comment) of a shell line: the comment starts at a `#` outside quotes."""
+    quote = None
+    for i, ch in enumerate(line):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i].rstrip(), line[i + 1 :].strip()
+    return line.rstrip(), ""
+
+
+def _shell_lines(lines: list[str], start: int) -> list[Command]:
+    out, pending, first = [], "", start
+    for offset, raw in enumerate(lines):
+        text, comment = _strip_comment(raw)
+        if not pending:
+            first = start + offset
+        if text.endswith("\\"):
+            pending += text[:-1] + " "
+            continue
+        text = (pending + text).strip()
+        pending = ""
+        if text:
+            out.append(Command(text, "shell", first, comment=comment))
+    return out
+
+
+def _console(lines: list[str], start: int) -> list[Command]:
+    out: list[Command] = []
+    for offset, raw in enumerate(lines):
+        if raw.startswith("$ "):
+            text, comment = _strip_comment(raw[2:])
+            out.append(Command(text, "console", start + offset, comment=comment))
+        elif out and raw.strip():
+            out[-1].expected.append(raw.rstrip())
+    return out
+
+
+INLINE = re.compile(r"`((?:python|bash) [^`]+)`")
+
+
+def extract(markdown: str) -> list[Command]:
+    """Every command and script of a Markdown text, in order."""
+    commands: list[Command] = []
+    lines = markdown.splitlines()
+    i = 0
+    while i < len(lines):
+        match = FENCE.match(lines[i])
+        if not match:
+            prose = [lines[i]]
+            while i + 1 < len(lines) and lines[i + 1].strip() and not FENCE.match(lines[i + 1]):
+                i += 1
+                prose.append(lines[i])
+            start = i - len(prose) + 2
+            text = " ".join(p.strip() for p in prose)
+            commands += [Command(" ".join(m.group(1).split()), "shell", start) for m in INLINE.finditer(text)]
+            i += 1
+            continue
+        language, body = match.group(1), []
+        i += 1
+        while i < len(lines) and not lines[i].startswith("```"):
+            body.append(lines[i])
+            i += 1
+        start = i - len(body) + 1
+        if language in ("bash", "sh"):
+            commands += _shell_lines(body, start)
+        elif language == "console":
+            commands += _console(body, start)
+        elif language == "python":
+            commands.append(Command("\n".join(body), "python", start))
+        i += 1
+    return commands
+
+
+# -- the runner ------------------------------------------------------------------------------
+
+
+def _in_process(argv: list[str]) -> tuple[int, str, str]:
+    """Run `python X.py args` or `python -m module args` in this interpreter: (status, out, err)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    saved_argv = sys.argv
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                if argv[1] == "-m":
+                    sys.argv = [argv[2], *argv[3:]]
+                    runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
+                else:
+                    sys.argv = argv[1:]
+                    runpy.run_path(argv[1], run_name="__main__")
+            except SystemExit as exited:
+                code = exited.code if isinstance(exited.code, int) else (0 if exited.code is None else 1)
+            except BaseException:  # noqa: BLE001 — a traceback is a failure to report
+                traceback.print_exc(file=err)
+                code = 1
+    finally:
+        sys.argv = saved_argv
+        GlobalHydra.instance().clear()
+    return code, out.getvalue(), err.getvalue()
+
+
+SHELL_SYNTAX = re.compile(r"[|&;<>()$`]|\bfor\b|\bdo\b")
+
+
+def run(text: str, python: str) -> tuple[int, str, str]:
+    """Run one command line: in this interpreter when it is a plain `python ...`, else in bash."""
+    argv = shlex.split(text)
+    if argv and argv[0] == "python" and not SHELL_SYNTAX.search(text.replace("'", "").replace('"', "")):
+        return _in_process([python, *argv[1:]])
+    done = subprocess.run(["bash", "-c", text], capture_output=True, text=True)
+    return done.returncode, done.stdout, done.stderr
+
+
+def main() -> None:
+    """Read {"text": ..., "kind": ...} lines on stdin; answer one JSON line each on stdout."""
+    python = sys.executable
+    real_stdout = sys.stdout
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request["kind"] == "python":
+            done = subprocess.run([python, "-c", request["text"]], capture_output=True, text=True)
+            code, out, err = done.returncode, done.stdout, done.stderr
+        else:
+            code, out, err = run(request["text"], python)
+        real_stdout.write(json.dumps({"code": code, "out": out, "err": err}) + "\n")
+        real_stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
