@@ -1,4 +1,4 @@
-"""Evaluation metrics (METHOD.md §5) as a torchmetrics Metric. Higher is better, 0 best:
+"""Evaluation metrics (docs/method.md §5) as a torchmetrics Metric. Higher is better, 0 best:
 
     effectiveness   -E_0 (margin 0): 0 means every data point flips both ways
     faithfulness    -F

@@ -1,4 +1,4 @@
-"""The training objective E_m + λ_F·F + λ_M·M (METHOD.md §4), per-example terms included.
+"""The training objective E_m + λ_F·F + λ_M·M (docs/method.md §4), per-example terms included.
 
 Notation: f̃⁺ / f̃⁻ are the intervened last-position logits [batch, vocab] at β = +1 / -1,
 c and w the correct and wrong token ids [batch], and log σ(f) the clean log-probs

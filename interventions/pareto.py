@@ -1,4 +1,4 @@
-"""Pareto fronts over a sweep's runs (METHOD.md §5, the paper's Fig. 2).
+"""Pareto fronts over a sweep's runs (docs/method.md §5, the paper's Fig. 2).
 
 Conventions (every score is oriented so that the front is the set of non-dominated points):
 - effectiveness (= −E_0, ≤ 0): higher is better.

@@ -1,6 +1,6 @@
 """Intervention sites (paper names <-> TransformerLens hook names) and the location grid.
 
-Sites (METHOD.md §2), per layer l:
+Sites (docs/method.md §2), per layer l:
     attnOut    blocks.{l}.hook_attn_out     [batch, pos, d_model]
     mlpOut     blocks.{l}.hook_mlp_out      [batch, pos, d_model]
     residPost  blocks.{l}.hook_resid_post   [batch, pos, d_model]

@@ -50,7 +50,7 @@ class TrainedIntervention:
                                  {"seed": self.seed} if self.seed is not None else {})  # fmt: skip
 
     def evaluate(self, split: str = "test") -> dict:
-        """Metrics (METHOD.md §5) of the trained intervention on a split it was given."""
+        """Metrics (docs/method.md §5) of the trained intervention on a split it was given."""
         if self.datamodule.tasks.get(split) is None:
             raise ValueError(f"no {split} split was given to train_intervention")
         return self.module.evaluate(self.datamodule.loader(split))

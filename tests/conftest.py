@@ -14,8 +14,11 @@ import pytest
 import torch
 
 # The models here are tiny: one intra-op thread is as fast as several, and does not
-# collapse (10x slower) when other processes compete for the machine's few cores.
+# collapse (10x slower) when other processes compete for the machine's few cores. The
+# command-line tests' subprocesses inherit it too (pytest runs on two workers: with more
+# threads than cores, OpenMP's spinning threads burn the other worker's time).
 torch.set_num_threads(1)
+os.environ["OMP_NUM_THREADS"] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the package is used from the checkout, not installed

@@ -25,6 +25,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
+import os
 import re
 import runpy
 import shlex
@@ -151,6 +153,10 @@ def _in_process(argv: list[str]) -> tuple[int, str, str]:
     finally:
         sys.argv = saved_argv
         GlobalHydra.instance().clear()
+        root = logging.getLogger()  # as a fresh process would start: no handlers from this run
+        for handler in list(root.handlers):
+            handler.close()
+            root.removeHandler(handler)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -169,7 +175,13 @@ def run(text: str, python: str) -> tuple[int, str, str]:
 def main() -> None:
     """Read {"text": ..., "kind": ...} lines on stdin; answer one JSON line each on stdout."""
     python = sys.executable
-    real_stdout = sys.stdout
+    sys.path.insert(0, os.getcwd())  # the copy's package, not the installed checkout's
+    # replies on a private copy of stdout; the descriptors 1 and 2 that child processes
+    # (e.g. a launcher's workers) inherit go to /dev/null, so nothing else reaches the channel
+    real_stdout = os.fdopen(os.dup(1), "w")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
     for line in sys.stdin:
         request = json.loads(line)
         if request["kind"] == "python":

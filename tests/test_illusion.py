@@ -1,4 +1,4 @@
-"""The subspace-illusion diagnostic (METHOD.md §7, Makelov et al.) on a planted model.
+"""The subspace-illusion diagnostic (docs/method.md §10, Makelov et al.) on a planted model.
 
 The planted model scales up the seed's 3-neuron example into a TransformerBridge whose
 every weight is set by hand (native, 2 layers, d_model 8, no normalization, attention

@@ -1,4 +1,4 @@
-"""ActivScalar, SteerVec and DynScalar hooks on a tiny TransformerBridge (METHOD.md §2-§3).
+"""ActivScalar, SteerVec and DynScalar hooks on a tiny TransformerBridge (docs/method.md §2-§3).
 
 Each formula is re-implemented here, location by location, and compared with what the
 hooked model really computes (read back with run_with_cache, or with capture hooks
@@ -24,7 +24,7 @@ ALL_SITES = ("attnOut", "mlpOut", "residPost", "z", "v", "o")
 HEAD = ("z", "v", "o")
 METHOD_CLASSES = {"activscalar": ActivScalar, "steervec": SteerVec, "dynscalar": DynScalar}
 
-# Where each site is read in TransformerLens terms (METHOD.md §2), written out here
+# Where each site is read in TransformerLens terms (docs/method.md §2), written out here
 # independently of interventions.sites. `o` is read through z (o_h = z_h W_O^h).
 READ_AT = {
     "attnOut": "blocks.{l}.hook_attn_out",
@@ -321,7 +321,7 @@ def test_one_hook_per_site_and_layer(tiny_model):
     )
 
 
-# -- parameter counts (METHOD.md §3) ---------------------------------------------------------
+# -- parameter counts (docs/method.md §3) ---------------------------------------------------------
 
 TINY = SimpleNamespace(n_layers=2, n_heads=4, d_model=32, d_head=8)
 
@@ -364,7 +364,7 @@ def test_parameter_counts_of_subsets():
 
 
 def test_paper_example_parameter_counts():
-    """GPT2-XL residPost, 48 layers, 19 tokens, D = 1600 (METHOD.md §3)."""
+    """GPT2-XL residPost, 48 layers, 19 tokens, D = 1600 (docs/method.md §3)."""
     gpt2_xl = SimpleNamespace(n_layers=48, n_heads=25, d_model=1600, d_head=64)
     grid = build_grid(gpt2_xl, sites=["residPost"], positions="all", seq_len=19)
     assert SteerVec(grid, gpt2_xl).n_params == 1_459_200

@@ -1,4 +1,4 @@
-"""InterventionMetrics and parameter_metrics (METHOD.md §5) against by-hand values.
+"""InterventionMetrics and parameter_metrics (docs/method.md §5) against by-hand values.
 
 Two batches of unequal size (2 and 1 data points), so a mean of batch means would
 differ from the mean over data points.

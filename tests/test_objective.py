@@ -1,4 +1,4 @@
-"""The objective E_m + λ_F·F + λ_M·‖θ‖₁ (METHOD.md §4) against values computed by hand.
+"""The objective E_m + λ_F·F + λ_M·‖θ‖₁ (docs/method.md §4) against values computed by hand.
 
 Tiny tensors (vocab 4, batch 2). Every expected number is written out or computed with
 plain Python arithmetic (math.exp / math.log over explicit sums), never with the code

@@ -1,4 +1,4 @@
-"""SteerVec geometry (paper Fig. 4, METHOD.md §5): how a learned vector changes the
+"""SteerVec geometry (paper Fig. 4, docs/method.md §5): how a learned vector changes the
 activations it is added to, in norm and in direction, and how stable that is across seeds.
 
 For a location (site, layer, position[, head]) with clean activation h (the frozen model,

@@ -1,4 +1,4 @@
-"""Illusion diagnostics for vector interventions (METHOD.md §7; Makelov et al., seed 003).
+"""Illusion diagnostics for vector interventions (docs/method.md §10; Makelov et al., seed 003).
 
 A steering vector v at a site can change the output through a *dormant* direction: one
 the downstream computation reads but that the site's activations never move along on the

@@ -1,4 +1,4 @@
-"""ActivScalar: h̃ = h · (1 + β α), one scalar α per location (METHOD.md §3).
+"""ActivScalar: h̃ = h · (1 + β α), one scalar α per location (docs/method.md §3).
 
 Parameters per (site, layer): [P] for residual sites, [P, H'] for head sites (P grid
 positions, H' grid heads). |θ| = |K|.

@@ -1,4 +1,4 @@
-"""DynScalar: α_{l,i} = gᵀ h_{l,i} / ‖h_{l,i}‖, then h̃ = h · (1 + β α) (METHOD.md §3).
+"""DynScalar: α_{l,i} = gᵀ h_{l,i} / ‖h_{l,i}‖, then h̃ = h · (1 + β α) (docs/method.md §3).
 
 One probe vector g per (site, layer) (per head for head sites), shared by all positions,
 so it applies to prompts of any length and template. For `o`, α is computed from the

@@ -1,4 +1,4 @@
-"""SteerVec: h̃ = h + β v, one vector v ∈ R^D per location (METHOD.md §3; the baseline).
+"""SteerVec: h̃ = h + β v, one vector v ∈ R^D per location (docs/method.md §3; the baseline).
 
 Parameters per (site, layer): [P, D] for residual sites, [P, H', d_head] for z and v,
 [P, H', d_model] for o (added to the attention output: the sum of the heads' outputs).

@@ -1,4 +1,4 @@
-"""Observable propagation (Dunefsky, METHOD.md §6): feature vectors of observables.
+"""Observable propagation (Dunefsky, docs/method.md §9): feature vectors of observables.
 
     from interventions.obsprop import Observable, head_features, analyze
     obs = Observable.parse("she-he", tokenizer)

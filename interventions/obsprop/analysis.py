@@ -1,4 +1,4 @@
-"""Data-free analyses of feature vectors (METHOD.md §6): norms, cosines, couplings,
+"""Data-free analyses of feature vectors (docs/method.md §9): norms, cosines, couplings,
 Theorem-2 bounds and the comparison with the singular vectors of W_OV.
 
 - Feature norms rank components: for x ~ N(0, I), E[(x · y)²] = ‖y‖².

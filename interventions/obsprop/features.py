@@ -1,4 +1,4 @@
-"""Feature vectors of observables: heads, virtual heads / paths, MLPs, LayerNorms (METHOD.md §6).
+"""Feature vectors of observables: heads, virtual heads / paths, MLPs, LayerNorms (docs/method.md §9).
 
 Conventions (TransformerLens, row vectors):
     logits = LN_f(x) W_U + b_U,  a head writes  LN_1(x) W_V W_O  (W_OV = W_V W_O, [d, d]).

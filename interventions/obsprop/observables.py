@@ -1,4 +1,4 @@
-"""Observables: linear functionals n ∈ R^V on a model's logits (METHOD.md §6).
+"""Observables: linear functionals n ∈ R^V on a model's logits (docs/method.md §9).
 
 An observable is built from
 - a token pair: n = e_c − e_w (a logit difference),

@@ -1,4 +1,4 @@
-"""obsprop_steer: the training-free steering baseline of observable propagation (METHOD.md §6).
+"""obsprop_steer: the training-free steering baseline of observable propagation (docs/method.md §9).
 
 For the task's answer pair n = e_c - e_w, take one attention head's feature vector y (in
 the residual stream that enters the head, LayerNorm approximated on the train data) and

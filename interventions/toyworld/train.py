@@ -52,6 +52,8 @@ def build_model(vocab_size: int, seed: int, tokenizer=None):
 def _batches(token_lists: list[list[int]], batch_size: int, pad_id: int, generator):
     """Endless shuffled batches: (tokens [batch, pos], loss mask [batch, pos-1])."""
     n = len(token_lists)
+    if n < batch_size:  # no full batch would ever be drawn
+        raise ValueError(f"{n} sentences cannot fill a batch of {batch_size}")
     while True:
         order = torch.randperm(n, generator=generator).tolist()
         for start in range(0, n - batch_size + 1, batch_size):
@@ -79,7 +81,8 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(world.all_words())
-    sentences = corpus.sample_corpus(steps * batch_size // 4, seed=seed)
+    # each sentence is seen about 4 times; at least one batch's worth, however few the steps
+    sentences = corpus.sample_corpus(max(steps * batch_size // 4, batch_size), seed=seed)
     token_lists = [tokenizer(s)["input_ids"] for s in sentences]
     unknown = tokenizer.unk_token_id
     bad = [s for s, t in zip(sentences, token_lists) if unknown in t]
