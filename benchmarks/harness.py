@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from interventions.forward import last_position_logits, model_device  # noqa: E402
+from interventions.forward import last_position_logits  # noqa: E402
+
+from interventions.models import model_device  # noqa: E402
 from interventions.io import write_json  # noqa: E402
 from interventions.methods import METHODS  # noqa: E402
 from interventions.models import freeze, load_model  # noqa: E402

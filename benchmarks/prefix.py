@@ -9,7 +9,7 @@ from functools import partial
 import torch
 
 from benchmarks.harness import build, build_hf, device_sync, make_batch, side_by_side, step_ours
-from interventions.forward import model_device
+from interventions.models import model_device
 from interventions.methods import METHODS
 from interventions.module import InterventionModule
 from interventions.objective import Objective

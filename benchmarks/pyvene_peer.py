@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from interventions.forward import model_device
+from interventions.models import model_device
 
 COMPONENTS = {"attnOut": "attention_output", "mlpOut": "mlp_output"}
 

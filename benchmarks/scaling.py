@@ -16,7 +16,7 @@ import sys
 import time
 
 from benchmarks.harness import ROOT, build, device_sync, make_batch, make_module, memory_mb, reset_memory_peak, step_ours
-from interventions.forward import model_device
+from interventions.models import model_device
 
 SIZES = {"prompts": (32, 64, 128, 256), "positions": (8, 16, 32, 64), "layers": {"toy": (2, 4, 8), "gpt2-small": (3, 6, 12)}}
 QUICK_SIZES = {"prompts": (8,), "positions": (), "layers": {"toy": (), "gpt2-small": ()}}

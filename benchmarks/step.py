@@ -19,7 +19,8 @@ from __future__ import annotations
 import torch
 
 from benchmarks.harness import build, device_sync, fit_epoch, make_batch, make_module, side_by_side, step_bare, step_ours
-from interventions.forward import model_device, repeated_batch_logits
+from interventions.forward import repeated_batch_logits
+from interventions.models import model_device
 from interventions.sites import hook_name
 
 # The optimizations of the product's step that `step_variant` can switch off, one at a time.

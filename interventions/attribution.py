@@ -24,9 +24,9 @@ import math
 import torch
 
 from interventions.errors import ConfigError, TaskError
-from interventions.forward import model_device
+from interventions.models import model_device
 from interventions.objective import hinge_terms, logit_diff
-from interventions.sites import HEAD_SITES, hook_name
+from interventions.sites import HEAD_SITES, hook, hook_name
 from interventions.tasks.datapoint import DataPoint, Task
 from interventions.toyworld import world
 
@@ -114,11 +114,11 @@ def dla_scores(model, grid, batch: dict) -> dict[tuple[str, int], torch.Tensor]:
     bad = [s for s in grid.sites if s not in DLA_SITES]
     if bad:
         raise ConfigError(f"dla is defined for sites that write to the residual stream ({', '.join(DLA_SITES)}), not {bad[0]!r}")
-    names = sorted({hook_name(s, l) for s in grid.sites for l in grid.layers} | {"ln_final.hook_scale"})
+    names = sorted({hook_name(s, l) for s in grid.sites for l in grid.layers} | {hook("ln_final_scale")})
     acts, _ = _capture(model, batch, names)
     rows = torch.arange(batch["input_ids"].shape[0])
     last = batch["last_index"]
-    scale = acts["ln_final.hook_scale"][rows, last]  # [B, 1]
+    scale = acts[hook("ln_final_scale")][rows, last]  # [B, 1]
     direction = model.W_U[:, batch["correct"]] - model.W_U[:, batch["wrong"]]  # [D, B]
     w = model.ln_final.weight
     center = "RMS" not in str(getattr(model.cfg, "normalization_type", "LN")).upper()

@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from interventions.errors import ExportError
-from interventions.forward import model_device
+from interventions.models import model_device
 from interventions.io import _umask_mode, write_json
 from interventions.methods import METHODS, Method
 from interventions.models import model_fingerprint, tokenizer_identity

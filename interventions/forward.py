@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import torch
 
+from interventions.sites import AFTER_ATTENTION, hook, parse_hook
+
 
 # Architectures whose blocks feed `ln2.hook_in` to a position-wise MLP and add its output
 # (`hook_mlp_out`) to the residual, sequentially (GPT-2, LLaMA) or in parallel with the
@@ -30,11 +32,6 @@ import torch
 SKIP_UNREAD_ADAPTERS = (
     "NativeArchitectureAdapter", "GPT2ArchitectureAdapter", "NeoxArchitectureAdapter", "LlamaArchitectureAdapter",
 )
-
-
-def model_device(model) -> torch.device:
-    """The device the (frozen) model's weights are on."""
-    return next(model.parameters()).device
 
 
 def _adapter(model) -> str:
@@ -56,7 +53,7 @@ def unread_mlp_hooks(model, last_index: torch.Tensor, seq_len: int) -> list:
     def scatter_back(h: torch.Tensor, hook) -> torch.Tensor:
         return h.new_zeros(h.shape[0], seq_len, *h.shape[2:]).index_put((rows, last_index), h[:, 0])
 
-    return [(f"blocks.{last}.ln2.hook_in", keep_read), (f"blocks.{last}.hook_mlp_out", scatter_back)]
+    return [(hook("ln2_in", last), keep_read), (hook("mlp_out", last), scatter_back)]
 
 
 def last_position_logits(
@@ -88,7 +85,7 @@ def last_position_logits(
 
     # the scatter-back hook must run before any other hook on the last MLP's output
     unread = unread_mlp_hooks(model, last_index, input_ids.shape[1]) if skip_unread else []
-    hooks = [*unread, *(fwd_hooks or []), ("unembed.hook_in", keep_last)]
+    hooks = [*unread, *(fwd_hooks or []), (hook("unembed_in"), keep_last)]
     kwargs = {}
     if attention_mask is not None and not bool(attention_mask.all()):
         kwargs["attention_mask"] = attention_mask
@@ -169,27 +166,23 @@ def shared_attention_hooks(layer: int, rows: int, reps: int) -> list:
     def to_all_copies(h: torch.Tensor, hook) -> torch.Tensor:
         return h.repeat(reps, *([1] * (h.dim() - 1)))
 
-    return [(f"blocks.{layer}.ln1.hook_in", first_copy), (f"blocks.{layer}.hook_attn_out", to_all_copies)]
-
-
-# Hook points of a sequential block from its attention output on (relative to "blocks.{l}.").
-_AFTER_ATTENTION = ("hook_attn_out", "hook_resid_mid", "hook_mlp_in", "hook_mlp_out", "hook_resid_post")
+    return [(hook("ln1_in", layer), first_copy), (hook("attn_out", layer), to_all_copies)]
 
 
 def attention_shareable(hook_names, layer: int) -> bool:
     """Whether no hook in `hook_names` can make the copies of a repeated batch differ before
     block `layer`'s attention output: every hook is in a later block, in block `layer` from
-    `hook_attn_out` on (LayerNorm 2, MLP, residual after the attention), or after the blocks.
-    Any other hook (embeddings, LayerNorm 1, the attention's inputs and heads: head sites, or
-    a name not known here) keeps every copy's attention."""
+    `hook_attn_out` on (`sites.AFTER_ATTENTION`: LayerNorm 2, MLP, residual after the
+    attention), or after the blocks. Any other hook (the attention's inputs and heads: head
+    sites, or a name not in `sites.HOOKS`) keeps every copy's attention."""
     for name in hook_names:
-        parts = name.split(".")
-        if parts[0] in ("ln_final", "unembed"):
-            continue
-        if parts[0] != "blocks":
+        parsed = parse_hook(name)
+        if parsed is None:
             return False
-        block, rest = int(parts[1]), ".".join(parts[2:])
-        if block < layer or block == layer and not (rest in _AFTER_ATTENTION or rest.startswith(("ln2.", "mlp."))):
+        short, block = parsed
+        if block is None:  # after the blocks (ln_final, unembed)
+            continue
+        if block < layer or block == layer and short not in AFTER_ATTENTION:
             return False
     return True
 

@@ -17,7 +17,8 @@ import torch
 from torch.func import functional_call, vmap
 
 from interventions.errors import ConfigError, NonFiniteError
-from interventions.forward import model_device, repeated_batch_logits
+from interventions.forward import repeated_batch_logits
+from interventions.models import model_device
 from interventions.methods import METHODS, Method
 from interventions.methods.base import nonzero_locations
 from interventions.numerics import first_overflow, likely_cause, overflow_message, residual_probe

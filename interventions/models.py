@@ -169,6 +169,11 @@ def load_model(
     return freeze(model), model.tokenizer
 
 
+def model_device(model) -> torch.device:
+    """The device the (frozen) model's weights are on."""
+    return next(model.parameters()).device
+
+
 def model_fingerprint(model: TransformerBridge) -> str:
     """A short hash of the model's configuration and every weight, to match exports to models."""
     # Cached per weight state: an in-place change (load_state_dict, an optimizer step)

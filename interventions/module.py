@@ -15,7 +15,8 @@ import lightning as L
 import torch
 
 from interventions.errors import NonFiniteError
-from interventions.forward import model_device, repeated_batch_logits
+from interventions.forward import repeated_batch_logits
+from interventions.models import model_device
 from interventions.methods import Method
 from interventions.metrics import InterventionMetrics, flatten, parameter_metrics
 from interventions.numerics import (

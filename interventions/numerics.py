@@ -21,6 +21,7 @@ import math
 import torch
 
 from interventions.errors import NonFiniteError
+from interventions.sites import hook
 
 
 def likely_cause(lr: float | None, default_lr: float | None, dtype: torch.dtype | None = None) -> str:
@@ -71,7 +72,7 @@ def residual_probe(n_layers: int) -> tuple[list, dict]:
 
         return hook
 
-    return [(f"blocks.{layer}.hook_resid_post", probe(layer)) for layer in range(n_layers)], found
+    return [(hook("resid_post", layer), probe(layer)) for layer in range(n_layers)], found
 
 
 def first_overflow(found: dict[int, torch.Tensor], logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

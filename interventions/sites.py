@@ -1,4 +1,7 @@
-"""Intervention sites (paper names <-> TransformerLens hook names) and the location grid.
+"""THE table of TransformerLens hook names, the intervention sites, and the location grid.
+
+Every hook name the package uses is built here (`hook`, `site_hook`, `additive_hook`,
+`norm_module`) and read back here (`parse_hook`); no other module spells one out.
 
 Sites (docs/method.md §2), per layer l:
     attnOut    blocks.{l}.hook_attn_out     [batch, pos, d_model]
@@ -11,7 +14,8 @@ Sites (docs/method.md §2), per layer l:
 TransformerBridge does not offer `attn.hook_result` for every architecture (not for the
 native one), so `o` is realised on `hook_z`: o_h is linear in z_h, so scaling o_h by a
 scalar is exactly scaling z_h by it, and reading o_h is `einsum(z, W_O)`. An additive
-vector on o_h adds to the attention output, so it is applied at `hook_attn_out`.
+vector on o_h adds to the attention output, so it is applied at `hook_attn_out`
+(`additive_hook`).
 
 A location is (site, layer, position[, head]). The grid is sites x layers x positions
 (x heads for head sites) and knows the prompt tokens at its positions, for labels.
@@ -19,6 +23,7 @@ A location is (site, layer, position[, head]). The grid is sites x layers x posi
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from interventions.errors import ConfigError
@@ -28,19 +33,72 @@ HEAD_SITES = ("z", "o", "v")
 SITES = RESIDUAL_SITES + HEAD_SITES
 DEFAULT_SITES = ("attnOut", "mlpOut")
 
-_HOOKS = {
-    "attnOut": "blocks.{layer}.hook_attn_out",
-    "mlpOut": "blocks.{layer}.hook_mlp_out",
-    "residPost": "blocks.{layer}.hook_resid_post",
+# Every hook point the package reads or writes: a short name -> the TransformerLens name.
+HOOKS = {
+    "resid_pre": "blocks.{layer}.hook_resid_pre",
+    "ln1_in": "blocks.{layer}.ln1.hook_in",
     "z": "blocks.{layer}.attn.hook_z",
-    "o": "blocks.{layer}.attn.hook_z",
     "v": "blocks.{layer}.attn.hook_v",
+    "pattern": "blocks.{layer}.attn.hook_pattern",
+    "attn_out": "blocks.{layer}.hook_attn_out",
+    "resid_mid": "blocks.{layer}.hook_resid_mid",
+    "ln2_in": "blocks.{layer}.ln2.hook_in",
+    "ln2_out": "blocks.{layer}.ln2.hook_out",
+    "mlp_in": "blocks.{layer}.hook_mlp_in",
+    "mlp_inner_out": "blocks.{layer}.mlp.hook_out",
+    "mlp_out": "blocks.{layer}.hook_mlp_out",
+    "resid_post": "blocks.{layer}.hook_resid_post",
+    "ln_final_in": "ln_final.hook_in",
+    "ln_final_scale": "ln_final.hook_scale",
+    "ln_final_normalized": "ln_final.hook_normalized",
+    "unembed_in": "unembed.hook_in",
 }
+# The hook points of a sequential block from its attention output on: nothing written there
+# reaches the block's attention (forward.attention_shareable).
+AFTER_ATTENTION = ("attn_out", "resid_mid", "ln2_in", "ln2_out", "mlp_in", "mlp_inner_out", "mlp_out", "resid_post")
+# Where a site is read and scaled, and where an additive vector at the site goes.
+_SITE_HOOK = {"attnOut": "attn_out", "mlpOut": "mlp_out", "residPost": "resid_post", "z": "z", "o": "z", "v": "v"}
+_ADDITIVE_HOOK = {**_SITE_HOOK, "o": "attn_out"}
+_PARSE = {template.replace("{layer}", r"(\d+)").replace(".", r"\."): short for short, template in HOOKS.items()}
+
+
+def hook(short: str, layer: int | None = None) -> str:
+    """The TransformerLens name of hook point `short` (a key of HOOKS) in block `layer`."""
+    return HOOKS[short].format(layer=layer)
+
+
+def parse_hook(name: str) -> tuple[str, int | None] | None:
+    """(short name, layer) of a TransformerLens hook name in the table; None for any other."""
+    for pattern, short in _PARSE.items():
+        match = re.fullmatch(pattern, name)
+        if match:
+            return short, int(match.group(1)) if match.groups() else None
+    return None
 
 
 def hook_name(site: str, layer: int) -> str:
-    """The TransformerLens hook where `site` of `layer` is read and changed."""
-    return _HOOKS[site].format(layer=layer)
+    """The TransformerLens hook where `site` of `layer` is read and scaled."""
+    return hook(_SITE_HOOK[site], layer)
+
+
+def additive_hook(site: str, layer: int) -> str:
+    """The TransformerLens hook where an additive vector at `site` of `layer` is added (`o`:
+    the attention output, where the heads' outputs add up)."""
+    return hook(_ADDITIVE_HOOK[site], layer)
+
+
+def norm_module(kind: str, layer: int | None = None) -> str:
+    """The module path of a normalisation layer: kind "ln1" / "ln2" of block `layer`, or
+    "ln_final"."""
+    return "ln_final" if kind == "ln_final" else f"blocks.{layer}.{kind}"
+
+
+def parse_norm_module(name: str) -> tuple[str, int | None] | None:
+    """(kind, layer) of a `norm_module` path; None for any other."""
+    if name == "ln_final":
+        return "ln_final", None
+    match = re.fullmatch(r"blocks\.(\d+)\.(ln1|ln2)", name)
+    return (match.group(2), int(match.group(1))) if match else None
 
 
 def site_width(site: str, cfg) -> int:

@@ -20,7 +20,7 @@ from interventions import interrupts
 from interventions.console import quiet_lightning
 from interventions.errors import RunInterrupted
 from interventions.export import save_intervention
-from interventions.forward import model_device
+from interventions.models import model_device
 from interventions.methods import METHODS, Method
 from interventions.module import InterventionModule
 from interventions.objective import Objective

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from interventions.io import save_figure, write_json
-from interventions.forward import model_device
+from interventions.models import model_device
 from interventions.sites import HEAD_SITES
 
 QUANTITIES = ("norm_change", "cosine_distance")

@@ -70,7 +70,9 @@ from pathlib import Path
 
 import torch
 
-from interventions.forward import last_position_logits, model_device
+from interventions.forward import last_position_logits
+
+from interventions.models import model_device
 from interventions.io import write_json
 from interventions.objective import hinge_terms, logit_diff
 from interventions.sites import HEAD_SITES, RESIDUAL_SITES, hook_name

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from interventions.methods.base import Hook, Method, beta_view
-from interventions.sites import HEAD_SITES, hook_name, site_width
+from interventions.sites import HEAD_SITES, additive_hook, site_width
 
 
 class SteerVec(Method):
@@ -39,9 +39,7 @@ class SteerVec(Method):
         return v
 
     def site_hook(self, site: str, layer: int, beta) -> Hook:
-        name = f"blocks.{layer}.hook_attn_out" if site == "o" else hook_name(site, layer)
-
         def hook(h, hook=None):
             return h + beta_view(beta, h) * self.delta(site, layer, h)
 
-        return name, hook
+        return additive_hook(site, layer), hook

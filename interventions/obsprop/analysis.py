@@ -40,6 +40,7 @@ from interventions.obsprop.features import (
     mlp_features,
 )
 from interventions.obsprop.observables import Observable
+from interventions.sites import hook
 
 EPS = 1e-12
 
@@ -141,7 +142,7 @@ def head_attributions(model, observable: Observable, input_ids, attention_mask=N
     if last_index is None:
         last_index = attention_mask.sum(1) - 1
     n_layers = model.cfg.n_layers
-    names = {f"blocks.{l}.attn.hook_z" for l in range(n_layers)} | {"ln_final.hook_scale"}
+    names = {hook("z", l) for l in range(n_layers)} | {hook("ln_final_scale")}
     device = model.W_U.device
     u = observable.direction(model)
     w_f = ln_weight(model, "ln_final").to(device) if has_norm(model) else torch.ones_like(u)
@@ -153,10 +154,10 @@ def head_attributions(model, observable: Observable, input_ids, attention_mask=N
         kwargs = {} if bool(mask.all()) else {"attention_mask": mask}
         _, cache = model.run_with_cache(ids, names_filter=lambda n: n in names, **kwargs)
         rows, last = torch.arange(len(ids), device=device), last_index[sl].to(device)
-        z = torch.stack([cache[f"blocks.{l}.attn.hook_z"][rows, last] for l in range(n_layers)], 1)  # [B,L,H,dh]
+        z = torch.stack([cache[hook("z", l)][rows, last] for l in range(n_layers)], 1)  # [B,L,H,dh]
         o = torch.einsum("blhe,lhed->blhd", z.float(), W_O)
         if has_norm(model):
-            scale = cache["ln_final.hook_scale"][rows, last].float().view(-1, 1, 1, 1)
+            scale = cache[hook("ln_final_scale")][rows, last].float().view(-1, 1, 1, 1)
             o = center(o, is_centering(model)) / scale * w_f
         out.append((o @ u).cpu())
     return torch.cat(out)

@@ -62,8 +62,9 @@ from dataclasses import dataclass, field
 import torch
 
 from interventions.errors import ConfigError
-from interventions.forward import model_device
+from interventions.models import model_device
 from interventions.obsprop.observables import Observable
+from interventions.sites import hook, norm_module, parse_norm_module
 
 LN_MODES = ("ignore", "approximate", "exact")
 INPUT_SPACES = ("resid", "normalized", "ln_out")
@@ -74,17 +75,16 @@ def ln_names(model) -> list[str]:
     """Every LayerNorm that observable propagation passes through, shallow to deep."""
     names = []
     for layer in range(model.cfg.n_layers):
-        names += [f"blocks.{layer}.ln1", f"blocks.{layer}.ln2"]
-    return names + ["ln_final"]
+        names += [norm_module("ln1", layer), norm_module("ln2", layer)]
+    return names + [norm_module("ln_final")]
 
 
 def ln_module(model, name: str):
-    if name == "ln_final":
-        return model.ln_final
-    m = re.fullmatch(r"blocks\.(\d+)\.(ln1|ln2)", name)
-    if not m:
+    parsed = parse_norm_module(name)
+    if parsed is None:
         raise ConfigError(f"unknown LayerNorm {name!r}; expected blocks.L.ln1, blocks.L.ln2 or ln_final")
-    return getattr(model.blocks[int(m.group(1))], m.group(2))
+    kind, layer = parsed
+    return model.ln_final if kind == "ln_final" else getattr(model.blocks[layer], kind)
 
 
 def has_norm(model) -> bool:
@@ -176,8 +176,8 @@ class ActivationData:
         if last_index is None:
             last_index = attention_mask.sum(1) - 1
         n_layers = model.cfg.n_layers
-        wanted = {f"blocks.{l}.{ln}.hook_in" for l in range(n_layers) for ln in ("ln1", "ln2")}
-        wanted |= {f"blocks.{l}.ln2.hook_out" for l in range(n_layers)} | {"ln_final.hook_in"}
+        wanted = {hook(f"{ln}_in", l) for l in range(n_layers) for ln in ("ln1", "ln2")}
+        wanted |= {hook("ln2_out", l) for l in range(n_layers)} | {hook("ln_final_in")}
         # Which (row, pos) to keep: all last positions + a deterministic sample of the rest.
         real = attention_mask.bool().clone()
         is_last = torch.zeros_like(real)
@@ -202,7 +202,7 @@ class ActivationData:
             rows = torch.arange(ids.shape[0], device=device)
             for name in wanted:
                 act = cache[name].detach().float()
-                if name == "ln_final.hook_in":
+                if name == hook("ln_final_in"):
                     chunks[name].append(act[rows, last_index[sl].to(device)].cpu())
                 else:
                     chunks[name].append(act[k].cpu())
@@ -210,9 +210,9 @@ class ActivationData:
         data = cls(last=torch.cat(last_flags))
         for l in range(n_layers):
             for ln in ("ln1", "ln2"):
-                data.ln_inputs[f"blocks.{l}.{ln}"] = torch.cat(chunks[f"blocks.{l}.{ln}.hook_in"])
-            data.mlp_inputs[l] = torch.cat(chunks[f"blocks.{l}.ln2.hook_out"])
-        data.ln_inputs["ln_final"] = torch.cat(chunks["ln_final.hook_in"])
+                data.ln_inputs[norm_module(ln, l)] = torch.cat(chunks[hook(f"{ln}_in", l)])
+            data.mlp_inputs[l] = torch.cat(chunks[hook("ln2_out", l)])
+        data.ln_inputs[norm_module("ln_final")] = torch.cat(chunks[hook("ln_final_in")])
         for name, x in data.ln_inputs.items():
             data.inv_scales[name] = float((1.0 / ln_scale(model, x.to(device))).mean())
         return data
@@ -331,7 +331,7 @@ def head_features(
     y = torch.einsum("lhde,lhe->lhd", W_V, w_o_u)  # [L, H, d_model]
     if input_space == "ln_out" or ln_mode == "ignore" or not has_norm(model):
         return y
-    names = [f"blocks.{l}.ln1" for l in range(model.cfg.n_layers)]
+    names = [norm_module("ln1", l) for l in range(model.cfg.n_layers)]
     if ln_mode == "approximate" or input_space == "normalized":
         w = torch.stack([ln_weight(model, n) for n in names]).to(y.device)  # [L, d]
         y = center(w[:, None, :] * y, is_centering(model))
@@ -347,7 +347,7 @@ def effective_W_V(model, ln_mode: str = "ignore") -> torch.Tensor:
     normalised input x̂ (what `input_space="normalized"` features refer to)."""
     W_V = model.W_V.detach().float()
     if ln_mode != "ignore" and has_norm(model):
-        w = torch.stack([ln_weight(model, f"blocks.{l}.ln1") for l in range(model.cfg.n_layers)]).to(W_V.device)
+        w = torch.stack([ln_weight(model, norm_module("ln1", l)) for l in range(model.cfg.n_layers)]).to(W_V.device)
         W_V = w[:, None, :, None] * W_V
         if is_centering(model):
             W_V = W_V - W_V.mean(2, keepdim=True)
@@ -490,7 +490,7 @@ def mlp_features(
     for layer in range(model.cfg.n_layers):
         info = mlp_feature(model, layer, u, data=data)
         infos.append(info)
-        ys.append(input_ln(model, f"blocks.{layer}.ln2", info.gradient, ln_mode, input_space, data, scales))
+        ys.append(input_ln(model, norm_module("ln2", layer), info.gradient, ln_mode, input_space, data, scales))
     return torch.stack(ys), infos
 
 
@@ -510,7 +510,7 @@ class Component:
 
     @property
     def ln(self) -> str:
-        return f"blocks.{self.layer}.{'ln2' if self.kind == 'mlp' else 'ln1'}"
+        return norm_module("ln2" if self.kind == "mlp" else "ln1", self.layer)
 
     def __str__(self) -> str:
         return f"mlp{self.layer}" if self.kind == "mlp" else f"L{self.layer}H{self.head}"

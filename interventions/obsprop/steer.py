@@ -20,11 +20,11 @@ from collections import Counter
 import torch
 
 from interventions.errors import ConfigError
-from interventions.forward import model_device
+from interventions.models import model_device
 from interventions.methods.steervec import SteerVec
 from interventions.obsprop.features import ActivationData, head_features
 from interventions.obsprop.observables import Observable
-from interventions.sites import build_grid
+from interventions.sites import build_grid, hook
 
 
 class ObsPropSteer(SteerVec):
@@ -58,7 +58,7 @@ def fit_obsprop_steer(module, datamodule, task, scales=None) -> dict:
     y = y_all[layer, head]
     batch = datamodule.datasets["train"].tensors
     device = model_device(model)
-    names = [f"blocks.{layer - 1}.hook_resid_post", f"blocks.{layer}.attn.hook_pattern"]
+    names = [hook("resid_post", layer - 1), hook("pattern", layer)]
     with torch.no_grad():
         _, cache = model.run_with_cache(batch["input_ids"].to(device), names_filter=lambda n: n in names)
     resid = cache[names[0]].float()  # [N, T, D]

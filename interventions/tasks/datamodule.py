@@ -6,7 +6,10 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from interventions.forward import last_position_logits, model_device
+from interventions.forward import last_position_logits
+from interventions.sites import hook
+
+from interventions.models import model_device
 from interventions.tasks.datapoint import Task
 from interventions.tasks.tokenize import prompt_token_ids
 from interventions.tasks.validation import check_fixed_length, single_token_id
@@ -76,7 +79,7 @@ def encode(model, task: Task, padding_side: str = "right", fixed_length: bool = 
 def clean_residual(model, tensors: dict, layer: int, batch_size: int = 64) -> torch.Tensor:
     """[N, T, d_model] the clean residual stream entering block `layer` (CPU)."""
     device = model_device(model)
-    name = f"blocks.{layer}.hook_resid_pre"
+    name = hook("resid_pre", layer)
     out = []
     for start in range(0, len(tensors["index"]), batch_size):
         ids = tensors["input_ids"][start : start + batch_size].to(device)
