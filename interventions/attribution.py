@@ -24,9 +24,11 @@ import math
 import torch
 
 from interventions.errors import ConfigError, TaskError
+from interventions.forward import last_position_logits, steered_logits
 from interventions.models import model_device
 from interventions.objective import hinge_terms, logit_diff
 from interventions.sites import HEAD_SITES, hook, hook_name
+from interventions.tasks.datamodule import encode
 from interventions.tasks.datapoint import DataPoint, Task
 from interventions.toyworld import world
 
@@ -79,8 +81,6 @@ def corrupted_task(task: Task) -> Task:
 # -- activations at every location ----------------------------------------------------
 def _capture(model, batch: dict, names: list[str], grad: bool = False):
     """Activations at hook `names` ({name: tensor}) and the last-position logit diffs [B]."""
-    from interventions.forward import last_position_logits
-
     store: dict[str, torch.Tensor] = {}
 
     def keeper(name):  # keyed by the requested name: hook.name may be the canonical alias
@@ -144,8 +144,6 @@ def dla_scores(model, grid, batch: dict) -> dict[tuple[str, int], torch.Tensor]:
 
 def activation_patching_scores(model, grid, batch: dict, corrupted: dict) -> dict:
     """Per location: mean over the batch of LD(clean) - LD(clean with that location patched)."""
-    from interventions.forward import last_position_logits
-
     names = sorted({hook_name(s, l) for s in grid.sites for l in grid.layers})
     corrupt_acts, _ = _capture(model, corrupted, names)
     _, clean_ld = _capture(model, batch, [])
@@ -208,12 +206,12 @@ def attribution_scores(kind: str, model, grid, batch: dict, corrupted: dict | No
     raise ConfigError(f"unknown attribution {kind!r}; allowed: {', '.join(KINDS)}")
 
 
-def tune_scale(module, loader, scales=DEFAULT_SCALES) -> tuple[float, float]:
+def tune_scale(model, method, loader, scales=DEFAULT_SCALES) -> tuple[float, float]:
     """The global scale c maximising effectiveness (-E_0) on `loader`; returns (c, effectiveness).
 
     The method's parameters hold the normalised scores; they are left multiplied by c.
     """
-    method = module.method
+    device = model_device(model)
     base = {k: p.detach().clone() for k, p in method.params.items()}
     best = (None, -math.inf)
     for c in scales:
@@ -223,8 +221,8 @@ def tune_scale(module, loader, scales=DEFAULT_SCALES) -> tuple[float, float]:
         total, n = 0.0, 0
         with torch.no_grad():
             for batch in loader:
-                batch = {k: v.to(module.device) for k, v in batch.items()}
-                lp, ln = module.steered_logits(batch)
+                batch = {k: v.to(device) for k, v in batch.items()}
+                lp, ln = steered_logits(model, method, batch)
                 pos, neg = hinge_terms(lp, ln, batch["correct"], batch["wrong"], 0.0)
                 total += float((pos + neg).sum())
                 n += len(pos)
@@ -237,14 +235,12 @@ def tune_scale(module, loader, scales=DEFAULT_SCALES) -> tuple[float, float]:
     return best
 
 
-def fit_attribution(kind: str, module, datamodule, task: Task, scales=DEFAULT_SCALES) -> dict:
-    """Set a baseline's α from attribution scores on the train split and tune its scale.
+def fit_attribution(kind: str, model, method, datamodule, task: Task, scales=DEFAULT_SCALES) -> dict:
+    """Set a baseline's α (`method`'s parameters) from attribution scores on the train split
+    and tune its scale.
 
     Returns {"scale": c, "train_effectiveness": ..., "max_abs_score": ...}.
     """
-    from interventions.tasks.datamodule import encode
-
-    model, method = module.model, module.method
     device = model_device(model)
     batch = {k: v.to(device) for k, v in datamodule.datasets["train"].tensors.items()}
     corrupted = None
@@ -258,14 +254,12 @@ def fit_attribution(kind: str, module, datamodule, task: Task, scales=DEFAULT_SC
     with torch.no_grad():
         for (site, layer), value in scores.items():
             method.param(site, layer).copy_(value.to(device) / largest)
-    scale, effectiveness = tune_scale(module, datamodule.loader("train"), scales)
+    scale, effectiveness = tune_scale(model, method, datamodule.loader("train"), scales)
     return {"kind": kind, "scale": scale, "train_effectiveness": effectiveness, "max_abs_score": largest}
 
 
 def head_patching_scores(model, batch: dict, corrupted: dict) -> torch.Tensor:
     """[n_layers, n_heads]: mean LD(clean) - LD(clean with one head's z patched at every position)."""
-    from interventions.forward import last_position_logits
-
     names = [hook_name("z", l) for l in range(model.cfg.n_layers)]
     corrupt_acts, _ = _capture(model, corrupted, names)
     _, clean_ld = _capture(model, batch, [])

@@ -226,3 +226,20 @@ def repeated_batch_logits(
     if share:
         hooks = shared_attention_hooks(start, rows, reps) + hooks
     return last_position_logits_from(model, resid.repeat(reps, 1, 1), start, last_index, hooks, skip_unread)
+
+
+def steered_logits(model, method, batch: dict, betas=(1.0, -1.0), extra_hooks=(), prefix_layer: int = 0,
+                   skip_unread: bool = False) -> list[torch.Tensor]:  # fmt: skip
+    """Last-position logits [batch, vocab] for each β, from ONE batched forward.
+
+    The batch is repeated len(betas) times and each copy gets its own β, so `method`'s hooks
+    see β as a tensor [len(betas) * batch]; `extra_hooks` run after them (e.g.
+    `numerics.residual_probe`). `prefix_layer` and `skip_unread` as in
+    `repeated_batch_logits`.
+    """
+    k, b = len(betas), batch["input_ids"].shape[0]
+    method.check_length(batch["input_ids"].shape[1])
+    beta = torch.tensor(betas, device=batch["input_ids"].device).repeat_interleave(b)
+    hooks = [*method.hooks(beta), *extra_hooks]
+    logits = repeated_batch_logits(model, batch, k, hooks, prefix_layer=prefix_layer, skip_unread=skip_unread)
+    return list(logits.split(b))

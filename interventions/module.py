@@ -15,7 +15,7 @@ import lightning as L
 import torch
 
 from interventions.errors import NonFiniteError
-from interventions.forward import repeated_batch_logits
+from interventions.forward import steered_logits
 from interventions.models import model_device
 from interventions.methods import Method
 from interventions.metrics import InterventionMetrics, flatten, parameter_metrics
@@ -75,14 +75,7 @@ class InterventionModule(L.LightningModule):
         hooks see β as a tensor [len(betas) * batch]. `extra_hooks` run after the
         method's (e.g. `numerics.residual_probe`).
         """
-        k, b = len(betas), batch["input_ids"].shape[0]
-        self.method.check_length(batch["input_ids"].shape[1])
-        beta = torch.tensor(betas, device=self.device).repeat_interleave(b)
-        hooks = [*self.method.hooks(beta), *extra_hooks]
-        logits = repeated_batch_logits(
-            self.model, batch, k, hooks, prefix_layer=self.prefix_layer, skip_unread=self.skip_unread
-        )
-        return list(logits.split(b))
+        return steered_logits(self.model, self.method, batch, betas, extra_hooks, self.prefix_layer, self.skip_unread)
 
     # -- training -------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

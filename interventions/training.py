@@ -163,19 +163,14 @@ def train_intervention(
     dm, seq_len = prepare(model, train, val, test, method, batch_size=batch_size, padding_side=padding_side, seed=seed)
     grid = dict(sites=sites, layers=layers, positions=positions, heads=heads)
     m = initialized_method(method, model, dm, train[0].prompt, seq_len, grid, init, init_scale, seed)
+    info = None
+    if not cls.trained:  # a training-free baseline fits itself (possibly on a grid of its choosing)
+        m, info = m.fit(model, dm, train)
     prefix = skip_prefix(model, dm, m, prefix_skip)
     module = InterventionModule(
         model, m, objective or Objective(), lr=lr or cls.default_lr, prefix_layer=prefix, skip_unread=skip_unread
     )
-    if not cls.trained:  # a training-free baseline: scores or feature vectors, one tuned scale
-        if method == "obsprop_steer":
-            from interventions.obsprop.steer import fit_obsprop_steer
-
-            info = fit_obsprop_steer(module, dm, train)
-        else:
-            from interventions.attribution import fit_attribution
-
-            info = fit_attribution(method, module, dm, train)
+    if not cls.trained:
         return TrainedIntervention(module, dm, info, seed)
     kwargs = dict(max_epochs=epochs, enable_progress_bar=False, **lightning_device(model_device(model)))
     kwargs.update(trainer_kwargs or {})

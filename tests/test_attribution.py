@@ -163,7 +163,7 @@ def test_head_study_compares_alpha_and_dla_per_head(tiny_model, tmp_path):
 
 def test_obsprop_steer_picks_a_head_a_position_and_a_scale(tiny_model):
     from interventions import train_intervention
-    from interventions.obsprop.steer import choose_head
+    from interventions.methods.obsprop_steer import choose_head
 
     norms = torch.tensor([[9.0, 0.0], [1.0, 3.0], [2.0, 0.5]])
     assert choose_head(norms, None, None) == (1, 1)  # layer 0 excluded although largest

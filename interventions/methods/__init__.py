@@ -1,20 +1,24 @@
 """Intervention methods behind one interface (`Method`): ActivScalar, SteerVec, DynScalar,
-and the training-free attribution baselines (activpatch, attrpatch, dla)."""
+and the training-free baselines that fit themselves (activpatch, attrpatch, dla,
+obsprop_steer).
+
+INITS holds the initialisations by name: normal and zeros (methods.base) and obsprop
+(obsprop.inits, which knows nothing of this package: the import points one way).
+"""
 
 from __future__ import annotations
 
 from interventions.methods.activscalar import ActivScalar
-from interventions.methods.base import INITS, Method, register_init
+from interventions.methods.base import INITS, Method
 from interventions.methods.baselines import DLA, ActivPatch, AttrPatch
 from interventions.methods.dynscalar import DynScalar
+from interventions.methods.obsprop_steer import ObsPropSteer
 from interventions.methods.steervec import SteerVec
+from interventions.obsprop.inits import obsprop_init
 
+INITS["obsprop"] = obsprop_init
 METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (ActivScalar, SteerVec, DynScalar, ActivPatch, AttrPatch, DLA)
+    cls.name: cls for cls in (ActivScalar, SteerVec, DynScalar, ActivPatch, AttrPatch, DLA, ObsPropSteer)
 }
 
-__all__ = ["METHODS", "Method", "ActivScalar", "SteerVec", "DynScalar", "INITS", "register_init"]
-import interventions.obsprop.inits  # noqa: E402,F401  (registers INITS["obsprop"]; after METHODS: no cycle)
-from interventions.obsprop.steer import ObsPropSteer  # noqa: E402  (same reason)
-
-METHODS[ObsPropSteer.name] = ObsPropSteer
+__all__ = ["METHODS", "Method", "ActivScalar", "SteerVec", "DynScalar", "ObsPropSteer", "INITS"]

@@ -17,8 +17,8 @@ from interventions.sites import HEAD_SITES, LocationGrid, site_width
 
 Hook = tuple[str, Callable]
 
-# Initialisations by name; each fills a method's parameters in place. Other modules
-# (observable propagation) register theirs here: INITS["obsprop"] = fn.
+# Initialisations by name; each fills a method's parameters in place. `interventions.methods`
+# adds INITS["obsprop"] (observable propagation).
 INITS: dict[str, Callable] = {}
 
 
@@ -203,6 +203,12 @@ class Method(nn.Module):
     def o_from_z(self, z: torch.Tensor, layer: int) -> torch.Tensor:
         """Per-head outputs o [batch, pos, n_heads, d_model] from z [batch, pos, n_heads, d_head]."""
         return torch.einsum("bphd,hdm->bphm", z, self.W_O[layer])
+
+    def fit(self, model, datamodule, task) -> tuple["Method", dict]:
+        """A training-free method (`trained` False) sets its own parameters from the model and
+        the train split in `datamodule`; returns the fitted method (this one, or one on the
+        grid it chose) and what it found (recorded in intervention.json)."""
+        raise NotImplementedError(f"{self.name} is trained by gradient descent, not fitted")
 
     def extra_state(self) -> dict:
         """Anything besides the grid and parameters that an export must carry."""

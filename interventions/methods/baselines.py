@@ -7,25 +7,32 @@ split (`interventions.attribution`). They export, load and evaluate like any run
 
 from __future__ import annotations
 
+from interventions.attribution import fit_attribution
 from interventions.methods.activscalar import ActivScalar
 
 
-class ActivPatch(ActivScalar):
+class AttributionBaseline(ActivScalar):
+    """ActivScalar whose α is fitted from attribution scores of kind `name`."""
+
+    trained = False
+
+    def fit(self, model, datamodule, task) -> tuple["AttributionBaseline", dict]:
+        return self, fit_attribution(self.name, model, self, datamodule, task)
+
+
+class ActivPatch(AttributionBaseline):
     """α from activation patching (corrupted prompt → clean run, one location at a time)."""
 
     name = "activpatch"
-    trained = False
 
 
-class AttrPatch(ActivScalar):
+class AttrPatch(AttributionBaseline):
     """α from attribution patching (the gradient approximation of activation patching)."""
 
     name = "attrpatch"
-    trained = False
 
 
-class DLA(ActivScalar):
+class DLA(AttributionBaseline):
     """α from direct logit attribution through the final LayerNorm."""
 
     name = "dla"
-    trained = False

@@ -1,6 +1,6 @@
 """The `obsprop` initialisation: method parameters from observable-propagated features.
 
-Registered as INITS["obsprop"], so `intervention.init=obsprop` (or
+Registered as INITS["obsprop"] by `interventions.methods`, so `intervention.init=obsprop` (or
 `method.initialize("obsprop", scale, model=model, datamodule=dm)`) uses it.
 
 The observable: `observable=` (an Observable or a CLI spec such as "she-he") if given,
@@ -48,7 +48,6 @@ import warnings
 import torch
 
 from interventions.errors import ConfigError
-from interventions.methods.base import register_init
 from interventions.obsprop.features import center, has_norm, is_centering, ln_weight
 from interventions.obsprop.observables import Observable
 from interventions.sites import HEAD_SITES, hook_name
@@ -136,7 +135,6 @@ def _resolve_observable(observable, model):
     return Observable.from_vector(observable)
 
 
-@register_init("obsprop")
 def obsprop_init(
     method,
     scale: float,

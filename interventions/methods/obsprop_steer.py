@@ -19,9 +19,10 @@ from collections import Counter
 
 import torch
 
+from interventions.attribution import DEFAULT_SCALES, tune_scale
 from interventions.errors import ConfigError
-from interventions.models import model_device
 from interventions.methods.steervec import SteerVec
+from interventions.models import model_device
 from interventions.obsprop.features import ActivationData, head_features
 from interventions.obsprop.observables import Observable
 from interventions.sites import build_grid, hook
@@ -30,6 +31,11 @@ from interventions.sites import build_grid, hook
 class ObsPropSteer(SteerVec):
     name = "obsprop_steer"
     trained = False
+
+    def fit(self, model, datamodule, task) -> tuple["ObsPropSteer", dict]:
+        """Choose head and position within this method's grid (its layers and heads bound the
+        choice), set v, tune c: returns a new ObsPropSteer on that one location."""
+        return fit_obsprop_steer(model, self.grid, datamodule, task)
 
 
 def choose_head(norms: torch.Tensor, layers, heads) -> tuple[int, int]:
@@ -43,16 +49,12 @@ def choose_head(norms: torch.Tensor, layers, heads) -> tuple[int, int]:
     return best
 
 
-def fit_obsprop_steer(module, datamodule, task, scales=None) -> dict:
-    """Choose head and position, set v, tune c; replaces `module.method` with the fitted one."""
-    from interventions.attribution import DEFAULT_SCALES, tune_scale
-
-    model, old = module.model, module.method
+def fit_obsprop_steer(model, grid_in, datamodule, task, scales=DEFAULT_SCALES) -> tuple[ObsPropSteer, dict]:
+    """The fitted baseline (module docstring) on one location, and what was chosen."""
     correct, wrong = Counter((p.correct, p.wrong) for p in task).most_common(1)[0][0]
     observable = Observable.from_pair(model.tokenizer, correct, wrong)
     data = ActivationData.from_datamodule(model, datamodule, "train")
     y_all = head_features(model, observable, ln_mode="approximate", data=data)  # [L, H, D]
-    grid_in = old.grid
     layer, head = choose_head(y_all.norm(dim=-1), list(grid_in.layers) if len(grid_in.layers) < model.cfg.n_layers else None,
                               grid_in.heads)  # fmt: skip
     y = y_all[layer, head]
@@ -74,9 +76,8 @@ def fit_obsprop_steer(module, datamodule, task, scales=None) -> dict:
     sign = 1.0 if float(contribution[position]) >= 0 else -1.0
     with torch.no_grad():
         method.param("residPost", layer - 1).copy_((sign * y / y.norm() * norm)[None].to(device))
-    module.method = method
-    scale, effectiveness = tune_scale(module, datamodule.loader("train"), scales or DEFAULT_SCALES)
-    return {
+    scale, effectiveness = tune_scale(model, method, datamodule.loader("train"), scales)
+    return method, {
         "kind": "obsprop_steer", "observable": f"{correct.strip()}-{wrong.strip()}", "head": f"L{layer}H{head}",
         "feature_norm": float(y.norm()), "position": position, "token": grid.tokens[0] if grid.tokens else None,
         "scale": scale, "train_effectiveness": effectiveness,
