@@ -10,8 +10,9 @@ import statistics
 
 from benchmarks.harness import alternated, device_sync
 from interventions import load_model, load_task, train_intervention
-from interventions.fused import train_fused
+from interventions.training.fused import train_fused
 from interventions.objective import Objective
+from interventions.spec import RunSpec, intervention_spec
 
 def bench_fused(k: int = 16, epochs: int = 3, n_train: int = 64, method: str = "activscalar", rounds: int = 5,
                 skip_unread: bool = False, layers="all", device: str = "cpu") -> dict:  # fmt: skip
@@ -26,16 +27,17 @@ def bench_fused(k: int = 16, epochs: int = 3, n_train: int = 64, method: str = "
     objectives = [Objective(lambda_f=f, lambda_m=m, margin=g) for f, m, g in grid]
     # warm-up at the measured sizes, so neither side pays first-call costs (allocator, lazy
     # imports, kernels)
-    options = dict(method=method, layers=layers, skip_unread=skip_unread)
-    train_fused(model, train, objectives, epochs=1, **options)
-    train_intervention(model, train, objective=objectives[0], epochs=1, **options)
+    spec = intervention_spec(method, layers=layers)
+    warm, timed = RunSpec(epochs=1, skip_unread=skip_unread), RunSpec(epochs=epochs, skip_unread=skip_unread)
+    train_fused(model, train, objectives, spec, warm)
+    train_intervention(model, train, intervention=spec, objective=objectives[0], run=warm)
     trained = {}
 
     def fused():
-        trained["fused"] = train_fused(model, train, objectives, epochs=epochs, **options)
+        trained["fused"] = train_fused(model, train, objectives, spec, timed)
 
     def separate():
-        trained["separate"] = [train_intervention(model, train, objective=o, epochs=epochs, **options).method
+        trained["separate"] = [train_intervention(model, train, intervention=spec, objective=o, run=timed).method
                                for o in objectives]  # fmt: skip
 
     times = alternated({"fused": fused, "separate": separate}, rounds, sync, warmup=False)

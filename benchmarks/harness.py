@@ -33,11 +33,11 @@ from interventions.models import model_device  # noqa: E402
 from interventions.io import write_json  # noqa: E402
 from interventions.methods import METHODS  # noqa: E402
 from interventions.models import freeze, load_model  # noqa: E402
-from interventions.module import InterventionModule  # noqa: E402
+from interventions.training.module import InterventionModule  # noqa: E402
 from interventions.objective import Objective  # noqa: E402
 from interventions.sites import build_grid  # noqa: E402
 from interventions.toyworld.train import MODEL_CONFIG  # noqa: E402
-from interventions.training import lightning_device  # noqa: E402
+from interventions.training.train import lightning_device  # noqa: E402
 
 GPT2_SMALL = dict(d_model=768, n_layers=12, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50257, n_ctx=128,
                   act_fn="gelu_new", normalization_type="LN")  # fmt: skip

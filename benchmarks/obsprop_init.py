@@ -18,6 +18,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from interventions.spec import RunSpec, intervention_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -39,7 +40,7 @@ def first_epoch(history: list[float], target: float) -> int | None:
 def main(argv=None) -> int:
     from interventions import load_model, load_task
     from interventions.tasks.datamodule import TaskDataModule
-    from interventions.training import train_intervention
+    from interventions.training.train import train_intervention
 
     parser = argparse.ArgumentParser(prog="python benchmarks/obsprop_init.py")
     parser.add_argument("--tasks", default="ccc,ioi")
@@ -61,10 +62,7 @@ def main(argv=None) -> int:
                 for init, scale in (("normal", 1e-5), ("obsprop", args.obsprop_scale)):
                     eval_dm = TaskDataModule(model, train, batch_size=64, fixed_length=method != "dynscalar")
                     callback = FlipAccuracyPerEpoch(eval_dm.loader("train"))
-                    train_intervention(
-                        model, train, method=method, init=init, init_scale=scale, epochs=args.epochs, seed=seed,
-                        trainer_kwargs={"callbacks": [callback]},
-                    )  # fmt: skip
+                    train_intervention(model, train, intervention=intervention_spec(method, init=init, init_scale=scale), run=RunSpec(epochs=args.epochs, seed=seed), trainer_kwargs={"callbacks": [callback]})  # fmt: skip
                     row = {
                         "task": task_name, "method": method, "seed": seed, "init": init, "init_scale": scale,
                         "epochs_to_target": first_epoch(callback.history, args.target),

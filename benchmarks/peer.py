@@ -22,7 +22,8 @@ from benchmarks.pyvene_peer import bare_epoch, build_peer, train_peer
 from interventions import load_task, train_intervention
 from interventions.methods import METHODS
 from interventions.objective import Objective
-from interventions.training import initialized_method, prepare
+from interventions.spec import RunSpec, intervention_spec
+from interventions.training.setup import initialized_method, prepare
 
 GEMMS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")  # the matrix products; none calls another
 
@@ -76,14 +77,15 @@ def bench_peer(shape: str, n_train: int = 128, epochs: int = 3, rounds: int | No
     sync = device_sync(device)
     train = load_task("ccc", model=model, split="train", n=n_train, seed=0)
     objective, lr = Objective(), METHODS["activscalar"].default_lr
-    dm, seq_len = prepare(model, train, None, None, "activscalar", batch_size=4, padding_side="right", seed=0)
-    grid = dict(sites=("attnOut", "mlpOut"), layers="all", positions="all", heads="all")
-    init = initialized_method("activscalar", model, dm, train[0].prompt, seq_len, grid, "normal", 1e-5, 0).flat_params()
+    spec = intervention_spec("activscalar")
+    dm, seq_len = prepare(model, train, None, None, spec, RunSpec(batch_size=4, seed=0))
+    init = initialized_method(spec, model, dm, train[0].prompt, seq_len, 0).flat_params()
     params = {}
 
     def train_ours(callback: L.Callback, skip_unread: bool = False, hf_gelu: bool = False, epochs: int = epochs):
-        return train_intervention(models[hf_gelu], train, method="activscalar", objective=objective, epochs=epochs,
-                                  skip_unread=skip_unread, trainer_kwargs={"callbacks": [callback]})  # fmt: skip
+        run = RunSpec(epochs=epochs, skip_unread=skip_unread)
+        return train_intervention(models[hf_gelu], train, intervention="activscalar", objective=objective, run=run,
+                                  trainer_kwargs={"callbacks": [callback]})  # fmt: skip
 
     def ours(label: str, skip_unread: bool = False, hf_gelu: bool = False) -> float:
         timer = EpochTimer(sync)

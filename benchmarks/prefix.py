@@ -11,7 +11,7 @@ import torch
 from benchmarks.harness import build, build_hf, device_sync, make_batch, side_by_side, step_ours
 from interventions.models import model_device
 from interventions.methods import METHODS
-from interventions.module import InterventionModule
+from interventions.training.module import InterventionModule
 from interventions.objective import Objective
 from interventions.sites import build_grid
 from interventions.tasks.datamodule import clean_residual

@@ -7,7 +7,7 @@ from __future__ import annotations
 from lightning.pytorch.callbacks import TQDMProgressBar
 
 from benchmarks.harness import build, fit_epoch, make_batch, make_module, side_by_side
-from interventions.progress import ThrottledProgressBar
+from interventions.training.progress import ThrottledProgressBar
 
 def bench_progress(batch_size: int = 4, steps: int = 64, rounds: int = 7) -> dict:
     """Seconds per step inside `Trainer.fit` on the toy model without a progress bar, with

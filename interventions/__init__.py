@@ -1,7 +1,7 @@
 """interventions: learned interventions (ActivScalar, SteerVec, DynScalar) on frozen
 TransformerLens models.
 
-    from interventions import load_model, load_task, train_intervention, load_intervention
+    from interventions import load_model, load_task, train_intervention, load_intervention, RunSpec
 
 Names are imported lazily, so `import interventions` stays cheap.
 """
@@ -18,7 +18,13 @@ _EXPORTS = {
     "Task": "interventions.tasks",
     "train_intervention": "interventions.training",
     "TrainedIntervention": "interventions.training",
-    "train_fused": "interventions.fused",
+    "train_fused": "interventions.training",
+    "RunSpec": "interventions.spec",
+    "ObjectiveSpec": "interventions.spec",
+    "InterventionSpec": "interventions.spec",
+    "TrainedInterventionSpec": "interventions.spec",
+    "intervention_spec": "interventions.spec",
+    "evaluate_export": "interventions.evaluation",
     "load_intervention": "interventions.export",
     "save_intervention": "interventions.export",
     "Intervention": "interventions.export",

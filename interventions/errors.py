@@ -24,6 +24,10 @@ class TaskError(InterventionsError, ValueError):
     """A dataset that cannot be used: bad answers, lengths, files."""
 
 
+class CancellingObservableError(TaskError):
+    """A task whose answer pairs cancel out on average: its mean observable is about zero."""
+
+
 class EmptySplitError(TaskError):
     """A split of a task that holds no data points (optional for `val`)."""
 

@@ -15,9 +15,10 @@ import torch
 from transformer_lens.model_bridge import TransformerBridge
 
 from interventions.errors import ModelError
+from interventions.toyworld import CHECKPOINT
 
 TOY_NAME = "toy"
-TOY_CHECKPOINT = Path(__file__).parent / "toyworld" / "checkpoint"
+TOY_CHECKPOINT = CHECKPOINT
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -54,7 +55,7 @@ def load_toy(
     if not weights.exists():
         raise ModelError(
             f"no toy checkpoint at {checkpoint}; "
-            "train one with: python -m interventions.toyworld train"
+            "train one with: python -m interventions toyworld train --out DIR"
         )
     config = json.loads((checkpoint / "config.json").read_text())
     tokenizer = load_tokenizer(checkpoint)
@@ -143,7 +144,7 @@ def load_model(
         name_or_path: "toy" (the committed toy-world checkpoint), a Hugging Face model
             name such as "gpt2" (needs network), a local folder saved with
             `save_pretrained` (offline), or a toy-format folder written by
-            `python -m interventions.toyworld train --out DIR`.
+            `python -m interventions toyworld train --out DIR`.
         device: torch device string.
         dtype: "float32" (default), "float16", "bfloat16" or a torch.dtype.
         fused_gelu: compute a Hugging Face model's "gelu_new" activation with PyTorch's

@@ -7,12 +7,11 @@ c and w the correct and wrong token ids [batch], and log σ(f) the clean log-pro
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-from interventions.errors import ConfigError
+from interventions.spec import ObjectiveSpec
 
 
 def logit_diff(logits: torch.Tensor, correct: torch.Tensor, wrong: torch.Tensor) -> torch.Tensor:
@@ -100,20 +99,10 @@ def weighted_sum(means: dict, minimality, lambda_f, lambda_m, lambda_hold=0.0):
     return total
 
 
-@dataclass(frozen=True)
-class Objective:
-    """E_m + λ_F·F + λ_M·M (+ λ_H·H for a held answer pair) with λ_F, λ_M, λ_H, m ≥ 0."""
-
-    lambda_f: float = 0.1
-    lambda_m: float = 0.0
-    margin: float = 1.0
-    lambda_hold: float = 0.0
-
-    def __post_init__(self):
-        for key in ("lambda_f", "lambda_m", "margin", "lambda_hold"):
-            value = getattr(self, key)
-            if not math.isfinite(value) or value < 0:
-                raise ConfigError(f"objective.{key}={value} must be a finite number >= 0")
+@dataclass
+class Objective(ObjectiveSpec):
+    """E_m + λ_F·F + λ_M·M (+ λ_H·H for a held answer pair) with λ_F, λ_M, λ_H, m finite and
+    ≥ 0 (its spec, `spec.ObjectiveSpec`, checks them), as a loss to call."""
 
     def __call__(self, logits_pos, logits_neg, correct, wrong, clean_logprobs, flat_params, hold=None):
         """Returns (total loss, {"effectiveness": E_m, "faithfulness": F, "minimality": M[, "hold": H]}).

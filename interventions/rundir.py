@@ -23,6 +23,11 @@ ERROR_FILE = "error.txt"
 SUPERSEDED = "superseded"
 
 
+def timestamp() -> str:
+    """Now, to the second, as recorded in the files of runs and sweeps."""
+    return _dt.datetime.now().isoformat(timespec="seconds")
+
+
 def is_finished(run_dir: str | Path) -> bool:
     return (Path(run_dir) / METRICS_FILE).is_file()
 

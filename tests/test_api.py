@@ -5,6 +5,7 @@ import torch
 
 import interventions
 from interventions.tasks import load_task
+from interventions.spec import RunSpec
 
 
 def test_every_exported_name_resolves():
@@ -18,10 +19,7 @@ def test_train_intervention_learns_and_leaves_the_model_alone(tiny_model):
     before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
     train = load_task("ccc", model=tiny_model, split="train", n=16)
     test = load_task("ccc", model=tiny_model, split="test", n=8)
-    trained = interventions.train_intervention(
-        tiny_model, train, test, method="activscalar", epochs=2, batch_size=4,
-        objective=interventions.Objective(lambda_f=0.0, lambda_m=0.0, margin=1.0),
-    )  # fmt: skip
+    trained = interventions.train_intervention(tiny_model, train, test, intervention="activscalar", objective=interventions.Objective(lambda_f=0.0, lambda_m=0.0, margin=1.0), run=RunSpec(epochs=2, batch_size=4))  # fmt: skip
     params = trained.method.flat_params()
     assert params.abs().max() > 1e-3  # moved away from the 1e-5 initialisation
     train_metrics = trained.evaluate("train")
@@ -36,7 +34,7 @@ def test_train_intervention_learns_and_leaves_the_model_alone(tiny_model):
 def test_train_intervention_is_reproducible(tiny_model):
     train = load_task("ioi", model=tiny_model, split="train", n=12)
     runs = [
-        interventions.train_intervention(tiny_model, train, method="steervec", epochs=1, batch_size=4, seed=3)
+        interventions.train_intervention(tiny_model, train, intervention="steervec", run=RunSpec(epochs=1, batch_size=4, seed=3))
         for _ in range(2)
     ]
     assert torch.equal(runs[0].method.flat_params(), runs[1].method.flat_params())
@@ -44,9 +42,9 @@ def test_train_intervention_is_reproducible(tiny_model):
 
 def test_location_labels_cover_every_position_of_a_mixed_length_batch(tiny_model):
     """DynScalar on prompts of several lengths: a label for every padded position."""
-    from interventions.analysis.locations import location_rows
+    from interventions.reports.locations import location_rows
     from interventions.methods import DynScalar
-    from interventions.pipeline import position_labels
+    from interventions.reports.run import position_labels
     from interventions.sites import build_grid
     from interventions.tasks.datamodule import encode
 
@@ -72,13 +70,13 @@ def test_location_labels_cover_every_position_of_a_mixed_length_batch(tiny_model
 ])  # fmt: skip
 def test_train_intervention_trains_where_the_model_is(device, expected):
     """Lightning's default would move a GPU model to the CPU and train there."""
-    from interventions.training import lightning_device
+    from interventions.training.train import lightning_device
 
     assert lightning_device(torch.device(device)) == expected
 
 
 def test_train_intervention_passes_the_models_device_to_the_trainer(tiny_model, monkeypatch):
-    from interventions import training
+    from interventions.training import train as training
 
     asked = []
 
@@ -87,7 +85,7 @@ def test_train_intervention_passes_the_models_device_to_the_trainer(tiny_model, 
         return {"accelerator": "cpu", "devices": 1}
 
     monkeypatch.setattr(training, "lightning_device", recording)
-    interventions.train_intervention(tiny_model, load_task("ccc", model=tiny_model, split="train", n=8), epochs=1)
+    interventions.train_intervention(tiny_model, load_task("ccc", model=tiny_model, split="train", n=8), run=RunSpec(epochs=1))
     assert asked == [next(tiny_model.parameters()).device]
 
 
@@ -102,7 +100,7 @@ def test_train_intervention_on_a_gpu_matches_the_cpu(toy_tokenizer):
         model = build_tiny_model(toy_tokenizer).to(device)
         before = {k: v.clone() for k, v in model.state_dict().items()}
         train = load_task("ccc", model=model, split="train", n=16)
-        trained = interventions.train_intervention(model, train, method="activscalar", epochs=2, batch_size=4)
+        trained = interventions.train_intervention(model, train, intervention="activscalar", run=RunSpec(epochs=2, batch_size=4))
         params[device] = trained.method.flat_params().detach()
         assert params[device].device.type == device
         assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

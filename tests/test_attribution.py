@@ -10,6 +10,7 @@ from interventions.forward import last_position_logits
 from interventions.sites import build_grid
 from interventions.tasks import load_task
 from interventions.tasks.datamodule import encode
+from interventions.spec import RunSpec, intervention_spec
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +139,7 @@ def test_baselines_train_without_gradients_and_tune_a_scale(tiny_model, kind):
 
     train = load_task("ccc", model=tiny_model, split="train", template=0, n=8)
     test = load_task("ccc", model=tiny_model, split="test", template=0, n=4)
-    trained = train_intervention(tiny_model, train, test, method=kind, layers=[1])
+    trained = train_intervention(tiny_model, train, test, intervention=intervention_spec(kind, layers=[1]))
     assert trained.info["scale"] in attr.DEFAULT_SCALES
     params = trained.method.flat_params().detach()
     assert float(params.abs().max()) == pytest.approx(trained.info["scale"], rel=1e-5)  # normalised scores × scale
@@ -147,12 +148,12 @@ def test_baselines_train_without_gradients_and_tune_a_scale(tiny_model, kind):
 
 
 def test_head_study_compares_alpha_and_dla_per_head(tiny_model, tmp_path):
-    from interventions.analysis.heads import head_study, plot
+    from interventions.reports.heads import head_study, plot
     from interventions.io import save_figure
 
     train = load_task("ioi", model=tiny_model, split="train", template=0, n=8)
     test = load_task("ioi", model=tiny_model, split="test", template=0, n=4)
-    result = head_study(tiny_model, train, test, epochs=1)
+    result = head_study(tiny_model, train, test, RunSpec(epochs=1))
     n_layers, n_heads = tiny_model.cfg.n_layers, tiny_model.cfg.n_heads
     assert len(result["alpha"]) == n_layers and len(result["alpha"][0]) == n_heads
     assert len(result["dla"]) == n_layers and len(result["dla"][0]) == n_heads
@@ -172,7 +173,7 @@ def test_obsprop_steer_picks_a_head_a_position_and_a_scale(tiny_model):
         choose_head(norms, [0], None)
 
     train = load_task("bias", model=tiny_model, split="train", template=0, n=8)
-    trained = train_intervention(tiny_model, train, train, method="obsprop_steer")
+    trained = train_intervention(tiny_model, train, train, intervention="obsprop_steer")
     info = trained.info
     grid = trained.method.grid
     assert grid.sites == ("residPost",) and len(grid.layers) == 1 and len(grid.positions) == 1

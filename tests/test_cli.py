@@ -139,19 +139,15 @@ def test_run_files_share_the_same_permissions(train_run):
 
 
 def evaluate_in_process(run_dir: Path, out_dir: Path, **overrides) -> dict:
-    """evaluate.py's work without its command line: conf/evaluate.yaml with the overrides
-    applied by hand, then pipeline.evaluate_from_config."""
-    from interventions.pipeline import evaluate_from_config
+    """evaluate.py's work without its command line: conf/evaluate/evaluate.yaml composed with
+    the overrides, then runs.evaluate_run."""
+    from interventions.cli.preflight import EVALUATE_CONF_DIR, compose_config
+    from interventions.runs import evaluate_run
 
-    cfg = OmegaConf.load(ROOT / "conf" / "evaluate.yaml")
-    del cfg["defaults"], cfg["hydra"]
-    cfg.logger = OmegaConf.load(ROOT / "conf" / "logger" / "none.yaml")
-    cfg.model = OmegaConf.load(ROOT / "conf" / "model" / "from_export.yaml")
-    cfg.export = str(run_dir)
-    cfg.run_dir = str(out_dir)
-    for key, value in overrides.items():
-        OmegaConf.update(cfg, key, value)
-    evaluate_from_config(cfg)
+    given = [f"{key}={value}" for key, value in overrides.items()]
+    cfg = compose_config(EVALUATE_CONF_DIR, "evaluate", [f"intervention={run_dir}", f"run_dir={out_dir}", "logger=none",
+                                                          *given])  # fmt: skip
+    evaluate_run(cfg)
     return json.loads((out_dir / "metrics.json").read_text())
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from interventions.config import preflight
+from interventions.cli.preflight import preflight
 from interventions.errors import ConfigError
 
 
@@ -144,7 +144,7 @@ def test_config_lr_is_the_methods_default_lr(name):
 
 
 def test_fused_grid_is_the_product_with_the_last_key_fastest():
-    from interventions.config import fused_settings
+    from interventions.spec import fused_settings
 
     grid = fused_settings({"lambda_f": [0, 1], "lambda_m": [0, 0.01, 0.1]})
     assert grid == [{"lambda_f": f, "lambda_m": m} for f in (0, 1) for m in (0, 0.01, 0.1)]
@@ -158,8 +158,10 @@ def test_experiments_set_their_keys_over_train_yaml():
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from interventions.config import CONF_DIR, fused_settings
+    from interventions.cli.preflight import CONF_DIR
+    from interventions.spec import fused_settings, store
 
+    store()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=paper_grid_fused"], return_hydra_config=True)

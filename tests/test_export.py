@@ -13,7 +13,7 @@ from interventions.errors import ExportError
 from interventions.export import load_intervention, save_intervention
 from interventions.forward import last_position_logits
 from interventions.methods import METHODS
-from interventions.module import InterventionModule
+from interventions.training.module import InterventionModule
 from interventions.objective import Objective
 from interventions.sites import build_grid
 from interventions.tasks import load_task

@@ -12,6 +12,7 @@ from interventions.sites import build_grid
 from interventions.tasks import load_task
 from interventions.tasks.datamodule import clean_residual, encode
 from interventions.tasks.datapoint import Task
+from interventions.spec import RunSpec, intervention_spec
 
 
 @pytest.mark.parametrize("name", ["activscalar", "steervec", "dynscalar"])
@@ -107,20 +108,19 @@ def test_training_with_skip_unread_is_the_same_up_to_rounding(unread_model):
     from interventions import train_intervention
 
     train = load_task("ccc", model=unread_model, split="train", template=0, n=8)
-    runs = [train_intervention(unread_model, train, method="activscalar", epochs=2, skip_unread=s) for s in (True, False)]
+    runs = [train_intervention(unread_model, train, intervention="activscalar", run=RunSpec(epochs=2, skip_unread=s)) for s in (True, False)]
     assert runs[0].module.skip_unread and not runs[1].module.skip_unread
     torch.testing.assert_close(runs[0].method.flat_params(), runs[1].method.flat_params(), atol=1e-5, rtol=0)
 
 
 def test_fused_training_with_skip_unread_equals_separate_runs(tiny_model):
     from interventions import train_intervention
-    from interventions.fused import train_fused
+    from interventions.training.fused import train_fused
     from interventions.objective import Objective
 
     train = load_task("ccc", model=tiny_model, split="train", template=0, n=8)
     objectives = [Objective(0.0, 0.0, 1.0), Objective(1.0, 0.01, 2.0)]
-    fused = train_fused(tiny_model, train, objectives, epochs=2, lr=0.05, init_scale=1e-2, skip_unread=True)
+    fused = train_fused(tiny_model, train, objectives, intervention=intervention_spec(init_scale=1e-2, lr=0.05), run=RunSpec(epochs=2, skip_unread=True))
     for objective, got in zip(objectives, fused):
-        alone = train_intervention(tiny_model, train, objective=objective, epochs=2, lr=0.05, init_scale=1e-2,
-                                   skip_unread=True)  # fmt: skip
+        alone = train_intervention(tiny_model, train, intervention=intervention_spec(init_scale=1e-2, lr=0.05), objective=objective, run=RunSpec(epochs=2, skip_unread=True))  # fmt: skip
         torch.testing.assert_close(got.flat_params(), alone.method.flat_params(), atol=1e-5, rtol=0)

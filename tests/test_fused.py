@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from interventions import train_intervention
-from interventions.fused import fused_step_logits, stack_parameters, train_fused, unstack_into
+from interventions.training.fused import fused_step_logits, stack_parameters, train_fused, unstack_into
 from interventions.objective import Objective
 from interventions.tasks import load_task
 from interventions.tasks.datamodule import encode
+from interventions.spec import RunSpec, intervention_spec
 
 OBJECTIVES = [Objective(0.0, 0.0, 1.0), Objective(1.0, 0.01, 1.0), Objective(0.1, 0.0, 2.0)]
 
@@ -22,17 +23,16 @@ OBJECTIVES = [Objective(0.0, 0.0, 1.0), Objective(1.0, 0.01, 1.0), Objective(0.1
 def test_fused_training_gives_the_parameters_of_separate_runs(tiny_model, method, task, objectives):
     hold = {"hold_pair": "grammatical"} if task == "bias" else {}
     train = load_task(task, model=tiny_model, split="train", template=0, n=12, **hold)
-    fused = train_fused(tiny_model, train, objectives, method=method, epochs=2, init_scale=1e-2, lr=0.05)
+    fused = train_fused(tiny_model, train, objectives, intervention=intervention_spec(method, init_scale=1e-2, lr=0.05), run=RunSpec(epochs=2))
     for objective, got in zip(objectives, fused):
-        separate = train_intervention(tiny_model, train, method=method, objective=objective, epochs=2,
-                                      init_scale=1e-2, lr=0.05)  # fmt: skip
+        separate = train_intervention(tiny_model, train, intervention=intervention_spec(method, init_scale=1e-2, lr=0.05), objective=objective, run=RunSpec(epochs=2))  # fmt: skip
         torch.testing.assert_close(got.flat_params(), separate.method.flat_params(), atol=1e-5, rtol=0)
     assert not torch.equal(fused[0].flat_params(), fused[1].flat_params())  # the configs differ
 
 
 def test_fused_logits_equal_each_method_alone(tiny_model):
     from interventions.methods import ActivScalar
-    from interventions.module import InterventionModule
+    from interventions.training.module import InterventionModule
     from interventions.sites import build_grid
 
     task = load_task("ioi", model=tiny_model, split="train", template=0, n=4)
@@ -60,7 +60,7 @@ def test_fused_hooks_equal_each_method_alone(tiny_model, name, sites, heads, pos
     """The vectorised (vmap) hooks give every block of rows its own method's logits and
     gradients, for every method and site kind."""
     from interventions.methods import METHODS
-    from interventions.module import InterventionModule
+    from interventions.training.module import InterventionModule
     from interventions.sites import build_grid
 
     task = load_task("ioi", model=tiny_model, split="train", template=0, n=3)
@@ -119,14 +119,12 @@ def test_fused_training_skips_the_prefix_as_separate_runs_do(tiny_model, prefix_
     grad_calls = []
     handle = tiny_model.blocks[0].register_forward_hook(lambda *_: grad_calls.append(torch.is_grad_enabled()))
     try:
-        fused = train_fused(tiny_model, train, OBJECTIVES[:2], layers=layers, epochs=2, init_scale=1e-2, lr=0.05,
-                            prefix_skip=prefix_skip)  # fmt: skip
+        fused = train_fused(tiny_model, train, OBJECTIVES[:2], intervention=intervention_spec(layers=layers, init_scale=1e-2, lr=0.05), run=RunSpec(epochs=2, prefix_skip=prefix_skip))  # fmt: skip
     finally:
         handle.remove()
     assert any(grad_calls) is not prefix_skip
     for objective, got in zip(OBJECTIVES[:2], fused):
-        separate = train_intervention(tiny_model, train, objective=objective, layers=layers, epochs=2,
-                                      init_scale=1e-2, lr=0.05)  # fmt: skip
+        separate = train_intervention(tiny_model, train, intervention=intervention_spec(layers=layers, init_scale=1e-2, lr=0.05), objective=objective, run=RunSpec(epochs=2))  # fmt: skip
         assert separate.module.prefix_layer == layers[0]
         torch.testing.assert_close(got.flat_params(), separate.method.flat_params(), atol=1e-5, rtol=0)
 
@@ -134,40 +132,43 @@ def test_fused_training_skips_the_prefix_as_separate_runs_do(tiny_model, prefix_
 def test_fused_training_pads_on_the_side_it_is_given(tiny_model, monkeypatch):
     """Left and right padding agree to rounding (positions follow the mask), so the side is
     checked where it is used: the data module the fused loop trains on, as in separate runs."""
-    import interventions.training as training
+    import interventions.training.fused
+    import interventions.training.setup
+    import interventions.training.train
 
     sides = []
-    real_prepare = training.prepare
+    real_prepare = interventions.training.setup.prepare
 
     def recording_prepare(*args, **kwargs):
         dm, seq_len = real_prepare(*args, **kwargs)
         sides.append(dm.padding_side)
         return dm, seq_len
 
-    monkeypatch.setattr(training, "prepare", recording_prepare)
+    for module in (interventions.training.fused, interventions.training.train):  # where it is called
+        monkeypatch.setattr(module, "prepare", recording_prepare)
     train = load_task("ccc", model=tiny_model, split="train", template="all", n=8)
-    options = dict(method="dynscalar", epochs=1, padding_side="left")
-    train_fused(tiny_model, train, OBJECTIVES[:2], **options)
-    train_intervention(tiny_model, train, **options)
+    spec, run = intervention_spec("dynscalar"), RunSpec(epochs=1, padding_side="left")
+    train_fused(tiny_model, train, OBJECTIVES[:2], spec, run)
+    train_intervention(tiny_model, train, intervention=spec, run=run)
     assert sides == ["left", "left"]
 
 
 def test_fused_progress_bar_counts_the_steps(tiny_model, capsys, monkeypatch):
-    import interventions.fused
+    import interventions.training.fused
 
-    monkeypatch.setattr(interventions.fused, "on_terminal", lambda: True)  # the bar is for terminals
+    monkeypatch.setattr(interventions.training.fused, "on_terminal", lambda: True)  # the bar is for terminals
     train = load_task("ccc", model=tiny_model, split="train", template=0, n=8)
-    train_fused(tiny_model, train, OBJECTIVES[:2], epochs=2, progress=True)
+    train_fused(tiny_model, train, OBJECTIVES[:2], run=RunSpec(epochs=2), progress=True)
     err = capsys.readouterr().err
     assert "fused activscalar ×2" in err and "4/4" in err  # 8 prompts, batch 4, 2 epochs
-    train_fused(tiny_model, train, OBJECTIVES[:2], epochs=1)
+    train_fused(tiny_model, train, OBJECTIVES[:2], run=RunSpec(epochs=1))
     assert capsys.readouterr().err == ""  # off by default (the Python API)
 
 
 def test_fused_loss_is_the_sum_of_each_objective_alone():
     """All K objectives at once ([K] weights, means and M_k) equal Σ_k objective_k on its own
     block of rows, in value and gradients, with a held pair weighted for one setting only."""
-    from interventions.fused import fused_loss
+    from interventions.training.fused import fused_loss
 
     objectives = [Objective(0.0, 0.0, 1.0), Objective(1.0, 0.01, 2.0), Objective(0.3, 0.1, 0.5, lambda_hold=2.0)]
     k, b, vocab = len(objectives), 4, 7

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interventions.analysis.geometry import (
+from interventions.reports.geometry import (
     geometry_study,
     pairwise_kendall,
     seed_consistency,
@@ -18,6 +18,7 @@ from interventions.analysis.geometry import (
 from interventions.methods import SteerVec
 from interventions.sites import build_grid
 from interventions.tasks import load_task
+from interventions.spec import RunSpec, intervention_spec
 
 SEQ = 6
 
@@ -127,7 +128,8 @@ def test_zero_vector_changes_nothing(tiny_model, prompts):
 def test_geometry_study_on_the_tiny_model(tiny_model, tmp_path):
     train = load_task("ccc", model=tiny_model, split="train", n=8, fixed_length=True)
     test = load_task("ccc", model=tiny_model, split="test", n=4, fixed_length=True)
-    result = geometry_study(tiny_model, train, test, n_seeds=2, epochs=1, batch_size=4, sites=["mlpOut"])
+    result = geometry_study(tiny_model, train, test, n_seeds=2, intervention=intervention_spec("steervec", sites=["mlpOut"]),
+                            run=RunSpec(epochs=1, batch_size=4))  # fmt: skip
     assert {"norm_change", "cosine_distance", "kendall_tau", "locations"} <= set(result)
     assert set(result["kendall_tau"]) >= {"norm", "direction"}
     n_loc = len(result["locations"])

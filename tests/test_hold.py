@@ -8,6 +8,7 @@ from interventions.metrics import InterventionMetrics
 from interventions.objective import Objective, hold_loss
 from interventions.tasks import load_task
 from interventions.tasks.datamodule import encode
+from interventions.spec import RunSpec
 
 
 def test_hold_loss_by_hand():
@@ -66,10 +67,7 @@ def test_training_with_the_hold_term_moves_the_held_pair_less(toy_model):
     task = load_task("bias", model=model, split="train", n=32, hold_pair="grammatical")
     shifts = {}
     for lam in (0.0, 1.0):
-        trained = train_intervention(
-            model, task, method="activscalar", epochs=6, seed=0,
-            objective=Objective(lambda_f=0.0, lambda_m=0.0, margin=0.0, lambda_hold=lam),
-        )  # fmt: skip
+        trained = train_intervention(model, task, intervention="activscalar", objective=Objective(lambda_f=0.0, lambda_m=0.0, margin=0.0, lambda_hold=lam), run=RunSpec(epochs=6, seed=0))  # fmt: skip
         held = trained.evaluate("train")["hold_logit_diff"]
         shifts[lam] = abs(held["-1"] - held["0"])
     assert shifts[0.0] > 0.5  # without the term the grammatical pair moves a lot

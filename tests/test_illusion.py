@@ -28,7 +28,7 @@ import math
 import pytest
 import torch
 
-from interventions.analysis.illusion import (
+from interventions.reports.illusion import (
     activation_span,
     diagnose_illusion,
     format_illusion,

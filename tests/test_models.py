@@ -247,15 +247,16 @@ def test_model_errors_are_interventions_errors():
 
 
 def test_the_model_config_group_reaches_load_model(monkeypatch):
-    from omegaconf import OmegaConf
+    from types import SimpleNamespace
 
-    from interventions import pipeline
+    from interventions import evaluation
+    from interventions.spec import ModelSpec
 
     calls = []
-    monkeypatch.setattr(pipeline, "load_model", lambda name, **kwargs: calls.append((name, kwargs)) or (None, None))
-    group = {"name": "gpt2", "device": "cpu", "dtype": "bfloat16"}
-    pipeline.configured_model(OmegaConf.create(dict(group, fused_gelu=False)))
-    pipeline.configured_model(OmegaConf.create(group), name="other", device="cuda")  # a config from before fused_gelu
+    monkeypatch.setattr(evaluation, "load_model", lambda name, **kwargs: calls.append((name, kwargs)) or (None, None))
+    export = SimpleNamespace(meta={"model": {"name": "gpt2"}}, to=lambda model: None)
+    evaluation.exported_model(export, ModelSpec(name=None, dtype="bfloat16", fused_gelu=False), check=False)
+    evaluation.exported_model(export, ModelSpec(name="other", device="cuda", dtype="bfloat16"), check=False)  # fused_gelu's default
     assert calls == [
         ("gpt2", {"device": "cpu", "dtype": "bfloat16", "fused_gelu": False}),
         ("other", {"device": "cuda", "dtype": "bfloat16", "fused_gelu": True}),
@@ -263,17 +264,13 @@ def test_the_model_config_group_reaches_load_model(monkeypatch):
 
 
 def test_evaluate_generalization_loads_models_as_the_model_config_group_says(monkeypatch, tmp_path):
-    from omegaconf import OmegaConf
-
-    from interventions import generalization as gen
+    from interventions import runs
+    from interventions.spec import GeneralizationConfig, ModelSpec
 
     calls = []
-    monkeypatch.setattr(gen, "generalization", lambda runs, **kwargs: calls.append((runs, kwargs)) or {})
-    monkeypatch.setattr(gen, "write_generalization", lambda summary, out: (f"{out}/g.json", f"{out}/g.md"))
-    monkeypatch.setattr(gen, "markdown", lambda summary: "")
-    cfg = OmegaConf.create({"generalization": ["/a"], "task": {"template": None}, "split": "test", "n": None,
-                            "check_model": True, "run_dir": str(tmp_path),
-                            "model": {"name": None, "device": "cpu", "dtype": "float16", "fused_gelu": False}})  # fmt: skip
-    gen.generalization_from_config(cfg)
-    assert calls == [(["/a"], {"templates": None, "split": "test", "n": None, "check_model": True,
-                               "device": "cpu", "dtype": "float16", "fused_gelu": False})]  # fmt: skip
+    monkeypatch.setattr(runs, "generalization", lambda runs, **kwargs: calls.append((runs, kwargs)) or {})
+    monkeypatch.setattr(runs, "write_generalization", lambda summary, out: (f"{out}/g.json", f"{out}/g.md"))
+    monkeypatch.setattr(runs, "markdown", lambda summary: "")
+    model = ModelSpec(name=None, device="cpu", dtype="float16", fused_gelu=False)
+    runs.generalization_run(GeneralizationConfig(generalization=["/a"], model=model, run_dir=str(tmp_path)))
+    assert calls == [(["/a"], {"templates": None, "split": "test", "n": None, "check_model": True, "model": model})]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from interventions.methods import ActivScalar
-from interventions.module import InterventionModule
+from interventions.training.module import InterventionModule
 from interventions.objective import Objective, effectiveness_loss, faithfulness_loss
 from interventions.sites import build_grid
 from interventions.tasks import load_task
@@ -185,7 +185,7 @@ def test_module_starts_on_the_models_device(toy_tokenizer):
     batches it moves follow the frozen model's device ("meta" stands in for a GPU here)."""
     from conftest import build_tiny_model
     from interventions.methods import ActivScalar
-    from interventions.module import InterventionModule
+    from interventions.training.module import InterventionModule
     from interventions.objective import Objective
     from interventions.sites import build_grid
 

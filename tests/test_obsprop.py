@@ -358,10 +358,10 @@ def test_svd_comparison_uses_the_input_side_singular_vectors(rich_model, toy_tok
 
 
 def test_cli_writes_json_and_heatmaps(toy_model, tmp_path, capsys):
-    from interventions.obsprop.__main__ import main
+    from interventions.cli.commands import main
 
     out = tmp_path / "obsprop"
-    rc = main(["analyze", "--model", "toy", "--task", "pronouns", "--n", "12", "--out", str(out),
+    rc = main(["obsprop", "analyze", "--model", "toy", "--task", "pronouns", "--n", "12", "--out", str(out),
                "--observable", "she-he", "--other-observable", "her-him", "--path", "L3H0,L1H3", "mlp2,L1H3"])  # fmt: skip
     assert rc == 0
     assert list((out / "wandb").glob("offline-run-*")), "the analysis is also an offline W&B run"
@@ -379,7 +379,7 @@ def test_cli_writes_json_and_heatmaps(toy_model, tmp_path, capsys):
         assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     assert "top heads by" in capsys.readouterr().out
     # a multi-token observable is one line and exit status 2
-    rc = main(["analyze", "--model", "toy", "--task", "pronouns", "--n", "4", "--out", str(tmp_path / "x"),
+    rc = main(["obsprop", "analyze", "--model", "toy", "--task", "pronouns", "--n", "4", "--out", str(tmp_path / "x"),
                "--observable", "she he-him"])  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("error:") and "not a single token" in err and "\n" not in err

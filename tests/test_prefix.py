@@ -8,6 +8,7 @@ from interventions.methods import ActivScalar
 from interventions.sites import build_grid
 from interventions.tasks import load_task
 from interventions.tasks.datamodule import clean_residual, encode
+from interventions.spec import RunSpec, intervention_spec
 
 
 def test_prefix_skip_gives_the_full_forward_logits_with_hooks(block_model):
@@ -31,7 +32,7 @@ def test_training_with_and_without_the_prefix_skip_is_the_same(block_model):
     model = block_model
     train = load_task("ccc", model=model, split="train", template=0, n=8)
     runs = [
-        train_intervention(model, train, method="activscalar", layers=[1], epochs=2, prefix_skip=skip)
+        train_intervention(model, train, intervention=intervention_spec("activscalar", layers=[1]), run=RunSpec(epochs=2, prefix_skip=skip))
         for skip in (True, False)
     ]
     assert runs[0].module.prefix_layer == 1 and runs[1].module.prefix_layer == 0

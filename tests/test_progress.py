@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 from lightning.pytorch.callbacks import TQDMProgressBar
 
-from interventions.progress import ThrottledProgressBar
+from interventions.training.progress import ThrottledProgressBar
 
 
 def drawn_batches(monkeypatch, interval: float, total: int = 5) -> list[int]:

@@ -37,17 +37,18 @@ def hf_and_bridge(tmp_path_factory, toy_tokenizer):
 def test_peer_trains_the_same_parameters(hf_and_bridge, logits_to_keep):
     from interventions.objective import Objective
     from interventions.tasks import load_task
-    from interventions.training import initialized_method, prepare, train_intervention
+    from interventions.spec import RunSpec, intervention_spec
+    from interventions.training.setup import initialized_method, prepare
+    from interventions.training.train import train_intervention
 
     hf, model = hf_and_bridge
     train = load_task("ccc", model=model, split="train", n=12, seed=0)
     objective = Objective(lambda_f=0.1, lambda_m=0.01, margin=1.0)
-    kwargs = dict(method="activscalar", init_scale=0.05, seed=0, batch_size=4)
-    ours = train_intervention(model, train, objective=objective, lr=1e-2, epochs=2, **kwargs).method.flat_params()
+    spec, run = intervention_spec("activscalar", init_scale=0.05, lr=1e-2), RunSpec(epochs=2, seed=0, batch_size=4)
+    ours = train_intervention(model, train, intervention=spec, objective=objective, run=run).method.flat_params()
 
-    dm, seq_len = prepare(model, train, None, None, "activscalar", batch_size=4, padding_side="right", seed=0)
-    grid = dict(sites=("attnOut", "mlpOut"), layers="all", positions="all", heads="all")
-    init = initialized_method("activscalar", model, dm, train[0].prompt, seq_len, grid, "normal", 0.05, 0).flat_params()
+    dm, seq_len = prepare(model, train, None, None, spec, run)
+    init = initialized_method(spec, model, dm, train[0].prompt, seq_len, 0).flat_params()
     peer, interventions = build_peer(hf, seq_len, init)
     before = {k: v.clone() for k, v in hf.state_dict().items()}
     train_peer(peer, interventions, dm, objective, lr=1e-2, epochs=2, logits_to_keep=logits_to_keep)

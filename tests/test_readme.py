@@ -33,10 +33,11 @@ TINY = {  # command prefix -> what is appended
     "bash run.sh train": TRAIN,
     "python evaluate.py intervention=": ["n=16"],
     "python evaluate.py generalization=": ["n=16"],
-    "python -m interventions.toyworld train": ["--steps", "2", "--no-report"],
-    "python -m interventions.analysis.heads": ["--epochs", "1", "--n-train", "16"],
-    "python -m interventions.analysis.geometry": ["--epochs", "1", "--n-train", "16", "--n-test", "16", "--n-seeds", "2"],
-    "python -m interventions.obsprop analyze": ["--n", "16"],
+    "python -m interventions toyworld train": ["--steps", "2", "--no-report"],
+    "python -m interventions heads": ["--epochs", "1", "--n-train", "16", "--n-test", "16"],
+    "python -m interventions geometry": ["--epochs", "1", "--n-train", "16", "--n-test", "16", "--n-seeds", "2"],
+    "python -m interventions illusion": ["--epochs", "1", "--n-train", "16", "--n-test", "16"],
+    "python -m interventions obsprop analyze": ["--n", "16"],
     "python benchmarks/obsprop_init.py": ["--tasks", "ccc", "--epochs", "1", "--n-train", "16", "--seeds", "0"],
     "python benchmarks/run.py": ["--quick"],
 }  # fmt: skip
@@ -124,7 +125,7 @@ def test_tiny_appends_sizes_and_narrows_sweep_presets():
     narrowed = shlex.split(tiny("python train.py -m experiment=paper_grid"))
     assert "objective.margin=0" in narrowed and "trainer.max_epochs=1" in narrowed
     assert tiny("python benchmarks/run.py summary") == "python benchmarks/run.py summary"
-    assert tiny("python -m interventions.toyworld report") == "python -m interventions.toyworld report"
+    assert tiny("python -m interventions toyworld report") == "python -m interventions toyworld report"
 
 
 def check(command: Command, done: dict) -> str | None:

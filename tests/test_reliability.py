@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 
 from conftest import ROOT, describe, run_cli, toy_records, write_jsonl
 from interventions.errors import ConfigError, ExportError, NonFiniteError, TaskError
+from interventions.spec import RunSpec, intervention_spec
 
 TINY = ["task.n_train=16", "task.n_val=8", "task.n_test=16", "trainer.max_epochs=1", "logger=none"]
 
@@ -88,7 +89,7 @@ def test_two_runs_started_together_get_two_folders(tmp_path, model_args):
 
 
 def test_an_explicit_folder_with_a_finished_run_is_refused_before_any_work(tmp_path):
-    from interventions.config import preflight
+    from interventions.cli.preflight import preflight
 
     run = finished_run(tmp_path / "run")
     before = snapshot(run)
@@ -99,7 +100,7 @@ def test_an_explicit_folder_with_a_finished_run_is_refused_before_any_work(tmp_p
 
 
 def test_overwrite_moves_the_finished_run_aside_byte_for_byte(tmp_path):
-    from interventions.config import preflight
+    from interventions.cli.preflight import preflight
     from interventions.rundir import supersede
 
     run = finished_run(tmp_path / "run")
@@ -113,7 +114,7 @@ def test_overwrite_moves_the_finished_run_aside_byte_for_byte(tmp_path):
 
 
 def test_a_multirun_job_moves_a_finished_run_with_another_config_aside(tmp_path):
-    from interventions.sweep import run_job
+    from interventions.sweeps.jobs import run_job
 
     sweep = tmp_path / "sweep"
     run = finished_run(sweep / "0")
@@ -132,7 +133,7 @@ def test_a_multirun_job_moves_a_finished_run_with_another_config_aside(tmp_path)
 @pytest.mark.parametrize("override", ["objective.lambda_f=nan", "objective.margin=inf", "intervention.lr=nan",
                                       "intervention.init_scale=-inf", "objective.lambda_m=1e400"])  # fmt: skip
 def test_non_finite_hyperparameters_are_refused_in_preflight(override):
-    from interventions.config import preflight
+    from interventions.cli.preflight import preflight
 
     key = override.split("=")[0]
     with pytest.raises(ConfigError, match=rf"{key}=.* must be a finite number"):
@@ -154,7 +155,7 @@ def test_a_far_too_large_learning_rate_fails_with_the_step_and_the_cause(tiny_mo
 
     train = load_task("ccc", model=tiny_model, split="train", n=8)
     with pytest.raises(NonFiniteError, match=r"training failed at epoch 0, step \d+: .* overflows .* intervention.lr=1e\+30") as caught:
-        train_intervention(tiny_model, train, method=method, epochs=3, lr=1e30)
+        train_intervention(tiny_model, train, intervention=intervention_spec(method, lr=1e30), run=RunSpec(epochs=3))
     assert caught.value.step is not None
 
 
@@ -172,25 +173,25 @@ def test_a_nan_loss_stops_training_at_that_step(tiny_model, monkeypatch):
     monkeypatch.setattr(Objective, "__call__", nan_from_the_third_step)
     train = load_task("ccc", model=tiny_model, split="train", n=16)
     with pytest.raises(NonFiniteError, match=r"training failed at epoch 0, step 3: the loss is nan"):
-        train_intervention(tiny_model, train, epochs=2)
+        train_intervention(tiny_model, train, run=RunSpec(epochs=2))
 
 
 def test_a_diverging_fused_setting_fails_alone_and_the_others_are_unchanged(tiny_model, monkeypatch):
-    import interventions.fused
+    import interventions.training.fused
     from interventions import Objective, load_task, train_fused
 
     train = load_task("ccc", model=tiny_model, split="train", n=16)
     objectives = [Objective(lambda_f=0.1), Objective(lambda_f=1.0)]
-    clean = train_fused(tiny_model, train, objectives, epochs=2, lr=0.05)
-    real, calls = interventions.fused.fused_loss, {"n": 0}
+    clean = train_fused(tiny_model, train, objectives, intervention=intervention_spec(lr=0.05), run=RunSpec(epochs=2))
+    real, calls = interventions.training.fused.fused_loss, {"n": 0}
 
     def poisoned(*args):
         calls["n"] += 1
         values = real(*args)
         return values * torch.tensor([1.0, float("nan") if calls["n"] >= 3 else 1.0])
 
-    monkeypatch.setattr(interventions.fused, "fused_loss", poisoned)
-    results = train_fused(tiny_model, train, objectives, epochs=2, lr=0.05)
+    monkeypatch.setattr(interventions.training.fused, "fused_loss", poisoned)
+    results = train_fused(tiny_model, train, objectives, intervention=intervention_spec(lr=0.05), run=RunSpec(epochs=2))
     assert isinstance(results[1], NonFiniteError) and "step 3 (fused setting 1): the loss is nan" in str(results[1])
     assert torch.equal(results[0].flat_params(), clean[0].flat_params())
 
@@ -330,7 +331,7 @@ def test_signals_wait_while_a_finished_run_is_written():
     (["-m", "task", "ioi"], "write task=ioi"),
 ])  # fmt: skip
 def test_a_bare_word_is_named_with_the_fix(argv, message):
-    from interventions.config import preflight
+    from interventions.cli.preflight import preflight
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         preflight(argv, "train")
@@ -339,7 +340,7 @@ def test_a_bare_word_is_named_with_the_fix(argv, message):
 @pytest.mark.parametrize("folder", ["/proc/no/such", "/sys/kernel/x"])
 def test_an_unwritable_output_folder_is_one_line(folder):
     """/proc and /sys refuse new files even to root, as a read-only file system does."""
-    from interventions.config import preflight
+    from interventions.cli.preflight import preflight
 
     with pytest.raises(ConfigError, match=rf"hydra.run.dir={re.escape(folder)}: cannot write in"):
         preflight([f"hydra.run.dir={folder}"], "train")
@@ -371,7 +372,7 @@ def test_a_damaged_export_names_its_file(tmp_path):
 
 
 def test_evaluating_a_sweep_folder_suggests_sweep(tmp_path):
-    from interventions.config import preflight
+    from interventions.cli.preflight import preflight
 
     (tmp_path / "0").mkdir()
     (tmp_path / "0" / "sweep_job.json").write_text("{}")
@@ -406,13 +407,13 @@ def test_wandb_online_without_a_server_falls_back_offline_at_once(tmp_path, monk
 
 
 def test_wandb_mode_in_the_environment_is_the_default(monkeypatch):
-    from interventions.config import _compose, check_logger_mode
+    from interventions.cli.preflight import CONF_DIR, check_logger_mode, compose_config
 
     monkeypatch.setenv("WANDB_MODE", "online")
-    assert OmegaConf.to_container(_compose("train", []).logger, resolve=True)["mode"] == "online"
+    assert OmegaConf.to_container(compose_config(CONF_DIR, "train", []).logger, resolve=True)["mode"] == "online"
     assert check_logger_mode(["logger.mode=offline"]) == ["note: logger.mode=offline overrides WANDB_MODE=online from the environment"]
     monkeypatch.delenv("WANDB_MODE")
-    assert OmegaConf.to_container(_compose("train", []).logger, resolve=True)["mode"] == "offline"
+    assert OmegaConf.to_container(compose_config(CONF_DIR, "train", []).logger, resolve=True)["mode"] == "offline"
 
 
 # -- 6. plots say what they show -------------------------------------------------------------
@@ -430,7 +431,7 @@ def _texts(fig) -> str:
 def test_the_beta_curve_names_its_split_and_speaks_of_the_mean():
     import matplotlib.pyplot as plt
 
-    from interventions.analysis.plots import beta_curve
+    from interventions.reports.plots import beta_curve
 
     correct = torch.randn(7, 3).numpy()
     fig = beta_curve([-1, 0, 1], correct, correct - 1, "test", "t")
@@ -444,7 +445,7 @@ def test_the_beta_curve_names_its_split_and_speaks_of_the_mean():
 def test_the_heatmap_shares_one_scale_names_its_prompt_and_marks_untrained_locations():
     import matplotlib.pyplot as plt
 
-    from interventions.analysis.plots import NO_GRADIENT_MARK, NO_GRADIENT_NOTE, heatmap
+    from interventions.reports.plots import NO_GRADIENT_MARK, NO_GRADIENT_NOTE, heatmap
 
     rows = [dict(layer=l, site=s, position=p, token=f"t{p}", head="", value=v * (10 if s == "mlpOut" else 1),
                  received_gradient=not (l == 1 and p == 0))
@@ -464,11 +465,11 @@ def test_training_records_which_locations_received_a_gradient(tiny_model, tmp_pa
     """The last layer's positions before the read one cannot reach the logits: no gradient,
     and the export, scalars.csv rows and the heatmap say so."""
     from interventions import load_task, train_intervention
-    from interventions.analysis.locations import location_rows
+    from interventions.reports.locations import location_rows
     from interventions.export import load_intervention, save_intervention
 
     train = load_task("ccc", model=tiny_model, split="train", n=8)
-    trained = train_intervention(tiny_model, train, epochs=1)
+    trained = train_intervention(tiny_model, train, run=RunSpec(epochs=1))
     mask = trained.method.received_gradient["mlpOut_1"]
     assert mask[-1] and not mask[:-1].any()  # last layer: only the last position
     assert trained.method.received_gradient["attnOut_0"].all()
@@ -487,16 +488,16 @@ def test_the_python_api_prints_nothing_of_lightnings(tiny_model, capfd, caplog):
 
     caplog.set_level("INFO")
     train = load_task("ccc", model=tiny_model, split="train", n=8)
-    train_intervention(tiny_model, train, epochs=1)
+    train_intervention(tiny_model, train, run=RunSpec(epochs=1))
     out, err = capfd.readouterr()
     assert out == "" and "GPU available" not in err and "litlogger" not in err and "LeafSpec" not in err
     assert "GPU available" not in caplog.text and "litlogger" not in caplog.text
-    train_intervention(tiny_model, train, epochs=1, verbose=True)  # asked for: Lightning's lines are back
+    train_intervention(tiny_model, train, run=RunSpec(epochs=1), verbose=True)  # asked for: Lightning's lines are back
     assert "GPU available" in caplog.text + "".join(capfd.readouterr())
 
 
 def test_progress_is_plain_lines_off_a_terminal(caplog):
-    from interventions.progress import EpochLines
+    from interventions.training.progress import EpochLines
 
     caplog.set_level("INFO")
     lines = EpochLines("activscalar on ccc", epochs=3, interval=3600)

@@ -11,6 +11,7 @@ from interventions.methods import METHODS
 from interventions.sites import build_grid
 from interventions.tasks import load_task
 from interventions.tasks.datamodule import clean_residual, encode
+from interventions.spec import RunSpec, intervention_spec
 
 
 def attention_rows(model, layer: int, run) -> tuple:
@@ -129,8 +130,8 @@ def test_attention_shareable(names, layer, shareable):
 def test_training_with_the_shared_attention_is_bit_identical(tiny_model, monkeypatch):
     """On the native model the shared path rounds exactly like the repeated full forward."""
     train = load_task("ccc", model=tiny_model, split="train", template=0, n=8)
-    shared = train_intervention(tiny_model, train, method="activscalar", epochs=2, init_scale=1e-2, lr=0.05)
+    shared = train_intervention(tiny_model, train, intervention=intervention_spec("activscalar", init_scale=1e-2, lr=0.05), run=RunSpec(epochs=2))
     monkeypatch.setattr(forward, "attention_shareable", lambda names, layer: False)
-    full = train_intervention(tiny_model, train, method="activscalar", epochs=2, init_scale=1e-2, lr=0.05)
+    full = train_intervention(tiny_model, train, intervention=intervention_spec("activscalar", init_scale=1e-2, lr=0.05), run=RunSpec(epochs=2))
     assert torch.equal(shared.method.flat_params(), full.method.flat_params())
     assert not torch.equal(shared.method.flat_params(), torch.zeros_like(shared.method.flat_params()))

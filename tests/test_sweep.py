@@ -30,21 +30,21 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def test_pareto_dominated_points_are_off_the_front():
-    from interventions.pareto import pareto_mask
+    from interventions.sweeps.pareto import pareto_mask
 
     points = [(0.0, 0.0), (-1.0, -1.0), (-1.0, 0.0), (0.0, -1.0)]
     assert pareto_mask(points, ("max", "max")) == [True, False, False, False]
 
 
 def test_pareto_trade_off_keeps_every_non_dominated_point():
-    from interventions.pareto import pareto_mask
+    from interventions.sweeps.pareto import pareto_mask
 
     points = [(-1.0, 0.0), (0.0, -1.0), (-0.5, -0.5), (-0.6, -0.6), (-0.5, -0.7)]
     assert pareto_mask(points, ("max", "max")) == [True, True, True, False, False]
 
 
 def test_pareto_ties_and_duplicates():
-    from interventions.pareto import pareto_mask
+    from interventions.sweeps.pareto import pareto_mask
 
     # identical points do not dominate each other: both stay on the front
     assert pareto_mask([(0.0, -1.0), (0.0, -1.0)], ("max", "max")) == [True, True]
@@ -58,7 +58,7 @@ def test_pareto_ties_and_duplicates():
 
 
 def test_pareto_minimality_lower_is_better():
-    from interventions.pareto import pareto_mask
+    from interventions.sweeps.pareto import pareto_mask
 
     # (effectiveness: max, minimality count: min)
     points = [(-1.0, 10), (-1.0, 5), (0.0, 100), (-2.0, 5), (0.0, 100)]
@@ -66,7 +66,7 @@ def test_pareto_minimality_lower_is_better():
 
 
 def test_pareto_missing_and_non_finite_values_are_never_on_the_front():
-    from interventions.pareto import pareto_mask
+    from interventions.sweeps.pareto import pareto_mask
 
     points = [(math.nan, 0.0), (None, 1.0), (-5.0, -5.0), (math.inf, 0.0)]
     assert pareto_mask(points, ("max", "max")) == [False, False, True, False]
@@ -75,7 +75,7 @@ def test_pareto_missing_and_non_finite_values_are_never_on_the_front():
 
 
 def test_front_of_uses_finished_runs_test_metrics_only():
-    from interventions.pareto import front_of
+    from interventions.sweeps.pareto import front_of
 
     records = [
         {"status": "finished", "test": {"effectiveness": -1.0, "faithfulness": -1.0}, "train": {"effectiveness": 0.0, "faithfulness": 0.0}},
@@ -127,7 +127,7 @@ def fake_sweep(tmp_path):
 
 
 def test_summary_records_status_hparams_and_fronts(fake_sweep):
-    from interventions.sweep import summarize_sweep
+    from interventions.sweeps.summary import summarize_sweep
 
     summary = summarize_sweep(fake_sweep, logger={"kind": "none"}, verbose=False)
     written = json.loads((fake_sweep / "pareto.json").read_text())
@@ -157,8 +157,8 @@ def test_summary_records_status_hparams_and_fronts(fake_sweep):
 
 
 def test_summary_wandb_run_gets_the_group_table_and_plots(fake_sweep, monkeypatch):
-    import interventions.loggers as loggers
-    from interventions.sweep import summarize_sweep
+    import interventions.sweeps.summary as summary
+    from interventions.sweeps.summary import summarize_sweep
 
     calls = {}
 
@@ -178,8 +178,8 @@ def test_summary_wandb_run_gets_the_group_table_and_plots(fake_sweep, monkeypatc
         calls["make"] = dict(kwargs, kind=kind, run_dir=run_dir)
         return WandbLogger()
 
-    monkeypatch.setattr(loggers, "make_logger", fake_make_logger)
-    monkeypatch.setattr(loggers, "finish", lambda logger: calls.setdefault("finished", True))
+    monkeypatch.setattr(summary, "make_logger", fake_make_logger)  # the names summarize_sweep calls
+    monkeypatch.setattr(summary, "finish", lambda logger: calls.setdefault("finished", True))
     summarize_sweep(fake_sweep, logger={"kind": "wandb", "project": "p", "mode": "offline"}, verbose=False)
     assert calls["make"]["group"] == "g1" and calls["make"]["mode"] == "offline"
     assert calls["make"]["name"] == "sweep-summary" and Path(calls["make"]["run_dir"]) == fake_sweep
@@ -203,7 +203,7 @@ def _job_cfg(sweep: Path, num: int = 0, **objective):
 
 def test_run_job_skips_a_finished_run_with_the_same_config(tmp_path, caplog):
     caplog.set_level("INFO")
-    from interventions.sweep import run_job
+    from interventions.sweeps.jobs import run_job
 
     calls = []
 
@@ -223,7 +223,7 @@ def test_run_job_skips_a_finished_run_with_the_same_config(tmp_path, caplog):
 
 def test_run_job_reruns_a_finished_run_whose_config_changed(tmp_path, caplog):
     caplog.set_level("INFO")
-    from interventions.sweep import run_job
+    from interventions.sweeps.jobs import run_job
 
     def fn(cfg):
         (Path(cfg.run_dir) / "metrics.json").write_text(json.dumps({"test": {"effectiveness": cfg.objective.lambda_f}}))
@@ -238,7 +238,7 @@ def test_run_job_reruns_a_finished_run_whose_config_changed(tmp_path, caplog):
 
 
 def test_same_results_ignores_keys_that_do_not_change_training():
-    from interventions.sweep import same_results
+    from interventions.sweeps.jobs import same_results
 
     base = {"model": {"name": "toy"}, "task": {"name": "ccc"}, "intervention": {"method": "activscalar"},
             "objective": {"lambda_f": 0.1}, "trainer": {"max_epochs": 1}, "seed": 0}  # fmt: skip
@@ -251,7 +251,7 @@ def test_same_results_ignores_keys_that_do_not_change_training():
 def test_a_run_finished_before_model_fused_gelu_existed_is_still_finished():
     from omegaconf import OmegaConf
 
-    from interventions.sweep import job_identity, same_results
+    from interventions.sweeps.jobs import job_identity, same_results
 
     base = {"model": {"name": "gpt2", "dtype": "float32"}, "task": {"name": "ccc"},
             "intervention": {"method": "activscalar"}, "objective": {"lambda_f": 0.1}, "trainer": {}, "seed": 0}  # fmt: skip
@@ -263,7 +263,7 @@ def test_a_run_finished_before_model_fused_gelu_existed_is_still_finished():
 
 def test_run_job_records_a_failure_and_returns(tmp_path, caplog):
     caplog.set_level("INFO")
-    from interventions.sweep import run_job
+    from interventions.sweeps.jobs import run_job
 
     def boom(cfg):
         raise RuntimeError("something broke\nsecond line")
@@ -285,7 +285,7 @@ def test_run_job_records_a_failure_and_returns(tmp_path, caplog):
 
 def test_ddp_in_a_local_multirun_is_refused_with_advice(tmp_path, caplog, monkeypatch):
     caplog.set_level("INFO")
-    from interventions.sweep import run_job
+    from interventions.sweeps.jobs import run_job
 
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
@@ -297,7 +297,8 @@ def test_ddp_in_a_local_multirun_is_refused_with_advice(tmp_path, caplog, monkey
 
 def test_a_killed_run_is_not_finished(tmp_path):
     """metrics.json is written last (atomically): a run killed before it is rerun."""
-    from interventions.sweep import collect_runs, run_job
+    from interventions.sweeps.summary import collect_runs
+    from interventions.sweeps.jobs import run_job
 
     def killed(cfg):
         (Path(cfg.run_dir) / "intervention.json").write_text("{}")
@@ -318,6 +319,9 @@ def _compose(overrides, name="train", hydra=True):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    from interventions.spec import store
+
+    store()  # the schemas and the model / logger options live in Hydra's ConfigStore
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -357,11 +361,11 @@ def test_paper_grid_presets(name, runs):
     if name == "paper_grid":
         for key in ("objective.lambda_f", "objective.lambda_m", "objective.margin"):
             assert str(params[key]).split(",") == ["0", "1", "10", "100"]
-    assert cfg.hydra.callbacks.sweep_summary._target_ == "interventions.sweep.SweepSummary"
+    assert cfg.hydra.callbacks.sweep_summary._target_ == "interventions.sweeps.summary.SweepSummary"
 
 
 def test_preflight_accepts_the_sweep_entry_points():
-    from interventions.config import preflight
+    from interventions.cli.preflight import preflight
 
     preflight(["-m", "experiment=paper_grid"], "train")
     preflight(["-m", "experiment=paper_grid_small", "hydra/launcher=joblib", "objective.lambda_f=0,1"], "train")
@@ -370,7 +374,7 @@ def test_preflight_accepts_the_sweep_entry_points():
 
 
 def test_evaluate_preflight_rejects_both_modes():
-    from interventions.config import preflight
+    from interventions.cli.preflight import preflight
     from interventions.errors import ConfigError
 
     with pytest.raises(ConfigError, match="either sweep"):
@@ -469,17 +473,17 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, model_args):
 
 @pytest.fixture(scope="module")
 def dynscalar_run(tmp_path_factory, model_args):
-    from interventions.pipeline import train_from_config
+    from interventions.runs import train_run
 
     run_dir = tmp_path_factory.mktemp("dyn") / "run"
     cfg = _compose(["intervention=dynscalar", *TINY, "logger=none", f"run_dir={run_dir}", *model_args], hydra=False)
-    train_from_config(cfg)
+    train_run(cfg)
     return run_dir
 
 
 @pytest.mark.slow
 def test_generalization_table(sweep_ok, dynscalar_run, tmp_path):
-    from interventions.generalization import generalization, markdown, write_generalization
+    from interventions.reports.generalization import generalization, markdown, write_generalization
 
     result, sweep, _ = sweep_ok
     assert result.returncode == 0, describe(result)
@@ -505,7 +509,8 @@ def test_generalization_table(sweep_ok, dynscalar_run, tmp_path):
 
 @pytest.mark.slow
 def test_dynscalar_task_matrix_and_mixed_tasks(sweep_ok, dynscalar_run, tmp_path, model_args):
-    from interventions.generalization import task_matrix, write_mixed_task, write_task_matrix
+    from interventions.reports.task_matrix import task_matrix, write_task_matrix
+    from interventions.tasks.mixed import write_mixed_task
     from interventions.models import load_model
     from interventions.tasks import load_task
 
@@ -544,21 +549,21 @@ def test_training_free_baselines_land_in_pareto_json(tmp_path, model_args):
 @pytest.mark.parametrize("fused", [False, True])
 def test_skip_unread_reaches_the_training(tmp_path, monkeypatch, fused):
     """`skip_unread=true` on the command line is what train_intervention / train_fused get."""
-    import interventions.fused
-    from interventions import pipeline
+    from interventions import runs
+    from interventions.spec import RunSpec
 
     class Reached(Exception):
         pass
 
     def stop(*args, **kwargs):
-        raise Reached(kwargs["skip_unread"])
+        raise Reached(next(a for a in (*args, *kwargs.values()) if isinstance(a, RunSpec)).skip_unread)
 
-    monkeypatch.setattr(pipeline, "train_intervention", stop)
-    monkeypatch.setattr(interventions.fused, "train_fused", stop)
+    monkeypatch.setattr(runs, "train_intervention", stop)
+    monkeypatch.setattr(runs, "train_fused", stop)
     overrides = ["skip_unread=true", "logger=none", f"run_dir={tmp_path}", "task.n_train=8", "task.n_test=8"]
     cfg = _compose(overrides + (["fused=[{lambda_f:0}]"] if fused else []), hydra=False)
     with pytest.raises(Reached) as reached:
-        pipeline.train_from_config(cfg)
+        runs.train_run(cfg)
     assert reached.value.args == (True,)
     assert _compose([], hydra=False).skip_unread is False  # off by default
 
@@ -579,24 +584,24 @@ def test_fused_relaunch_trains_only_what_is_not_finished(tmp_path, monkeypatch, 
     """A fused sweep writes a run folder (with its logger run, CSV here) per setting and
     pareto.json; relaunched into the same run_dir it skips the settings already finished with
     the same config and moves aside a finished setting whose config changed."""
-    import interventions.fused
-    from interventions.pipeline import train_from_config
+    import interventions.runs
+    from interventions.runs import train_run
 
     caplog.set_level("INFO")
     trained = []
-    real = interventions.fused.train_fused
+    real = interventions.runs.train_fused
 
-    def counting(model, train, objectives, **kwargs):
+    def counting(model, train, objectives, *args, **kwargs):
         trained.append([o.lambda_f for o in objectives])
         assert kwargs["progress"] is False  # trainer.enable_progress_bar=false reaches the loop
-        return real(model, train, objectives, **kwargs)
+        return real(model, train, objectives, *args, **kwargs)
 
-    monkeypatch.setattr(interventions.fused, "train_fused", counting)
+    monkeypatch.setattr(interventions.runs, "train_fused", counting)  # the name train_run calls
     root = tmp_path / "fused"
 
     def launch(settings):
         cfg = _compose([f"fused={settings}", *TINY, *model_args, f"run_dir={root}"], hydra=False)
-        train_from_config(cfg)
+        train_run(cfg)
         return json.loads((root / "pareto.json").read_text())
 
     first = launch("[{lambda_f:0},{lambda_f:1}]")
@@ -627,7 +632,7 @@ def test_fused_relaunch_trains_only_what_is_not_finished(tmp_path, monkeypatch, 
 def test_fused_refuses_trainer_settings_it_cannot_honour(override, message, monkeypatch):
     import torch
 
-    from interventions.config import preflight
+    from interventions.cli.preflight import preflight
     from interventions.errors import ConfigError
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the GPU presets, as on a GPU machine
@@ -638,10 +643,11 @@ def test_fused_refuses_trainer_settings_it_cannot_honour(override, message, monk
 
 
 def test_fused_runs_where_the_trainer_says():
-    from interventions.pipeline import fused_device
+    from interventions.runs import fused_device
+    from interventions.spec import to_spec
 
-    assert fused_device(_compose(["fused=[{lambda_f:0}]", "trainer=gpu"], hydra=False)) == "cuda"
-    assert fused_device(_compose(["fused=[{lambda_f:0}]"], hydra=False)) == "cpu"
+    assert fused_device(to_spec(_compose(["fused=[{lambda_f:0}]", "trainer=gpu"], hydra=False), run_dir=".")) == "cuda"
+    assert fused_device(to_spec(_compose(["fused=[{lambda_f:0}]"], hydra=False), run_dir=".")) == "cpu"
 
 
 @pytest.mark.slow
@@ -654,14 +660,15 @@ def test_fused_grid_in_a_multirun_gives_the_multiruns_pareto_json(tmp_path, mode
     result = run_cli("train.py", *args, "fused={lambda_f:[0,1]}", f"hydra.sweep.dir={fused}")
     assert result.returncode == 0, describe(result)
     # the plain multirun's four jobs, run in this process as Hydra's launcher would run them
-    from interventions.pipeline import train_from_config
-    from interventions.sweep import run_job, summarize_sweep
+    from interventions.runs import train_run
+    from interventions.sweeps.jobs import run_job
+    from interventions.sweeps.summary import summarize_sweep
 
     for num, (method, lambda_f) in enumerate(itertools.product(("activscalar", "steervec"), (0, 1))):
         overrides = [f"intervention={method}", f"objective.lambda_f={lambda_f}"]
         cfg = _compose([*overrides, *TINY, *model_args, f"run_dir={plain / str(num)}"], hydra=False)
         context = {"sweep_dir": plain, "num": num, "overrides": overrides, "output_dir": plain / str(num)}
-        run_job(train_from_config, cfg, context)
+        run_job(train_run, cfg, context)
     summarize_sweep(plain)
     got, want = (json.loads((d / "pareto.json").read_text()) for d in (fused, plain))
     assert got["counts"]["finished"] == want["counts"]["finished"] == 4
@@ -675,7 +682,7 @@ def test_fused_grid_in_a_multirun_gives_the_multiruns_pareto_json(tmp_path, mode
     for front, runs in want["fronts"].items():
         assert got["fronts"][front] == [names[r] for r in runs]
 
-    from interventions.generalization import find_runs  # the Table-2 tool finds them too
+    from interventions.reports.generalization import find_runs  # the Table-2 tool finds them too
 
     assert [name for name, _ in find_runs(fused)] == ["0/0", "0/1", "1/0", "1/1"]
     assert [name for name, _ in find_runs(plain)] == ["0", "1", "2", "3"]
@@ -687,23 +694,23 @@ def test_fused_grid_in_a_multirun_gives_the_multiruns_pareto_json(tmp_path, mode
 
 
 def test_fused_chunk_trains_the_settings_in_groups_with_the_same_results(tmp_path, monkeypatch, model_args):
-    import interventions.fused
-    from interventions.pipeline import train_from_config
+    import interventions.runs
+    from interventions.runs import train_run
 
     groups = []
-    real = interventions.fused.train_fused
+    real = interventions.runs.train_fused
 
-    def counting(model, train, objectives, **kwargs):
+    def counting(model, train, objectives, *args, **kwargs):
         groups.append([o.lambda_f for o in objectives])
-        return real(model, train, objectives, **kwargs)
+        return real(model, train, objectives, *args, **kwargs)
 
-    monkeypatch.setattr(interventions.fused, "train_fused", counting)
+    monkeypatch.setattr(interventions.runs, "train_fused", counting)  # the name train_run calls
     results = {}
     for chunk in ("null", "2"):
         root = tmp_path / chunk
         cfg = _compose(["fused={lambda_f:[0,0.1,1]}", f"fused_chunk={chunk}", *TINY, *model_args, f"run_dir={root}"],
                        hydra=False)  # fmt: skip
-        train_from_config(cfg)
+        train_run(cfg)
         results[chunk] = [r["test"] for r in json.loads((root / "pareto.json").read_text())["runs"]]
     assert groups == [[0, 0.1, 1], [0, 0.1], [1]]
     for together, chunked in zip(results["null"], results["2"]):

@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from interventions.errors import ExportError
+from interventions.errors import LengthError
 from interventions.sites import HEAD_SITES, LocationGrid, site_width
 
 Hook = tuple[str, Callable]
@@ -177,10 +177,11 @@ class Method(nn.Module):
     def check_length(self, seq_len: int) -> None:
         """Position-tied methods apply only to prompts of the length they were trained on."""
         if self.position_tied and seq_len != self.grid.seq_len:
-            raise ExportError(
+            raise LengthError(
                 f"this {self.name} intervention is tied to {self.grid.seq_len}-token prompts but got "
                 f"{seq_len}-token prompts; use prompts of the trained template, or train "
-                "intervention=dynscalar, which accepts any length"
+                "intervention=dynscalar, which accepts any length",
+                trained=self.grid.seq_len, got=seq_len,
             )
 
     def full_positions(self, values: torch.Tensor, seq_len: int) -> torch.Tensor:

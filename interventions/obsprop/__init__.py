@@ -10,7 +10,7 @@
 - features.py:    head / path / MLP features, LayerNorm modes (ignore, approximate, exact)
 - analysis.py:    norms, cosines, couplings, Theorem-2 bounds, SVD comparison, reports
 - inits.py:       INITS["obsprop"] for ActivScalar, SteerVec, DynScalar
-- __main__.py:    `python -m interventions.obsprop analyze ...` (JSON + PNG heatmaps)
+- the command line: `python -m interventions obsprop analyze ...` (JSON + PNG heatmaps)
 """
 
 from interventions.obsprop.analysis import (

@@ -17,7 +17,7 @@ Theorem-2 bounds and the comparison with the singular vectors of W_OV.
   well below 1) is one SVD would miss.
 
 `analyze` computes all of this for one or two observables and `write_report` writes
-JSON and layer × head PNG heatmaps (the CLI: `python -m interventions.obsprop analyze`).
+JSON and layer × head PNG heatmaps (the CLI: `python -m interventions obsprop analyze`).
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 # -- the whole report -------------------------------------------------------------------
-def _grid(t: torch.Tensor) -> list:
+def grid_list(t: torch.Tensor) -> list:
     return [[round(float(v), 6) for v in row] for row in t.detach().cpu()]
 
 
@@ -181,13 +181,13 @@ def _head_report(model, obs, ln_modes, data, top, svd_top) -> tuple[dict, dict[s
         Y = head_features(model, obs, ln_mode=mode, data=data, input_space="normalized")
         feats[mode] = Y
         norms = feature_norms(Y)
-        rep["norm"][mode] = _grid(norms)
+        rep["norm"][mode] = grid_list(norms)
         rep["ranking"][mode] = rank_heads(norms, top)
     main = ln_modes[-1]
     svd = svd_comparison(model, feats[main], main, svd_top)
     rep["svd"] = {
         "ln_mode": main,
-        "best_abs_cos": _grid(svd["best_abs_cos"]),
+        "best_abs_cos": grid_list(svd["best_abs_cos"]),
         "best_index": [[int(v) for v in row] for row in svd["best_index"]],
         "top_heads": [
             {
@@ -274,9 +274,9 @@ def analyze(
         pair: dict = {"first": a, "second": b, "cosine": {}, f"coupling {a} -> {b}": {}, f"coupling {b} -> {a}": {}}
         for mode in ln_modes:
             Y1, Y2 = tensors[a][mode], tensors[b][mode]
-            pair["cosine"][mode] = _grid(cosine(Y1, Y2))
-            pair[f"coupling {a} -> {b}"][mode] = _grid(coupling(Y1, Y2))
-            pair[f"coupling {b} -> {a}"][mode] = _grid(coupling(Y2, Y1))
+            pair["cosine"][mode] = grid_list(cosine(Y1, Y2))
+            pair[f"coupling {a} -> {b}"][mode] = grid_list(coupling(Y1, Y2))
+            pair[f"coupling {b} -> {a}"][mode] = grid_list(coupling(Y2, Y1))
         u1, u2 = observable.direction(model), other.direction(model)
         pair["cosine_of_W_U_n"] = float(cosine(u1, u2))  # is the head cosine more than the observables' own?
         uf1, uf2 = final_direction(model, observable, main, data), final_direction(model, other, main, data)

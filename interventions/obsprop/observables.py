@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from interventions.errors import TaskError
+from interventions.errors import CancellingObservableError, TaskError
 from interventions.tasks.validation import single_token_id
 
 
@@ -188,7 +188,7 @@ def observable_for_task(
     norm = sum(v * v for v in terms.values()) ** 0.5
     if norm < 0.05 * 2**0.5 and not allow_cancel:  # each point's e_c − e_w has norm √2
         pairs = sorted({(p.correct.strip(), p.wrong.strip()) for p in points})[:4]
-        raise TaskError(
+        raise CancellingObservableError(
             f"the task's answer pairs cancel out (mean of e_correct − e_wrong has norm {norm:.3g}; "
             f"pairs such as {', '.join(a + '-' + b for a, b in pairs)}); pass an explicit observable, "
             f"e.g. --observable '{pairs[0][0]}-{pairs[0][1]}'"

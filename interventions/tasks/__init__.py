@@ -6,15 +6,14 @@
 
 from __future__ import annotations
 
-from interventions.errors import TaskError
+from interventions.errors import EmptySplitError, TaskError
 from interventions.tasks.datapoint import DataPoint, Task
 from interventions.tasks.files import file_points
-from interventions.tasks.generators import SPLITS, TOY_TASKS, toy_points
+from interventions.tasks.generators import toy_points
 from interventions.tasks.tokenize import prompt_token_ids
 from interventions.tasks.validation import check_fixed_length, check_points
+from interventions.spec import FILE_TASKS, SPLITS, TASKS, TOY_TASKS, TaskSpec
 
-FILE_TASKS = ("jsonl", "csv")
-TASKS = (*TOY_TASKS, *FILE_TASKS)
 
 
 def load_task(
@@ -88,6 +87,23 @@ def load_task(
     return Task(name, split, str(template), tuple(points), info)
 
 
+def load_splits(task: TaskSpec, model, seed: int, fixed_length: bool, splits=SPLITS) -> dict[str, Task | None]:
+    """The task's splits as validated `Task`s ({split: Task}; None for an empty `val`, which
+    is optional)."""
+    out = {}
+    for split in splits:
+        try:
+            out[split] = load_task(
+                task.name, model=model, split=split, template=task.template, n=task.n(split), seed=seed,
+                path=task.path, bias_pair=task.bias_pair, fixed_length=fixed_length, hold_pair=task.hold_pair,
+            )  # fmt: skip
+        except EmptySplitError:
+            if split != "val":
+                raise
+            out[split] = None
+    return out
+
+
 def _drop_multi_token(points, tokenizer):
     from interventions.tasks.validation import answer_ids
 
@@ -100,4 +116,4 @@ def _drop_multi_token(points, tokenizer):
     return kept, dropped
 
 
-__all__ = ["DataPoint", "Task", "load_task", "TASKS", "SPLITS"]
+__all__ = ["DataPoint", "Task", "load_task", "load_splits", "TASKS", "SPLITS"]

@@ -13,10 +13,9 @@ import random
 
 from interventions.errors import TaskError
 from interventions.tasks.datapoint import DataPoint
+from interventions.spec import SPLITS, TOY_TASKS
 from interventions.toyworld import world
 
-TOY_TASKS = tuple(world.TEMPLATES)
-SPLITS = ("train", "val", "test")
 VAL_FRACTION = 0.1
 DEFAULT_N = 512
 

@@ -1,6 +1,6 @@
 """Train the toy world's model from scratch and write the checkpoint folder.
 
-    python -m interventions.toyworld train [--seed 0] [--steps N] [--out DIR]
+    python -m interventions toyworld train --out DIR [--seed 0] [--steps N]
 
 The model is a TransformerLens-native transformer (`TransformerBridge.boot_native`):
 4 layers, 4 heads, LayerNorm, GELU MLPs. It is trained as a plain next-token language
@@ -21,10 +21,9 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from interventions.io import write_json
-from interventions.toyworld import corpus, world
+from interventions.toyworld import TRAINING_DEFAULTS, corpus, world
 from interventions.toyworld.tokenizer import build_tokenizer
 
-CHECKPOINT_DIR = Path(__file__).parent / "checkpoint"
 
 MODEL_CONFIG = dict(
     d_model=128,
@@ -37,7 +36,7 @@ MODEL_CONFIG = dict(
     normalization_type="LN",
     positional_embedding_type="standard",
 )
-DEFAULTS = dict(seed=0, steps=3000, batch_size=64, lr=1e-3, weight_decay=0.01, warmup=100)
+DEFAULTS = TRAINING_DEFAULTS
 
 
 def build_model(vocab_size: int, seed: int, tokenizer=None):

@@ -7,17 +7,23 @@ signal N (130 for Ctrl+C, 143 for SIGTERM), with what finished said on stderr.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import logging
 import signal
 import sys
 from pathlib import Path
 
+import hydra
 from omegaconf import OmegaConf
 
+from interventions.cli.preflight import entry_config, preflight
 from interventions.console import configure_cli
 from interventions.errors import InterventionsError, RunInterrupted
 from interventions.interrupts import signals_raise
 from interventions.rundir import claim_dir, record_error, supersede
+from interventions.spec import store
+from interventions.sweeps.jobs import is_multirun, run_job
 
 # The default run folders (conf/train.yaml, conf/evaluate.yaml) are claimed when Hydra
 # resolves them, so that two runs started in the same second get two folders.
@@ -39,30 +45,36 @@ def fail(error: InterventionsError) -> None:
     sys.exit(error.exit_code)
 
 
-def run(main, config_name: str) -> None:
-    """Validate the command line, then run the Hydra `main` (module doc: exit status).
+# What each entry point runs on its composed config. Imported only after the checks: it loads
+# torch and the models (about 5 s), and a mistake on the command line is answered in 0.2 s.
+TASKS = {"train": "train_run", "evaluate": "evaluate_run"}
+
+
+def run(entry: str) -> None:
+    """The entry point `entry` ("train" or "evaluate"): check the command line, then run its
+    task (interventions.runs) on the composed config under Hydra (module doc: exit status).
 
     Errors found before Hydra starts (unknown keys, bad values, an output folder that is
     not writable or holds a finished run) exit with status 2 before any work. In a
     multirun a failing run is recorded and the sweep goes on; the sweep summary sets the
-    exit status (`sweep.SweepSummary`).
+    exit status (`sweeps.summary.SweepSummary`).
     """
-    from interventions.config import export_alias, preflight
-
     configure_cli()
     with signals_raise():
         try:
-            plan = preflight(sys.argv[1:], config_name)
+            plan = preflight(sys.argv[1:], entry)
         except InterventionsError as error:
             fail(error)
         for note in plan.notes:
             print(note, file=sys.stderr, flush=True)
         for folder in plan.supersede:  # overwrite=true: before Hydra writes its files into it
             print(f"overwrite=true: moved the finished run in {folder} to {supersede(folder)}", flush=True)
-        if config_name == "evaluate":
-            sys.argv[1:] = export_alias(sys.argv[1:])
+        conf_dir, name = entry_config(sys.argv[1:], entry)
+        store()
+        task = getattr(importlib.import_module("interventions.runs"), TASKS[entry])
+        hydra_main = hydra.main(config_path=str(conf_dir), config_name=name, version_base="1.3")(report_errors(task))
         try:
-            main()
+            hydra_main()
         except RunInterrupted as interrupted:
             report_interrupt(interrupted)
             sys.exit(interrupted.exit_code)
@@ -87,7 +99,7 @@ def report_interrupt(interrupted: RunInterrupted) -> None:
         say_error(f"error: interrupted by {interrupted} before the run finished; nothing was written as finished "
                   f"(no metrics.json, no export){f' in {where}' if where else ''}")  # fmt: skip
         return
-    from interventions.sweep import summarize_sweep
+    from interventions.sweeps.summary import summarize_sweep
 
     sweep_dir = getattr(interrupted, "sweep_dir", None) or _hydra_sweep_dir()
     if sweep_dir is None or not Path(sweep_dir).is_dir():
@@ -110,17 +122,13 @@ def report_errors(fn):
 
     A failing single run leaves `error.txt` (the line, then the traceback) in its folder,
     which is never marked finished. In a multirun, every job goes through
-    `interventions.sweep.run_job` instead: a run that already finished with the same config
+    `interventions.sweeps.jobs.run_job` instead: a run that already finished with the same config
     is skipped, and any exception of one run is recorded without stopping the sweep.
     """
-    import functools
-
     @functools.wraps(fn)
     def wrapper(cfg):
-        from interventions import sweep
-
-        if sweep.is_multirun():
-            return sweep.run_job(fn, cfg)
+        if is_multirun():
+            return run_job(fn, cfg)
         run_dir = Path(cfg.run_dir) if "run_dir" in cfg else None
         try:
             return fn(cfg)

@@ -8,24 +8,28 @@ stacked leaf per parameter name and Adam is elementwise, so each configuration f
 exactly the trajectory of its own separate run (same data order, same initialisation);
 only floating-point summation order differs.
 
-    >>> methods = train_fused(model, train, [Objective(0, 0, 1), Objective(1, 0.01, 1)], epochs=5)
+    >>> methods = train_fused(model, train, [Objective(0, 0, 1), Objective(1, 0.01, 1)], run=RunSpec(epochs=5))
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import torch
 from torch.func import functional_call, vmap
+from tqdm.auto import tqdm
 
 from interventions.errors import ConfigError, NonFiniteError
 from interventions.forward import repeated_batch_logits
-from interventions.models import model_device
 from interventions.methods import METHODS, Method
 from interventions.methods.base import nonzero_locations
+from interventions.models import model_device
 from interventions.numerics import first_overflow, likely_cause, overflow_message, residual_probe
 from interventions.objective import Objective, example_terms, minimality_loss, weighted_sum
-from interventions.progress import EpochLines, on_terminal
-from interventions.sites import DEFAULT_SITES
+from interventions.spec import ObjectiveSpec, RunSpec, TrainedInterventionSpec, intervention_spec
 from interventions.tasks.datapoint import Task
+from interventions.training.progress import EpochLines, on_terminal
+from interventions.training.setup import initialized_method, learning_rate, prepare, skip_prefix
 
 
 def stack_parameters(methods: list[Method]) -> dict[str, torch.nn.Parameter]:
@@ -185,88 +189,98 @@ class FusedDivergence:
                     moment[failed] = 0.0
 
 
+@dataclass
+class FusedState:
+    """The K settings while they train: their stacked parameters, one Adam, the divergence
+    watch, which locations got a gradient so far, and the forward's options."""
+
+    model: object
+    proto: Method
+    stacked: dict[str, torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    watch: "FusedDivergence"
+    forward: dict  # fused_step_logits' skip_unread and prefix_layer
+    received: dict | None = None
+    step: int = 0
+
+    def train_step(self, objectives: list[Objective], batch: dict, epoch: int) -> torch.Tensor:
+        """One optimizer step of every active setting on `batch`; returns the summed loss."""
+        self.step += 1
+        logits = fused_step_logits(self.model, self.proto, self.stacked, batch, **self.forward)
+        loss = self.watch.losses(fused_loss(objectives, self.stacked, batch, *logits), epoch, self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.received = note_gradients(self.received, self.stacked, self.proto.vector_param)
+        self.optimizer.step()
+        self.watch.parameters(self.stacked, epoch, self.step)
+        self.watch.retire(self.stacked, self.optimizer)
+        return loss
+
+    def end_epoch(self, probe: dict, epoch: int) -> None:
+        """The epoch's overflow check on its first batch (`numerics`)."""
+        self.watch.overflow(self.model, self.proto, self.stacked, probe, epoch, self.step, **self.forward)
+        self.watch.retire(self.stacked, self.optimizer)
+
+    def results(self, methods: list[Method]) -> list[Method | NonFiniteError]:
+        """The K trained methods (their parameters and received gradients written back), or
+        the error of each setting that failed."""
+        unstack_into(self.stacked, methods)
+        for k, m in enumerate(methods):
+            if self.received is not None:
+                m.received_gradient = {name.removeprefix("params."): seen[k] for name, seen in self.received.items()}
+        return [error or m for m, error in zip(methods, self.watch.errors)]
+
+
 def train_fused(
     model,
     train: Task,
-    objectives: list[Objective],
-    method: str = "activscalar",
-    *,
-    sites=DEFAULT_SITES,
-    layers="all",
-    positions="all",
-    heads="all",
-    init: str = "normal",
-    init_scale: float = 1e-5,
-    lr: float | None = None,
-    epochs: int = 25,
-    batch_size: int = 4,
-    padding_side: str = "right",
-    seed: int = 0,
-    prefix_skip: bool = True,
-    skip_unread: bool = False,
+    objectives: list[ObjectiveSpec],
+    intervention: str | TrainedInterventionSpec = "activscalar",
+    run: RunSpec | None = None,
     progress: bool = False,
 ) -> list[Method | NonFiniteError]:
-    """Train one `method` per objective together; returns the K trained methods, in order.
+    """Train one intervention per objective together; returns the K trained methods, in order.
 
     A setting whose loss, parameters or activations turn non-finite (`numerics`) fails
     alone: its entry is the `NonFiniteError` saying where and why, and the other settings
-    train on. Same data order, initialisation and forward path as `train_intervention` with the same
-    arguments (`padding_side`, `prefix_skip` and `skip_unread` as there). `progress`: a
-    progress bar over the steps on a terminal (else a line per epoch), with the summed loss
-    of the K settings.
+    train on. Same data order, initialisation and forward path as `train_intervention` with
+    the same `intervention` and `run`. `progress`: a progress bar over the steps on a
+    terminal (else a line per epoch), with the summed loss of the K settings.
     """
-    from tqdm.auto import tqdm
-
-    from interventions.training import initialized_method, prepare, skip_prefix
-
-    if not METHODS[method].trained:
-        raise ConfigError(f"{method} is training-free: there is no objective to vary, nothing to fuse")
-    dm, seq_len = prepare(model, train, None, None, method, batch_size=batch_size, padding_side=padding_side, seed=seed)
-    device = model_device(model)
-    grid = dict(sites=sites, layers=layers, positions=positions, heads=heads)
-    methods = [
-        initialized_method(method, model, dm, train[0].prompt, seq_len, grid, init, init_scale, seed) for _ in objectives
-    ]
-    prefix = skip_prefix(model, dm, methods[0], prefix_skip)
-    stacked = stack_parameters(methods)
-    lr = lr or METHODS[method].default_lr
-    optimizer = torch.optim.Adam(stacked.values(), lr=lr, foreach=True)
-    watch = FusedDivergence(len(objectives), likely_cause(lr, METHODS[method].default_lr, next(model.parameters()).dtype))
-    loader = dm.train_dataloader()
-    label = f"fused {method} ×{len(objectives)}"
-    bar = tqdm(total=epochs * len(loader), desc=label, disable=not (progress and on_terminal()), mininterval=0.2,
+    spec, run = intervention_spec(intervention), run or RunSpec()
+    if not spec.trained:
+        raise ConfigError(f"{spec.method} is training-free: there is no objective to vary, nothing to fuse")
+    objectives = [Objective(**asdict(o)) for o in objectives]
+    dm, seq_len = prepare(model, train, None, None, spec, run)
+    methods = [initialized_method(spec, model, dm, train[0].prompt, seq_len, run.seed) for _ in objectives]
+    stacked, lr = stack_parameters(methods), learning_rate(spec)
+    cause = likely_cause(lr, METHODS[spec.method].default_lr, next(model.parameters()).dtype)
+    state = FusedState(
+        model, methods[0], stacked, torch.optim.Adam(stacked.values(), lr=lr, foreach=True),
+        FusedDivergence(len(objectives), cause),
+        dict(skip_unread=run.skip_unread, prefix_layer=skip_prefix(model, dm, methods[0], run.prefix_skip)),
+    )  # fmt: skip
+    loader, device = dm.train_dataloader(), model_device(model)
+    label = f"fused {spec.method} ×{len(objectives)}"
+    bar = tqdm(total=run.epochs * len(loader), desc=label, disable=not (progress and on_terminal()), mininterval=0.2,
                leave=True)  # fmt: skip
-    lines = EpochLines(label, epochs) if progress and not on_terminal() else None
-    step, probe, received = 0, None, None
+    lines = EpochLines(label, run.epochs) if progress and not on_terminal() else None
     with bar:
-        for epoch in range(epochs):
+        for epoch in range(run.epochs):
             loader.sampler.set_epoch(epoch)  # as Lightning does: the same batches as separate runs
-            for index, batch in enumerate(loader):
-                batch = {k: v.to(device) for k, v in batch.items()}
-                step += 1
-                logits = fused_step_logits(model, methods[0], stacked, batch, skip_unread, prefix)
-                loss = watch.losses(fused_loss(objectives, stacked, batch, *logits), epoch, step)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                received = note_gradients(received, stacked, methods[0].vector_param)
-                optimizer.step()
-                watch.parameters(stacked, epoch, step)
-                watch.retire(stacked, optimizer)
-                if index == 0:
-                    probe = batch  # the epoch's first batch: the overflow check runs it at the end
+            batches = ({k: v.to(device) for k, v in batch.items()} for batch in loader)
+            probe = None
+            for batch in batches:
+                probe = probe or batch  # the epoch's first batch: the overflow check runs it at the end
+                loss = state.train_step(objectives, batch, epoch)
                 bar.update()
-            watch.overflow(model, methods[0], stacked, probe, epoch, step, skip_unread=skip_unread, prefix_layer=prefix)
-            watch.retire(stacked, optimizer)
+            state.end_epoch(probe, epoch)
             bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4g}")
             if lines is not None:
                 lines.epoch_end(epoch, loss.item())
-            if not any(watch.active):
+            if not any(state.watch.active):
                 break
-    unstack_into(stacked, methods)
-    for k, m in enumerate(methods):
-        if received is not None:
-            m.received_gradient = {name.removeprefix("params."): seen[k] for name, seen in received.items()}
-    return [error or m for m, error in zip(methods, watch.errors)]
+    return state.results(methods)
 
 
 def note_gradients(received: dict | None, stacked: dict[str, torch.Tensor], vector_param: bool) -> dict:

@@ -21,15 +21,14 @@ Head sites: for z and v every head is a location (norms over d_head); for o the 
 of the heads add up in the attention output (see methods/steervec.py), so o locations are
 (layer, position) of `hook_attn_out`, head "".
 
-    python -m interventions.analysis.geometry --task ccc --n-seeds 5 --epochs 25 --out DIR
+    python -m interventions geometry --task ccc --n-seeds 5 --epochs 25 --out DIR
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
-import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +38,8 @@ import torch.nn.functional as F
 from interventions.io import save_figure, write_json
 from interventions.models import model_device
 from interventions.sites import HEAD_SITES
+from interventions.spec import ObjectiveSpec, RunSpec, TrainedInterventionSpec
+from interventions.training.train import train_intervention
 
 QUANTITIES = ("norm_change", "cosine_distance")
 PAPER_TAU = {"norm": 0.979, "direction": 0.350}
@@ -201,7 +202,9 @@ def seed_consistency(orderings) -> float:
 
 
 # -- the study ------------------------------------------------------------------------
-def geometry_study(model, train, test=None, n_seeds: int = 5, data_split: str | None = None, **train_kwargs) -> dict:
+def geometry_study(model, train, test=None, n_seeds: int = 5, data_split: str | None = None,
+                   intervention: TrainedInterventionSpec | None = None, objective: ObjectiveSpec | None = None,
+                   run: RunSpec | None = None) -> dict:  # fmt: skip
     """Train `n_seeds` SteerVecs (seeds 0..n−1) and compare their geometry.
 
     Args:
@@ -210,8 +213,8 @@ def geometry_study(model, train, test=None, n_seeds: int = 5, data_split: str | 
         n_seeds: number of runs.
         data_split: the split whose prompts the geometry averages over ("test" if a test
             task is given, else "train").
-        train_kwargs: passed to `train_intervention` (epochs, lr, sites, objective, ...);
-            `method` is always "steervec" and `seed` the run index.
+        intervention, objective, run: as for `train_intervention`; the method is always
+            SteerVec and the seed the run index.
 
     Returns:
         {"locations": [...], "seeds": [...],
@@ -225,18 +228,14 @@ def geometry_study(model, train, test=None, n_seeds: int = 5, data_split: str | 
          "metrics": [per-seed effectiveness / flip accuracy on the data split],
          "data_split": str, "n_prompts": int}
     """
-    from interventions.training import train_intervention
-
     if n_seeds < 2:
         raise ValueError("n_seeds must be at least 2 to compare runs")
-    train_kwargs = dict(train_kwargs)
-    train_kwargs.pop("method", None)
-    train_kwargs.pop("seed", None)
+    spec, run = replace(intervention or TrainedInterventionSpec("steervec"), method="steervec"), run or RunSpec()
     split = data_split or ("test" if test is not None else "train")
     per_seed = {q: [] for q in (*QUANTITIES, "vector_norm")}
     vectors, metrics, locations, n_prompts = [], [], None, 0
     for seed in range(n_seeds):
-        trained = train_intervention(model, train, test, method="steervec", seed=seed, **train_kwargs)
+        trained = train_intervention(model, train, test, intervention=spec, objective=objective, run=replace(run, seed=seed))
         loader = trained.datamodule.loader(split)
         geo = steervec_geometry(model, trained.method, loader)
         locations, n_prompts = geo["locations"], geo["n_prompts"]
@@ -271,7 +270,7 @@ def geometry_study(model, train, test=None, n_seeds: int = 5, data_split: str | 
 # -- plots ----------------------------------------------------------------------------
 def geometry_heatmap(locations: list[dict], values, quantity: str, title: str = ""):
     """Layer (x head) down, token position across, one panel per site."""
-    from interventions.analysis.plots import plt
+    from interventions.reports.plots import plt
 
     values = np.asarray(values, dtype=float)
     sites = list(dict.fromkeys(r["site"] for r in locations))
@@ -328,65 +327,3 @@ def write_geometry(out: str | Path, result: dict) -> list[Path]:
 def tau_line(result: dict) -> str:
     tau = result["kendall_tau"]
     return f"norm τ = {tau['norm']:.3f}, direction τ = {tau['direction']:.3f}"
-
-
-# -- CLI ------------------------------------------------------------------------------
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m interventions.analysis.geometry",
-        description="SteerVec geometry over seeds (paper Fig. 4): norm change and cosine "
-        "distance per location, and their Kendall τ across runs.",
-    )
-    p.add_argument("--model", default="toy", help="model name or folder (default: toy)")
-    p.add_argument("--task", default="ccc")
-    p.add_argument("--template", default="0")
-    p.add_argument("--path", default=None, help="data file for task jsonl/csv")
-    p.add_argument("--n-train", type=int, default=256)
-    p.add_argument("--n-test", type=int, default=256)
-    p.add_argument("--n-seeds", type=int, default=5)
-    p.add_argument("--epochs", type=int, default=25)
-    p.add_argument("--lr", type=float, default=None, help="Adam step size (default: the method's default_lr)")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--sites", default="attnOut,mlpOut")
-    p.add_argument("--layers", default="all")
-    p.add_argument("--positions", default="all")
-    p.add_argument("--lambda-f", type=float, default=0.1)
-    p.add_argument("--lambda-m", type=float, default=0.0)
-    p.add_argument("--margin", type=float, default=1.0)
-    p.add_argument("--data-split", choices=("train", "test"), default="test")
-    p.add_argument("--out", required=True, help="output folder")
-    return p
-
-
-def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
-    torch.set_num_threads(1)
-    from interventions.models import load_model
-    from interventions.objective import Objective
-    from interventions.tasks import load_task
-
-    model, _ = load_model(args.model)
-    template = int(args.template) if args.template.lstrip("-").isdigit() else args.template
-    common = dict(model=model, template=template, path=args.path, fixed_length=True)
-    train = load_task(args.task, split="train", n=args.n_train, **common)
-    test = load_task(args.task, split="test", n=args.n_test, **common)
-    result = geometry_study(
-        model, train, test, n_seeds=args.n_seeds, data_split=args.data_split,
-        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, sites=args.sites,
-        layers=args.layers, positions=args.positions,
-        objective=Objective(lambda_f=args.lambda_f, lambda_m=args.lambda_m, margin=args.margin),
-    )  # fmt: skip
-    result["config"] = {k: v for k, v in vars(args).items()}
-    written = write_geometry(args.out, result)
-    print(tau_line(result) + f"  (Kendall, mean over {len(result['kendall_tau']['pairs']['norm'])} seed pairs; "
-          f"paper: norm {PAPER_TAU['norm']}, direction {PAPER_TAU['direction']})")  # fmt: skip
-    print(f"  mean pairwise cosine between the seeds' vectors, averaged over locations: "
-          f"{result['vector_cosine']['mean']:.3f}")  # fmt: skip
-    for m in result["metrics"]:
-        print(f"  seed {m['seed']}: effectiveness {m['effectiveness']:.3f}, flip accuracy {m['flip_accuracy']:.3f}")
-    print("wrote " + ", ".join(str(p) for p in written))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

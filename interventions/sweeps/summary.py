@@ -1,216 +1,51 @@
-"""Sweeps: robust multirun jobs, and the sweep-level summary (pareto.json, plots, W&B).
+"""The sweep summary: every run of a sweep collected, its Pareto fronts, a table and a W&B run.
 
-    python train.py -m experiment=paper_grid_small             # a sweep; summary at the end
-    python train.py -m experiment=paper_grid_small hydra.sweep.dir=multirun/pgs   # relaunch: same dir
-    python evaluate.py sweep=multirun/pgs                       # rebuild the summary any time
+    python evaluate.py sweep=multirun/pgs        # rebuild the summary any time
 
-Every job of a multirun goes through `run_job` (via `interventions.cli.report_errors`):
-
-- Its W&B group is set to the sweep (`sweep_group`) unless `logger.group` is given, so every
-  run of a sweep, and its summary run, share one group.
-- It writes `sweep_job.json` (its overrides and resolved config) before it starts.
-- A run whose folder already holds a finished `metrics.json` written with the same model,
-  task, intervention, objective, trainer settings (but the progress bar) and seed is skipped
-  with one printed line. A finished run with a different one is moved to
-  `<run>/superseded/<time>/` and the job runs again.
-- Any exception is caught: the full traceback goes to `<run>/error.txt`, one line to
-  stderr, and the sweep continues (Hydra's basic launcher would otherwise stop).
-
-At the end, `SweepSummary.on_multirun_end` (registered in conf/train.yaml) calls
-`summarize_sweep`, which reads every run folder of the sweep and writes, at its root:
+At the end of a multirun, `SweepSummary.on_multirun_end` (registered in conf/train.yaml)
+calls `summarize_sweep`, which reads every run folder of the sweep and writes, at its root:
 pareto.json, pareto.md, pareto_faithfulness.png, pareto_minimality.png and a W&B summary
 run (when the logger is wandb). A run's status is "finished" (metrics.json present),
 "failed" (error.txt present; the error line is recorded), "interrupted" (stopped by SIGINT or
 SIGTERM: a relaunch runs it again) or "incomplete" (started, never finished: killed without a
 chance to say so, or still running). Pareto membership is computed on TEST metrics among
-finished runs; see interventions.pareto for the conventions.
+finished runs; see interventions.sweeps.pareto for the conventions. The callback also sets
+the sweep's exit status: 1 when any run failed.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import logging
-import math
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
-from interventions.errors import RunInterrupted
+from interventions.errors import ConfigError
 from interventions.io import atomic_write_text, read_json, save_figure, write_json
-from interventions.pareto import FRONTS, front_of, front_order
-from interventions.rundir import ERROR_FILE, METRICS_FILE, SUPERSEDED, error_line, record_error, supersede
+from interventions.loggers import finish, is_wandb, make_logger
+from interventions.rundir import ERROR_FILE, METRICS_FILE, SUPERSEDED, error_line, timestamp
+from interventions.spec import method_label
+from interventions.sweeps.jobs import JOB_FILE, sweep_group
+from interventions.sweeps.pareto import FRONTS, front_of
+from interventions.sweeps.plots import plot_front
 
 log = logging.getLogger(__name__)
-JOB_FILE = "sweep_job.json"
 SUMMARY_FILE = "pareto.json"
+
+
 TABLE_FILE = "pareto.md"
+
+
 PLOT_FILES = {name: f"pareto_{name}.png" for name in FRONTS}
-# Hydra writes these into a job's folder before the job starts: they belong to the new run.
-HYDRA_JOB_FILES = (".hydra", "train.log", "evaluate.log")
+
+
 # A run's status in pareto.json: metrics.json written; error.txt written; stopped by a signal; none of these
 STATUSES = ("finished", "failed", "interrupted", "incomplete")
-# Config keys that do not change a run's results (not recorded in the job's identity);
-# model.fused_gelu changes only float rounding, and runs finished before it existed lack it.
-IGNORED_KEYS = ("run_dir", "logger", "trainer.enable_progress_bar", "model.fused_gelu")
-# What decides a training run's results: a finished run is skipped when these are unchanged
-# (other keys, e.g. diagnostics added later, do not make finished runs stale; nor does
-# skip_unread, which like the thread count changes only float rounding).
-RESULT_KEYS = ("model", "task", "intervention", "objective", "trainer", "seed")
-METHOD_LABELS = {"activscalar": "ActivScalar", "steervec": "SteerVec", "dynscalar": "DynScalar"}
-METHOD_COLORS = {"activscalar": "tab:blue", "steervec": "tab:orange", "dynscalar": "tab:green"}
-
-
-# -- the jobs of a multirun ---------------------------------------------------------------------
-
-
-def is_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def sweep_group(sweep_dir: str | Path) -> str:
-    """The W&B group of a sweep: its directory, relative to the working directory if inside it."""
-    path = Path(sweep_dir)
-    if path.is_absolute():
-        try:
-            path = path.relative_to(Path.cwd())
-        except ValueError:
-            pass
-    text = path.as_posix()
-    return text if len(text) <= 128 else text[-128:]  # W&B's limit on group names
-
-
-def job_identity(cfg) -> dict:
-    """The resolved config that decides a run's results (without run_dir and logger)."""
-    from omegaconf import OmegaConf
-
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    for key in IGNORED_KEYS:
-        *parents, leaf = key.split(".")
-        node = resolved
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(leaf, None)
-    return resolved
-
-
-def same_results(old: dict | None, new: dict) -> bool:
-    """Whether a finished run with config `old` is the run `new` asks for.
-
-    Training configs (with intervention and objective) compare RESULT_KEYS only; any other
-    config compares in full (without IGNORED_KEYS).
-    """
-    if not isinstance(old, dict):
-        return False
-    if all(k in new for k in ("intervention", "objective")):
-        return all(old.get(k) == new.get(k) for k in RESULT_KEYS)
-    return old == new
-
-
-def _now() -> str:
-    return _dt.datetime.now().isoformat(timespec="seconds")
-
-
-def already_finished(run_dir: Path, identity: dict | None, label: str) -> bool:
-    """True if `run_dir` holds a finished run of config `identity` (print that it is skipped);
-    a finished run of another config is moved aside (`supersede`) and False returned."""
-    if not (run_dir / METRICS_FILE).exists():
-        return False
-    previous = read_json(run_dir / JOB_FILE)
-    if previous is not None and identity is not None and same_results(previous.get("config"), identity):
-        log.info(f"skipping {label}: already finished in {run_dir}")
-        return True
-    dest = supersede(run_dir, keep=HYDRA_JOB_FILES)
-    log.info(f"{label}: {run_dir} held a finished run with another config; moved it to {dest}")
-    return False
-
-
-def job_context() -> dict:
-    """The current Hydra job: its sweep dir, number, overrides and output dir."""
-    from hydra.core.hydra_config import HydraConfig
-
-    hc = HydraConfig.get()
-    return {"sweep_dir": hc.sweep.dir, "num": hc.job.num, "overrides": list(hc.overrides.task),
-            "output_dir": hc.runtime.output_dir}  # fmt: skip
-
-
-def run_job(fn, cfg, context: dict | None = None):
-    """Run one job of a multirun: skip it if finished, record it if it fails (see module doc).
-
-    `context` (tests): {"sweep_dir", "num", "overrides", "output_dir"}; default: Hydra's.
-    """
-    from omegaconf import OmegaConf
-
-    ctx = context or job_context()
-    sweep_dir = Path(ctx["sweep_dir"])
-    overrides = list(ctx["overrides"])
-    label = f"run {ctx['num']} ({' '.join(overrides) or 'defaults'})"
-    run_dir = Path(cfg.run_dir) if "run_dir" in cfg else Path(ctx["output_dir"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if "logger" in cfg and cfg.logger.get("group") is None:
-        OmegaConf.update(cfg, "logger.group", sweep_group(sweep_dir))
-    try:
-        identity = job_identity(cfg)
-    except Exception as error:  # an interpolation that does not resolve: a failing run
-        identity = None
-        unresolved = error
-    else:
-        unresolved = None
-
-    if already_finished(run_dir, identity, label):
-        metrics = read_json(run_dir / METRICS_FILE) or {}
-        return (metrics.get("test") or {}).get("effectiveness")
-    (run_dir / ERROR_FILE).unlink(missing_ok=True)
-    job = {
-        "job_num": ctx["num"], "overrides": overrides, "sweep_dir": str(sweep_dir),
-        "group": cfg.logger.group if "logger" in cfg else None, "started": _now(),
-        "status": "running", "config": identity,
-    }  # fmt: skip
-    write_json(run_dir / JOB_FILE, job)
-    try:
-        if unresolved is not None:
-            raise unresolved
-        _check_ddp(cfg)
-        result = fn(cfg)
-    except RunInterrupted as interrupted:  # the sweep stops; a relaunch runs this job again
-        write_json(run_dir / JOB_FILE, {**job, "status": "interrupted", "error": f"interrupted by {interrupted}",
-                                        "ended": _now()})  # fmt: skip
-        interrupted.sweep_dir = sweep_dir
-        raise
-    except Exception as error:  # noqa: BLE001 — one failing run must not stop the sweep
-        line = record_error(run_dir, label, error)
-        write_json(run_dir / JOB_FILE, {**job, "status": "failed", "error": line, "ended": _now()})
-        log.error(f"error: {label} failed: {line} (traceback in {run_dir / ERROR_FILE}); the sweep goes on")
-        return None
-    write_json(run_dir / JOB_FILE, {**job, "status": "finished", "ended": _now()})
-    return result
-
-
-def _check_ddp(cfg) -> None:
-    """Lightning's DDP starts its processes by re-running the command line: in a local
-    multirun each of them would run the whole sweep again. Under SLURM (submitit) or
-    torchrun the processes already exist and DDP is fine."""
-    import os
-
-    from interventions.errors import ConfigError
-
-    strategy = str((cfg.get("trainer") or {}).get("strategy", ""))
-    relaunches = strategy == "ddp" or strategy.startswith("ddp_find_unused")
-    if relaunches and not any(v in os.environ for v in ("SLURM_JOB_ID", "TORCHELASTIC_RUN_ID")):
-        raise ConfigError(
-            f"trainer.strategy={strategy} cannot run inside a local multirun (DDP re-runs the command "
-            "for each process); sweep with hydra/launcher=slurm (one SLURM task per GPU), or use "
-            "trainer=gpu for the sweep and trainer=ddp for single runs"
-        )
-
-
-# -- the sweep summary --------------------------------------------------------------------------
 
 
 def _num_key(path: Path):
@@ -222,8 +57,6 @@ def _overrides_of(run_dir: Path, job: dict | None) -> list[str]:
         return list(job["overrides"])
     path = run_dir / ".hydra" / "overrides.yaml"
     if path.exists():
-        from omegaconf import OmegaConf
-
         try:
             return [str(o) for o in OmegaConf.load(path)]
         except Exception:
@@ -236,8 +69,6 @@ def _config_of(run_dir: Path, job: dict | None) -> dict:
         return job["config"]
     path = run_dir / ".hydra" / "config.yaml"
     if path.exists():
-        from omegaconf import OmegaConf
-
         try:
             return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
         except Exception:
@@ -338,61 +169,6 @@ def annotate_fronts(records: list[dict]) -> dict:
     return fronts
 
 
-def _label(method) -> str:
-    return METHOD_LABELS.get(method, str(method))
-
-
-def plot_front(records: list[dict], front: str, title: str | None = None):
-    """The paper's Fig. 2 style: train crosses, test points, one colour per method; each
-    method's test front drawn as a line, runs on the overall test front ringed in black."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x_key, y_key, y_dir = FRONTS[front]
-    finished = [r for r in records if r["status"] == "finished"]
-    methods = sorted({r["hparams"].get("method") for r in finished}, key=str)
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    for m in methods:
-        color = METHOD_COLORS.get(m)
-        rs = [r for r in finished if r["hparams"].get("method") == m]
-        pts = {s: [(r[s][x_key], r[s][y_key]) for r in rs if _finite(r[s], x_key, y_key)] for s in ("train", "test")}
-        if pts["train"]:
-            ax.scatter(*zip(*pts["train"]), marker="x", color=color, alpha=0.5, s=28, label=f"{_label(m)} train")
-        if pts["test"]:
-            ax.scatter(*zip(*pts["test"]), marker="o", color=color, s=28, label=f"{_label(m)} test")
-        front_pts = [
-            (r["test"][x_key], r["test"][y_key]) for r in rs
-            if r.get("pareto_within_method", {}).get(front) and _finite(r["test"], x_key, y_key)
-        ]  # fmt: skip
-        if len(front_pts) > 1:
-            ax.plot(*zip(*front_order(front_pts, y_dir)), color=color, lw=1.5, alpha=0.9)
-    overall = [(r["test"][x_key], r["test"][y_key]) for r in finished if r.get("pareto", {}).get(front)
-               and _finite(r["test"], x_key, y_key)]  # fmt: skip
-    if overall:
-        ax.scatter(*zip(*overall), marker="o", s=110, facecolors="none", edgecolors="black", lw=1.2,
-                   label="Pareto front (test, all methods)")  # fmt: skip
-    if y_key == "minimality":
-        ax.set_yscale("symlog", linthresh=1)
-        ax.set_ylabel("minimality: # |θ| ≥ 0.01 (lower is better)")
-    else:
-        ax.set_ylabel("faithfulness −F (higher is better)")
-    ax.set_xlabel("effectiveness −E₀ (higher is better)")
-    ax.set_title(title or f"Effectiveness vs {y_key} ({len(finished)} runs)")
-    ax.grid(alpha=0.3)
-    if finished:
-        ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    return fig
-
-
-def _finite(values: dict | None, *keys) -> bool:
-    if not values:
-        return False
-    return all(isinstance(values.get(k), (int, float)) and math.isfinite(values[k]) for k in keys)
-
-
 def _fmt(value, digits: int = 4) -> str:
     if value is None:
         return "-"
@@ -432,7 +208,7 @@ def markdown_table(records: list[dict]) -> str:
         h, tr, te = r["hparams"], r.get("train") or {}, r.get("test") or {}
         p = r.get("pareto", {})
         status = r["status"] if r["status"] != "failed" else f"failed: {r.get('error')}"
-        cells = [r["run"], status.replace("|", "/"), _label(h.get("method")), _hp(h.get("lambda_f")),
+        cells = [r["run"], status.replace("|", "/"), method_label(h.get("method")), _hp(h.get("lambda_f")),
                  _hp(h.get("lambda_m")), _hp(h.get("margin")), _fmt(tr.get("effectiveness")),
                  _fmt(te.get("effectiveness")), _fmt(te.get("faithfulness")), _fmt(te.get("minimality")),
                  _fmt(te.get("n_params")), "●" if p.get("faithfulness") else "", "●" if p.get("minimality") else ""]  # fmt: skip
@@ -455,8 +231,6 @@ def summarize_sweep(sweep_dir: str | Path, logger: dict | None = None, group: st
     """
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
-        from interventions.errors import ConfigError
-
         raise ConfigError(f"sweep={str(sweep_dir)!r} is not a directory; pass a multirun folder (hydra.sweep.dir)")
     records = collect_runs(sweep_dir)
     fronts = annotate_fronts(records)
@@ -469,7 +243,7 @@ def summarize_sweep(sweep_dir: str | Path, logger: dict | None = None, group: st
     summary = {
         "sweep_dir": str(sweep_dir.resolve()),
         "group": group,
-        "updated": _now(),
+        "updated": timestamp(),
         "conventions": {
             "split": "Pareto membership is computed on the test metrics of finished runs",
             "effectiveness": "-E_0 (margin 0), <= 0, higher is better",
@@ -502,10 +276,6 @@ def summarize_sweep(sweep_dir: str | Path, logger: dict | None = None, group: st
 
 def _wandb_summary(sweep_dir: Path, logger_cfg: dict, group: str, records, images, counts) -> None:
     """A W&B run (offline by default) in the sweep's group with the table and both plots."""
-    import warnings
-
-    from interventions.loggers import finish, is_wandb, make_logger
-
     logger = make_logger(
         "wandb", sweep_dir, project=logger_cfg.get("project") or "interventions",
         mode=logger_cfg.get("mode") or "offline", group=group, name="sweep-summary",
@@ -537,8 +307,6 @@ class SweepSummary(Callback):
     """Hydra callback: write the sweep summary when a multirun ends (conf/train.yaml)."""
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        from omegaconf import OmegaConf
-
         sweep_dir = Path(str(config.hydra.sweep.dir))
         logger = OmegaConf.to_container(config.logger, resolve=True) if "logger" in config else None
         try:

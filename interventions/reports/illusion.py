@@ -62,9 +62,7 @@ output; diagnose them at attnOut).
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -548,46 +546,3 @@ def write_illusion(path: str | Path, report: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, report)
     return path
-
-
-# -- CLI: train one SteerVec and diagnose it ---------------------------------------------
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m interventions.analysis.illusion",
-        description="Train a SteerVec and run the subspace-illusion diagnostic on it.",
-    )
-    p.add_argument("--model", default="toy")
-    p.add_argument("--task", default="ccc")
-    p.add_argument("--template", type=int, default=0)
-    p.add_argument("--n-train", type=int, default=256)
-    p.add_argument("--n-test", type=int, default=256)
-    p.add_argument("--epochs", type=int, default=25)
-    p.add_argument("--lr", type=float, default=None, help="Adam step size (default: the method's default_lr)")
-    p.add_argument("--sites", default="attnOut,mlpOut")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--split", choices=("train", "test"), default="test")
-    p.add_argument("--max-prompts", type=int, default=None)
-    p.add_argument("--out", required=True)
-    args = p.parse_args(argv)
-    torch.set_num_threads(1)
-    from interventions.models import load_model
-    from interventions.tasks import load_task
-    from interventions.training import train_intervention
-
-    model, _ = load_model(args.model)
-    common = dict(model=model, template=args.template, fixed_length=True)
-    train = load_task(args.task, split="train", n=args.n_train, **common)
-    test = load_task(args.task, split="test", n=args.n_test, **common)
-    trained = train_intervention(
-        model, train, test, method="steervec", epochs=args.epochs, lr=args.lr, sites=args.sites, seed=args.seed
-    )
-    report = diagnose_illusion(model, trained.method, trained.datamodule.loader(args.split), max_prompts=args.max_prompts)
-    report["metrics"] = trained.evaluate(args.split)
-    report["config"] = vars(args)
-    write_illusion(Path(args.out) / "illusion.json", report)
-    print(format_illusion(report))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

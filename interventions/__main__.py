@@ -1,0 +1,5 @@
+"""python -m interventions <command> ... (interventions.cli.commands)."""
+
+from interventions.cli.commands import main
+
+raise SystemExit(main())

@@ -1,1 +1,0 @@
-"""Reading interventions: per-location values, heatmaps, β curves."""

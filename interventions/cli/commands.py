@@ -1,0 +1,138 @@
+"""The command lines besides train.py and evaluate.py, in one place:
+
+    python -m interventions toyworld report                  the toy model's behaviour table
+    python -m interventions toyworld train --out DIR         retrain the toy model into a new folder
+    python -m interventions obsprop analyze --task T --out DIR   observable-propagation analyses
+    python -m interventions heads --task ioi --out DIR       ActivScalar on each head's o vs DLA (Fig. 7/8)
+    python -m interventions geometry --task ccc --out DIR    SteerVec geometry over seeds (Fig. 4)
+    python -m interventions illusion --task ccc --out DIR    a SteerVec and its subspace-illusion diagnostic
+    python -m interventions generalization RUN...            Table 2: effectiveness on train / test / templates
+    python -m interventions task-matrix RUN...               each run on each toy task (Fig. 6)
+    python -m interventions write-mixed DIR                  data/{train,val,test}.jsonl mixing the toy tasks
+
+This module only parses: usage errors and --help answer at once. What each command does
+is in `interventions.cli.actions`, imported once a command is known (it loads torch and
+the models: about 5 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from interventions.errors import InterventionsError
+from interventions.toyworld import CHECKPOINT, TRAINING_DEFAULTS
+
+
+
+def _toyworld(sub) -> None:
+    toy = sub.add_parser("toyworld", help="the toy world's model: its behaviour report, or retrain it")
+    actions = toy.add_subparsers(dest="action", required=True)
+    train = actions.add_parser("train", help="train the toy model into a new checkpoint folder")
+    train.add_argument("--out", required=True, help="a new folder (one that holds a checkpoint is refused)")
+    for key, value in TRAINING_DEFAULTS.items():
+        train.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
+    train.add_argument("--no-report", action="store_true", help="skip the behaviour report")
+    report = actions.add_parser("report", help="the behaviour report of a checkpoint")
+    report.add_argument("--checkpoint", default=None, help=f"a checkpoint folder (default: the committed {CHECKPOINT})")
+    report.add_argument("--json", default=None, help="also write the report to this file")
+
+
+def _obsprop(sub) -> None:
+    obsprop = sub.add_parser("obsprop", help="observable propagation from the weights")
+    actions = obsprop.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("analyze", help="feature norms, cosines, couplings, SVD comparison per head; writes "
+                           "report.json and layer × head heatmaps into --out")  # fmt: skip
+    a.add_argument("--model", default="toy", help='"toy", a Hugging Face name or a local folder')
+    a.add_argument("--task", required=True, help="its prompts estimate LayerNorm scales and MLP decision points")
+    a.add_argument("--task-path", default=None, help="the data file of task jsonl / csv")
+    a.add_argument("--template", default="0")
+    a.add_argument("--split", default="train")
+    a.add_argument("--n", type=int, default=256)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--bias-pair", default="stereotype")
+    a.add_argument("--observable", default=None, help="'A-B', 'A:1,B:-1' or '+A+B-C' (default: the task's pair)")
+    a.add_argument("--other-observable", default=None, help="a second observable: cosines, couplings, bounds")
+    a.add_argument("--ln-mode", default="approximate", choices=("approximate", "exact"))
+    a.add_argument("--top", type=int, default=5, help="heads listed per ranking")
+    a.add_argument("--path", nargs="*", default=[], help="virtual-head paths, deepest first, e.g. L3H1,L1H0")
+    a.add_argument("--no-mlp", action="store_true", help="skip the MLP features (decision points)")
+    a.add_argument("--out", required=True)
+    a.add_argument("--device", default="cpu")
+    a.add_argument("--logger", default="wandb", choices=("wandb", "none"), help="also an offline W&B run in --out")
+
+
+def _training(parser, task: str, epochs: int = 25) -> None:
+    """The options of a command that trains on a toy (or file) task."""
+    parser.add_argument("--model", default="toy", help="model name or folder (default: toy)")
+    parser.add_argument("--task", default=task)
+    parser.add_argument("--template", default="0")
+    parser.add_argument("--n-train", type=int, default=256)
+    parser.add_argument("--n-test", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, help="output folder")
+
+
+def _reports(sub) -> None:
+    heads = sub.add_parser("heads", help="ActivScalar on each head's output o at the last position vs DLA (Fig. 7/8)")
+    _training(heads, "ioi")
+    geometry = sub.add_parser("geometry", help="SteerVec geometry over seeds: norm change, cosine distance, Kendall τ")
+    _training(geometry, "ccc")
+    geometry.add_argument("--path", default=None, help="data file for task jsonl/csv")
+    geometry.add_argument("--n-seeds", type=int, default=5)
+    geometry.add_argument("--lr", type=float, default=None, help="Adam step size (default: the method's)")
+    geometry.add_argument("--batch-size", type=int, default=4)
+    geometry.add_argument("--sites", default="attnOut,mlpOut")
+    geometry.add_argument("--layers", default="all")
+    geometry.add_argument("--positions", default="all")
+    geometry.add_argument("--lambda-f", type=float, default=0.1)
+    geometry.add_argument("--lambda-m", type=float, default=0.0)
+    geometry.add_argument("--margin", type=float, default=1.0)
+    geometry.add_argument("--data-split", choices=("train", "test"), default="test")
+    illusion = sub.add_parser("illusion", help="train a SteerVec and run the subspace-illusion diagnostic on it")
+    _training(illusion, "ccc")
+    illusion.add_argument("--lr", type=float, default=None, help="Adam step size (default: the method's)")
+    illusion.add_argument("--sites", default="attnOut,mlpOut")
+    illusion.add_argument("--split", choices=("train", "test"), default="test")
+    illusion.add_argument("--max-prompts", type=int, default=None)
+
+
+def _generalization(sub) -> None:
+    table = sub.add_parser("generalization", help="Table 2: effectiveness on A: train, B: test, C: other templates")
+    matrix = sub.add_parser("task-matrix", help="each run on each toy task (task_matrix.json and .png)")
+    for parser in (table, matrix):
+        parser.add_argument("runs", nargs="+", help="run folders, exports or multirun folders")
+        parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+        parser.add_argument("--device", default="cpu")
+        parser.add_argument("--out", default=".", help="output folder (default: here)")
+    table.add_argument("--templates", nargs="*", type=int, default=None, help="C templates (default: all others)")
+    table.add_argument("--n", type=int, default=None, help="at most this many data points for C")
+    matrix.add_argument("--n", type=int, default=64, help="data points per task")
+    mixed = sub.add_parser("write-mixed", help="DIR/{train,val,test}.jsonl mixing the toy tasks (DynScalar data)")
+    mixed.add_argument("out", metavar="DIR")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m interventions", description=__doc__.split("\n\n")[0])
+    sub = top.add_subparsers(dest="command", required=True)
+    _toyworld(sub)
+    _obsprop(sub)
+    _reports(sub)
+    _generalization(sub)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, then run the command; a user error is one line on stderr and exit status 2."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    actions = importlib.import_module("interventions.cli.actions")  # loads torch: after parsing (module doc)
+    name = args.command.replace("-", "_") + (f"_{args.action}" if getattr(args, "action", None) else "")
+    try:
+        return getattr(actions, name)(args) or 0
+    except InterventionsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,240 @@
+"""The command line's checks before any model loads: one ConfigError line per problem.
+
+`preflight(argv, entry)` composes the Hydra config exactly as the entry point will (each
+value of a sweep too), turns it into its spec objects (interventions.spec, which checks
+every value) and checks what the specs cannot see: the output folders (writable, not
+holding a finished run), a GPU asked of a machine without one, an export path that is a
+sweep folder. Hydra's own errors are read by their type and attributes (the missing group
+option, the key that failed), never by their text.
+
+Which config an entry point composes (`entry_config`): train.py composes conf/train.yaml;
+evaluate.py composes, from conf/evaluate/, summarize.yaml when given sweep=,
+generalization.yaml when given generalization=, else evaluate.yaml.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from interventions.errors import ConfigError
+from interventions.rundir import METRICS_FILE, check_writable, is_finished
+from interventions.spec import ENTRY_CONFIGS, EvaluateConfig, store, to_spec
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+EVALUATE_CONF_DIR = CONF_DIR / "evaluate"
+EVALUATE_MODES = ("sweep", "generalization")  # keys that pick summarize.yaml / generalization.yaml
+REMOTE_LAUNCHERS = ("slurm", "submitit_slurm")  # their jobs' GPUs are not this machine's
+# Hydra's command-line flags that take the next word as their value.
+_FLAGS_WITH_VALUE = {"--cfg", "-c", "--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd",
+                     "--package", "-p", "--info", "-i", "--experimental-rerun", "--shell-completion", "-sc"}  # fmt: skip
+
+
+@dataclass
+class Preflight:
+    """What the checks found that the entry point acts on before Hydra starts: finished run
+    folders to move aside (`overwrite=true`), and notes to print."""
+
+    supersede: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def argv_value(argv: list[str], key: str) -> str | None:
+    """The value of `key=value` on the command line (the last one wins, as in Hydra)."""
+    values = [a.split("=", 1)[1] for a in argv if "=" in a and a.lstrip("+~").split("=", 1)[0] == key]
+    return values[-1] if values else None
+
+
+def entry_config(argv: list[str], entry: str) -> tuple[Path, str]:
+    """(config folder, config name) that entry point `entry` composes for `argv`."""
+    if entry == "train":
+        return CONF_DIR, "train"
+    modes = [key for key in EVALUATE_MODES if argv_value(argv, key) is not None]
+    if len(modes) > 1:
+        raise ConfigError("pass either sweep=<dir> or generalization=<runs>, not both")
+    mode = modes[0] if modes else None
+    return EVALUATE_CONF_DIR, {"sweep": "summarize", "generalization": "generalization"}.get(mode, "evaluate")
+
+
+def compose_config(conf_dir: Path, name: str, overrides: list[str]) -> DictConfig:
+    """The config Hydra composes from `conf_dir`/`name` with `overrides` (no hydra node)."""
+    store()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            return compose(name, overrides=overrides)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def check_words(argv: list[str]) -> None:
+    """Every argument is a flag or an override `key=value` (Hydra's own error for a bare
+    word, `missing EQUAL at '<EOF>'`, does not say which word or what to write)."""
+    skip = False
+    for i, arg in enumerate(argv):
+        if skip or arg.startswith("-"):
+            skip = arg in _FLAGS_WITH_VALUE
+            continue
+        if "=" not in arg and not arg.startswith("~"):  # ~key deletes a key
+            following = argv[i + 1] if i + 1 < len(argv) else None
+            if following is not None and "=" not in following and not following.startswith("-"):
+                raise ConfigError(f"{arg!r} is not an override (no '='); write {arg}={following}")
+            raise ConfigError(f"{arg!r} is not an override (no '='); write {arg}=<value> (e.g. task=ioi)")
+
+
+def expand_sweeps(overrides: list[str]) -> list[list[str]]:
+    """Override lists to compose: the first value of every sweep, then each other value alone."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as error:
+        raise ConfigError(f"cannot parse the overrides: {str(error).splitlines()[0]}") from None
+    fixed, sweeps = [], []
+    for text, o in zip(overrides, parsed):
+        if o.is_sweep_override() and isinstance(o.value(), ChoiceSweep):
+            prefix = text.split("=", 1)[0]
+            sweeps.append([f"{prefix}={v}" for v in o.value().list])
+        elif not o.is_sweep_override():
+            fixed.append(text)  # range()/glob() sweeps are checked per run by the entry point
+    runs = [fixed + [s[0] for s in sweeps]]
+    for i, values in enumerate(sweeps):
+        runs += [fixed + [s[0] if j != i else v for j, s in enumerate(sweeps)] for v in values[1:]]
+    return runs
+
+
+def _field_kind(error: OmegaConfBaseException) -> str:
+    """What a key that failed type validation must be, read off its schema field."""
+    fields = getattr(error.object_type, "__dataclass_fields__", {})
+    declared = str(fields[error.key].type) if error.key in fields else ""
+    if "bool" in declared:
+        return "true or false"
+    return "an integer" if "int" in declared else "a number" if "float" in declared else f"of type {declared}"
+
+
+def translate(error: HydraException, conf_dir: Path, name: str, overrides: list[str]) -> ConfigError:
+    """One line from a Hydra composition error, by its type and attributes (`overrides`: the
+    composition's, to list the keys the failing one's group has)."""
+    if isinstance(error, MissingConfigException) and error.missing_cfg_file and "/" in error.missing_cfg_file:
+        group, option = error.missing_cfg_file.rsplit("/", 1)
+        return ConfigError(f"{group}={option!r} does not exist; allowed: {', '.join(sorted(error.options or []))}")
+    cause = error.__cause__
+    key = getattr(cause, "full_key", None)
+    if key and type(cause).__name__ == "ValidationError":
+        return ConfigError(f"{key}={getattr(cause, 'value', '?')!r} must be {_field_kind(cause)}")
+    if key:
+        parent, _, leaf = key.rpartition(".")
+        base = compose_config(conf_dir, name, [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != key])
+        node = OmegaConf.select(base, parent) if parent else base
+        keys = ", ".join(node.keys()) if isinstance(node, DictConfig) else "(none)"
+        return ConfigError(f"unknown key {key}; allowed keys of {parent or 'the config'}: {keys}")
+    return ConfigError(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+
+
+def check_gpu_available(spec) -> None:
+    """A config asking for a GPU on a machine where torch sees none: one line, before any
+    model loads (Lightning and torch would fail later with a traceback)."""
+    trainer = getattr(spec, "trainer", {})
+    asks = [f"trainer.accelerator={trainer['accelerator']}"] if trainer.get("accelerator") in ("gpu", "cuda") else []
+    device = str(getattr(getattr(spec, "model", None), "device", "") or "")
+    if device.startswith("cuda"):
+        asks.append(f"model.device={device}")
+    if not asks:
+        return
+    import torch  # only here: a config that asks for a GPU pays for torch before its one line
+
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"{asks[0]} asks for a GPU, but torch sees none (torch {torch.__version__}, CUDA build: "
+            f"{torch.version.cuda or 'no'}); run on the CPU (the default trainer and model.device), or install a "
+            "CUDA build of torch"
+        )
+
+
+def check_export_path(path: str) -> None:
+    """An export path that is a sweep folder gets pointed to sweep= (or one of its runs)."""
+    folder = Path(path)
+    if not folder.is_dir() or (folder / "intervention.json").exists():
+        return
+    if (folder / "pareto.json").exists() or (folder / "0" / "sweep_job.json").exists():
+        raise ConfigError(
+            f"{path} is a sweep folder, not one run; pass sweep={path} to rebuild its summary, or "
+            f"intervention={folder / '0'} (a run inside it) to evaluate one run"
+        )
+
+
+def check_outputs(argv: list[str], entry: str, overwrite: bool) -> Preflight:
+    """The folders a run or sweep will write: each must be writable (one line, not Hydra's
+    traceback from its log file handler), and a single run's explicit folder must not hold
+    a finished run unless `overwrite` (then it is moved aside before Hydra writes into it)."""
+    multirun = "-m" in argv or "--multirun" in argv
+    plan = Preflight()
+    hydra_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    default_root = "multirun" if multirun else ("outputs/eval" if entry == "evaluate" else "outputs")
+    targets = [(hydra_key, argv_value(argv, hydra_key)), ("run_dir", argv_value(argv, "run_dir"))]
+    explicit = [(key, Path(value)) for key, value in targets if value and "${" not in value]
+    for key, path in explicit or [(hydra_key, Path(default_root))]:
+        check_writable(path, key)
+    if multirun:
+        return plan  # jobs skip or move aside their own finished runs (interventions.sweeps.jobs)
+    for key, path in explicit:
+        if is_finished(path) and not overwrite:
+            raise ConfigError(
+                f"{key}={path} holds a finished run ({METRICS_FILE}); choose another folder, or add overwrite=true "
+                f"to move its files into {path / 'superseded'}/<time>/ and run again"
+            )
+        if is_finished(path) and path not in plan.supersede:
+            plan.supersede.append(path)
+    return plan
+
+
+def check_logger_mode(argv: list[str]) -> list[str]:
+    """A note when logger.mode on the command line overrides $WANDB_MODE (the config's
+    default follows $WANDB_MODE, so without logger.mode there is no conflict)."""
+    given, env = argv_value(argv, "logger.mode"), os.environ.get("WANDB_MODE")
+    if given and env and given != env:
+        return [f"note: logger.mode={given} overrides WANDB_MODE={env} from the environment"]
+    return []
+
+
+def _checked_spec(conf_dir: Path, name: str, overrides: list[str]):
+    """The spec objects of one composition (ConfigError on any problem)."""
+    try:
+        cfg = compose_config(conf_dir, name, overrides)
+    except HydraException as error:
+        raise translate(error, conf_dir, name, overrides) from None
+    schema = ENTRY_CONFIGS[name]
+    unknown = [key for key in cfg if key not in schema.__dataclass_fields__]
+    if unknown:  # Hydra lets `+key=value` add a key to a structured config
+        raise ConfigError(f"unknown key {unknown[0]!r}; allowed top-level keys: {', '.join(schema.__dataclass_fields__)}")
+    if name == "evaluate" and OmegaConf.is_missing(cfg, "intervention"):
+        to_spec(OmegaConf.merge(cfg, {"intervention": "."}), run_dir=".")  # the other keys' values first
+        raise ConfigError("which export? pass intervention=<run folder or its intervention.json> "
+                          "(or sweep=<multirun folder>, or generalization=<runs>)")  # fmt: skip
+    return to_spec(cfg, run_dir=".")
+
+
+def preflight(argv: list[str], entry: str) -> Preflight:
+    """Compose and check the config entry point `entry` ("train" or "evaluate") will see;
+    raise ConfigError, or return what to do before Hydra starts."""
+    check_words(argv)
+    conf_dir, name = entry_config(argv, entry)
+    overrides = [a for a in argv if not a.startswith("-") and "=" in a and not a.lstrip("+~").startswith("hydra")]
+    remote = argv_value(argv, "hydra/launcher") in REMOTE_LAUNCHERS
+    specs = [_checked_spec(conf_dir, name, run) for run in expand_sweeps(overrides)]
+    for spec in specs:
+        if not remote:
+            check_gpu_available(spec)
+        if isinstance(spec, EvaluateConfig):
+            check_export_path(spec.intervention)
+    overwrite = any(getattr(spec, "overwrite", False) for spec in specs)
+    plan = check_outputs(argv, entry, overwrite)
+    plan.notes += check_logger_mode(argv)
+    return plan

@@ -1,0 +1,446 @@
+"""Typed specifications: what a configuration becomes, checked before any model loads.
+
+One dataclass per concept: the model (`ModelSpec`), the task (`TaskSpec`), the intervention
+(`InterventionSpec`; `TrainedInterventionSpec` adds what gradient descent needs), the
+objective (`ObjectiveSpec`), the logger (`LoggerSpec`), how a run trains (`RunSpec`) and the
+entry points' whole configurations (`TrainConfig`, `EvaluateConfig`, `SummarizeConfig`,
+`GeneralizationConfig`). `store()` registers them in Hydra's ConfigStore as structured
+configs, so Hydra checks every key's name and type while composing; each spec's
+`__post_init__` checks values (ranges, choices, combinations) when the composed config
+becomes objects (`to_spec`). The library functions take these objects whole.
+
+Torch-free, so that the command line's one-line errors come in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Dict, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+from interventions.errors import ConfigError
+from interventions.sites import DEFAULT_SITES, SITES
+from interventions.toyworld.world import BIAS_PAIRS, TEMPLATES
+
+# Every method by its configuration name, with its display label (interventions.methods
+# holds the implementations under the same names; a test keeps the two equal).
+METHOD_LABELS = {
+    "activscalar": "ActivScalar", "steervec": "SteerVec", "dynscalar": "DynScalar", "activpatch": "activation patching",
+    "attrpatch": "attribution patching", "dla": "DLA", "obsprop_steer": "obsprop steering",
+}  # fmt: skip
+TRAINED_METHODS = ("activscalar", "steervec", "dynscalar")  # the others fit themselves, training-free
+INITS = ("normal", "zeros", "obsprop")
+TOY_TASKS = tuple(TEMPLATES)  # the toy world's generated tasks
+FILE_TASKS = ("jsonl", "csv")  # a user's data file
+TASKS = TOY_TASKS + FILE_TASKS
+SPLITS = ("train", "val", "test")
+DTYPES = ("float32", "float16", "bfloat16")
+PADDING = ("right", "left")
+LOGGERS = ("wandb", "csv", "none")
+WANDB_MODES = ("offline", "online", "disabled")
+# What the fused loop (not a Lightning Trainer) honours of `trainer`: key -> allowed values
+# (None: any); the others are refused rather than silently ignored.
+FUSED_TRAINER = {
+    "max_epochs": None, "enable_progress_bar": None, "accelerator": ("cpu", "gpu", "cuda", "auto"),
+    "devices": (1, "1", "auto"), "strategy": ("auto",), "precision": ("32-true", "32", 32),
+    "log_every_n_steps": None, "check_val_every_n_epoch": None,  # nothing to log or validate per step
+}  # fmt: skip
+FUSED_FORMS = (
+    "fused must be a list of objective settings, e.g. fused=[{lambda_f:0},{lambda_f:1}], or a grid of "
+    "values per key, e.g. fused={lambda_f:[0,1],lambda_m:[0,0.01]}"
+)
+
+
+def method_label(name) -> str:
+    """The display name of method `name` (its own name if unknown)."""
+    return METHOD_LABELS.get(name, str(name))
+
+
+# -- value checks, each one ConfigError line naming the key --------------------------------------
+
+
+def _pending(value) -> bool:
+    """A value OmegaConf has not resolved yet: an interpolation or MISSING. (Dataclass
+    defaults are instantiated while the schema is built, before anything is resolved; the
+    resolved values are checked again when the config becomes objects.)"""
+    return isinstance(value, str) and (value.startswith("${") or value == MISSING)
+
+
+def choice(key: str, value, allowed) -> None:
+    if _pending(value):
+        return
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+
+
+def number(key: str, value, low: float, strict: bool = False, integer: bool = False, optional: bool = False) -> None:
+    """`value` is a finite number (an integer if asked) >= low (> low if `strict`), or None if `optional`."""
+    if (value is None and optional) or _pending(value):
+        return
+    op = ">" if strict else ">="
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if integer and not is_int:
+        raise ConfigError(f"{key}={value!r} must be an integer {op} {low:g}")
+    if not (is_int or isinstance(value, float)):
+        raise ConfigError(f"{key}={value!r} must be a number {op} {low:g}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}={value!r} must be a finite number {op} {low:g}")
+    if value < low or (strict and value == low):
+        raise ConfigError(f"{key}={value!r} must be {op} {low:g}")
+
+
+def site_list(sites) -> list[str]:
+    """Sites as a list: a list, or a comma-separated string."""
+    return [s.strip() for s in sites.split(",") if s.strip()] if isinstance(sites, str) else [str(s) for s in sites]
+
+
+# -- the specs -------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelSpec:
+    """Which frozen model, where and in which precision (`models.load_model`)."""
+
+    name: Optional[str] = "toy"  # "toy", a Hugging Face name or a local folder (evaluate: None = the export's)
+    device: str = "cpu"
+    dtype: str = "float32"
+    fused_gelu: bool = True  # GPT-2's gelu_new with PyTorch's fused kernel (same function, faster)
+
+    def __post_init__(self):
+        choice("model.dtype", self.dtype, DTYPES)
+
+    def load_options(self) -> dict:
+        """`load_model`'s keywords besides the name."""
+        return {"device": self.device, "dtype": self.dtype, "fused_gelu": self.fused_gelu}
+
+
+@dataclass
+class TaskSpec:
+    """Which data points (`tasks.load_task` per split) and how they are batched."""
+
+    name: str = "ccc"
+    template: Any = 0  # an index, a list of them, or "all"
+    n_train: Optional[int] = 256
+    n_val: Optional[int] = 64
+    n_test: Optional[int] = 256
+    path: Optional[str] = None  # task jsonl / csv: the file ("{split}" in it: one file per split)
+    bias_pair: str = "stereotype"
+    batch_size: int = 4
+    padding_side: str = "right"
+    hold_pair: Optional[str] = None  # bias: a second pair held fixed (objective.lambda_hold)
+
+    def __post_init__(self):
+        choice("task.name", self.name, TASKS)
+        for split in SPLITS:
+            number(f"task.n_{split}", getattr(self, f"n_{split}"), 1, integer=True, optional=True)
+        number("task.batch_size", self.batch_size, 1, integer=True)
+        choice("task.padding_side", self.padding_side, PADDING)
+        choice("task.bias_pair", self.bias_pair, BIAS_PAIRS)
+        if self.hold_pair is not None:
+            choice("task.hold_pair", self.hold_pair, BIAS_PAIRS)
+
+    def n(self, split: str) -> Optional[int]:
+        return getattr(self, f"n_{split}")
+
+
+@dataclass
+class InterventionSpec:
+    """Which method, and where it acts (the location grid, `sites.build_grid`)."""
+
+    method: str = MISSING
+    sites: Any = field(default_factory=lambda: list(DEFAULT_SITES))  # a list, or "attnOut,mlpOut"
+    layers: Any = "all"  # "all", an int or a list (negative counts from the end)
+    positions: Any = "all"  # as layers; DynScalar: null (it acts at every position)
+    heads: Any = "all"  # head sites (z, o, v)
+
+    def __post_init__(self):
+        choice("intervention.method", self.method, METHOD_LABELS)
+        sites = [] if _pending(self.sites) else site_list(self.sites)
+        for site in sites or ([] if _pending(self.sites) else ["(none given)"]):
+            if site not in SITES:
+                raise ConfigError(f"intervention.sites: unknown site {site!r}; allowed: {', '.join(SITES)}")
+
+    @property
+    def trained(self) -> bool:
+        return self.method in TRAINED_METHODS
+
+    def grid(self) -> dict:
+        """`build_grid`'s keywords."""
+        return dict(sites=self.sites, layers=self.layers, positions=self.positions, heads=self.heads)
+
+
+@dataclass
+class TrainedInterventionSpec(InterventionSpec):
+    """A method trained by gradient descent: its initialisation and Adam's step size."""
+
+    init: str = "normal"  # normal (Gaussian of scale init_scale) | zeros | obsprop
+    init_scale: float = 1e-5
+    lr: Optional[float] = None  # None: the method's default_lr
+
+    def __post_init__(self):
+        super().__post_init__()
+        choice("intervention.init", self.init, INITS)
+        number("intervention.init_scale", self.init_scale, 0)
+        number("intervention.lr", self.lr, 0, strict=True, optional=True)
+
+
+@dataclass
+class ObjectiveSpec:
+    """E_m + λ_F·F + λ_M·M (+ λ_H·H for a held answer pair), all weights finite and >= 0."""
+
+    lambda_f: float = 0.1
+    lambda_m: float = 0.0
+    margin: float = 1.0
+    lambda_hold: float = 0.0
+
+    def __post_init__(self):
+        for key in ("lambda_f", "lambda_m", "margin", "lambda_hold"):
+            number(f"objective.{key}", getattr(self, key), 0)
+
+
+@dataclass
+class LoggerSpec:
+    """The experiment logger (`loggers.make_logger`)."""
+
+    kind: str = "wandb"
+    project: str = "interventions"
+    mode: str = "${oc.env:WANDB_MODE,offline}"  # offline | online | disabled
+    group: Optional[str] = None
+
+    def __post_init__(self):
+        choice("logger.kind", self.kind, LOGGERS)
+        if self.mode not in WANDB_MODES and os.environ.get("WANDB_MODE") == self.mode:
+            raise ConfigError(f"WANDB_MODE={self.mode!r} (from the environment) is not a mode W&B runs here; allowed: "
+                              f"{', '.join(WANDB_MODES)} (or pass logger.mode=...)")  # fmt: skip
+        choice("logger.mode", self.mode, WANDB_MODES)
+
+
+@dataclass
+class RunSpec:
+    """How one training runs: epochs, batching, seed, and the two opt-in speed-ups."""
+
+    epochs: int = 25
+    batch_size: int = 4
+    padding_side: str = "right"
+    seed: int = 0
+    prefix_skip: bool = True  # run only blocks from the earliest intervened layer on a cached residual
+    skip_unread: bool = False  # the last block's MLP at the read positions only (same logits, other rounding)
+
+    def __post_init__(self):
+        number("epochs", self.epochs, 1, integer=True)
+        number("batch_size", self.batch_size, 1, integer=True)
+        choice("padding_side", self.padding_side, PADDING)
+
+
+def intervention_spec(value: "str | InterventionSpec" = "activscalar", **fields) -> InterventionSpec:
+    """A method's spec: `value` itself if it is one (with `fields` replaced), else the spec of
+    method `value`, trained or training-free, with `fields` (sites, layers, ...; init,
+    init_scale, lr for a trained method) and defaults for the rest."""
+    if isinstance(value, InterventionSpec):
+        return replace(value, **fields) if fields else value
+    choice("intervention.method", value, METHOD_LABELS)
+    return (TrainedInterventionSpec if value in TRAINED_METHODS else InterventionSpec)(method=value, **fields)
+
+
+def fused_settings(fused) -> list[dict]:
+    """The objective settings of `fused`: a list of settings as given, or the product of a
+    grid {key: [values]} in key order, the last key varying fastest (as a Hydra multirun
+    over the same axes numbers its jobs)."""
+    if isinstance(fused, dict) and fused and all(isinstance(v, list) and v for v in fused.values()):
+        return [dict(zip(fused, values)) for values in itertools.product(*fused.values())]
+    if isinstance(fused, list) and fused and all(isinstance(x, dict) for x in fused):
+        return [dict(x) for x in fused]
+    raise ConfigError(FUSED_FORMS)
+
+
+def _fused_objectives(fused, base: ObjectiveSpec) -> list[ObjectiveSpec]:
+    objectives = []
+    for i, setting in enumerate(fused_settings(fused)):
+        for key, value in setting.items():
+            if key not in ObjectiveSpec.__dataclass_fields__:
+                raise ConfigError(f"fused[{i}]: unknown key {key!r}; allowed: {', '.join(ObjectiveSpec.__dataclass_fields__)}")
+            number(f"fused[{i}].{key}", value, 0)
+        objectives.append(ObjectiveSpec(**{**asdict(base), **setting}))
+    return objectives
+
+
+def _check_fused_trainer(trainer: dict) -> None:
+    for key, value in trainer.items():
+        if key not in FUSED_TRAINER:
+            raise ConfigError(f"trainer.{key} is not supported with fused (the fused loop is not a Lightning Trainer); "
+                              "drop it, or run the settings as a multirun (-m objective.<key>=...)")  # fmt: skip
+        allowed = FUSED_TRAINER[key]
+        if allowed is not None and value not in allowed:
+            raise ConfigError(f"trainer.{key}={value!r} is not supported with fused; allowed: "
+                              f"{', '.join(map(str, allowed))} (one process on one device in float32)")  # fmt: skip
+
+
+@dataclass
+class TrainConfig:
+    """Everything `train.py` runs on (conf/train.yaml and its groups)."""
+
+    model: ModelSpec = field(default_factory=ModelSpec)
+    task: TaskSpec = field(default_factory=TaskSpec)
+    intervention: Any = MISSING  # a TrainedInterventionSpec, or an InterventionSpec for a training-free method
+    objective: ObjectiveSpec = field(default_factory=ObjectiveSpec)
+    trainer: Dict[str, Any] = field(default_factory=dict)  # lightning.Trainer's arguments
+    logger: LoggerSpec = field(default_factory=LoggerSpec)
+    seed: int = 0
+    run_dir: str = "${hydra:runtime.output_dir}"
+    overwrite: bool = False  # move a finished run in run_dir aside (superseded/<time>/) instead of refusing
+    illusion: Any = "auto"  # illusion.json: auto (obsprop_steer) | true (also SteerVec) | false
+    fused: Any = None  # objective settings trained together in one process (a list, or a grid)
+    fused_chunk: Optional[int] = None  # at most this many fused settings at once (null: all)
+    skip_unread: bool = False
+
+    def __post_init__(self):
+        if _pending(self.intervention):  # the schema's defaults, before any config is merged
+            return
+        number("trainer.max_epochs", self.trainer.get("max_epochs", 25), 1, integer=True)
+        number("fused_chunk", self.fused_chunk, 1, integer=True, optional=True)
+        if self.fused is not None:
+            if not self.intervention.trained:
+                raise ConfigError(f"fused trains several objective settings of a trained method; intervention="
+                                  f"{self.intervention.method} is training-free (no objective to vary): drop fused, "
+                                  "or sweep it with -m")  # fmt: skip
+            self.fused_objectives()
+            _check_fused_trainer(self.trainer)
+        accelerator = self.trainer.get("accelerator", "cpu")
+        if self.intervention.trained and self.model.device != "cpu" and accelerator == "cpu":
+            raise ConfigError(f"model.device={self.model.device} with trainer.accelerator=cpu would train on the CPU; "
+                              "add trainer=gpu (it moves the model to the GPU, so model.device may stay cpu), or drop "
+                              "model.device")  # fmt: skip
+
+    def run(self) -> RunSpec:
+        return RunSpec(epochs=self.trainer.get("max_epochs", 25), batch_size=self.task.batch_size,
+                       padding_side=self.task.padding_side, seed=self.seed, skip_unread=self.skip_unread)  # fmt: skip
+
+    def fused_objectives(self) -> list[ObjectiveSpec]:
+        """The objective of each fused setting: this config's objective with the setting's keys."""
+        return _fused_objectives(self.fused, self.objective)
+
+
+@dataclass
+class EvaluateTaskSpec:
+    """evaluate.py's task keys: unset ones keep the export's task settings."""
+
+    name: Optional[str] = None
+    template: Any = None
+    path: Optional[str] = None
+    bias_pair: Optional[str] = None
+
+    def __post_init__(self):
+        if self.name is not None:
+            choice("task.name", self.name, TASKS)
+        if self.bias_pair is not None:
+            choice("task.bias_pair", self.bias_pair, BIAS_PAIRS)
+
+
+@dataclass
+class EvaluateConfig:
+    """`python evaluate.py intervention=<run folder or export>` (conf/evaluate/evaluate.yaml)."""
+
+    intervention: str = MISSING  # a run folder, or its intervention.json / intervention.safetensors
+    model: ModelSpec = field(default_factory=lambda: ModelSpec(name=None))
+    task: EvaluateTaskSpec = field(default_factory=EvaluateTaskSpec)
+    logger: LoggerSpec = field(default_factory=LoggerSpec)
+    split: str = "test"
+    n: Optional[int] = None  # at most this many data points (default: the export's n_<split>)
+    seed: int = 0
+    check_model: bool = True  # refuse a model whose weights differ from the export's
+    run_dir: str = "${hydra:runtime.output_dir}"
+    overwrite: bool = False
+
+    def __post_init__(self):
+        choice("split", self.split, SPLITS)
+        number("n", self.n, 1, integer=True, optional=True)
+
+
+@dataclass
+class SummarizeConfig:
+    """`python evaluate.py sweep=<multirun folder>`: rebuild its summary (conf/evaluate/summarize.yaml)."""
+
+    sweep: str = MISSING
+    logger: LoggerSpec = field(default_factory=LoggerSpec)
+    run_dir: str = "${hydra:runtime.output_dir}"
+    overwrite: bool = False
+
+
+@dataclass
+class GeneralizationTaskSpec:
+    template: Any = None  # the C templates (default: every other template of each run's task)
+
+
+@dataclass
+class GeneralizationConfig:
+    """`python evaluate.py generalization=<runs>`: the paper's Table 2 (conf/evaluate/generalization.yaml)."""
+
+    generalization: Any = MISSING  # a multirun folder, a run folder, or a list of them
+    model: ModelSpec = field(default_factory=lambda: ModelSpec(name=None))
+    task: GeneralizationTaskSpec = field(default_factory=GeneralizationTaskSpec)
+    logger: LoggerSpec = field(default_factory=LoggerSpec)
+    split: str = "test"
+    n: Optional[int] = None
+    check_model: bool = True
+    run_dir: str = "${hydra:runtime.output_dir}"
+    overwrite: bool = False
+
+    def __post_init__(self):
+        choice("split", self.split, SPLITS)
+        number("n", self.n, 1, integer=True, optional=True)
+
+
+ENTRY_CONFIGS = {"train": TrainConfig, "evaluate": EvaluateConfig, "summarize": SummarizeConfig,
+                 "generalization": GeneralizationConfig}  # fmt: skip
+MODELS = {"toy": ModelSpec(name="toy"), "gpt2": ModelSpec(name="gpt2"),
+          "pythia-160m": ModelSpec(name="EleutherAI/pythia-160m"), "from_export": ModelSpec(name=None)}  # fmt: skip
+# The command line's logging (interventions.console): log lines on stdout, warnings and errors
+# on stderr, and all of them in the run's <job name>.log (train.log, evaluate.log).
+JOB_LOGGING = {
+    "version": 1,
+    "formatters": {"console": {"format": "%(message)s"},
+                   "file": {"format": "[%(asctime)s][%(name)s][%(levelname)s] %(message)s"}},
+    "filters": {"below_warning": {"()": "interventions.console.BelowWarning"}},
+    "handlers": {
+        "stdout": {"class": "logging.StreamHandler", "formatter": "console", "filters": ["below_warning"],
+                   "stream": "ext://sys.stdout"},
+        "stderr": {"class": "logging.StreamHandler", "formatter": "console", "level": "WARNING",
+                   "stream": "ext://sys.stderr"},
+        "file": {"class": "logging.FileHandler", "formatter": "file",
+                 "filename": "${hydra.runtime.output_dir}/${hydra.job.name}.log"},
+    },
+    "root": {"level": "INFO", "handlers": ["stdout", "stderr", "file"]},
+    "disable_existing_loggers": False,
+}  # fmt: skip
+
+
+def store() -> None:
+    """Register the schemas and the presets that both config folders (conf/, conf/evaluate/)
+    use in Hydra's ConfigStore: model and logger options, the job logging."""
+    cs = ConfigStore.instance()
+    for name, node in ENTRY_CONFIGS.items():
+        cs.store(name=f"{name}_schema", node=node)
+    cs.store(group="schema/intervention", name="trained", node=TrainedInterventionSpec)
+    cs.store(group="schema/intervention", name="fitted", node=InterventionSpec)
+    for name, node in MODELS.items():
+        cs.store(group="model", name=name, node=node)
+    for kind in LOGGERS:
+        cs.store(group="logger", name=kind, node=LoggerSpec(kind=kind))
+    cs.store(group="hydra/job_logging", name="interventions", node=JOB_LOGGING, provider="interventions")
+
+
+def to_spec(cfg, run_dir: str | None = None):
+    """The composed config `cfg` as its spec objects, each value checked (ConfigError).
+
+    `run_dir` replaces the config's: before Hydra runs (the command line's checks), the
+    default `${hydra:runtime.output_dir}` has nothing to resolve from.
+    """
+    if run_dir is not None:
+        cfg = cfg.copy()
+        cfg.run_dir = run_dir
+    return OmegaConf.to_object(cfg)

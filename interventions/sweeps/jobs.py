@@ -1,0 +1,177 @@
+"""The jobs of a sweep: skip a finished run, move a changed one aside, record a failure.
+
+    python train.py -m experiment=paper_grid_small hydra.sweep.dir=multirun/pgs   # relaunch: same dir
+
+Every job of a multirun goes through `run_job` (via `interventions.cli.report_errors`):
+
+- Its W&B group is set to the sweep (`sweep_group`) unless `logger.group` is given, so every
+  run of a sweep, and its summary run, share one group.
+- It writes `sweep_job.json` (its overrides and resolved config) before it starts, and its
+  status (finished, failed, interrupted) when it ends.
+- A run whose folder already holds a finished `metrics.json` written with the same model,
+  task, intervention, objective, trainer settings (but the progress bar) and seed is skipped
+  with one printed line. A finished run with a different one is moved to
+  `<run>/superseded/<time>/` and the job runs again.
+- Any exception is caught: the full traceback goes to `<run>/error.txt`, one line to
+  stderr, and the sweep continues (Hydra's basic launcher would otherwise stop). SIGINT or
+  SIGTERM (RunInterrupted) marks the job interrupted and stops the sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+from interventions.errors import ConfigError, RunInterrupted
+from interventions.io import read_json, write_json
+from interventions.rundir import ERROR_FILE, METRICS_FILE, record_error, supersede, timestamp
+
+log = logging.getLogger(__name__)
+JOB_FILE = "sweep_job.json"
+
+
+# Hydra writes these into a job's folder before the job starts: they belong to the new run.
+HYDRA_JOB_FILES = (".hydra", "train.log", "evaluate.log")
+
+
+# Config keys that do not change a run's results (not recorded in the job's identity);
+# model.fused_gelu changes only float rounding, and runs finished before it existed lack it.
+IGNORED_KEYS = ("run_dir", "logger", "trainer.enable_progress_bar", "model.fused_gelu")
+
+
+# What decides a training run's results: a finished run is skipped when these are unchanged
+# (other keys, e.g. diagnostics added later, do not make finished runs stale; nor does
+# skip_unread, which like the thread count changes only float rounding).
+RESULT_KEYS = ("model", "task", "intervention", "objective", "trainer", "seed")
+
+
+def is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def sweep_group(sweep_dir: str | Path) -> str:
+    """The W&B group of a sweep: its directory, relative to the working directory if inside it."""
+    path = Path(sweep_dir)
+    if path.is_absolute():
+        try:
+            path = path.relative_to(Path.cwd())
+        except ValueError:
+            pass
+    text = path.as_posix()
+    return text if len(text) <= 128 else text[-128:]  # W&B's limit on group names
+
+
+def job_identity(cfg) -> dict:
+    """The resolved config that decides a run's results (without run_dir and logger)."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for key in IGNORED_KEYS:
+        *parents, leaf = key.split(".")
+        node = resolved
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return resolved
+
+
+def same_results(old: dict | None, new: dict) -> bool:
+    """Whether a finished run with config `old` is the run `new` asks for.
+
+    Training configs (with intervention and objective) compare RESULT_KEYS only; any other
+    config compares in full (without IGNORED_KEYS).
+    """
+    if not isinstance(old, dict):
+        return False
+    if all(k in new for k in ("intervention", "objective")):
+        return all(old.get(k) == new.get(k) for k in RESULT_KEYS)
+    return old == new
+
+
+def already_finished(run_dir: Path, identity: dict | None, label: str) -> bool:
+    """True if `run_dir` holds a finished run of config `identity` (print that it is skipped);
+    a finished run of another config is moved aside (`supersede`) and False returned."""
+    if not (run_dir / METRICS_FILE).exists():
+        return False
+    previous = read_json(run_dir / JOB_FILE)
+    if previous is not None and identity is not None and same_results(previous.get("config"), identity):
+        log.info(f"skipping {label}: already finished in {run_dir}")
+        return True
+    dest = supersede(run_dir, keep=HYDRA_JOB_FILES)
+    log.info(f"{label}: {run_dir} held a finished run with another config; moved it to {dest}")
+    return False
+
+
+def job_context() -> dict:
+    """The current Hydra job: its sweep dir, number, overrides and output dir."""
+    hc = HydraConfig.get()
+    return {"sweep_dir": hc.sweep.dir, "num": hc.job.num, "overrides": list(hc.overrides.task),
+            "output_dir": hc.runtime.output_dir}  # fmt: skip
+
+
+def run_job(fn, cfg, context: dict | None = None):
+    """Run one job of a multirun: skip it if finished, record it if it fails (see module doc).
+
+    `context` (tests): {"sweep_dir", "num", "overrides", "output_dir"}; default: Hydra's.
+    """
+    ctx = context or job_context()
+    sweep_dir = Path(ctx["sweep_dir"])
+    overrides = list(ctx["overrides"])
+    label = f"run {ctx['num']} ({' '.join(overrides) or 'defaults'})"
+    run_dir = Path(cfg.run_dir) if "run_dir" in cfg else Path(ctx["output_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if "logger" in cfg and cfg.logger.get("group") is None:
+        OmegaConf.update(cfg, "logger.group", sweep_group(sweep_dir))
+    try:
+        identity = job_identity(cfg)
+    except Exception as error:  # an interpolation that does not resolve: a failing run
+        identity = None
+        unresolved = error
+    else:
+        unresolved = None
+
+    if already_finished(run_dir, identity, label):
+        metrics = read_json(run_dir / METRICS_FILE) or {}
+        return (metrics.get("test") or {}).get("effectiveness")
+    (run_dir / ERROR_FILE).unlink(missing_ok=True)
+    job = {
+        "job_num": ctx["num"], "overrides": overrides, "sweep_dir": str(sweep_dir),
+        "group": cfg.logger.group if "logger" in cfg else None, "started": timestamp(),
+        "status": "running", "config": identity,
+    }  # fmt: skip
+    write_json(run_dir / JOB_FILE, job)
+    try:
+        if unresolved is not None:
+            raise unresolved
+        _check_ddp(cfg)
+        result = fn(cfg)
+    except RunInterrupted as interrupted:  # the sweep stops; a relaunch runs this job again
+        write_json(run_dir / JOB_FILE, {**job, "status": "interrupted", "error": f"interrupted by {interrupted}",
+                                        "ended": timestamp()})  # fmt: skip
+        interrupted.sweep_dir = sweep_dir
+        raise
+    except Exception as error:  # noqa: BLE001 — one failing run must not stop the sweep
+        line = record_error(run_dir, label, error)
+        write_json(run_dir / JOB_FILE, {**job, "status": "failed", "error": line, "ended": timestamp()})
+        log.error(f"error: {label} failed: {line} (traceback in {run_dir / ERROR_FILE}); the sweep goes on")
+        return None
+    write_json(run_dir / JOB_FILE, {**job, "status": "finished", "ended": timestamp()})
+    return result
+
+
+def _check_ddp(cfg) -> None:
+    """Lightning's DDP starts its processes by re-running the command line: in a local
+    multirun each of them would run the whole sweep again. Under SLURM (submitit) or
+    torchrun the processes already exist and DDP is fine."""
+    strategy = str((cfg.get("trainer") or {}).get("strategy", ""))
+    relaunches = strategy == "ddp" or strategy.startswith("ddp_find_unused")
+    if relaunches and not any(v in os.environ for v in ("SLURM_JOB_ID", "TORCHELASTIC_RUN_ID")):
+        raise ConfigError(
+            f"trainer.strategy={strategy} cannot run inside a local multirun (DDP re-runs the command "
+            "for each process); sweep with hydra/launcher=slurm (one SLURM task per GPU), or use "
+            "trainer=gpu for the sweep and trainer=ddp for single runs"
+        )
