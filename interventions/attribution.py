@@ -29,53 +29,12 @@ from interventions.models import model_device
 from interventions.objective import hinge_terms, logit_diff
 from interventions.sites import HEAD_SITES, hook, hook_name
 from interventions.tasks.datamodule import encode
-from interventions.tasks.datapoint import DataPoint, Task
-from interventions.toyworld import world
+from interventions.tasks.corruption import corrupted_task
+from interventions.tasks.datapoint import Task
 
 KINDS = ("activpatch", "attrpatch", "dla")
 DLA_SITES = ("attnOut", "mlpOut", "residPost", "o")
 DEFAULT_SCALES = tuple(round(10 ** (k / 4), 4) for k in range(-8, 9))  # 0.01 ... 100
-
-
-# -- corrupted prompts ---------------------------------------------------------------
-def _swap_words(prompt: str, mapping: dict[str, str]) -> str:
-    return " ".join(mapping.get(word, word) for word in prompt.split(" "))
-
-
-def corrupt_point(task: str, point: DataPoint, index: int = 0) -> str:
-    """The corrupted prompt of a toy data point, of the same token length.
-
-    ccc: another country (both mentions); ioi: another name triple (both names replaced,
-    every mention); pronouns and bias: a name of the other gender. `index` varies the
-    replacement deterministically across data points.
-    """
-    words = point.prompt.split(" ")
-    if task == "ccc":
-        country = next(w for w in words if w in world.CAPITALS)
-        others = [c for c in world.COUNTRIES if c != country and world.CAPITALS[c] not in words]
-        return _swap_words(point.prompt, {country: others[index % len(others)]})
-    if task == "ioi":
-        names = list(dict.fromkeys(w for w in words if w in world.GENDER))
-        others = [n for n in world.NAMES if n not in names]
-        k = (2 * index) % (len(others) - 1)
-        return _swap_words(point.prompt, {names[0]: others[k], names[1]: others[k + 1]})
-    if task in ("pronouns", "bias"):
-        name = next(w for w in words if w in world.GENDER)
-        pool = world.MALE_NAMES if world.GENDER[name] == "female" else world.FEMALE_NAMES
-        return _swap_words(point.prompt, {name: pool[index % len(pool)]})
-    raise TaskError(
-        f"no corrupted prompt for a data point of task {task!r}: add a 'corrupted' field (the "
-        "prompt with its key entity swapped, same token length) to each record of your file"
-    )
-
-
-def corrupted_task(task: Task) -> Task:
-    """A task whose prompts are the corrupted ones (answers unchanged): each data point's
-    own `corrupted` prompt if it has one (user files), else the toy task's corruption."""
-    points = tuple(
-        DataPoint(p.corrupted or corrupt_point(task.name, p, i), p.correct, p.wrong) for i, p in enumerate(task)
-    )
-    return Task(task.name, task.split, task.template, points, {"corrupted_from": task.split})
 
 
 # -- activations at every location ----------------------------------------------------
@@ -256,25 +215,3 @@ def fit_attribution(kind: str, model, method, datamodule, task: Task, scales=DEF
             method.param(site, layer).copy_(value.to(device) / largest)
     scale, effectiveness = tune_scale(model, method, datamodule.loader("train"), scales)
     return {"kind": kind, "scale": scale, "train_effectiveness": effectiveness, "max_abs_score": largest}
-
-
-def head_patching_scores(model, batch: dict, corrupted: dict) -> torch.Tensor:
-    """[n_layers, n_heads]: mean LD(clean) - LD(clean with one head's z patched at every position)."""
-    names = [hook_name("z", l) for l in range(model.cfg.n_layers)]
-    corrupt_acts, _ = _capture(model, corrupted, names)
-    _, clean_ld = _capture(model, batch, [])
-    scores = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
-    for layer, name in enumerate(names):
-        for head in range(model.cfg.n_heads):
-
-            def patch(act, hook, name=name, head=head):
-                act = act.clone()
-                act[:, :, head] = corrupt_acts[name][:, :, head]
-                return act
-
-            with torch.no_grad():
-                logits = last_position_logits(
-                    model, batch["input_ids"], batch["attention_mask"], batch["last_index"], fwd_hooks=[(name, patch)]
-                )
-            scores[layer, head] = (clean_ld - logit_diff(logits, batch["correct"], batch["wrong"])).mean()
-    return scores

@@ -37,20 +37,9 @@ def kl_to_clean(logits: torch.Tensor, clean_logprobs: torch.Tensor) -> torch.Ten
     return (logp.exp() * (logp - clean_logprobs.float())).sum(-1)
 
 
-def effectiveness_loss(logits_pos, logits_neg, correct, wrong, margin: float) -> torch.Tensor:
-    """E_m: the mean over the batch of both hinge terms."""
-    pos, neg = hinge_terms(logits_pos, logits_neg, correct, wrong, margin)
-    return (pos + neg).mean()
-
-
 def faithfulness_terms(logits_pos, logits_neg, clean_logprobs) -> torch.Tensor:
     """[batch] KL(σ(f̃⁺)‖σ(f)) + KL(σ(f̃⁻)‖σ(f))."""
     return kl_to_clean(logits_pos, clean_logprobs) + kl_to_clean(logits_neg, clean_logprobs)
-
-
-def faithfulness_loss(logits_pos, logits_neg, clean_logprobs) -> torch.Tensor:
-    """F: the mean over the batch of `faithfulness_terms`."""
-    return faithfulness_terms(logits_pos, logits_neg, clean_logprobs).mean()
 
 
 def hold_terms(logits_pos, logits_neg, clean_logprobs, hold_correct, hold_wrong) -> torch.Tensor:
@@ -61,11 +50,6 @@ def hold_terms(logits_pos, logits_neg, clean_logprobs, hold_correct, hold_wrong)
     pos = logit_diff(logits_pos, hold_correct, hold_wrong) - clean
     neg = logit_diff(logits_neg, hold_correct, hold_wrong) - clean
     return pos**2 + neg**2
-
-
-def hold_loss(logits_pos, logits_neg, clean_logprobs, hold_correct, hold_wrong) -> torch.Tensor:
-    """H: the mean over the batch of `hold_terms`."""
-    return hold_terms(logits_pos, logits_neg, clean_logprobs, hold_correct, hold_wrong).mean()
 
 
 def example_terms(logits_pos, logits_neg, correct, wrong, clean_logprobs, margin, hold=None) -> dict:

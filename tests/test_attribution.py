@@ -8,6 +8,7 @@ from interventions import attribution as attr
 from interventions.errors import ConfigError, TaskError
 from interventions.forward import last_position_logits
 from interventions.sites import build_grid
+from interventions.tasks.corruption import corrupted_task
 from interventions.tasks import load_task
 from interventions.tasks.datamodule import encode
 from interventions.spec import RunSpec, intervention_spec
@@ -17,7 +18,7 @@ from interventions.spec import RunSpec, intervention_spec
 def data(tiny_model):
     task = load_task("ccc", model=tiny_model, split="train", template=0, n=6)
     clean = encode(tiny_model, task, fixed_length=True)
-    corrupt = encode(tiny_model, attr.corrupted_task(task), fixed_length=True)
+    corrupt = encode(tiny_model, corrupted_task(task), fixed_length=True)
     grid = build_grid(tiny_model.cfg, sites=["attnOut", "mlpOut"], seq_len=clean["input_ids"].shape[1])
     return task, clean, corrupt, grid
 
@@ -34,7 +35,7 @@ def _ld(model, batch, hooks=()):
 @pytest.mark.parametrize("task_name", ["ccc", "ioi", "pronouns", "bias"])
 def test_corrupted_prompts_keep_the_length_and_change_the_entity(tiny_model, task_name):
     task = load_task(task_name, model=tiny_model, split="train", template=0, n=10)
-    corrupted = attr.corrupted_task(task)
+    corrupted = corrupted_task(task)
     for clean, bad in zip(task, corrupted):
         assert clean.prompt != bad.prompt
         assert len(clean.prompt.split()) == len(bad.prompt.split())
@@ -48,7 +49,7 @@ def test_user_tasks_need_their_own_corrupted_prompts(tmp_path):
 
     task = Task("jsonl", "train", "0", (DataPoint("a b", " Paris", " Rome"),))
     with pytest.raises(TaskError, match="'corrupted' field"):
-        attr.corrupted_task(task)
+        corrupted_task(task)
     path = tmp_path / "data.jsonl"
     path.write_text('{"prompt": "The capital of France is", "correct": " Paris", "wrong": " Rome", '
                     '"corrupted": "The capital of Italy is"}\n')  # fmt: skip
@@ -56,7 +57,7 @@ def test_user_tasks_need_their_own_corrupted_prompts(tmp_path):
 
     (point,) = read_points(path)
     assert point.corrupted == "The capital of Italy is"
-    corrupted = attr.corrupted_task(Task("jsonl", "train", "0", (point,)))
+    corrupted = corrupted_task(Task("jsonl", "train", "0", (point,)))
     assert corrupted[0].prompt == "The capital of Italy is" and corrupted[0].correct == " Paris"
 
 
@@ -181,20 +182,3 @@ def test_obsprop_steer_picks_a_head_a_position_and_a_scale(tiny_model):
     assert 0 <= info["position"] < grid.seq_len
     assert info["scale"] > 0
     assert trained.evaluate("train")["effectiveness"] == pytest.approx(info["train_effectiveness"], abs=1e-5)
-
-
-def test_head_patching_scores_match_a_manual_patch(tiny_model, data):
-    _, clean, corrupt, _ = data
-    scores = attr.head_patching_scores(tiny_model, clean, corrupt)
-    assert scores.shape == (tiny_model.cfg.n_layers, tiny_model.cfg.n_heads)
-    _, corrupt_cache = tiny_model.run_with_cache(corrupt["input_ids"])
-    name, head = "blocks.1.attn.hook_z", 2
-
-    def patch(act, hook):
-        act = act.clone()
-        act[:, :, head] = corrupt_cache[name][:, :, head]
-        return act
-
-    expected = (_ld(tiny_model, clean) - _ld(tiny_model, clean, [(name, patch)])).mean()
-    assert float(scores[1, head]) == pytest.approx(float(expected), abs=1e-5)
-    assert torch.allclose(attr.head_patching_scores(tiny_model, clean, clean), torch.zeros_like(scores), atol=1e-6)

@@ -5,20 +5,20 @@ import torch
 
 from interventions.errors import TaskError
 from interventions.metrics import InterventionMetrics
-from interventions.objective import Objective, hold_loss
+from interventions.objective import Objective, hold_terms
 from interventions.tasks import load_task
 from interventions.tasks.datamodule import encode
 from interventions.spec import RunSpec
 
 
-def test_hold_loss_by_hand():
+def test_hold_term_by_hand():
     clean = torch.log_softmax(torch.tensor([[2.0, 0.0, 1.0], [0.0, 1.0, 3.0]]), -1)
     pos = torch.tensor([[3.0, 0.0, 0.0], [0.0, 2.0, 3.0]])
     neg = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
     c2, w2 = torch.tensor([0, 2]), torch.tensor([2, 1])
     # clean LD2: 2-1 = 1 and 3-1 = 2; β=+1 LD2: 3, 1; β=-1 LD2: 1, 3
     expected = ((3 - 1) ** 2 + (1 - 1) ** 2 + (1 - 2) ** 2 + (3 - 2) ** 2) / 2
-    assert float(hold_loss(pos, neg, clean, c2, w2)) == pytest.approx(expected)
+    assert float(hold_terms(pos, neg, clean, c2, w2).mean()) == pytest.approx(expected)
 
 
 def test_objective_adds_the_weighted_hold_term_only_when_asked():
@@ -30,8 +30,8 @@ def test_objective_adds_the_weighted_hold_term_only_when_asked():
     base, parts = Objective(0.1, 0.01, 1.0)(pos, neg, c, w, clean, params, hold=(c2, w2))
     assert "hold" not in parts  # λ_H = 0: the term is not even computed
     total, parts = Objective(0.1, 0.01, 1.0, lambda_hold=2.0)(pos, neg, c, w, clean, params, hold=(c2, w2))
-    assert float(total) == pytest.approx(float(base) + 2.0 * float(hold_loss(pos, neg, clean, c2, w2)))
-    assert float(parts["hold"]) == pytest.approx(float(hold_loss(pos, neg, clean, c2, w2)))
+    assert float(total) == pytest.approx(float(base) + 2.0 * float(hold_terms(pos, neg, clean, c2, w2).mean()))
+    assert float(parts["hold"]) == pytest.approx(float(hold_terms(pos, neg, clean, c2, w2).mean()))
 
 
 def test_metrics_report_the_held_pair_at_each_beta():

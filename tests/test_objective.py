@@ -15,13 +15,23 @@ import torch
 from interventions.errors import ConfigError
 from interventions.objective import (
     Objective,
-    effectiveness_loss,
-    faithfulness_loss,
+    faithfulness_terms,
     hinge_terms,
     kl_to_clean,
     logit_diff,
     minimality_loss,
 )
+
+
+def effectiveness_mean(logits_pos, logits_neg, correct, wrong, margin):
+    """E_m: the mean over the batch of both hinge terms."""
+    pos, neg = hinge_terms(logits_pos, logits_neg, correct, wrong, margin)
+    return (pos + neg).mean()
+
+
+def faithfulness_mean(logits_pos, logits_neg, clean_logprobs):
+    """F: the mean over the batch of both KLs."""
+    return faithfulness_terms(logits_pos, logits_neg, clean_logprobs).mean()
 
 # Two data points over a vocabulary of 4 tokens.
 CORRECT = torch.tensor([1, 0])
@@ -86,7 +96,7 @@ def test_hinge_terms_by_hand(margin):
 def test_effectiveness_is_mean_over_points_of_both_hinges(margin):
     want_pos, want_neg = HINGES[margin]
     want = (want_pos[0] + want_neg[0] + want_pos[1] + want_neg[1]) / 2
-    got = effectiveness_loss(t(POS), t(NEG), CORRECT, WRONG, margin)
+    got = effectiveness_mean(t(POS), t(NEG), CORRECT, WRONG, margin)
     assert got.item() == pytest.approx(want, abs=1e-6)
 
 
@@ -94,15 +104,15 @@ def test_effectiveness_zero_when_both_directions_flip_beyond_margin():
     # β=+1: c above w by 5; β=-1: w above c by 5; margin 2 -> every hinge inactive.
     pos = t([[0.0, 5.0, 0.0, 0.0], [5.0, 0.0, 0.0, 0.0]])
     neg = t([[5.0, 0.0, 0.0, 0.0], [0.0, 0.0, 5.0, 0.0]])
-    assert effectiveness_loss(pos, neg, CORRECT, WRONG, 2.0).item() == 0.0
+    assert effectiveness_mean(pos, neg, CORRECT, WRONG, 2.0).item() == 0.0
     # swapping the two directions makes every hinge active: each term is 5 + 2
-    assert effectiveness_loss(neg, pos, CORRECT, WRONG, 2.0).item() == pytest.approx(14.0)
+    assert effectiveness_mean(neg, pos, CORRECT, WRONG, 2.0).item() == pytest.approx(14.0)
 
 
 def test_effectiveness_gradient_only_from_active_hinges():
     pos = t(POS).requires_grad_(True)
     neg = t(NEG).requires_grad_(True)
-    effectiveness_loss(pos, neg, CORRECT, WRONG, 1.5).backward()
+    effectiveness_mean(pos, neg, CORRECT, WRONG, 1.5).backward()
     # β=+1: only row 0 is active (0.5 > 0): d/df_w = +1/N, d/df_c = -1/N with N = 2.
     want_pos = torch.zeros(2, 4)
     want_pos[0, 0], want_pos[0, 1] = 0.5, -0.5
@@ -141,7 +151,7 @@ def test_kl_known_value_two_tokens():
 
 
 def test_faithfulness_both_directions_mean_over_points():
-    got = faithfulness_loss(t(POS), t(NEG), clean_logprobs())
+    got = faithfulness_mean(t(POS), t(NEG), clean_logprobs())
     want = sum(kl_by_hand(POS[i], CLEAN[i]) + kl_by_hand(NEG[i], CLEAN[i]) for i in range(2)) / 2
     assert got.item() == pytest.approx(want, rel=1e-5)
 

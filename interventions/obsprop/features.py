@@ -71,14 +71,6 @@ INPUT_SPACES = ("resid", "normalized", "ln_out")
 
 
 # -- LayerNorm access ---------------------------------------------------------------------
-def ln_names(model) -> list[str]:
-    """Every LayerNorm that observable propagation passes through, shallow to deep."""
-    names = []
-    for layer in range(model.cfg.n_layers):
-        names += [norm_module("ln1", layer), norm_module("ln2", layer)]
-    return names + [norm_module("ln_final")]
-
-
 def ln_module(model, name: str):
     parsed = parse_norm_module(name)
     if parsed is None:
@@ -352,11 +344,6 @@ def effective_W_V(model, ln_mode: str = "ignore") -> torch.Tensor:
         if is_centering(model):
             W_V = W_V - W_V.mean(2, keepdim=True)
     return W_V
-
-
-def ov_matrices(model, ln_mode: str = "ignore") -> torch.Tensor:
-    """W_OV = W_V W_O per head, [L, H, d, d] (with P diag(w_1) in front unless ignore)."""
-    return torch.einsum("lhde,lhem->lhdm", effective_W_V(model, ln_mode), model.W_O.detach().float())
 
 
 # -- MLPs -------------------------------------------------------------------------------

@@ -198,12 +198,3 @@ def observable_for_task(
     if label is None:
         label = f"{next(iter(pairs))[0]}-{next(iter(pairs))[1]}" if len(pairs) == 1 else f"mean of {len(pairs)} answer pairs"
     return Observable(terms=terms, label=label, tokens={names[i]: v for i, v in terms.items()})
-
-
-def point_observable_matrix(correct: torch.Tensor, wrong: torch.Tensor, d_vocab: int) -> torch.Tensor:
-    """[N, d_vocab] rows e_correct_i − e_wrong_i (one observable per data point)."""
-    n = torch.zeros(len(correct), d_vocab)
-    rows = torch.arange(len(correct))
-    n[rows, correct] += 1.0
-    n[rows, wrong] -= 1.0
-    return n

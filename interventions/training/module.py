@@ -6,7 +6,7 @@ one forward of the frozen model on the batch doubled, β = +1 for the first half
 
 The frozen model is kept outside the module's registered children, so it is never
 saved in a checkpoint, never handed to the optimizer, and never moved by accident;
-`on_fit_start` / `on_test_start` put it on the module's device.
+`on_fit_start` / `on_validation_start` put it on the module's device.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class InterventionModule(L.LightningModule):
         self.objective = objective
         self.lr = lr
         self.metrics = torch.nn.ModuleDict(
-            {split: InterventionMetrics() for split in ("train_eval", "val", "test")}
+            {split: InterventionMetrics() for split in ("val",)}
         )
         # Start where the frozen model is: outside a Trainer (evaluation, fused sweeps) nothing
         # else would move the module, and Lightning's `device` would stay the default (CPU).
@@ -161,12 +161,6 @@ class InterventionModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val", "val")
 
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test", "test")
-
     @torch.no_grad()
     def evaluate(self, loader) -> dict:
         """Metrics of the current intervention over a whole loader (no Lightning loop)."""
@@ -185,9 +179,6 @@ class InterventionModule(L.LightningModule):
             self.model.to(self.device)
 
     def on_fit_start(self) -> None:
-        self._sync_model_device()
-
-    def on_test_start(self) -> None:
         self._sync_model_device()
 
     def on_validation_start(self) -> None:
