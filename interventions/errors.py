@@ -5,6 +5,8 @@ Entry points catch `InterventionsError`, print its message as one line and exit 
 traceback; library users get an ordinary exception.
 """
 
+import signal
+
 
 class InterventionsError(Exception):
     """A user mistake, reported as one actionable line."""
@@ -62,8 +64,6 @@ class RunInterrupted(BaseException):
     in a library swallows it."""
 
     def __init__(self, signum: int):
-        import signal
-
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
 

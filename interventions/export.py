@@ -13,8 +13,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import json
-import os
 import platform
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,13 +22,13 @@ from types import SimpleNamespace
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from interventions.errors import ExportError
-from interventions.models import model_device
-from interventions.io import _umask_mode, write_json
+from interventions.io import atomic_write_bytes, write_json
 from interventions.methods import METHODS, Method
-from interventions.models import model_fingerprint, tokenizer_identity
+from interventions.models import model_device, model_fingerprint, tokenizer_identity
 from interventions.sites import LocationGrid
 
 FORMAT_VERSION = 1
@@ -37,8 +37,6 @@ META_FILE = "intervention.json"
 
 
 def versions() -> dict:
-    import importlib.metadata as md
-
     out = {"python": platform.python_version()}
     for pkg in ("interventions", "torch", "transformer_lens", "transformers", "lightning", "hydra-core"):
         try:
@@ -62,10 +60,7 @@ def save_intervention(run_dir: str | Path, method: Method, model, model_name: st
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in method.params.items()}
-    tmp = run_dir / f".{TENSORS_FILE}.tmp"
-    save_file(tensors, str(tmp), metadata={"method": method.name})
-    os.chmod(tmp, _umask_mode())
-    os.replace(tmp, run_dir / TENSORS_FILE)
+    atomic_write_bytes(run_dir / TENSORS_FILE, safetensors_bytes(tensors, metadata={"method": method.name}))
     meta = {
         "format_version": FORMAT_VERSION,
         "method": method.name,

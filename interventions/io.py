@@ -84,7 +84,7 @@ def read_json(path: str | Path):
 
 def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
     """Save a matplotlib figure atomically (PNG by the path's suffix) and close it."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # here, not on top: io is on the path of one-line errors, before heavy imports
 
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{path.suffix}")

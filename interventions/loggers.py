@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
-from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,6 @@ def make_logger(kind: str, run_dir: str | Path, project: str = "interventions", 
                           "(`wandb sync` uploads it later)", stacklevel=2)  # fmt: skip
             mode = "offline"
     try:
-        from lightning.pytorch.loggers import WandbLogger
-
         os.environ.setdefault("WANDB_SILENT", "true")
         logger = WandbLogger(
             project=project, save_dir=str(run_dir), mode=mode, group=group, name=name,

@@ -12,10 +12,14 @@ import os
 from pathlib import Path
 
 import torch
+import transformer_lens.model_bridge.sources.native  # noqa: F401  (attaches boot_native)
+from safetensors.torch import load_file
 from transformer_lens.model_bridge import TransformerBridge
+from transformers.activations import NewGELUActivation
 
 from interventions.errors import ModelError
 from interventions.toyworld import CHECKPOINT
+from interventions.toyworld.tokenizer import load_tokenizer
 
 TOY_NAME = "toy"
 TOY_CHECKPOINT = CHECKPOINT
@@ -45,11 +49,6 @@ def load_toy(
     checkpoint: str | Path = TOY_CHECKPOINT, device: str = "cpu", dtype: torch.dtype | None = None
 ) -> TransformerBridge:
     """The toy world's model from a checkpoint folder written by `toyworld.train`."""
-    import transformer_lens.model_bridge.sources.native  # noqa: F401  (attaches boot_native)
-    from safetensors.torch import load_file
-
-    from interventions.toyworld.tokenizer import load_tokenizer
-
     checkpoint = Path(checkpoint)
     weights = checkpoint / "model.safetensors"
     if not weights.exists():
@@ -121,8 +120,6 @@ def fuse_gelu(model: TransformerBridge) -> int:
     (README, Performance). Hooks are unaffected: the MLP's hook points sit on the
     projections around the activation, not on it.
     """
-    from transformers.activations import NewGELUActivation
-
     swapped = 0
     for parent in getattr(model, "original_model", model).modules():
         for name, child in parent.named_children():

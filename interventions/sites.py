@@ -187,6 +187,17 @@ def _as_list(value, what: str):
     return [int(v) for v in value]
 
 
+def _indices(value, n: int, key: str, missing) -> list[int]:
+    """"all", an int or a list of indices into range(n) (negative counts from the end), sorted
+    and made non-negative; `missing(i)` says why index i is refused."""
+    chosen = _as_list(value, key)
+    chosen = list(range(n)) if chosen is None else chosen
+    for i in chosen:
+        if not -n <= i < n:
+            raise ConfigError(f"{key}: {missing(i)}")
+    return sorted({i % n for i in chosen})
+
+
 def build_grid(
     cfg,
     sites=DEFAULT_SITES,
@@ -218,14 +229,10 @@ def build_grid(
             f"allowed: {', '.join(SITES)}"
         )
     n_layers = cfg.n_layers
-    layer_list = _as_list(layers, "intervention.layers")
-    layer_list = list(range(n_layers)) if layer_list is None else layer_list
-    for layer in layer_list:
-        if not -n_layers <= layer < n_layers:
-            raise ConfigError(
-                f"intervention.layers: the model has no layer {layer} (it has layers 0..{n_layers - 1})"
-            )
-    layer_list = sorted({layer % n_layers for layer in layer_list})
+    layer_list = _indices(
+        layers, n_layers, "intervention.layers",
+        lambda i: f"the model has no layer {i} (it has layers 0..{n_layers - 1})",
+    )  # fmt: skip
     head_list = _as_list(heads, "intervention.heads")
     if head_list is not None:
         bad = [h for h in head_list if not 0 <= h < cfg.n_heads]
@@ -236,14 +243,10 @@ def build_grid(
     if positions is not None:
         if seq_len is None:
             raise ValueError("seq_len is required for position-tied grids")
-        pos_list = _as_list(positions, "intervention.positions")
-        pos_list = list(range(seq_len)) if pos_list is None else pos_list
-        for p in pos_list:
-            if not -seq_len <= p < seq_len:
-                raise ConfigError(
-                    f"intervention.positions: position {p} is outside the prompts' {seq_len} tokens"
-                )
-        pos_tuple = tuple(sorted({p % seq_len for p in pos_list}))
+        pos_tuple = tuple(_indices(
+            positions, seq_len, "intervention.positions",
+            lambda i: f"position {i} is outside the prompts' {seq_len} tokens",
+        ))  # fmt: skip
         if tokens is not None:
             token_labels = tuple(tokens[p] for p in pos_tuple)
     return LocationGrid(

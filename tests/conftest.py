@@ -70,11 +70,11 @@ def build_tiny_model(tokenizer, seed: int = 0):
 def toy_tokenizer(tmp_path_factory):
     """The toy world's word-level tokenizer, saved and reloaded from a folder
     (boot_native re-loads a tokenizer by its name_or_path)."""
-    from interventions.toyworld import world
+    from interventions.toyworld import corpus
     from interventions.toyworld.tokenizer import build_tokenizer, load_tokenizer
 
     folder = tmp_path_factory.mktemp("toy_tokenizer")
-    build_tokenizer(world.all_words()).save_pretrained(str(folder))
+    build_tokenizer(corpus.all_words()).save_pretrained(str(folder))
     return load_tokenizer(folder)
 
 

@@ -23,7 +23,7 @@ SKEW = 0.8
 
 
 def test_every_word_is_one_token(toy_tokenizer):
-    words = world.all_words()
+    words = corpus.all_words()
     assert len(words) == len(set(words))
     assert len(toy_tokenizer) == len(SPECIAL_TOKENS) + len(words)
     unk = toy_tokenizer.unk_token_id
@@ -54,7 +54,7 @@ def test_unknown_words_map_to_unk(toy_tokenizer):
 
 
 def test_saved_tokenizer_reloads_identically(tmp_path):
-    built = build_tokenizer(world.all_words())
+    built = build_tokenizer(corpus.all_words())
     built.save_pretrained(str(tmp_path))
     reloaded = load_tokenizer(tmp_path)
     texts = [
@@ -92,7 +92,7 @@ def test_corpus_is_deterministic_per_seed():
 
 
 def test_corpus_uses_only_vocabulary_words(big_corpus, toy_tokenizer):
-    vocabulary = set(world.all_words())
+    vocabulary = set(corpus.all_words())
     outside = {w for s in big_corpus for w in s.split()} - vocabulary
     assert not outside
     unk = toy_tokenizer.unk_token_id

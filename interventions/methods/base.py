@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from interventions.errors import LengthError
+from interventions.errors import ConfigError, LengthError
 from interventions.sites import HEAD_SITES, LocationGrid, site_width
 
 Hook = tuple[str, Callable]
@@ -129,8 +129,6 @@ class Method(nn.Module):
     def initialize(self, init: str = "normal", scale: float = 1e-5, seed: int = 0, **context) -> None:
         """Fill the parameters with a named initialisation (see INITS)."""
         if init not in INITS:
-            from interventions.errors import ConfigError
-
             raise ConfigError(f"intervention.init: unknown {init!r}; allowed: {', '.join(sorted(INITS))}")
         INITS[init](self, scale=scale, generator=torch.Generator().manual_seed(seed), **context)
 

@@ -40,6 +40,7 @@ from interventions.obsprop.features import (
     mlp_features,
 )
 from interventions.obsprop.observables import Observable
+from interventions.reports.plots import plt
 from interventions.sites import hook
 
 EPS = 1e-12
@@ -229,8 +230,30 @@ def analyze(
         ln_modes = ("ignore", "approximate") if data is not None else ("ignore",)
     ln_modes = tuple(ln_modes)
     main = ln_modes[-1]
-    cfg = model.cfg
-    report: dict = {
+    report = _report_header(model.cfg, ln_modes)
+    if data is not None:
+        report["inverse_scales"] = {k: round(v, 6) for k, v in data.inv_scales.items()}
+    observables = [observable] + ([other] if other is not None else [])
+    if len({o.label for o in observables}) < len(observables):
+        raise ValueError("the two observables need different labels")
+    tensors: dict = {}
+    report["observables"] = {}
+    for obs in observables:
+        rep, feats = _head_report(model, obs, ln_modes, data, top, svd_top)
+        report["observables"][obs.label] = rep
+        tensors[obs.label] = feats
+        if mlp and data is not None:
+            rep["mlp"], tensors[obs.label]["mlp"] = _mlp_report(model, obs, main, data)
+    if other is not None:
+        report["pair"] = _pair_report(model, observable, other, tensors, ln_modes, data, top)
+    report["_tensors"] = tensors
+    return report
+
+
+def _report_header(cfg, ln_modes: tuple[str, ...]) -> dict:
+    """The model, the LayerNorm modes and the conventions every number in the report follows."""
+    main = ln_modes[-1]
+    return {
         "model": {k: getattr(cfg, k) for k in ("model_name", "n_layers", "n_heads", "d_model", "d_head")},
         "ln_modes": list(ln_modes),
         "main_mode": main,
@@ -248,69 +271,57 @@ def analyze(
             "coupling": "C(y1, y2) = y1·y2/‖y1‖² = E[x·y2 | x·y1 = 1]",
         },
     }
-    if data is not None:
-        report["inverse_scales"] = {k: round(v, 6) for k, v in data.inv_scales.items()}
-    observables = [observable] + ([other] if other is not None else [])
-    if len({o.label for o in observables}) < len(observables):
-        raise ValueError("the two observables need different labels")
-    tensors: dict = {}
-    report["observables"] = {}
-    for obs in observables:
-        rep, feats = _head_report(model, obs, ln_modes, data, top, svd_top)
-        report["observables"][obs.label] = rep
-        tensors[obs.label] = feats
-        if mlp and data is not None:
-            Ym, infos = mlp_features(model, obs, ln_mode=main, data=data, input_space="normalized")
-            rep["mlp"] = {
-                "norm": [round(float(v), 6) for v in Ym.norm(dim=-1)],
-                "decision_value_abs": [abs(i.value) for i in infos],
-                "decision_point": [i.decision_point for i in infos],
-                "g_minus": [i.g_minus for i in infos],
-                "g_plus": [i.g_plus for i in infos],
-            }
-            tensors[obs.label]["mlp"] = Ym
-    if other is not None:
-        a, b = observable.label, other.label
-        pair: dict = {"first": a, "second": b, "cosine": {}, f"coupling {a} -> {b}": {}, f"coupling {b} -> {a}": {}}
-        for mode in ln_modes:
-            Y1, Y2 = tensors[a][mode], tensors[b][mode]
-            pair["cosine"][mode] = grid_list(cosine(Y1, Y2))
-            pair[f"coupling {a} -> {b}"][mode] = grid_list(coupling(Y1, Y2))
-            pair[f"coupling {b} -> {a}"][mode] = grid_list(coupling(Y2, Y1))
-        u1, u2 = observable.direction(model), other.direction(model)
-        pair["cosine_of_W_U_n"] = float(cosine(u1, u2))  # is the head cosine more than the observables' own?
-        uf1, uf2 = final_direction(model, observable, main, data), final_direction(model, other, main, data)
-        pair["cosine_of_residual_directions"] = float(cosine(uf1, uf2))
-        Y1, Y2 = tensors[a][main], tensors[b][main]
-        # ‖x̂‖ = √d for the normalised input; k = ‖y1‖ is a one-σ value of x · y1 for
-        # x ~ N(0, I) (E[(x · y1)²] = ‖y1‖²), a feasible and typical constraint.
-        s = math.sqrt(cfg.d_model)
-        bounds = theorem2_bounds(Y1, Y2, s, Y1.norm(dim=-1))
-        ranked = rank_heads(feature_norms(Y1), top)
-        pair["top_heads"] = []
-        for h in ranked:
-            l, hh = h["layer"], h["head"]
-            pair["top_heads"].append({
-                "layer": l, "head": hh,
-                f"norm {a}": round(float(Y1[l, hh].norm()), 6), f"norm {b}": round(float(Y2[l, hh].norm()), 6),
-                "cosine": round(float(cosine(Y1[l, hh], Y2[l, hh])), 6),
-                f"coupling {a} -> {b}": round(float(coupling(Y1[l, hh], Y2[l, hh])), 6),
-                f"coupling {b} -> {a}": round(float(coupling(Y2[l, hh], Y1[l, hh])), 6),
-                "theorem2 (s=sqrt(d), k=|y1|)": {key: round(float(v[l, hh]), 6) for key, v in bounds.items()},
-            })  # fmt: skip
-        report["pair"] = pair
-    report["_tensors"] = tensors
-    return report
+
+
+def _mlp_report(model, obs: Observable, main: str, data: ActivationData) -> tuple[dict, torch.Tensor]:
+    """Per-layer MLP feature norms and GELU decision points; the features [n_layers, d_model]."""
+    Ym, infos = mlp_features(model, obs, ln_mode=main, data=data, input_space="normalized")
+    return {
+        "norm": [round(float(v), 6) for v in Ym.norm(dim=-1)],
+        "decision_value_abs": [abs(i.value) for i in infos],
+        "decision_point": [i.decision_point for i in infos],
+        "g_minus": [i.g_minus for i in infos],
+        "g_plus": [i.g_plus for i in infos],
+    }, Ym
+
+
+def _pair_report(model, observable: Observable, other: Observable, tensors: dict, ln_modes, data, top: int) -> dict:
+    """Cosines, couplings and Theorem-2 bounds between the two observables' head features."""
+    main = ln_modes[-1]
+    s = math.sqrt(model.cfg.d_model)
+    a, b = observable.label, other.label
+    pair: dict = {"first": a, "second": b, "cosine": {}, f"coupling {a} -> {b}": {}, f"coupling {b} -> {a}": {}}
+    for mode in ln_modes:
+        Y1, Y2 = tensors[a][mode], tensors[b][mode]
+        pair["cosine"][mode] = grid_list(cosine(Y1, Y2))
+        pair[f"coupling {a} -> {b}"][mode] = grid_list(coupling(Y1, Y2))
+        pair[f"coupling {b} -> {a}"][mode] = grid_list(coupling(Y2, Y1))
+    u1, u2 = observable.direction(model), other.direction(model)
+    pair["cosine_of_W_U_n"] = float(cosine(u1, u2))  # is the head cosine more than the observables' own?
+    uf1, uf2 = final_direction(model, observable, main, data), final_direction(model, other, main, data)
+    pair["cosine_of_residual_directions"] = float(cosine(uf1, uf2))
+    Y1, Y2 = tensors[a][main], tensors[b][main]
+    # ‖x̂‖ = √d for the normalised input; k = ‖y1‖ is a one-σ value of x · y1 for
+    # x ~ N(0, I) (E[(x · y1)²] = ‖y1‖²), a feasible and typical constraint.
+    bounds = theorem2_bounds(Y1, Y2, s, Y1.norm(dim=-1))
+    ranked = rank_heads(feature_norms(Y1), top)
+    pair["top_heads"] = []
+    for h in ranked:
+        l, hh = h["layer"], h["head"]
+        pair["top_heads"].append({
+            "layer": l, "head": hh,
+            f"norm {a}": round(float(Y1[l, hh].norm()), 6), f"norm {b}": round(float(Y2[l, hh].norm()), 6),
+            "cosine": round(float(cosine(Y1[l, hh], Y2[l, hh])), 6),
+            f"coupling {a} -> {b}": round(float(coupling(Y1[l, hh], Y2[l, hh])), 6),
+            f"coupling {b} -> {a}": round(float(coupling(Y2[l, hh], Y1[l, hh])), 6),
+            "theorem2 (s=sqrt(d), k=|y1|)": {key: round(float(v[l, hh]), 6) for key, v in bounds.items()},
+        })  # fmt: skip
+    return pair
 
 
 # -- files ------------------------------------------------------------------------------
 def heatmap(grid, path: Path, title: str, cmap: str = "viridis", symmetric: bool = False) -> Path:
     """A layer × head heatmap PNG with the values written in the cells."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     t = torch.as_tensor(grid, dtype=torch.float32)
     n_layers, n_heads = t.shape
     fig, ax = plt.subplots(figsize=(1.0 + 0.7 * n_heads, 1.0 + 0.55 * n_layers))

@@ -60,6 +60,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import torch
+from scipy.optimize import brentq
 
 from interventions.errors import ConfigError
 from interventions.models import model_device
@@ -380,6 +381,30 @@ def mlp_function(model, layer: int, direction: torch.Tensor):
     return g
 
 
+def _sign_change_pair(g, layer: int, data: ActivationData | None, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """MLP inputs x−, x+ [d_model] from the data with g(x−) < 0 < g(x+): the smallest and
+    largest g among the prompts' last positions, else among all sampled positions. Without
+    a sign change anywhere, the point with the smallest |g| twice (the same tensor)."""
+    if data is None or layer not in data.mlp_inputs:
+        raise ConfigError("mlp_feature needs x_minus and x_plus, or data=ActivationData with MLP inputs")
+    cands = data.mlp_inputs[layer].to(device)
+    with torch.no_grad():
+        values = g(cands)
+    pools = [data.last.to(device)] if data.last is not None else []
+    pools.append(torch.ones_like(values, dtype=torch.bool))
+    for pool in pools:
+        v = values[pool]
+        if len(v) and v.min() < 0 < v.max():
+            return cands[torch.where(pool, values, torch.inf).argmin()], cands[torch.where(pool, values, -torch.inf).argmax()]
+    warnings.warn(
+        f"MLP {layer}: the observable does not change sign on the data (g in "
+        f"[{values.min():.3g}, {values.max():.3g}]); using the point with the smallest |g|",
+        stacklevel=3,
+    )
+    x0 = cands[values.abs().argmin()].clone()
+    return x0, x0
+
+
 def mlp_feature(
     model,
     layer: int,
@@ -398,38 +423,15 @@ def mlp_feature(
     autograd. Without a sign change anywhere, the point with the smallest |g| is used
     and a warning is issued.
     """
-    from scipy.optimize import brentq
-
     device = model.W_U.device
     direction = direction.to(device).float()
     g = mlp_function(model, layer, direction)
     decision = True
     if x_minus is None or x_plus is None:
-        if data is None or layer not in data.mlp_inputs:
-            raise ConfigError("mlp_feature needs x_minus and x_plus, or data=ActivationData with MLP inputs")
-        cands = data.mlp_inputs[layer].to(device)
-        with torch.no_grad():
-            values = g(cands)
-        pools = [data.last.to(device)] if data.last is not None else []
-        pools.append(torch.ones_like(values, dtype=torch.bool))
-        found = False
-        for pool in pools:
-            v = values[pool]
-            if len(v) and v.min() < 0 < v.max():
-                x_minus = cands[torch.where(pool, values, torch.inf).argmin()]
-                x_plus = cands[torch.where(pool, values, -torch.inf).argmax()]
-                found = True
-                break
-        if not found:
-            best = values.abs().argmin()
-            warnings.warn(
-                f"MLP {layer}: the observable does not change sign on the data (g in "
-                f"[{values.min():.3g}, {values.max():.3g}]); using the point with the smallest |g|",
-                stacklevel=2,
-            )
-            x0 = cands[best].clone()
+        x_minus, x_plus = _sign_change_pair(g, layer, data, device)
+        if x_minus is x_plus:  # no sign change on the data: the point with the smallest |g|
             decision = False
-            x_minus = x_plus = x0
+            x0 = x_minus
     x_minus, x_plus = x_minus.to(device).float(), x_plus.to(device).float()
     with torch.no_grad():
         g_minus, g_plus = float(g(x_minus)), float(g(x_plus))

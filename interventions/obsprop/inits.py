@@ -154,30 +154,11 @@ def obsprop_init(
     observable = _resolve_observable(observable, model)
     if probe not in ("auto", "feature", "projection"):
         raise ConfigError(f"init=obsprop: probe={probe!r}; allowed: auto, feature, projection")
-    U_res = residual_unembed(model)  # [V, d]
     tensors = None
     if datamodule is not None:
         datamodule.setup()
         tensors = datamodule.datasets[split].tensors
-    if observable is not None:
-        u_mean = U_res.T @ observable.vector(U_res.shape[0], U_res.device)
-        point_u = None if tensors is None else u_mean.expand(len(tensors["input_ids"]), -1)
-    elif tensors is not None:
-        point_u = U_res[tensors["correct"]] - U_res[tensors["wrong"]]  # [N, d]
-        u_mean = point_u.mean(0)
-        typical = point_u.norm(dim=-1).mean()
-        cancels = bool(u_mean.norm() < 0.1 * typical)
-        if probe == "auto" and cancels:
-            probe = "projection"
-        if cancels and (method.name == "steervec" or (method.name == "dynscalar" and probe == "feature")):
-            warnings.warn(
-                f"init=obsprop: the task's answer pairs nearly cancel (‖mean direction‖ = "
-                f"{float(u_mean.norm()):.3g} vs {float(typical):.3g} per point), so {method.name}'s one "
-                "direction carries little signal; pass observable=... to choose one",
-                stacklevel=3,
-            )
-    else:
-        raise ConfigError("init=obsprop needs a datamodule (the task's answers) or observable=...")
+    u_mean, point_u, probe = _answer_directions(model, method.name, observable, tensors, probe)
     if probe == "auto":
         probe = "feature"
     if method.name == "activscalar" and tensors is None:
@@ -190,28 +171,62 @@ def obsprop_init(
         stats, dyn, probes = _site_statistics(method, model, tensors, point_u, mean_dirs)
     elif probe == "projection" and method.name == "dynscalar":
         raise ConfigError("init=obsprop: probe='projection' needs the datamodule")
-    with torch.no_grad():
-        if method.name == "steervec":
-            for (s, l), g in mean_dirs.items():
-                p = method.param(s, l)
-                p.copy_((scale * g).to(p.dtype).expand_as(p))
-        elif method.name == "dynscalar" and probe == "projection":
-            for (s, l), G in probes.items():
-                p = method.param(s, l)
-                p.copy_((scale * _unit(G)).to(p.dtype).reshape(p.shape))
-        elif method.name == "dynscalar":
-            for (s, l), g in mean_dirs.items():
-                sign = torch.ones(g.shape[:-1])
-                if dyn is not None:
-                    sign = torch.where(torch.as_tensor(dyn[(s, l)]) < 0, -1.0, 1.0)
-                p = method.param(s, l)
-                p.copy_((scale * g * sign.to(g.device)[..., None]).to(p.dtype).reshape(p.shape))
-        elif method.name == "activscalar":
-            positions = list(grid.positions)
-            values = {k: v[positions] for k, v in stats.items()}  # [P] or [P, H']
-            top = max(float(v.abs().max()) for v in values.values())
-            for (s, l), v in values.items():
-                p = method.param(s, l)
-                p.copy_((v * (scale / max(top, EPS))).to(p.dtype).reshape(p.shape))
-        else:
-            raise ConfigError(f"init=obsprop does not know method {method.name!r}")
+    _fill(method, scale, probe, mean_dirs, stats, dyn, probes)
+
+
+def _answer_directions(model, method_name: str, observable, tensors: dict | None, probe: str):
+    """The residual-stream direction to propagate: the observable's, or the mean of the task's
+    answer directions u_c − u_w over its data points.
+
+    Returns (u_mean [d], point_u [N, d] or None without data, the probe to use).
+    """
+    U_res = residual_unembed(model)  # [V, d]
+    if observable is not None:
+        u_mean = U_res.T @ observable.vector(U_res.shape[0], U_res.device)
+        point_u = None if tensors is None else u_mean.expand(len(tensors["input_ids"]), -1)
+        return u_mean, point_u, probe
+    if tensors is None:
+        raise ConfigError("init=obsprop needs a datamodule (the task's answers) or observable=...")
+    point_u = U_res[tensors["correct"]] - U_res[tensors["wrong"]]  # [N, d]
+    u_mean = point_u.mean(0)
+    typical = point_u.norm(dim=-1).mean()
+    cancels = bool(u_mean.norm() < 0.1 * typical)
+    if probe == "auto" and cancels:
+        probe = "projection"
+    if cancels and (method_name == "steervec" or (method_name == "dynscalar" and probe == "feature")):
+        warnings.warn(
+            f"init=obsprop: the task's answer pairs nearly cancel (‖mean direction‖ = "
+            f"{float(u_mean.norm()):.3g} vs {float(typical):.3g} per point), so {method_name}'s one "
+            "direction carries little signal; pass observable=... to choose one",
+            stacklevel=4,
+        )
+    return u_mean, point_u, probe
+
+
+@torch.no_grad()
+def _fill(method, scale: float, probe: str, mean_dirs: dict, stats, dyn, probes) -> None:
+    """Write the initial values into `method`'s parameters, scaled to `scale`."""
+    if method.name == "steervec":
+        for (s, l), g in mean_dirs.items():
+            p = method.param(s, l)
+            p.copy_((scale * g).to(p.dtype).expand_as(p))
+    elif method.name == "dynscalar" and probe == "projection":
+        for (s, l), G in probes.items():
+            p = method.param(s, l)
+            p.copy_((scale * _unit(G)).to(p.dtype).reshape(p.shape))
+    elif method.name == "dynscalar":
+        for (s, l), g in mean_dirs.items():
+            sign = torch.ones(g.shape[:-1])
+            if dyn is not None:
+                sign = torch.where(torch.as_tensor(dyn[(s, l)]) < 0, -1.0, 1.0)
+            p = method.param(s, l)
+            p.copy_((scale * g * sign.to(g.device)[..., None]).to(p.dtype).reshape(p.shape))
+    elif method.name == "activscalar":
+        positions = list(method.grid.positions)
+        values = {k: v[positions] for k, v in stats.items()}  # [P] or [P, H']
+        top = max(float(v.abs().max()) for v in values.values())
+        for (s, l), v in values.items():
+            p = method.param(s, l)
+            p.copy_((v * (scale / max(top, EPS))).to(p.dtype).reshape(p.shape))
+    else:
+        raise ConfigError(f"init=obsprop does not know method {method.name!r}")

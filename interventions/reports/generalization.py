@@ -30,6 +30,7 @@ from interventions.io import atomic_write_text, write_json
 from interventions.rundir import METRICS_FILE
 from interventions.spec import METHOD_LABELS, ModelSpec, method_label
 from interventions.sweeps.summary import run_dirs
+from interventions.toyworld.world import TEMPLATES
 
 log = logging.getLogger(__name__)
 ORDER = tuple(METHOD_LABELS)  # tables list methods in this order
@@ -59,8 +60,6 @@ def find_runs(paths) -> list[tuple[str, Path]]:
 
 
 def _other_templates(task: dict) -> list:
-    from interventions.toyworld.world import TEMPLATES
-
     if task.get("name") not in TEMPLATES:
         return []
     trained = task.get("template")

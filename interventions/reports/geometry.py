@@ -34,8 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import kendalltau
 
 from interventions.io import save_figure, write_json
+from interventions.reports.plots import plt
 from interventions.models import model_device
 from interventions.sites import HEAD_SITES
 from interventions.spec import ObjectiveSpec, RunSpec, TrainedInterventionSpec
@@ -174,8 +176,6 @@ def steervec_geometry(model, method, data) -> dict:
 # -- seed consistency -----------------------------------------------------------------
 def pairwise_kendall(orderings) -> list[float]:
     """Kendall's τ-b of every pair of runs (i < j)."""
-    from scipy.stats import kendalltau
-
     arrays = [np.asarray(o, dtype=float) for o in orderings]
     if len(arrays) < 2:
         raise ValueError("seed consistency needs at least two runs")
@@ -270,8 +270,6 @@ def geometry_study(model, train, test=None, n_seeds: int = 5, data_split: str | 
 # -- plots ----------------------------------------------------------------------------
 def geometry_heatmap(locations: list[dict], values, quantity: str, title: str = ""):
     """Layer (x head) down, token position across, one panel per site."""
-    from interventions.reports.plots import plt
-
     values = np.asarray(values, dtype=float)
     sites = list(dict.fromkeys(r["site"] for r in locations))
     positions = sorted({r["position"] for r in locations})

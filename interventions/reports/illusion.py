@@ -377,33 +377,82 @@ def diagnose_illusion(
         "global" (the whole intervention), "summary" {flag, message, ...}, "thresholds".
     """
     data = _merge_data(loader_or_batch, max_prompts)
-    seq_len = data["input_ids"].shape[1]
+    locs = _labelled_locations(model, method_or_vectors, data, positions)
+    names = list(dict.fromkeys((loc.site, loc.layer) for loc in locs))
+    acts, clean_ld = _collect(model, data, names, chunk_size)
+    entries, parts, means = _span_entries(locs, acts, data["attention_mask"].bool(), variance)
+
+    def effect(indices: list[int]) -> dict:
+        return {kind: _steering(model, data, [parts[kind][i] for i in indices], chunk_size) for kind in parts}
+
+    everything = list(range(len(locs)))
+    v_sqs = [float(loc.v.double().pow(2).sum()) for loc in locs]
+    glob = {
+        "n_locations": len(locs),
+        "chance_out_of_span_fraction": sum(w * e["chance_out_of_span_fraction"] for w, e in zip(v_sqs, entries))
+        / sum(v_sqs),
+        "out_of_span_fraction": sum(float(p.double().pow(2).sum()) for _, p in parts["out_of_span"]) / sum(v_sqs),
+        "effect": effect(everything),
+        "ablation": _ablation(model, data, locs, means, clean_ld, chunk_size),
+    }
+    _judge(glob, out_share_threshold, ablation_fraction, considered=True)
+    s_global = abs(glob["effect"]["full"]["steering_effect"])
+
+    if per_location:
+        for i, loc in enumerate(locs):
+            e = entries[i]
+            e["effect"] = effect([i])
+            e["ablation"] = _ablation(model, data, [loc], [means[i]], clean_ld, chunk_size)
+            own = abs(e["effect"]["full"]["steering_effect"])
+            _judge(e, out_share_threshold, ablation_fraction, considered=own >= min_share * s_global)
+        entries.sort(key=lambda e: -abs(e["effect"]["full"]["steering_effect"]))
+
+    summary = _summary(locs, entries, glob, data, clean_ld)
+    summary["message"] = _message(summary, glob, entries, out_share_threshold, ablation_fraction)
+    return {
+        "summary": summary,
+        "global": glob,
+        "locations": entries,
+        "thresholds": {
+            "variance": variance, "out_share_threshold": out_share_threshold,
+            "ablation_fraction": ablation_fraction, "min_share": min_share,
+        },  # fmt: skip
+        "span": "span{mean} + top centered principal components covering `variance` of the variance",
+    }
+
+
+def _labelled_locations(model, method_or_vectors, data: dict, positions) -> list:
+    """The intervention's locations, labelled with the grid's tokens when it has them,
+    else with the first prompt's tokens."""
     try:
         tokens = [str(t) for t in model.to_str_tokens(data["input_ids"][0])]
     except Exception:  # noqa: BLE001  (labels only)
         tokens = None
-    grid_tokens = getattr(getattr(getattr(method_or_vectors, "method", method_or_vectors), "grid", None), "tokens", None)
-    locs = _locations(method_or_vectors, seq_len, model.cfg.n_heads, positions, tokens)
-    if grid_tokens is not None:
-        grid = getattr(method_or_vectors, "method", method_or_vectors).grid
-        labels = dict(zip(grid.positions, grid_tokens))
+    locs = _locations(method_or_vectors, data["input_ids"].shape[1], model.cfg.n_heads, positions, tokens)
+    grid = getattr(getattr(method_or_vectors, "method", method_or_vectors), "grid", None)
+    if getattr(grid, "tokens", None) is not None:
+        labels = dict(zip(grid.positions, grid.tokens))
         for loc in locs:
             loc.token = labels.get(loc.position, loc.token)
+    return locs
 
-    names = list(dict.fromkeys((loc.site, loc.layer) for loc in locs))
-    acts, clean_ld = _collect(model, data, names, chunk_size)
-    mask = data["attention_mask"].bool()
 
-    entries, parts_in, parts_out, parts_full, means = [], [], [], [], []
+def _span_entries(locs: list, acts: dict, mask: torch.Tensor, variance: float) -> tuple[list, dict, list]:
+    """Per location: the span of its activations (over the prompts where its position is
+    real), its vector split into the in-span and out-of-span parts, and the mean activation.
+
+    Returns (entries, {"full"|"in_span"|"out_of_span": [(loc, vector)]}, means [D] each).
+    """
+    entries, means = [], []
+    parts = {"full": [], "in_span": [], "out_of_span": []}
     for loc in locs:
         x = acts[(loc.site, loc.layer)][loc.index()][mask[:, loc.position]]  # [n, D]
         basis = activation_span(x, variance)
         v_in, v_out = split_vector(loc.v, basis)
-        mu = x.double().mean(0).float()
-        means.append(mu)
-        parts_full.append((loc, loc.v))
-        parts_in.append((loc, v_in))
-        parts_out.append((loc, v_out))
+        means.append(x.double().mean(0).float())
+        parts["full"].append((loc, loc.v))
+        parts["in_span"].append((loc, v_in))
+        parts["out_of_span"].append((loc, v_out))
         v_sq = float(loc.v.double().pow(2).sum())
         entries.append({
             "site": loc.site, "layer": loc.layer, "position": loc.position, "token": loc.token,
@@ -413,37 +462,10 @@ def diagnose_illusion(
             # what a random direction would score: E‖v_out‖²/‖v‖² = 1 − dim/D for isotropic v
             "chance_out_of_span_fraction": 1 - basis.shape[0] / loc.v.numel(),
         })  # fmt: skip
+    return entries, parts, means
 
-    v_sqs = [float(l.v.double().pow(2).sum()) for l in locs]
-    glob = {
-        "n_locations": len(locs),
-        "chance_out_of_span_fraction": sum(w * e["chance_out_of_span_fraction"] for w, e in zip(v_sqs, entries))
-        / sum(v_sqs),
-        "out_of_span_fraction": sum(float(p.double().pow(2).sum()) for _, p in parts_out)
-        / sum(float(l.v.double().pow(2).sum()) for l in locs),
-        "effect": {
-            "full": _steering(model, data, parts_full, chunk_size),
-            "in_span": _steering(model, data, parts_in, chunk_size),
-            "out_of_span": _steering(model, data, parts_out, chunk_size),
-        },
-        "ablation": _ablation(model, data, locs, means, clean_ld, chunk_size),
-    }
-    _judge(glob, out_share_threshold, ablation_fraction, considered=True)
-    s_global = abs(glob["effect"]["full"]["steering_effect"])
 
-    if per_location:
-        for i, loc in enumerate(locs):
-            e = entries[i]
-            e["effect"] = {
-                "full": _steering(model, data, [parts_full[i]], chunk_size),
-                "in_span": _steering(model, data, [parts_in[i]], chunk_size),
-                "out_of_span": _steering(model, data, [parts_out[i]], chunk_size),
-            }
-            e["ablation"] = _ablation(model, data, [loc], [means[i]], clean_ld, chunk_size)
-            own = abs(e["effect"]["full"]["steering_effect"])
-            _judge(e, out_share_threshold, ablation_fraction, considered=own >= min_share * s_global)
-        entries.sort(key=lambda e: -abs(e["effect"]["full"]["steering_effect"]))
-
+def _summary(locs: list, entries: list[dict], glob: dict, data: dict, clean_ld: torch.Tensor) -> dict:
     flagged = [e["label"] for e in entries if e.get("flag")]
     summary = {
         "flag": bool(glob["flag"] or flagged),
@@ -462,17 +484,7 @@ def diagnose_illusion(
             "sample, so out-of-span fractions are upper bounds (compare chance_out_of_span_fraction); "
             "give more prompts for a tighter span"
         )
-    summary["message"] = _message(summary, glob, entries, out_share_threshold, ablation_fraction)
-    return {
-        "summary": summary,
-        "global": glob,
-        "locations": entries,
-        "thresholds": {
-            "variance": variance, "out_share_threshold": out_share_threshold,
-            "ablation_fraction": ablation_fraction, "min_share": min_share,
-        },  # fmt: skip
-        "span": "span{mean} + top centered principal components covering `variance` of the variance",
-    }
+    return summary
 
 
 def _fmt(x, spec=".2f") -> str:

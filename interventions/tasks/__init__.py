@@ -6,14 +6,16 @@
 
 from __future__ import annotations
 
+import random
+import warnings
+
 from interventions.errors import EmptySplitError, TaskError
 from interventions.tasks.datapoint import DataPoint, Task
 from interventions.tasks.files import file_points
 from interventions.tasks.generators import toy_points
 from interventions.tasks.tokenize import prompt_token_ids
-from interventions.tasks.validation import check_fixed_length, check_points
+from interventions.tasks.validation import answer_ids, check_fixed_length, check_points
 from interventions.spec import FILE_TASKS, SPLITS, TASKS, TOY_TASKS, TaskSpec
-
 
 
 def load_task(
@@ -61,8 +63,6 @@ def load_task(
             points, dropped = _drop_multi_token(points, tok)
             if dropped:
                 info["dropped_multi_token_answers"] = dropped
-                import warnings
-
                 warnings.warn(
                     f"{source}: dropped {len(dropped)} data points whose answers are not single "
                     f"tokens for this tokenizer (e.g. {dropped[0]!r})",
@@ -73,8 +73,6 @@ def load_task(
             raise TaskError(f"task {name!r} needs a file: task.path=data.{name}")
         points = file_points(path, split)
         if n is not None and len(points) > n:
-            import random
-
             points = random.Random(seed).sample(points, n)
         source = f"{path} (split {split})"
     else:
@@ -105,8 +103,6 @@ def load_splits(task: TaskSpec, model, seed: int, fixed_length: bool, splits=SPL
 
 
 def _drop_multi_token(points, tokenizer):
-    from interventions.tasks.validation import answer_ids
-
     kept, dropped = [], []
     for p in points:
         if len(answer_ids(tokenizer, p.correct)) == 1 and len(answer_ids(tokenizer, p.wrong)) == 1:

@@ -96,3 +96,19 @@ def sample_corpus(n: int, seed: int) -> list[str]:
     """`n` sentences, the same for the same seed."""
     rng = random.Random(seed)
     return [sample_sentence(rng) for _ in range(n)]
+
+
+def all_words() -> list[str]:
+    """Every word the world can produce, for the tokenizer's vocabulary."""
+    words: set[str] = set()
+    for group in (w.NAMES, w.COUNTRIES, w.CAPITALS.values(), w.PLACES, w.OBJECTS, w.OCCUPATIONS):
+        words.update(group)
+    for d in (w.SUBJECT_PRONOUN, w.OBJECT_PRONOUN, w.GRAMMATICAL_ROLE, w.STEREOTYPE):
+        words.update(d.values())
+    texts = [t.text for ts in w.TEMPLATES.values() for t in ts]
+    texts += list(FILLER_TEMPLATES) + list(FACT_TEMPLATES) + list(w.COMPLETION_SUFFIX.values())
+    for text in texts:
+        for word in text.split():
+            if not (word.startswith("{") and word.endswith("}")):
+                words.add(word)
+    return sorted(words)

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from interventions.forward import last_position_logits
+from interventions.models import freeze, load_toy
 from interventions.tasks import load_task
 from interventions.tasks.datamodule import encode
 from interventions.toyworld import world
@@ -49,8 +50,6 @@ def _summary(diffs: torch.Tensor) -> dict:
 def behaviour_report(checkpoint: str | Path | None = None, model=None, split: str = "test") -> dict:
     """The report as {task: {template: {...}}} for a checkpoint folder or a loaded model."""
     if model is None:
-        from interventions.models import freeze, load_toy
-
         model = freeze(load_toy(checkpoint) if checkpoint else load_toy())
     report: dict = {}
     for task in ("ccc", "ioi", "pronouns"):

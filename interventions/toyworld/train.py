@@ -17,11 +17,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import transformer_lens.model_bridge.sources.native  # noqa: F401  (attaches boot_native)
 from safetensors.torch import save_file
 from tqdm import tqdm
+from transformer_lens.model_bridge import TransformerBridge
 
 from interventions.io import write_json
-from interventions.toyworld import TRAINING_DEFAULTS, corpus, world
+from interventions.toyworld import TRAINING_DEFAULTS, corpus
 from interventions.toyworld.tokenizer import build_tokenizer
 
 
@@ -41,9 +43,6 @@ DEFAULTS = TRAINING_DEFAULTS
 
 def build_model(vocab_size: int, seed: int, tokenizer=None):
     """A freshly initialised native TransformerBridge and its config dict."""
-    from transformer_lens.model_bridge import TransformerBridge
-    import transformer_lens.model_bridge.sources.native  # noqa: F401  (attaches boot_native)
-
     config = dict(MODEL_CONFIG, d_vocab=vocab_size, seed=seed)
     return TransformerBridge.boot_native(config, tokenizer=tokenizer, model_name="toy"), config
 
@@ -64,6 +63,35 @@ def _batches(token_lists: list[list[int]], batch_size: int, pad_id: int, generat
             yield tokens, (tokens[:, 1:] != pad_id)
 
 
+def _tokenized_corpus(tokenizer, n: int, seed: int) -> tuple[list[str], list[list[int]]]:
+    """`n` corpus sentences and their token ids; every word must be in the vocabulary."""
+    sentences = corpus.sample_corpus(n, seed=seed)
+    token_lists = [tokenizer(s)["input_ids"] for s in sentences]
+    bad = [s for s, t in zip(sentences, token_lists) if tokenizer.unk_token_id in t]
+    if bad:
+        raise RuntimeError(f"corpus sentence has words outside the vocabulary: {bad[0]!r}")
+    return sentences, token_lists
+
+
+def _optimizer(model, lr: float, weight_decay: float, warmup: int, steps: int):
+    """AdamW (no decay on vectors) with linear warmup, then cosine decay to 10% of `lr`."""
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0}],
+        lr=lr,
+        betas=(0.9, 0.98),
+    )
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress_frac = (step - warmup) / max(1, steps - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_frac))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
 def train(
     out_dir: str | Path,
     seed: int = DEFAULTS["seed"],
@@ -79,33 +107,14 @@ def train(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    tokenizer = build_tokenizer(world.all_words())
+    tokenizer = build_tokenizer(corpus.all_words())
     # each sentence is seen about 4 times; at least one batch's worth, however few the steps
-    sentences = corpus.sample_corpus(max(steps * batch_size // 4, batch_size), seed=seed)
-    token_lists = [tokenizer(s)["input_ids"] for s in sentences]
-    unknown = tokenizer.unk_token_id
-    bad = [s for s, t in zip(sentences, token_lists) if unknown in t]
-    if bad:
-        raise RuntimeError(f"corpus sentence has words outside the vocabulary: {bad[0]!r}")
+    sentences, token_lists = _tokenized_corpus(tokenizer, max(steps * batch_size // 4, batch_size), seed)
 
     model, config = build_model(len(tokenizer), seed)
     config.pop("seed")  # only the initialisation used it
     model.train()
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0}],
-        lr=lr,
-        betas=(0.9, 0.98),
-    )
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress_frac = (step - warmup) / max(1, steps - warmup)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_frac))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    optimizer, scheduler = _optimizer(model, lr, weight_decay, warmup, steps)
     generator = torch.Generator().manual_seed(seed)
     batches = _batches(token_lists, batch_size, tokenizer.pad_token_id, generator)
     losses = []

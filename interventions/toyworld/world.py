@@ -179,21 +179,3 @@ def random_slots(task: str, rng) -> dict[str, str]:
     if task in ("pronouns", "bias"):
         return {"N": rng.choice(NAMES)}
     raise ValueError(f"unknown toy task {task!r}")
-
-
-def all_words() -> list[str]:
-    """Every word the world can produce, for the tokenizer's vocabulary."""
-    from interventions.toyworld.corpus import FILLER_TEMPLATES, FACT_TEMPLATES
-
-    words: set[str] = set()
-    for group in (NAMES, COUNTRIES, CAPITALS.values(), PLACES, OBJECTS, OCCUPATIONS):
-        words.update(group)
-    for d in (SUBJECT_PRONOUN, OBJECT_PRONOUN, GRAMMATICAL_ROLE, STEREOTYPE):
-        words.update(d.values())
-    texts = [t.text for ts in TEMPLATES.values() for t in ts]
-    texts += list(FILLER_TEMPLATES) + list(FACT_TEMPLATES) + list(COMPLETION_SUFFIX.values())
-    for text in texts:
-        for w in text.split():
-            if not (w.startswith("{") and w.endswith("}")):
-                words.add(w)
-    return sorted(words)

@@ -1,0 +1,131 @@
+"""The package's shape: every module imports on its own (no import loops), the path of
+one-line errors stays free of torch, and the tables that name methods agree."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "interventions"
+
+# Modules the entry points import before the config is checked: a mistake is reported
+# before torch (seconds of imports) loads, so none of them may pull it in.
+TORCH_FREE = (
+    "interventions.cli",
+    "interventions.cli.preflight",
+    "interventions.console",
+    "interventions.errors",
+    "interventions.interrupts",
+    "interventions.io",
+    "interventions.rundir",
+    "interventions.sites",
+    "interventions.spec",
+    "interventions.sweeps.jobs",
+)
+
+# Runs in a fresh interpreter. It loads the heavy third-party libraries once, then forks one
+# child per module of the package; each child starts with no module of the package loaded
+# (checked) and imports its one module alone, so a module that only imports after another
+# one (a loop, a missing import) fails in its child. Forking keeps this to seconds where
+# one cold interpreter per module would cost minutes of torch imports.
+IMPORT_EACH = r"""
+import importlib, json, os, sys, traceback
+sys.path.insert(0, sys.argv[1])
+if sys.argv[3] == "preload":
+    import hydra, lightning.pytorch, matplotlib.pyplot, omegaconf, safetensors.torch, scipy.optimize  # noqa
+    import scipy.stats, tokenizers, torch, transformer_lens.model_bridge, transformers  # noqa
+assert not any(m == "interventions" or m.startswith("interventions.") for m in sys.modules)
+failed = {}
+for name in json.loads(sys.argv[2]):
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        code = 0
+        try:
+            assert not any(m.startswith("interventions") for m in sys.modules), "package already loaded"
+            importlib.import_module(name)
+        except BaseException:
+            os.write(write, traceback.format_exc().encode())
+            code = 1
+        os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        message = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        failed[name] = message or f"exit status {status}"
+print(json.dumps(failed))
+"""
+
+
+def package_modules() -> list[str]:
+    names = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        names.append(".".join(parts))
+    return names
+
+
+def test_the_module_list_covers_the_package():
+    names = package_modules()
+    assert "interventions" in names and "interventions.training.train" in names
+    assert len(names) == len(list(PACKAGE.rglob("*.py")))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks one child per module")
+def test_every_module_imports_alone_in_a_fresh_interpreter():
+    names = package_modules()
+    out = subprocess.run(
+        [sys.executable, "-c", IMPORT_EACH, str(ROOT), json.dumps(names), "preload"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    failed = json.loads(out.stdout.strip().splitlines()[-1])
+    assert failed == {}, "\n\n".join(f"{name}:\n{message}" for name, message in failed.items())
+
+
+def test_the_import_check_catches_a_module_that_fails_on_its_own(tmp_path):
+    """The check above can fail: a module importing a name its package does not (yet) have
+    is reported, with its traceback."""
+    package = tmp_path / "loopy"
+    package.mkdir()
+    (package / "__init__.py").write_text("from loopy.a import A\nB = 1\n")
+    (package / "a.py").write_text("from loopy import B\nA = B\n")
+    out = subprocess.run(
+        [sys.executable, "-c", IMPORT_EACH.replace('"interventions', '"loopy'), str(tmp_path), json.dumps(["loopy.a"]), "-"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    failed = json.loads(out.stdout.strip().splitlines()[-1])
+    assert list(failed) == ["loopy.a"] and "partially initialized" in failed["loopy.a"]
+
+
+def test_the_path_of_one_line_errors_does_not_load_torch():
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        + "".join(f"import {name};" for name in TORCH_FREE)
+        + "heavy = [m for m in ('torch', 'lightning', 'transformer_lens') if m in sys.modules];"
+        + "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"loaded before the config is checked: {out.stdout.strip()}"
+
+
+def test_method_tables_agree():
+    from interventions.methods import METHODS
+    from interventions.spec import METHOD_LABELS, TRAINED_METHODS
+
+    configs = {path.stem for path in (ROOT / "conf" / "intervention").glob("*.yaml")}
+    assert set(METHOD_LABELS) == set(METHODS) == configs
+    assert set(TRAINED_METHODS) <= set(METHODS)
+    for name in set(METHODS) - set(TRAINED_METHODS):
+        assert METHODS[name].fit is not METHODS["activscalar"].fit, f"{name} is training-free but does not fit itself"
