@@ -56,11 +56,14 @@ LATEST = Path("outputs") / "latest"
 
 def link_latest(run_dir: str | Path, link: Path = LATEST) -> Path | None:
     """Point `outputs/latest` (relative to the working directory) at the run that just
-    finished, atomically; a `latest` that is not a link (a user's folder) is left alone."""
+    finished, atomically, when that run lies under `outputs/` (a run sent elsewhere leaves
+    the working directory untouched); a `latest` that is not a link (a user's folder) is
+    left alone. Returns the link, or None when none was made."""
     link = Path(link)
+    if not Path(run_dir).resolve().is_relative_to(link.parent.resolve()):
+        return None
     if link.exists() and not link.is_symlink():
         return None
-    link.parent.mkdir(parents=True, exist_ok=True)
     tmp = link.with_name(f".{link.name}.{os.getpid()}")
     tmp.unlink(missing_ok=True)
     os.symlink(Path(run_dir).absolute(), tmp)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -94,6 +94,27 @@ def number(key: str, value, low: float, strict: bool = False, integer: bool = Fa
         raise ConfigError(f"{key}={value!r} must be {op} {low:g}")
 
 
+def bounded(default, low: float, *, strict: bool = False, integer: bool = False, optional: bool = False):
+    """A dataclass field holding a number >= low (> low if `strict`). The bound lives in the
+    field's metadata: `check_bounds` enforces it, and a type error Hydra reports for the
+    field can state it (`bound_text`)."""
+    return field(default=default, metadata={"low": low, "strict": strict, "integer": integer, "optional": optional})
+
+
+def check_bounds(spec, prefix: str) -> None:
+    """Every `bounded` field of `spec` within its bound (keys named `prefix` + field name)."""
+    for f in fields(spec):
+        if "low" in f.metadata:
+            number(f"{prefix}{f.name}", getattr(spec, f.name), **f.metadata)
+
+
+def bound_text(f) -> str:
+    """" >= 0" for a `bounded` field, "" for any other."""
+    if "low" not in f.metadata:
+        return ""
+    return f" {'>' if f.metadata['strict'] else '>='} {f.metadata['low']:g}"
+
+
 def site_list(sites) -> list[str]:
     """Sites as a list: a list, or a comma-separated string."""
     return [s.strip() for s in sites.split(",") if s.strip()] if isinstance(sites, str) else [str(s) for s in sites]
@@ -125,20 +146,18 @@ class TaskSpec:
 
     name: str = "ccc"
     template: Any = 0  # an index, a list of them, or "all"
-    n_train: Optional[int] = 256
-    n_val: Optional[int] = 64
-    n_test: Optional[int] = 256
+    n_train: Optional[int] = bounded(256, 1, integer=True, optional=True)
+    n_val: Optional[int] = bounded(64, 1, integer=True, optional=True)
+    n_test: Optional[int] = bounded(256, 1, integer=True, optional=True)
     path: Optional[str] = None  # task jsonl / csv: the file ("{split}" in it: one file per split)
     bias_pair: str = "stereotype"
-    batch_size: int = 4
+    batch_size: int = bounded(4, 1, integer=True)
     padding_side: str = "right"
     hold_pair: Optional[str] = None  # bias: a second pair held fixed (objective.lambda_hold)
 
     def __post_init__(self):
         choice("task.name", self.name, TASKS)
-        for split in SPLITS:
-            number(f"task.n_{split}", getattr(self, f"n_{split}"), 1, integer=True, optional=True)
-        number("task.batch_size", self.batch_size, 1, integer=True)
+        check_bounds(self, "task.")
         choice("task.padding_side", self.padding_side, PADDING)
         choice("task.bias_pair", self.bias_pair, BIAS_PAIRS)
         if self.hold_pair is not None:
@@ -179,28 +198,26 @@ class TrainedInterventionSpec(InterventionSpec):
     """A method trained by gradient descent: its initialisation and Adam's step size."""
 
     init: str = "normal"  # normal (Gaussian of scale init_scale) | zeros | obsprop
-    init_scale: float = 1e-5
-    lr: Optional[float] = None  # None: the method's default_lr
+    init_scale: float = bounded(1e-5, 0)
+    lr: Optional[float] = bounded(None, 0, strict=True, optional=True)  # None: the method's default_lr
 
     def __post_init__(self):
         super().__post_init__()
         choice("intervention.init", self.init, INITS)
-        number("intervention.init_scale", self.init_scale, 0)
-        number("intervention.lr", self.lr, 0, strict=True, optional=True)
+        check_bounds(self, "intervention.")
 
 
 @dataclass
 class ObjectiveSpec:
     """E_m + λ_F·F + λ_M·M (+ λ_H·H for a held answer pair), all weights finite and >= 0."""
 
-    lambda_f: float = 0.1
-    lambda_m: float = 0.0
-    margin: float = 1.0
-    lambda_hold: float = 0.0
+    lambda_f: float = bounded(0.1, 0)
+    lambda_m: float = bounded(0.0, 0)
+    margin: float = bounded(1.0, 0)
+    lambda_hold: float = bounded(0.0, 0)
 
     def __post_init__(self):
-        for key in ("lambda_f", "lambda_m", "margin", "lambda_hold"):
-            number(f"objective.{key}", getattr(self, key), 0)
+        check_bounds(self, "objective.")
 
 
 @dataclass
@@ -224,16 +241,15 @@ class LoggerSpec:
 class RunSpec:
     """How one training runs: epochs, batching, seed, and the two opt-in speed-ups."""
 
-    epochs: int = 25
-    batch_size: int = 4
+    epochs: int = bounded(25, 1, integer=True)
+    batch_size: int = bounded(4, 1, integer=True)
     padding_side: str = "right"
     seed: int = 0
     prefix_skip: bool = True  # run only blocks from the earliest intervened layer on a cached residual
     skip_unread: bool = False  # the last block's MLP at the read positions only (same logits, other rounding)
 
     def __post_init__(self):
-        number("epochs", self.epochs, 1, integer=True)
-        number("batch_size", self.batch_size, 1, integer=True)
+        check_bounds(self, "")
         choice("padding_side", self.padding_side, PADDING)
 
 
@@ -295,14 +311,14 @@ class TrainConfig:
     overwrite: bool = False  # move a finished run in run_dir aside (superseded/<time>/) instead of refusing
     illusion: Any = "auto"  # illusion.json: auto (obsprop_steer) | true (also SteerVec) | false
     fused: Any = None  # objective settings trained together in one process (a list, or a grid)
-    fused_chunk: Optional[int] = None  # at most this many fused settings at once (null: all)
+    fused_chunk: Optional[int] = bounded(None, 1, integer=True, optional=True)  # at most this many fused settings at once (null: all)
     skip_unread: bool = False
 
     def __post_init__(self):
         if _pending(self.intervention):  # the schema's defaults, before any config is merged
             return
         number("trainer.max_epochs", self.trainer.get("max_epochs", 25), 1, integer=True)
-        number("fused_chunk", self.fused_chunk, 1, integer=True, optional=True)
+        check_bounds(self, "")
         if self.fused is not None:
             if not self.intervention.trained:
                 raise ConfigError(f"fused trains several objective settings of a trained method; intervention="

@@ -51,7 +51,7 @@ def skip_without_toy_checkpoint() -> None:
     if not weights.exists():
         pytest.skip(
             f"toy checkpoint {weights} is absent (train it with "
-            "`python -m interventions.toyworld train`)"
+            "`python -m interventions toyworld train --out DIR`)"
         )
 
 

@@ -3,6 +3,7 @@ one-line errors stays free of torch, and the tables that name methods agree."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -28,6 +29,42 @@ TORCH_FREE = (
     "interventions.spec",
     "interventions.sweeps.jobs",
 )
+
+# The layers of docs/architecture.md, from the bottom up: a module may import its own layer
+# and the layers below. Keys are the first names under `interventions.` (or a module path).
+LAYERS = (
+    ("errors", "io", "rundir", "interrupts", "console", "spec", "sites", "toyworld.world"),
+    ("models", "forward", "toyworld", "tasks"),
+    ("methods", "objective", "metrics", "numerics", "obsprop", "attribution"),
+    ("training", "export", "evaluation", "loggers"),
+    ("runs", "sweeps", "reports"),
+    ("cli", "__main__", ""),
+)
+
+
+def layer_of(module: str) -> int:
+    """The layer index of `interventions.<...>` (the package itself is the top)."""
+    rest = module.split(".")[1:]
+    for depth in (2, 1):
+        key = ".".join(rest[:depth]) if len(rest) >= depth else None
+        for index, names in enumerate(LAYERS):
+            if key is not None and key in names:
+                return index
+    if not rest:
+        return len(LAYERS) - 1
+    raise KeyError(f"{module} is in no layer of docs/architecture.md")
+
+
+def package_imports(path: Path) -> list[tuple[str, int]]:
+    """The package modules `path` imports, with their line numbers."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("interventions"):
+            found.append((node.module, node.lineno))
+        elif isinstance(node, ast.Import):
+            found += [(a.name, node.lineno) for a in node.names if a.name.startswith("interventions")]
+    return found
+
 
 # Runs in a fresh interpreter. It loads the heavy third-party libraries once, then forks one
 # child per module of the package; each child starts with no module of the package loaded
@@ -73,6 +110,23 @@ def package_modules() -> list[str]:
             parts.pop()
         names.append(".".join(parts))
     return names
+
+
+def test_imports_point_down_the_layers():
+    upward = []
+    for name, path in zip(package_modules(), sorted(PACKAGE.rglob("*.py"))):
+        for target, line in package_imports(path):
+            if layer_of(target) > layer_of(name):
+                upward.append(f"{path.relative_to(ROOT)}:{line} imports {target} from a higher layer")
+    assert upward == []
+
+
+def test_the_layer_check_sees_an_upward_import():
+    assert layer_of("interventions.sites") < layer_of("interventions.forward") < layer_of("interventions.objective")
+    assert layer_of("interventions.toyworld.world") < layer_of("interventions.toyworld.train")
+    assert layer_of("interventions.reports.plots") > layer_of("interventions.obsprop.analysis")
+    with pytest.raises(KeyError):
+        layer_of("interventions.unheard_of")
 
 
 def test_the_module_list_covers_the_package():

@@ -103,7 +103,7 @@ def test_missing_toy_checkpoint_is_a_model_error(tmp_path):
     from interventions.models import load_toy
 
     with pytest.raises(
-        ModelError, match="no toy checkpoint.*python -m interventions.toyworld train"
+        ModelError, match=r"no toy checkpoint.*python -m interventions toyworld train --out DIR"
     ):
         load_toy(tmp_path)
 

@@ -113,6 +113,22 @@ def test_overwrite_moves_the_finished_run_aside_byte_for_byte(tmp_path):
     assert preflight([f"hydra.run.dir={run}", *TINY], "train").supersede == []  # no longer finished
 
 
+def test_latest_points_at_the_last_run_under_outputs_and_only_there(tmp_path, monkeypatch):
+    from interventions.rundir import LATEST, link_latest
+
+    monkeypatch.chdir(tmp_path)
+    first, second = tmp_path / "outputs" / "a", tmp_path / "outputs" / "b"
+    first.mkdir(parents=True), second.mkdir()
+    assert link_latest(first) == LATEST and LATEST.resolve() == first
+    assert link_latest(second) == LATEST and LATEST.resolve() == second
+    elsewhere = tmp_path / "scratch" / "run"
+    elsewhere.mkdir(parents=True)
+    assert link_latest(elsewhere) is None and LATEST.resolve() == second
+    LATEST.unlink()
+    LATEST.mkdir()  # a user's own folder named latest is never replaced
+    assert link_latest(first) is None and LATEST.is_dir() and not LATEST.is_symlink()
+
+
 def test_a_multirun_job_moves_a_finished_run_with_another_config_aside(tmp_path):
     from interventions.sweeps.jobs import run_job
 

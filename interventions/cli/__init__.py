@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from interventions.cli.preflight import entry_config, preflight
@@ -85,8 +86,6 @@ def _is_multirun_argv() -> bool:
 
 
 def _hydra_sweep_dir() -> Path | None:
-    from hydra.core.hydra_config import HydraConfig
-
     return Path(str(HydraConfig.get().sweep.dir)) if HydraConfig.initialized() else None
 
 
@@ -99,7 +98,7 @@ def report_interrupt(interrupted: RunInterrupted) -> None:
         say_error(f"error: interrupted by {interrupted} before the run finished; nothing was written as finished "
                   f"(no metrics.json, no export){f' in {where}' if where else ''}")  # fmt: skip
         return
-    from interventions.sweeps.summary import summarize_sweep
+    from interventions.sweeps.summary import summarize_sweep  # here: it loads torch, which a typo must not wait for
 
     sweep_dir = getattr(interrupted, "sweep_dir", None) or _hydra_sweep_dir()
     if sweep_dir is None or not Path(sweep_dir).is_dir():

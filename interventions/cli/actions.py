@@ -16,10 +16,11 @@ import torch
 
 from interventions.errors import CancellingObservableError, ExportError
 from interventions.io import save_figure, write_json
+from interventions.reports.obsprop import write_report
 from interventions.loggers import finish, log_files, make_logger
 from interventions.metrics import flatten
 from interventions.models import load_model
-from interventions.obsprop.analysis import analyze, cosine, grid_list, head_attributions, rank_correlation, write_report
+from interventions.obsprop.analysis import analyze, cosine, grid_list, head_attributions, rank_correlation
 from interventions.obsprop.features import ActivationData, path_feature
 from interventions.obsprop.observables import Observable, observable_for_task
 from interventions.reports import geometry as geometry_report

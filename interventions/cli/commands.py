@@ -26,7 +26,6 @@ from interventions.errors import InterventionsError
 from interventions.toyworld import CHECKPOINT, TRAINING_DEFAULTS
 
 
-
 def _toyworld(sub) -> None:
     toy = sub.add_parser("toyworld", help="the toy world's model: its behaviour report, or retrain it")
     actions = toy.add_subparsers(dest="action", required=True)
@@ -76,16 +75,21 @@ def _training(parser, task: str, epochs: int = 25) -> None:
     parser.add_argument("--out", required=True, help="output folder")
 
 
+def _steervec(parser) -> None:
+    """The options of a command that trains a SteerVec."""
+    parser.add_argument("--lr", type=float, default=None, help="Adam step size (default: the method's)")
+    parser.add_argument("--sites", default="attnOut,mlpOut")
+
+
 def _reports(sub) -> None:
     heads = sub.add_parser("heads", help="ActivScalar on each head's output o at the last position vs DLA (Fig. 7/8)")
     _training(heads, "ioi")
     geometry = sub.add_parser("geometry", help="SteerVec geometry over seeds: norm change, cosine distance, Kendall τ")
     _training(geometry, "ccc")
+    _steervec(geometry)
     geometry.add_argument("--path", default=None, help="data file for task jsonl/csv")
     geometry.add_argument("--n-seeds", type=int, default=5)
-    geometry.add_argument("--lr", type=float, default=None, help="Adam step size (default: the method's)")
     geometry.add_argument("--batch-size", type=int, default=4)
-    geometry.add_argument("--sites", default="attnOut,mlpOut")
     geometry.add_argument("--layers", default="all")
     geometry.add_argument("--positions", default="all")
     geometry.add_argument("--lambda-f", type=float, default=0.1)
@@ -94,8 +98,7 @@ def _reports(sub) -> None:
     geometry.add_argument("--data-split", choices=("train", "test"), default="test")
     illusion = sub.add_parser("illusion", help="train a SteerVec and run the subspace-illusion diagnostic on it")
     _training(illusion, "ccc")
-    illusion.add_argument("--lr", type=float, default=None, help="Adam step size (default: the method's)")
-    illusion.add_argument("--sites", default="attnOut,mlpOut")
+    _steervec(illusion)
     illusion.add_argument("--split", choices=("train", "test"), default="test")
     illusion.add_argument("--max-prompts", type=int, default=None)
 

@@ -28,7 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from interventions.errors import ConfigError
 from interventions.rundir import METRICS_FILE, check_writable, is_finished
-from interventions.spec import ENTRY_CONFIGS, EvaluateConfig, store, to_spec
+from interventions.spec import ENTRY_CONFIGS, EvaluateConfig, bound_text, store, to_spec
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 EVALUATE_CONF_DIR = CONF_DIR / "evaluate"
@@ -112,11 +112,13 @@ def expand_sweeps(overrides: list[str]) -> list[list[str]]:
 
 def _field_kind(error: OmegaConfBaseException) -> str:
     """What a key that failed type validation must be, read off its schema field."""
-    fields = getattr(error.object_type, "__dataclass_fields__", {})
-    declared = str(fields[error.key].type) if error.key in fields else ""
-    if "bool" in declared:
+    declared_fields = getattr(error.object_type, "__dataclass_fields__", {})
+    declared = declared_fields.get(error.key)
+    kind = str(declared.type) if declared is not None else ""
+    if "bool" in kind:
         return "true or false"
-    return "an integer" if "int" in declared else "a number" if "float" in declared else f"of type {declared}"
+    bound = bound_text(declared) if declared is not None else ""
+    return f"an integer{bound}" if "int" in kind else f"a number{bound}" if "float" in kind else f"of type {kind}"
 
 
 def translate(error: HydraException, conf_dir: Path, name: str, overrides: list[str]) -> ConfigError:

@@ -8,7 +8,7 @@
 
 - observables.py: Observable (pairs, weighted tokens, raw vectors), observable_for_task
 - features.py:    head / path / MLP features, LayerNorm modes (ignore, approximate, exact)
-- analysis.py:    norms, cosines, couplings, Theorem-2 bounds, SVD comparison, reports
+- analysis.py:    norms, cosines, couplings, Theorem-2 bounds, SVD comparison (files: reports.obsprop)
 - inits.py:       INITS["obsprop"] for ActivScalar, SteerVec, DynScalar
 - the command line: `python -m interventions obsprop analyze ...` (JSON + PNG heatmaps)
 """
@@ -21,7 +21,6 @@ from interventions.obsprop.analysis import (
     rank_heads,
     svd_comparison,
     theorem2_bounds,
-    write_report,
 )
 from interventions.obsprop.features import (
     LN_MODES,
@@ -42,5 +41,5 @@ __all__ = [
     "ActivationData", "Component", "LN_MODES", "MLPFeature", "Observable", "PathFeature", "analyze",
     "cosine", "coupling", "feature_norms", "final_direction", "head_features", "ln_backward",
     "mlp_feature", "mlp_features", "observable_for_task", "path_feature", "rank_heads",
-    "svd_comparison", "theorem2_bounds", "write_report",
+    "svd_comparison", "theorem2_bounds",
 ]  # fmt: skip

@@ -16,10 +16,10 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from interventions import interrupts
 from interventions.console import quiet_lightning
 from interventions.errors import RunInterrupted
 from interventions.export import save_intervention
+from interventions.interrupts import handled, signals_raise
 from interventions.methods import Method
 from interventions.models import model_device
 from interventions.objective import Objective
@@ -134,11 +134,11 @@ def keyboard_interrupt():
     """Ctrl+C inside `Trainer.fit` reaches a Python caller as KeyboardInterrupt (Lightning
     itself would call `sys.exit(1)`, ending a notebook's kernel cell with SystemExit). The
     entry points already turn signals into RunInterrupted and keep that."""
-    if interrupts.handled():
+    if handled():
         yield
         return
     try:
-        with interrupts.signals_raise():
+        with signals_raise():
             yield
     except RunInterrupted as interrupted:
         if interrupted.signum == signal.SIGINT:
