@@ -328,7 +328,7 @@ def test_toy_model_bias_skew(behaviour, toy_model):
 def _check_report_agrees(model, behaviour, monkeypatch, n: int = MAX_PER_TEMPLATE) -> dict:
     """The report's numbers equal the independent ones on the same prompts (the report's
     sample is capped at `n` per template to keep the test fast)."""
-    from interventions.toyworld import report as report_module
+    from interventions.reports import toy_behaviour as report_module
 
     real_load_task = report_module.load_task
 

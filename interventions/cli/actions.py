@@ -35,7 +35,7 @@ from interventions.tasks import load_task
 from interventions.tasks.datamodule import encode
 from interventions.tasks.mixed import write_mixed_task
 from interventions.toyworld import CHECKPOINT, TRAINING_DEFAULTS
-from interventions.toyworld.report import behaviour_report, format_report
+from interventions.reports.toy_behaviour import behaviour_report, format_report
 from interventions.toyworld.train import train as train_toy
 from interventions.training.train import train_intervention
 
