@@ -9,6 +9,7 @@
     >>> iv = load_intervention("outputs/2026-11-21/12-00-00")
     >>> with iv.apply(model, beta=-1.0):
     ...     logits = model(tokens)          # steered; hooks are gone afterwards
+    >>> iv.generate(model, ["The capital of France is"], betas=(-1, 0, 1), max_new_tokens=5)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from interventions.errors import ExportError
+from interventions.generation import Completion, generate
 from interventions.io import atomic_write_bytes, write_json
 from interventions.methods import METHODS, Method
 from interventions.models import model_device, model_fingerprint, tokenizer_identity
@@ -124,6 +126,18 @@ class Intervention:
         self.to(model)
         with model.hooks(fwd_hooks=self.method.hooks(beta)):
             yield model
+
+
+    def generate(self, model, prompts, betas=(-1.0, 0.0, 1.0), max_new_tokens: int = 20, check_model: bool = True,
+                 **options) -> list[Completion]:  # fmt: skip
+        """Continue `prompts` at each β with this intervention's hooks on `model`
+        (`generation.generate`: options do_sample, temperature, top_k, seed,
+        positions_beyond, batch_size, stop_at_eos). Refuses another model unless
+        `check_model` is false; position-tied methods refuse prompts of another length."""
+        if check_model:
+            self.check_model(model)
+        self.to(model)
+        return generate(model, self.method, prompts, betas, max_new_tokens, **options)
 
 
 def build_method(meta: dict, tensors: dict | None = None) -> Method:

@@ -72,8 +72,10 @@ def is_wandb(logger) -> bool:
     return logger is not None and type(logger).__name__ == "WandbLogger"
 
 
-def log_files(logger, images: dict[str, Path], table_rows: list[dict] | None = None, summary: dict | None = None) -> None:
-    """Images, a table and summary values to W&B; other loggers get the summary values."""
+def log_files(logger, images: dict[str, Path], table_rows: list[dict] | None = None, summary: dict | None = None,
+              table_key: str = "scalars") -> None:  # fmt: skip
+    """Images, a table (named `table_key`) and summary values to W&B; other loggers get the
+    summary values."""
     if logger is None:
         return
     if not is_wandb(logger):
@@ -86,7 +88,7 @@ def log_files(logger, images: dict[str, Path], table_rows: list[dict] | None = N
             logger.log_image(key=key, images=[str(path)])
         if table_rows:
             columns = list(table_rows[0])
-            logger.log_table(key="scalars", columns=columns, data=[[r[c] for c in columns] for r in table_rows])
+            logger.log_table(key=table_key, columns=columns, data=[[r[c] for c in columns] for r in table_rows])
         if summary:
             logger.experiment.summary.update(summary)
     except Exception as error:  # never lose a finished run to a logging problem

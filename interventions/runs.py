@@ -31,12 +31,16 @@ from interventions.metrics import flatten
 from interventions.models import load_model
 from interventions.numerics import check_metrics
 from interventions.objective import Objective
+from interventions.generation import generate, generation_flip_accuracy
+from interventions.reports.completions import markdown as markdown_completions
+from interventions.reports.completions import side_by_side, write_completions
 from interventions.reports.generalization import generalization, markdown, write_generalization
 from interventions.reports.illusion import format_illusion, write_illusion
 from interventions.reports.run import illusion_report, summary_table, write_plots
 from interventions.rundir import ERROR_FILE, METRICS_FILE, link_latest, record_error
 from interventions.spec import (
-    EvaluateConfig, GeneralizationConfig, LoggerSpec, SummarizeConfig, TrainConfig, fused_settings, to_spec,
+    EvaluateConfig, GenerateConfig, GeneralizationConfig, LoggerSpec, SummarizeConfig, TrainConfig, fused_settings,
+    to_spec,
 )  # fmt: skip
 from interventions.sweeps.jobs import JOB_FILE, already_finished, is_multirun, job_context, job_identity, sweep_group
 from interventions.sweeps.summary import summarize_sweep
@@ -240,7 +244,45 @@ def evaluate_run(cfg: DictConfig) -> dict:
         return summarize_sweep(config.sweep, logger=asdict(config.logger))
     if isinstance(config, GeneralizationConfig):
         return generalization_run(config)
+    if isinstance(config, GenerateConfig):
+        return generation_run(cfg, config)
     return evaluation_run(cfg, config)
+
+
+def generation_run(cfg: DictConfig, config: GenerateConfig) -> dict:
+    """evaluate.py generate=<...>: completions at each β of `prompts` (or the task split's
+    first n prompts) side by side; metrics.json records the settings and, for task prompts,
+    the generation flip accuracy."""
+    out_dir = Path(config.run_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    iv = load_intervention(config.generate)
+    model = exported_model(iv, config.model, check=config.check_model)
+    options = {"do_sample": config.do_sample, "temperature": config.temperature, "top_k": config.top_k,
+               "seed": config.seed, "positions_beyond": config.positions_beyond, "batch_size": config.batch_size}  # fmt: skip
+    record = {"source": str(iv.path), "betas": list(config.betas), "max_new_tokens": config.max_new_tokens, **options}
+    if config.prompts is not None:
+        prompts, where = list(config.prompts), "given prompts"
+    else:
+        overrides = {key: value for key, value in asdict(config.task).items() if value is not None}
+        task_spec = replace(export_task(iv), **overrides, **{f"n_{config.split}": config.n})
+        task = load_splits(task_spec, model, config.seed, fixed_length=iv.method.position_tied,
+                           splits=(config.split,))[config.split]  # fmt: skip
+        prompts, where = task.prompts, f"{task_spec.name} template {task_spec.template}, {config.split}"
+        record.update(task=asdict(task_spec), split=config.split)
+        record[config.split] = generation_flip_accuracy(model, iv.method, task, config.positions_beyond,
+                                                        config.batch_size)  # fmt: skip
+    completions = generate(model, iv.method, prompts, config.betas, config.max_new_tokens, **options)
+    title = f"{iv.name} from {Path(iv.path).name}: {where}"
+    jsonl, md = write_completions(completions, out_dir, title)
+    logger = run_logger(config.logger, cfg, out_dir, f"generate-{out_dir.name}")
+    try:
+        log_files(logger, {}, side_by_side(completions), flatten({k: v for k, v in record.items() if k == config.split},
+                                                                 "generate/"), table_key="completions")  # fmt: skip
+    finally:
+        finish(logger)
+    write_json(out_dir / METRICS_FILE, record)
+    log.info(f"\n{markdown_completions(completions, title)}\n{jsonl}\n{md}\noutput directory: {out_dir}")
+    return record
 
 
 def generalization_run(config: GeneralizationConfig) -> dict:

@@ -4,7 +4,7 @@ One dataclass per concept: the model (`ModelSpec`), the task (`TaskSpec`), the i
 (`InterventionSpec`; `TrainedInterventionSpec` adds what gradient descent needs), the
 objective (`ObjectiveSpec`), the logger (`LoggerSpec`), how a run trains (`RunSpec`) and the
 entry points' whole configurations (`TrainConfig`, `EvaluateConfig`, `SummarizeConfig`,
-`GeneralizationConfig`). `store()` registers them in Hydra's ConfigStore as structured
+`GeneralizationConfig`, `GenerateConfig`). `store()` registers them in Hydra's ConfigStore as structured
 configs, so Hydra checks every key's name and type while composing; each spec's
 `__post_init__` checks values (ranges, choices, combinations) when the composed config
 becomes objects (`to_spec`). The library functions take these objects whole.
@@ -18,7 +18,7 @@ import itertools
 import math
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -411,8 +411,46 @@ class GeneralizationConfig:
         number("n", self.n, 1, integer=True, optional=True)
 
 
+POSITIONS_BEYOND = ("none", "last")  # methods.base.POSITIONS_BEYOND (a test keeps them equal)
+
+
+@dataclass
+class GenerateConfig:
+    """`python evaluate.py generate=<run folder or export>`: steered completions at each β
+    (conf/evaluate/generate.yaml)."""
+
+    generate: str = MISSING  # a run folder, or its intervention.json / intervention.safetensors
+    prompts: Optional[List[str]] = None  # default: the first n prompts of the task's split
+    model: ModelSpec = field(default_factory=lambda: ModelSpec(name=None))
+    task: EvaluateTaskSpec = field(default_factory=EvaluateTaskSpec)
+    logger: LoggerSpec = field(default_factory=LoggerSpec)
+    split: str = "test"
+    n: int = bounded(8, 1, integer=True)
+    betas: List[float] = field(default_factory=lambda: [-1.0, 0.0, 1.0])
+    max_new_tokens: int = bounded(20, 1, integer=True)
+    do_sample: bool = False
+    temperature: float = bounded(1.0, 0, strict=True)
+    top_k: Optional[int] = bounded(None, 1, integer=True, optional=True)
+    positions_beyond: str = "none"  # position-tied methods on generated tokens: none, or last (§9)
+    batch_size: int = bounded(16, 1, integer=True)
+    seed: int = 0
+    check_model: bool = True
+    run_dir: str = "${hydra:runtime.output_dir}"
+    overwrite: bool = False
+
+    def __post_init__(self):
+        choice("split", self.split, SPLITS)
+        check_bounds(self, "")
+        choice("positions_beyond", self.positions_beyond, POSITIONS_BEYOND)
+        if not _pending(self.betas):
+            if not self.betas or not all(math.isfinite(b) for b in self.betas):
+                raise ConfigError(f"betas={list(self.betas)} must be a non-empty list of finite numbers, e.g. betas=[-1,0,1]")
+        if self.prompts is not None and not all(isinstance(p, str) and p.strip() for p in self.prompts):
+            raise ConfigError("prompts must be non-empty strings, e.g. prompts='[\"The capital of France is\"]'")
+
+
 ENTRY_CONFIGS = {"train": TrainConfig, "evaluate": EvaluateConfig, "summarize": SummarizeConfig,
-                 "generalization": GeneralizationConfig}  # fmt: skip
+                 "generalization": GeneralizationConfig, "generate": GenerateConfig}  # fmt: skip
 MODELS = {"toy": ModelSpec(name="toy"), "gpt2": ModelSpec(name="gpt2"),
           "pythia-160m": ModelSpec(name="EleutherAI/pythia-160m"), "from_export": ModelSpec(name=None)}  # fmt: skip
 # The command line's logging (interventions.console): log lines on stdout, warnings and errors

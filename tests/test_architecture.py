@@ -35,7 +35,7 @@ TORCH_FREE = (
 LAYERS = (
     ("errors", "io", "rundir", "interrupts", "console", "spec", "sites", "toyworld.world"),
     ("models", "forward", "toyworld", "tasks"),
-    ("methods", "objective", "metrics", "numerics", "obsprop", "attribution"),
+    ("methods", "objective", "metrics", "numerics", "obsprop", "attribution", "generation"),
     ("training", "export", "evaluation", "loggers"),
     ("runs", "sweeps", "reports"),
     ("cli", "__main__", ""),

@@ -268,3 +268,25 @@ def test_logger_none_dynscalar_on_mixed_lengths(tmp_path, model_args):
     assert all(tuple(t.shape) == (d_model,) for t in tensors.values())
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["test"]["n_params"] == 2 * meta["model"]["config"]["n_layers"] * d_model
+
+
+def test_evaluate_generate_writes_completions_side_by_side(train_run, tmp_path):
+    """evaluate.py generate=<run>: completions.jsonl (one line per prompt and β),
+    completions.md (one row per prompt, one column per β) and metrics.json with the
+    generation flip accuracy of the task prompts."""
+    result, run_dir = train_run
+    assert result.returncode == 0, describe(result)
+    out = tmp_path / "gen"
+    gen = run_cli("evaluate.py", f"generate={run_dir}", "n=3", "max_new_tokens=4", "logger=none", f"run_dir={out}",
+                  hydra_dir=tmp_path / "hydra")  # fmt: skip
+    assert gen.returncode == 0, describe(gen)
+    lines = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
+    assert [line["beta"] for line in lines] == [-1.0, 0.0, 1.0] * 3
+    assert all(len(line["tokens"]) <= 4 for line in lines)
+    table = (out / "completions.md").read_text().splitlines()
+    assert "| prompt | β = -1 | β = 0 | β = +1 |" in table and len([t for t in table if t.startswith("| ")]) == 4
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["n"] == 3 and 0 <= metrics["test"]["generation_flip_accuracy"] <= 1
+    bad = run_cli("evaluate.py", f"generate={run_dir}", "betas=[a,1]", f"run_dir={tmp_path / 'bad'}",
+                  hydra_dir=tmp_path / "hydra2")  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "betas" in bad.stderr, describe(bad)

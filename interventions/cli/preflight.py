@@ -9,7 +9,8 @@ option, the key that failed), never by their text.
 
 Which config an entry point composes (`entry_config`): train.py composes conf/train.yaml;
 evaluate.py composes, from conf/evaluate/, summarize.yaml when given sweep=,
-generalization.yaml when given generalization=, else evaluate.yaml.
+generalization.yaml when given generalization=, generate.yaml when given generate=, else
+evaluate.yaml.
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from interventions.errors import ConfigError
 from interventions.rundir import METRICS_FILE, check_writable, is_finished
-from interventions.spec import ENTRY_CONFIGS, EvaluateConfig, bound_text, store, to_spec
+from interventions.spec import ENTRY_CONFIGS, EvaluateConfig, GenerateConfig, bound_text, store, to_spec
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 EVALUATE_CONF_DIR = CONF_DIR / "evaluate"
-EVALUATE_MODES = ("sweep", "generalization")  # keys that pick summarize.yaml / generalization.yaml
+# keys that pick summarize.yaml / generalization.yaml / generate.yaml
+EVALUATE_MODES = {"sweep": "summarize", "generalization": "generalization", "generate": "generate"}
 REMOTE_LAUNCHERS = ("slurm", "submitit_slurm")  # their jobs' GPUs are not this machine's
 # Hydra's command-line flags that take the next word as their value.
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd",
@@ -60,9 +62,8 @@ def entry_config(argv: list[str], entry: str) -> tuple[Path, str]:
         return CONF_DIR, "train"
     modes = [key for key in EVALUATE_MODES if argv_value(argv, key) is not None]
     if len(modes) > 1:
-        raise ConfigError("pass either sweep=<dir> or generalization=<runs>, not both")
-    mode = modes[0] if modes else None
-    return EVALUATE_CONF_DIR, {"sweep": "summarize", "generalization": "generalization"}.get(mode, "evaluate")
+        raise ConfigError(f"pass one of {', '.join(f'{m}=' for m in modes)}, not {'both' if len(modes) == 2 else 'several'}")
+    return EVALUATE_CONF_DIR, EVALUATE_MODES[modes[0]] if modes else "evaluate"
 
 
 def compose_config(conf_dir: Path, name: str, overrides: list[str]) -> DictConfig:
@@ -114,7 +115,8 @@ def _field_kind(error: OmegaConfBaseException) -> str:
     """What a key that failed type validation must be, read off its schema field."""
     declared_fields = getattr(error.object_type, "__dataclass_fields__", {})
     declared = declared_fields.get(error.key)
-    kind = str(declared.type) if declared is not None else ""
+    # an element of a typed list (betas=[a,1]): the list's type names the element's
+    kind = str(declared.type) if declared is not None else str(getattr(error, "ref_type", "") or "")
     if "bool" in kind:
         return "true or false"
     bound = bound_text(declared) if declared is not None else ""
@@ -236,6 +238,8 @@ def preflight(argv: list[str], entry: str) -> Preflight:
             check_gpu_available(spec)
         if isinstance(spec, EvaluateConfig):
             check_export_path(spec.intervention)
+        if isinstance(spec, GenerateConfig):
+            check_export_path(spec.generate)
     overwrite = any(getattr(spec, "overwrite", False) for spec in specs)
     plan = check_outputs(argv, entry, overwrite)
     plan.notes += check_logger_mode(argv)

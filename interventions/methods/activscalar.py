@@ -22,11 +22,10 @@ class ActivScalar(Method):
 
     def scale_factor(self, site: str, layer: int, beta, h: torch.Tensor) -> torch.Tensor:
         """1 + β α broadcast to h ([batch, pos, D] or [batch, pos, heads, d_head])."""
-        alpha = self.full_positions(self.param(site, layer), h.shape[1])
+        alpha = self.positioned(self.param(site, layer), h.shape[1])  # [(rows,) pos(, H')]
         if site in HEAD_SITES:
-            alpha = self.full_heads(alpha, h.shape[2])[..., None]  # [pos, heads, 1]
-        else:
-            alpha = alpha[:, None]  # [pos, 1]
+            alpha = self.full_heads(alpha, h.shape[2], -1)
+        alpha = alpha[..., None]  # [(rows,) pos(, heads), 1]
         return 1 + beta_view(beta, h) * alpha
 
     def site_hook(self, site: str, layer: int, beta) -> Hook:

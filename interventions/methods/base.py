@@ -7,6 +7,7 @@ batched forward can run β = +1 and β = -1 (and 0, the clean model) side by sid
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Callable
 
 import torch
@@ -16,6 +17,10 @@ from interventions.errors import ConfigError, LengthError
 from interventions.sites import HEAD_SITES, LocationGrid, site_width
 
 Hook = tuple[str, Callable]
+# Where a position-tied method acts beyond the prompt positions it was trained on (generated
+# tokens, a multi-token answer's tokens): "none" leaves them alone, "last" reuses the last
+# prompt position's parameters (docs/method.md §9).
+POSITIONS_BEYOND = ("none", "last")
 
 # Initialisations by name; each fills a method's parameters in place. `interventions.methods`
 # adds INITS["obsprop"] (observable propagation).
@@ -112,6 +117,11 @@ class Method(nn.Module):
         self.received_gradient: dict[str, torch.Tensor] | None = None
         self.register_buffer("_pos_idx", torch.tensor(grid.positions or [], dtype=torch.long), persistent=False)
         self.register_buffer("_head_idx", torch.tensor(grid.head_indices, dtype=torch.long), persistent=False)
+        # Set by `at_positions`: [rows or 1, seq] the position of each activation counted from
+        # its row's first real token (-1 for padding); None: the activations are exactly the
+        # trained prompts' positions 0..seq_len-1.
+        self.position_ids: torch.Tensor | None = None
+        self.beyond = "none"
 
     # -- to implement -------------------------------------------------------------
     def param_shape(self, site: str, cfg) -> tuple[int, ...]:
@@ -190,14 +200,48 @@ class Method(nn.Module):
         full = values.new_zeros((seq_len, *values.shape[1:]))
         return full.index_copy(0, self._pos_idx, values)
 
-    def full_heads(self, values: torch.Tensor, n_heads: int) -> torch.Tensor:
-        """Scatter per-selected-head values [..., H', *] into all heads [..., n_heads, *]."""
+    def full_heads(self, values: torch.Tensor, n_heads: int, head_dim: int) -> torch.Tensor:
+        """Scatter per-selected-head values (H' along `head_dim`) into all n_heads."""
         if len(self.grid.head_indices) == n_heads:
             return values
-        head_dim = 1 if self.position_tied else 0  # after the position axis, if any
         shape = list(values.shape)
         shape[head_dim] = n_heads
         return values.new_zeros(shape).index_copy(head_dim, self._head_idx, values)
+
+    @contextmanager
+    def at_positions(self, position_ids: torch.Tensor, beyond: str = "none"):
+        """Position-tied hooks read each activation's position from `position_ids` while the
+        block runs (the caller may replace `self.position_ids` between forwards, as a decoding
+        loop with a key-value cache does, one new position per step).
+
+        Args:
+            position_ids: [rows or 1, seq] positions counted from each row's first real token,
+                -1 at padding (never intervened on).
+            beyond: "none" or "last" (POSITIONS_BEYOND): positions at or past the trained
+                prompt length get no intervention, or the last prompt position's parameters.
+        """
+        if beyond not in POSITIONS_BEYOND:
+            raise ConfigError(f"positions_beyond={beyond!r} is not allowed; allowed: {', '.join(POSITIONS_BEYOND)}")
+        previous = self.position_ids, self.beyond
+        self.position_ids, self.beyond = position_ids, beyond
+        try:
+            yield self
+        finally:
+            self.position_ids, self.beyond = previous
+
+    def positioned(self, values: torch.Tensor, seq_len: int) -> torch.Tensor:
+        """Per-grid-position values [P, ...] laid over the activations' positions: [seq_len, ...]
+        for the trained prompts themselves (no `at_positions` block), else [rows, seq, ...] read
+        off `position_ids` (zeros at padding, and past the prompt unless `beyond` is "last")."""
+        if self.position_ids is None:
+            return self.full_positions(values, seq_len)
+        trained = self.grid.seq_len
+        full = self.full_positions(values, trained)  # [trained, ...]
+        table = torch.cat([full, full.new_zeros((1, *full.shape[1:])), full[-1:]])  # rows: ..., zero, last
+        pos = self.position_ids.to(full.device)
+        past = trained if self.beyond == "none" else trained + 1
+        index = torch.where(pos < 0, trained, torch.where(pos < trained, pos, past))
+        return table[index]
 
     def o_from_z(self, z: torch.Tensor, layer: int) -> torch.Tensor:
         """Per-head outputs o [batch, pos, n_heads, d_model] from z [batch, pos, n_heads, d_head]."""

@@ -36,7 +36,7 @@ class DynScalar(Method):
         if site == "o":
             h = self.o_from_z(h, layer)
         if site in HEAD_SITES:
-            g = self.full_heads(g, h.shape[2])  # [heads, D]
+            g = self.full_heads(g, h.shape[2], -2)  # [heads, D]
         unit = h / h.norm(dim=-1, keepdim=True).clamp_min(EPS)
         return (unit * g).sum(-1)
 

@@ -30,12 +30,12 @@ class SteerVec(Method):
         return (n_pos, width)
 
     def delta(self, site: str, layer: int, h: torch.Tensor) -> torch.Tensor:
-        """v over all positions of h: [pos, D], or [pos, heads, d_head] for z and v."""
-        v = self.full_positions(self.param(site, layer), h.shape[1])
+        """v over all positions of h: [(rows,) pos, D], or [(rows,) pos, heads, d_head] for z and v."""
+        v = self.positioned(self.param(site, layer), h.shape[1])
         if site == "o":
-            return v.sum(1)  # the heads' vectors add up in the attention output
+            return v.sum(-2)  # the heads' vectors add up in the attention output
         if site in HEAD_SITES:
-            return self.full_heads(v, h.shape[2])
+            return self.full_heads(v, h.shape[2], -2)
         return v
 
     def site_hook(self, site: str, layer: int, beta) -> Hook:

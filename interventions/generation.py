@@ -1,0 +1,253 @@
+"""Steered text generation: an intervention's hooks on the frozen model while it decodes.
+
+Which positions an intervention acts on (docs/method.md §9): positions are counted from each
+prompt's first real token. DynScalar acts on every position, prompt and generated alike.
+ActivScalar and SteerVec act on the prompt positions they were trained on (a prompt must
+have the trained length) and on generated tokens only with `positions_beyond="last"`, which
+reuses the last prompt position's parameters for every new token.
+
+Prompts are batched with left padding (positions and attention follow the mask), and all βs
+of a batch run in one forward (copy k of the batch steered with β_k); a padded batch gives
+the same tokens as each prompt alone (tests/test_generation.py).
+
+No key-value cache: each step runs the whole sequence again, unembedding only its last
+position. TransformerBridge's cache (`return_type="logits_and_cache"`, and its own
+`generate(use_past_kv_cache=True)`) gives logits 0.1-0.2 away from the uncached forward on
+random GPT-2 and Llama models in TransformerLens 4.x, while Hugging Face's own cache agrees
+to 1e-7 (tests/test_generation.py keeps the measurement); steered tokens would then depend
+on the cache, not on the intervention.
+
+    >>> rows = generate(model, method, ["The capital of France is"], betas=(-1, 0, 1), max_new_tokens=5)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+
+import torch
+
+from interventions.errors import ConfigError, LengthError
+from interventions.models import model_device
+from interventions.sites import hook
+from interventions.tasks.datapoint import Task
+from interventions.tasks.tokenize import prompt_token_ids
+from interventions.tasks.validation import answer_ids
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One prompt continued at one β: the text and token ids after the prompt."""
+
+    prompt: str
+    beta: float
+    text: str
+    tokens: tuple[int, ...]
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "tokens": list(self.tokens)}
+
+
+def check_betas(betas) -> tuple[float, ...]:
+    """β values as floats, or one ConfigError line."""
+    if isinstance(betas, (int, float)) and not isinstance(betas, bool):
+        betas = (betas,)
+    try:
+        values = tuple(float(b) for b in betas if not isinstance(b, bool))
+        if len(values) != len(tuple(betas)) or not values:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"betas={betas!r} must be a non-empty list of numbers, e.g. betas=[-1,0,1]") from None
+    if not all(torch.isfinite(torch.tensor(values))):
+        raise ConfigError(f"betas={list(values)} must be finite numbers")
+    return values
+
+
+def check_prompt_lengths(method, lengths: list[int], prompts: list[str], max_new_tokens: int, n_ctx: int) -> None:
+    """One LengthError line for a prompt a position-tied method was not trained on, or one the
+    model's context cannot hold with the tokens to generate."""
+    for length, prompt in zip(lengths, prompts):
+        if method is not None and method.position_tied and length != method.grid.seq_len:
+            raise LengthError(
+                f"prompt {prompt[:60]!r} has {length} tokens but this {method.name} intervention is tied to "
+                f"{method.grid.seq_len}-token prompts; use prompts of the trained template, or an intervention "
+                "that is not tied to positions (intervention=dynscalar)",
+                trained=method.grid.seq_len, got=length,
+            )  # fmt: skip
+        if length + max_new_tokens > n_ctx:
+            raise LengthError(
+                f"prompt {prompt[:60]!r} has {length} tokens; with max_new_tokens={max_new_tokens} that is "
+                f"{length + max_new_tokens}, more than the model's context of {n_ctx} tokens",
+                trained=n_ctx, got=length + max_new_tokens,
+            )  # fmt: skip
+
+
+def left_padded(ids: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids [B, W] left-padded to the longest, and their mask [B, W]."""
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, seq in enumerate(ids):
+        input_ids[row, width - len(seq) :] = torch.tensor(seq)
+        mask[row, width - len(seq) :] = 1
+    return input_ids, mask
+
+
+def positions_of(mask: torch.Tensor) -> torch.Tensor:
+    """[B, W] each token's position counted from its row's first real token, -1 at padding,
+    for a left-padded mask [B, W]."""
+    return torch.where(mask.bool(), mask.cumsum(1) - 1, -1)
+
+
+def row_generator(seed: int, prompt: str, beta: float) -> torch.Generator:
+    """A sampling stream of its own for each (prompt, β): the same draws whether the prompt is
+    generated alone or in any batch."""
+    digest = hashlib.sha256(f"{seed}|{beta!r}|{prompt}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "big") >> 1)
+
+
+def next_tokens(logits: torch.Tensor, do_sample: bool, temperature: float, top_k: int | None,
+                generators: list[torch.Generator]) -> torch.Tensor:  # fmt: skip
+    """[rows] the next token of each row from its logits [rows, vocab]: the argmax, or a draw
+    from softmax(logits / temperature) restricted to the top_k (one generator per row)."""
+    if not do_sample:
+        return logits.argmax(-1)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, -1).cpu()
+    return torch.stack([torch.multinomial(p, 1, generator=g)[0] for p, g in zip(probs, generators)]).to(logits.device)
+
+
+def _decode_loop(model, input_ids, mask, max_new_tokens, choose, method) -> torch.Tensor:
+    """[rows, max_new_tokens] tokens appended one at a time to input_ids [rows, W].
+
+    Each step runs the whole sequence and unembeds only its last position (module docstring:
+    why not TransformerBridge's key-value cache); `method.position_ids` covers it."""
+    padded = not bool(mask.all())
+    new = []
+
+    def keep_last(resid: torch.Tensor, hook) -> torch.Tensor:
+        return resid[:, -1:]
+
+    with model.hooks(fwd_hooks=[(hook("unembed_in"), keep_last)]):
+        for _ in range(max_new_tokens):
+            if method is not None:
+                method.position_ids = positions_of(mask)
+            logits = model(input_ids, attention_mask=mask) if padded else model(input_ids)
+            token = choose(logits[:, -1])
+            new.append(token)
+            input_ids = torch.cat([input_ids, token[:, None]], 1)
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
+    return torch.stack(new, 1)
+
+
+@torch.no_grad()
+def generate_tokens(
+    model, method, ids: list[list[int]], betas: tuple[float, ...], max_new_tokens: int, *, do_sample: bool = False,
+    temperature: float = 1.0, top_k: int | None = None, generators: list[torch.Generator] | None = None,
+    positions_beyond: str = "none",
+) -> torch.Tensor:  # fmt: skip
+    """New tokens [len(betas), B, max_new_tokens] for prompts `ids` (token id lists) at each β,
+    from one left-padded batch of len(betas) × B rows (copy k steered with betas[k]).
+    `method` None: the unhooked model. `generators`: one per row (β-major) when sampling."""
+    device = model_device(model)
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    input_ids, mask = (t.to(device).repeat(len(betas), 1) for t in left_padded(ids, pad))
+
+    def choose(logits: torch.Tensor) -> torch.Tensor:
+        return next_tokens(logits, do_sample, temperature, top_k, generators or [])
+
+    if method is None:
+        tokens = _decode_loop(model, input_ids, mask, max_new_tokens, choose, None)
+    else:
+        beta = torch.tensor(betas, device=device).repeat_interleave(len(ids))
+        with method.at_positions(positions_of(mask), positions_beyond), model.hooks(fwd_hooks=method.hooks(beta)):
+            tokens = _decode_loop(model, input_ids, mask, max_new_tokens, choose, method)
+    return tokens.view(len(betas), len(ids), max_new_tokens)
+
+
+def completion_text(tokenizer, tokens: list[int], stop_at_eos: bool) -> tuple[str, tuple[int, ...]]:
+    """The decoded text of generated tokens, cut after the first end-of-sequence token."""
+    eos = tokenizer.eos_token_id
+    if stop_at_eos and eos is not None and eos in tokens:
+        tokens = tokens[: tokens.index(eos)]
+    return tokenizer.decode(tokens), tuple(tokens)
+
+
+def generate(
+    model, method, prompts: list[str], betas=(-1.0, 0.0, 1.0), max_new_tokens: int = 20, *, do_sample: bool = False,
+    temperature: float = 1.0, top_k: int | None = None, seed: int = 0, positions_beyond: str = "none",
+    batch_size: int = 16, stop_at_eos: bool = True,
+) -> list[Completion]:  # fmt: skip
+    """Continue each prompt at each β with `method`'s hooks on the frozen `model`.
+
+    Args:
+        model: a frozen TransformerBridge (`models.load_model`).
+        method: a trained `Method` (an export's `.method`), or None for the unhooked model.
+        prompts: the prompts (strings; BOS is added as the model does).
+        betas: steering strengths; 0 is the clean model.
+        max_new_tokens: tokens generated per prompt (≥ 1).
+        do_sample: sample from softmax(logits / temperature) (top_k if given) instead of
+            greedy; each (prompt, β) draws from its own generator seeded from `seed`.
+        positions_beyond: "none" or "last" (module docstring); position-tied methods only.
+        batch_size: prompts per forward (each forward holds len(betas) × batch_size rows).
+        stop_at_eos: cut each completion at the tokenizer's end-of-sequence token.
+
+    Returns:
+        One Completion per (prompt, β), prompt-major in the order given.
+    """
+    betas = check_betas(betas)
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens={max_new_tokens!r} must be an integer >= 1")
+    if do_sample and not temperature > 0:
+        raise ConfigError(f"temperature={temperature!r} must be > 0")
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+        raise ConfigError("prompts must be a non-empty list of non-empty strings")
+    ids = prompt_token_ids(model, list(prompts))
+    check_prompt_lengths(method, [len(x) for x in ids], list(prompts), max_new_tokens, model.cfg.n_ctx)
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        chunk, chunk_ids = prompts[start : start + batch_size], ids[start : start + batch_size]
+        generators = [row_generator(seed, p, b) for b in betas for p in chunk] if do_sample else None
+        tokens = generate_tokens(
+            model, method, chunk_ids, betas, max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k,
+            generators=generators, positions_beyond=positions_beyond,
+        ).cpu()  # fmt: skip
+        for i, prompt in enumerate(chunk):
+            for k, beta in enumerate(betas):
+                text, kept = completion_text(model.tokenizer, tokens[k, i].tolist(), stop_at_eos)
+                out.append(Completion(prompt, beta, text, kept))
+    return out
+
+
+def generation_flip_accuracy(model, method, task: Task, positions_beyond: str = "none", batch_size: int = 16) -> dict:
+    """How often greedy generation flips the answer (docs/method.md §5, generation level).
+
+    For each data point, the greedy continuation at β = +1 must start with the correct
+    answer's tokens and at β = -1 with the wrong answer's (exact match on the tokens; an
+    answer of several tokens must match all of them). Costs one generation of as many
+    tokens as the longest answer per prompt and direction.
+
+    Returns:
+        {"generation_flip_accuracy": mean of the two directions, "generation_flip_accuracy_pos",
+         "generation_flip_accuracy_neg", "n"}.
+    """
+    tokenizer = model.tokenizer
+    correct = [answer_ids(tokenizer, p.correct) for p in task]
+    wrong = [answer_ids(tokenizer, p.wrong) for p in task]
+    longest = max(len(a) for a in correct + wrong)
+    completions = generate(model, method, task.prompts, (1.0, -1.0), longest, positions_beyond=positions_beyond,
+                           batch_size=batch_size, stop_at_eos=False)  # fmt: skip
+    pos = [list(c.tokens[: len(a)]) == a for c, a in zip(completions[0::2], correct)]
+    neg = [list(c.tokens[: len(a)]) == a for c, a in zip(completions[1::2], wrong)]
+    n = len(pos)
+    return {
+        "generation_flip_accuracy": (sum(pos) + sum(neg)) / (2 * n),
+        "generation_flip_accuracy_pos": sum(pos) / n,
+        "generation_flip_accuracy_neg": sum(neg) / n,
+        "n": n,
+    }
