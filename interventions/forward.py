@@ -19,7 +19,10 @@ analyses, which read activations at every position, never do.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
+import torch.nn.functional as F
 
 from interventions.sites import AFTER_ATTENTION, hook, parse_hook
 
@@ -243,3 +246,63 @@ def steered_logits(model, method, batch: dict, betas=(1.0, -1.0), extra_hooks=()
     hooks = [*method.hooks(beta), *extra_hooks]
     logits = repeated_batch_logits(model, batch, k, hooks, prefix_layer=prefix_layer, skip_unread=skip_unread)
     return list(logits.split(b))
+
+
+def positions_of(mask: torch.Tensor) -> torch.Tensor:
+    """[B, W] each token's position counted from its row's first real token, -1 at padding,
+    for a mask [B, W] whose real tokens are contiguous (left or right padding)."""
+    return torch.where(mask.bool(), mask.cumsum(1) - 1, -1)
+
+
+def answer_sequences(batch: dict) -> tuple[torch.Tensor, ...]:
+    """Each prompt followed by its answer but the answer's last token (teacher forcing,
+    docs/method.md §8), for the correct answers (rows 0..B-1) then the wrong (B..2B-1).
+
+    Args:
+        batch: input_ids [B, T], attention_mask [B, T], last_index [B], answer_ids [B, 2, A]
+            (correct, wrong; padded), answer_len [B, 2].
+    Returns:
+        ids [2B, T+A-1], mask [2B, T+A-1], read [2B, A] (the positions whose next-token
+        logits score answer tokens 1..A), answers [2B, A], lengths [2B].
+    """
+    answers = batch["answer_ids"].transpose(0, 1).flatten(0, 1)
+    lengths = batch["answer_len"].T.flatten()
+    ids, mask, last = batch["input_ids"].repeat(2, 1), batch["attention_mask"].repeat(2, 1), batch["last_index"].repeat(2)
+    steps = torch.arange(answers.shape[1], device=ids.device)
+    if answers.shape[1] > 1:
+        at = last[:, None] + 1 + steps[:-1]
+        ids = F.pad(ids, (0, len(steps) - 1)).scatter(1, at, answers[:, :-1])
+        mask = F.pad(mask, (0, len(steps) - 1)).scatter(1, at, (steps[None, :-1] < lengths[:, None] - 1).to(mask.dtype))
+    return ids, mask, last[:, None] + steps, answers, lengths
+
+
+def answer_tails(model, batch: dict, betas=(1.0, -1.0), method=None, extra_hooks=()) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """For each β, the last-prompt-position logits [B, vocab] and the answers' tail [B]
+    (`objective.score_diff`): Σ_{t≥2} log σ(f̃(x ⊕ c_<t))_{c_t} - Σ_{u≥2} log σ(f̃(x ⊕ w_<u))_{w_u}.
+
+    One forward of the 2B teacher-forced sequences (`answer_sequences`) repeated len(betas)
+    times, copy k steered with betas[k] by `method` (None: the clean model). Position-tied
+    methods act on the prompt positions only (`Method.at_positions`: answer tokens lie past
+    the trained prompt); DynScalar acts on the answer tokens too.
+    """
+    ids, mask, read, answers, lengths = answer_sequences(batch)
+    k, rows = len(betas), ids.shape[0]
+    ids, mask, read = ids.repeat(k, 1), mask.repeat(k, 1), read.repeat(k, 1)
+    index = torch.arange(k * rows, device=ids.device)[:, None]
+
+    def keep_read(resid: torch.Tensor, hook) -> torch.Tensor:
+        return resid[index, read]
+
+    hooks, positions = [*extra_hooks, (hook("unembed_in"), keep_read)], nullcontext()
+    if method is not None:
+        method.check_length(batch["input_ids"].shape[1])
+        beta = torch.tensor(betas, device=ids.device).repeat_interleave(rows)
+        hooks, positions = [*method.hooks(beta), *hooks], method.at_positions(positions_of(mask))
+    with positions, model.hooks(fwd_hooks=hooks):
+        logits = model(ids, attention_mask=mask)  # [k·2B, A, vocab]
+    logp = torch.log_softmax(logits.float(), -1).gather(-1, answers.repeat(k, 1)[..., None])[..., 0]
+    steps = torch.arange(answers.shape[1], device=ids.device)[None]
+    rest = torch.where((steps >= 1) & (steps < lengths.repeat(k)[:, None]), logp, 0.0).sum(-1)  # [k·2B]
+    b = rows // 2
+    return [(logits[j * rows : j * rows + b, 0], rest[j * rows : j * rows + b] - rest[j * rows + b : (j + 1) * rows])
+            for j in range(k)]  # fmt: skip

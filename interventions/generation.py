@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from interventions.errors import ConfigError, LengthError
+from interventions.forward import positions_of
 from interventions.models import model_device
 from interventions.sites import hook
 from interventions.tasks.datapoint import Task
@@ -91,12 +92,6 @@ def left_padded(ids: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Ten
         input_ids[row, width - len(seq) :] = torch.tensor(seq)
         mask[row, width - len(seq) :] = 1
     return input_ids, mask
-
-
-def positions_of(mask: torch.Tensor) -> torch.Tensor:
-    """[B, W] each token's position counted from its row's first real token, -1 at padding,
-    for a left-padded mask [B, W]."""
-    return torch.where(mask.bool(), mask.cumsum(1) - 1, -1)
 
 
 def row_generator(seed: int, prompt: str, beta: float) -> torch.Generator:

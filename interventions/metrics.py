@@ -6,6 +6,8 @@
                     f_c - f_w: > 0 at β = +1 and < 0 at β = -1 (also per direction)
     logit_diff      mean f_c - f_w at β = -1, 0, +1
     clean_accuracy  fraction with f_c > f_w in the clean model
+For answers of several tokens f_c - f_w is the difference of the answers' log-probabilities
+s(c) - s(w) (docs/method.md §8; `objective.score_diff`).
 Parameter-based scores (minimality = count of |θ| >= 0.01, n_params) do not depend on
 data and are added by `parameter_metrics`.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from interventions.objective import hinge_terms, kl_to_clean, logit_diff
+from interventions.objective import hinge_terms, kl_to_clean, logit_diff, score_diff
 
 MINIMALITY_THRESHOLD = 0.01
 _SUMS = (
@@ -36,13 +38,16 @@ class InterventionMetrics(Metric):
         for name in _SUMS:
             self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, logits_pos, logits_neg, clean_logprobs, correct, wrong, hold_correct=None, hold_wrong=None) -> None:
+    def update(self, logits_pos, logits_neg, clean_logprobs, correct, wrong, hold_correct=None, hold_wrong=None,
+               tails=(None, None, None)) -> None:  # fmt: skip
         """Logits [batch, vocab] at β = +1 and -1; clean log-probs [batch, vocab]; optional
-        held answer pair ids [batch] (multi-observable objective)."""
-        pos, neg = hinge_terms(logits_pos, logits_neg, correct, wrong, margin=0.0)
-        ld_pos = logit_diff(logits_pos, correct, wrong)
-        ld_neg = logit_diff(logits_neg, correct, wrong)
-        ld_zero = logit_diff(clean_logprobs, correct, wrong)  # log-softmax keeps logit differences
+        held answer pair ids [batch] (multi-observable objective); `tails` (at β = +1, -1 and
+        the clean model's, each [batch]) for answers of several tokens."""
+        tail_pos, tail_neg, tail_clean = tails
+        pos, neg = hinge_terms(logits_pos, logits_neg, correct, wrong, 0.0, (tail_pos, tail_neg))
+        ld_pos = score_diff(logits_pos, correct, wrong, tail_pos)
+        ld_neg = score_diff(logits_neg, correct, wrong, tail_neg)
+        ld_zero = score_diff(clean_logprobs, correct, wrong, tail_clean)  # log-softmax keeps logit differences
         values = {
             "hinge_pos": pos, "hinge_neg": neg,
             "kl_pos": kl_to_clean(logits_pos, clean_logprobs),

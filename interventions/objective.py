@@ -3,6 +3,13 @@
 Notation: f̃⁺ / f̃⁻ are the intervened last-position logits [batch, vocab] at β = +1 / -1,
 c and w the correct and wrong token ids [batch], and log σ(f) the clean log-probs
 [batch, vocab] (computed once per dataset, never with gradients).
+
+Answers of several tokens (docs/method.md §8) are scored by their log-probability under
+teacher forcing, s(a) = Σ_t log σ(f(x ⊕ a_<t))_{a_t}. The first tokens share the prompt's
+softmax normaliser, so s(c) - s(w) = (f_{c_1} - f_{w_1}) + tail, with
+tail = Σ_{t≥2} log σ(·)_{c_t} - Σ_{u≥2} log σ(·)_{w_u} [batch] (`forward.answer_tails`);
+c and w are then the answers' first tokens. Single-token data have no tail (None), and
+every function here computes exactly what it did before tails existed.
 """
 
 from __future__ import annotations
@@ -20,14 +27,22 @@ def logit_diff(logits: torch.Tensor, correct: torch.Tensor, wrong: torch.Tensor)
     return logits[rows, correct] - logits[rows, wrong]
 
 
-def hinge_terms(logits_pos, logits_neg, correct, wrong, margin: float):
+def score_diff(logits: torch.Tensor, correct: torch.Tensor, wrong: torch.Tensor, tail=None) -> torch.Tensor:
+    """[batch] s(c) - s(w): f_c - f_w, plus the answers' `tail` [batch] when they have
+    several tokens (module docstring)."""
+    diff = logit_diff(logits, correct, wrong)
+    return diff if tail is None else diff + tail
+
+
+def hinge_terms(logits_pos, logits_neg, correct, wrong, margin: float, tails=(None, None)):
     """Per-example hinge terms of E_m, each [batch].
 
-    β=+1 term: max(0, f̃⁺_w - f̃⁺_c + m)  (push the correct answer above the wrong one)
-    β=-1 term: max(0, f̃⁻_c - f̃⁻_w + m)  (and the reverse)
+    β=+1 term: max(0, s̃⁺(w) - s̃⁺(c) + m)  (push the correct answer above the wrong one)
+    β=-1 term: max(0, s̃⁻(c) - s̃⁻(w) + m)  (and the reverse)
+    For single-token answers s(c) - s(w) = f_c - f_w; `tails` = (tail⁺, tail⁻) otherwise.
     """
-    pos = torch.relu(-logit_diff(logits_pos, correct, wrong) + margin)
-    neg = torch.relu(logit_diff(logits_neg, correct, wrong) + margin)
+    pos = torch.relu(-score_diff(logits_pos, correct, wrong, tails[0]) + margin)
+    neg = torch.relu(score_diff(logits_neg, correct, wrong, tails[1]) + margin)
     return pos, neg
 
 
@@ -52,11 +67,12 @@ def hold_terms(logits_pos, logits_neg, clean_logprobs, hold_correct, hold_wrong)
     return pos**2 + neg**2
 
 
-def example_terms(logits_pos, logits_neg, correct, wrong, clean_logprobs, margin, hold=None) -> dict:
+def example_terms(logits_pos, logits_neg, correct, wrong, clean_logprobs, margin, hold=None, tails=(None, None)) -> dict:
     """Per-example terms, each [rows]: "effectiveness" (both hinges), "faithfulness" (both
-    KLs) and, when `hold` = (c₂, w₂) is given, "hold". `margin` is a float or a tensor
-    [rows] (fused training: one margin per configuration's rows)."""
-    pos, neg = hinge_terms(logits_pos, logits_neg, correct, wrong, margin)
+    KLs, at the last prompt position) and, when `hold` = (c₂, w₂) is given, "hold". `margin`
+    is a float or a tensor [rows] (fused training: one margin per configuration's rows);
+    `tails` as for `hinge_terms`."""
+    pos, neg = hinge_terms(logits_pos, logits_neg, correct, wrong, margin, tails)
     terms = {
         "effectiveness": pos + neg,
         "faithfulness": faithfulness_terms(logits_pos, logits_neg, clean_logprobs),
@@ -88,13 +104,14 @@ class Objective(ObjectiveSpec):
     """E_m + λ_F·F + λ_M·M (+ λ_H·H for a held answer pair) with λ_F, λ_M, λ_H, m finite and
     ≥ 0 (its spec, `spec.ObjectiveSpec`, checks them), as a loss to call."""
 
-    def __call__(self, logits_pos, logits_neg, correct, wrong, clean_logprobs, flat_params, hold=None):
+    def __call__(self, logits_pos, logits_neg, correct, wrong, clean_logprobs, flat_params, hold=None, tails=(None, None)):
         """Returns (total loss, {"effectiveness": E_m, "faithfulness": F, "minimality": M[, "hold": H]}).
 
-        `hold`: (hold_correct [B], hold_wrong [B]) for the λ_H term, or None.
+        `hold`: (hold_correct [B], hold_wrong [B]) for the λ_H term, or None. `tails`:
+        (tail⁺ [B], tail⁻ [B]) for answers of several tokens (module docstring).
         """
         hold = hold if self.lambda_hold > 0 else None
-        terms = example_terms(logits_pos, logits_neg, correct, wrong, clean_logprobs, self.margin, hold)
+        terms = example_terms(logits_pos, logits_neg, correct, wrong, clean_logprobs, self.margin, hold, tails)
         means = {k: v.mean() for k, v in terms.items()}
         m = minimality_loss(flat_params)
         total = weighted_sum(means, m, self.lambda_f, self.lambda_m, self.lambda_hold)

@@ -154,6 +154,7 @@ class TaskSpec:
     batch_size: int = bounded(4, 1, integer=True)
     padding_side: str = "right"
     hold_pair: Optional[str] = None  # bias: a second pair held fixed (objective.lambda_hold)
+    multi_token: bool = False  # answers of several tokens, scored by log-probability (docs/method.md §8)
 
     def __post_init__(self):
         choice("task.name", self.name, TASKS)
@@ -296,6 +297,17 @@ def _check_fused_trainer(trainer: dict) -> None:
                               f"{', '.join(map(str, allowed))} (one process on one device in float32)")  # fmt: skip
 
 
+def check_multi_token(method: str, fused: bool) -> None:
+    """Answers of several tokens train ActivScalar, SteerVec and DynScalar, each run on its
+    own (one ConfigError line otherwise)."""
+    if method not in TRAINED_METHODS:
+        raise ConfigError(f"task.multi_token=true with intervention={method}: its parameters are fitted to one "
+                          "next-token logit difference, which does not score answers of several tokens; use "
+                          f"{', '.join(TRAINED_METHODS)}")  # fmt: skip
+    if fused:
+        raise ConfigError("task.multi_token=true is not supported with fused yet; sweep the settings with -m instead")
+
+
 @dataclass
 class TrainConfig:
     """Everything `train.py` runs on (conf/train.yaml and its groups)."""
@@ -319,6 +331,8 @@ class TrainConfig:
             return
         number("trainer.max_epochs", self.trainer.get("max_epochs", 25), 1, integer=True)
         check_bounds(self, "")
+        if self.task.multi_token:
+            check_multi_token(self.intervention.method, self.fused is not None)
         if self.fused is not None:
             if not self.intervention.trained:
                 raise ConfigError(f"fused trains several objective settings of a trained method; intervention="

@@ -8,7 +8,8 @@ import torch
 
 from interventions import generation
 from interventions.errors import ConfigError, LengthError
-from interventions.generation import generate, generate_tokens, generation_flip_accuracy, left_padded, positions_of
+from interventions.forward import positions_of
+from interventions.generation import generate, generate_tokens, generation_flip_accuracy, left_padded
 from interventions.methods import METHODS
 from interventions.sites import build_grid, hook_name
 from interventions.tasks.datapoint import DataPoint, Task

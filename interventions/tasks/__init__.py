@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import warnings
+from dataclasses import replace
 
 from interventions.errors import EmptySplitError, TaskError
 from interventions.tasks.datapoint import DataPoint, Task
@@ -16,6 +17,7 @@ from interventions.tasks.generators import toy_points
 from interventions.tasks.tokenize import prompt_token_ids
 from interventions.tasks.validation import answer_ids, check_fixed_length, check_points
 from interventions.spec import FILE_TASKS, SPLITS, TASKS, TOY_TASKS, TaskSpec
+from interventions.toyworld.world import COMPLETION_SUFFIX
 
 
 def load_task(
@@ -30,6 +32,7 @@ def load_task(
     fixed_length: bool = False,
     hold_pair: str | None = None,
     tokenizer=None,
+    multi_token: bool = False,
 ) -> Task:
     """Load and validate a task.
 
@@ -48,6 +51,10 @@ def load_task(
         hold_pair: for "bias": a second pair every data point carries, to hold fixed
             while the first is steered (`objective.lambda_hold`); e.g. "grammatical".
         fixed_length: require all prompts to have the same token length.
+        multi_token: answers may have several tokens, scored by their log-probability
+            (docs/method.md §8). The toy tasks then answer with the answer and the token that
+            closes it in the toy corpus (" Paris ."); without it, a toy data point whose
+            answer is not one token is dropped (with a warning) and a file's is refused.
 
     Returns:
         A `Task`: a sequence of `DataPoint`s with its name, split and template.
@@ -59,13 +66,16 @@ def load_task(
     if name in TOY_TASKS:
         points = toy_points(name, split, template, n, seed, bias_pair=bias_pair, hold_pair=hold_pair)
         source = f"task {name!r} (split {split}, template {template})"
-        if tok is not None:
+        if multi_token:
+            suffix = COMPLETION_SUFFIX[name]
+            points = [replace(p, correct=p.correct + suffix, wrong=p.wrong + suffix) for p in points]
+        elif tok is not None:
             points, dropped = _drop_multi_token(points, tok)
             if dropped:
                 info["dropped_multi_token_answers"] = dropped
                 warnings.warn(
                     f"{source}: dropped {len(dropped)} data points whose answers are not single "
-                    f"tokens for this tokenizer (e.g. {dropped[0]!r})",
+                    f"tokens for this tokenizer (e.g. {dropped[0]!r}); task.multi_token=true keeps them",
                     stacklevel=2,
                 )
     elif name in FILE_TASKS:
@@ -77,7 +87,9 @@ def load_task(
         source = f"{path} (split {split})"
     else:
         raise TaskError(f"unknown task {name!r}; allowed: {', '.join(TASKS)}")
-    check_points(points, tok, source)
+    check_points(points, tok, source, multi_token)
+    if multi_token:
+        info["multi_token"] = True
     if fixed_length and (model is not None or tok is not None):
         source_model = model if model is not None else tok
         lengths = [len(ids) for ids in prompt_token_ids(source_model, [p.prompt for p in points])]
@@ -94,6 +106,7 @@ def load_splits(task: TaskSpec, model, seed: int, fixed_length: bool, splits=SPL
             out[split] = load_task(
                 task.name, model=model, split=split, template=task.template, n=task.n(split), seed=seed,
                 path=task.path, bias_pair=task.bias_pair, fixed_length=fixed_length, hold_pair=task.hold_pair,
+                multi_token=task.multi_token,
             )  # fmt: skip
         except EmptySplitError:
             if split != "val":

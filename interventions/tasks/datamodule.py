@@ -6,13 +6,12 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from interventions.forward import last_position_logits
-from interventions.sites import hook
-
+from interventions.forward import answer_tails, last_position_logits
 from interventions.models import model_device
+from interventions.sites import hook
 from interventions.tasks.datapoint import Task
 from interventions.tasks.tokenize import prompt_token_ids
-from interventions.tasks.validation import check_fixed_length, single_token_id
+from interventions.tasks.validation import answer_ids, check_fixed_length, single_token_id
 
 
 @torch.no_grad()
@@ -39,7 +38,10 @@ def encode(model, task: Task, padding_side: str = "right", fixed_length: bool = 
         input_ids [N, T] (padded with the tokenizer's pad id), attention_mask [N, T],
         last_index [N] (position of the last real token), correct [N], wrong [N]
         (answer token ids), index [N] (position in the task); and hold_correct [N],
-        hold_wrong [N] when every data point carries a held pair.
+        hold_wrong [N] when every data point carries a held pair. A task of answers of
+        several tokens (`task.info["multi_token"]`, docs/method.md §8) also has
+        answer_ids [N, 2, A] (each answer's tokens, correct then wrong, zero-padded to the
+        longest, A) and answer_len [N, 2]; correct and wrong are then their first tokens.
     """
     if padding_side not in ("right", "left"):
         raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
@@ -64,15 +66,42 @@ def encode(model, task: Task, padding_side: str = "right", fixed_length: bool = 
             "hold_correct": torch.tensor([single_token_id(tokenizer, p.hold_correct) for p in task]),
             "hold_wrong": torch.tensor([single_token_id(tokenizer, p.hold_wrong) for p in task]),
         }
-    return {
-        **hold,
-        "input_ids": input_ids,
-        "attention_mask": mask,
-        "last_index": last_index,
-        "correct": torch.tensor([single_token_id(tokenizer, p.correct) for p in task]),
-        "wrong": torch.tensor([single_token_id(tokenizer, p.wrong) for p in task]),
-        "index": torch.arange(n),
-    }
+    if task.info.get("multi_token"):
+        answers = _answer_tensors(tokenizer, task)
+    else:
+        answers = {
+            "correct": torch.tensor([single_token_id(tokenizer, p.correct) for p in task]),
+            "wrong": torch.tensor([single_token_id(tokenizer, p.wrong) for p in task]),
+        }
+    return {**hold, "input_ids": input_ids, "attention_mask": mask, "last_index": last_index, **answers,
+            "index": torch.arange(n)}  # fmt: skip
+
+
+def _answer_tensors(tokenizer, task: Task) -> dict:
+    """answer_ids [N, 2, A], answer_len [N, 2], and the first tokens as correct [N], wrong [N]."""
+    pairs = [(answer_ids(tokenizer, p.correct), answer_ids(tokenizer, p.wrong)) for p in task]
+    width = max(len(a) for pair in pairs for a in pair)
+    ids = torch.zeros((len(pairs), 2, width), dtype=torch.long)
+    for row, pair in enumerate(pairs):
+        for col, answer in enumerate(pair):
+            ids[row, col, : len(answer)] = torch.tensor(answer)
+    lengths = torch.tensor([[len(a) for a in pair] for pair in pairs])
+    return {"answer_ids": ids, "answer_len": lengths, "correct": ids[:, 0, 0], "wrong": ids[:, 1, 0]}
+
+
+@torch.no_grad()
+def clean_tails(model, tensors: dict, batch_size: int = 64) -> torch.Tensor:
+    """[N] the clean model's answer tails (`forward.answer_tails` at β = 0, no hooks); zero
+    when every answer is one token."""
+    if tensors["answer_ids"].shape[-1] == 1:
+        return torch.zeros(len(tensors["index"]))
+    device = model_device(model)
+    keys = ("input_ids", "attention_mask", "last_index", "answer_ids", "answer_len")
+    out = []
+    for start in range(0, len(tensors["index"]), batch_size):
+        batch = {k: tensors[k][start : start + batch_size].to(device) for k in keys}
+        out.append(answer_tails(model, batch, betas=(0.0,))[0][1].cpu())
+    return torch.cat(out)
 
 
 @torch.no_grad()
@@ -134,7 +163,8 @@ class TaskDataModule(L.LightningDataModule):
 
     Batches are dicts: input_ids [B, T], attention_mask [B, T], last_index [B],
     correct [B], wrong [B], index [B], and clean_logprobs [B, vocab]: the clean model's
-    last-position log-probs, the faithfulness reference, computed once here.
+    last-position log-probs, the faithfulness reference, computed once here. Answers of
+    several tokens add answer_ids [B, 2, A], answer_len [B, 2] and clean_tail [B].
     """
 
     def __init__(
@@ -162,6 +192,8 @@ class TaskDataModule(L.LightningDataModule):
             if task is not None and split not in self.datasets:
                 tensors = encode(self.model, task, self.padding_side, self.fixed_length)
                 tensors["clean_logprobs"] = clean_logprobs(self.model, tensors)
+                if "answer_ids" in tensors:
+                    tensors["clean_tail"] = clean_tails(self.model, tensors)
                 self.datasets[split] = EncodedTask(tensors)
 
     def cache_residual(self, layer: int) -> None:

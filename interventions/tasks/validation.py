@@ -12,6 +12,9 @@ from interventions.errors import EmptySplitError, TaskError
 from interventions.tasks.datapoint import DataPoint
 
 
+MULTI_TOKEN_HINT = "; or set task.multi_token=true to score answers of several tokens by their log-probability"
+
+
 def answer_ids(tokenizer, answer: str) -> list[int]:
     return tokenizer(answer, add_special_tokens=False)["input_ids"]
 
@@ -32,12 +35,27 @@ def single_token_id(tokenizer, answer: str, where: str = "", what: str = "answer
         hint = f"; without the leading space {answer.lstrip()!r} is one token"
     raise TaskError(
         f"{what} {answer!r}{where} is not a single token: it tokenizes as "
-        f"{describe_tokens(tokenizer, ids)} ({len(ids)} tokens){hint}"
+        f"{describe_tokens(tokenizer, ids)} ({len(ids)} tokens){hint}{MULTI_TOKEN_HINT if what == 'answer' else ''}"
     )
 
 
-def check_points(points: list[DataPoint], tokenizer, source: str) -> None:
-    """Non-empty, single-token answers, correct != wrong; warns about duplicate prompts."""
+def check_answers(tokenizer, p: DataPoint, where: str, multi_token: bool) -> None:
+    """Single-token answers that differ, or (`multi_token`) non-empty token sequences that differ."""
+    if not multi_token:
+        if single_token_id(tokenizer, p.correct, where) == single_token_id(tokenizer, p.wrong, where):
+            raise TaskError(f"correct {p.correct!r} and wrong {p.wrong!r} are the same token{where}")
+        return
+    correct, wrong = answer_ids(tokenizer, p.correct), answer_ids(tokenizer, p.wrong)
+    for name, ids in (("correct", correct), ("wrong", wrong)):
+        if not ids:
+            raise TaskError(f"{name} answer {getattr(p, name)!r} has no tokens{where}")
+    if correct == wrong:
+        raise TaskError(f"correct {p.correct!r} and wrong {p.wrong!r} are the same tokens{where}")
+
+
+def check_points(points: list[DataPoint], tokenizer, source: str, multi_token: bool = False) -> None:
+    """Non-empty answers, single tokens unless `multi_token`, correct != wrong; warns about
+    duplicate prompts."""
     if not points:
         raise EmptySplitError(f"{source} has no data points; check the file, split and template")
     for i, p in enumerate(points):
@@ -46,13 +64,14 @@ def check_points(points: list[DataPoint], tokenizer, source: str) -> None:
             raise TaskError(f"correct and wrong answers are both {p.correct!r}{where}")
         if not p.prompt.strip():
             raise TaskError(f"empty prompt{where}")
+        for name in ("correct", "wrong"):
+            if not getattr(p, name).strip():
+                raise TaskError(f"empty {name} answer{where}")
         if tokenizer is not None:
-            c, w = single_token_id(tokenizer, p.correct, where), single_token_id(tokenizer, p.wrong, where)
+            check_answers(tokenizer, p, where, multi_token)
             for held in (p.hold_correct, p.hold_wrong):
                 if held is not None:
                     single_token_id(tokenizer, held, where, what="held answer")
-            if c == w:
-                raise TaskError(f"correct {p.correct!r} and wrong {p.wrong!r} are the same token{where}")
     counts = Counter(p.prompt for p in points)
     duplicates = {k: v for k, v in counts.items() if v > 1}
     if duplicates:

@@ -15,9 +15,9 @@ import lightning as L
 import torch
 
 from interventions.errors import NonFiniteError
-from interventions.forward import steered_logits
-from interventions.models import model_device
+from interventions.forward import answer_tails, steered_logits
 from interventions.methods import Method
+from interventions.models import model_device
 from interventions.metrics import InterventionMetrics, flatten, parameter_metrics
 from interventions.numerics import (
     check_loss, check_parameters, first_overflow, likely_cause, overflow_message, residual_probe,
@@ -25,11 +25,11 @@ from interventions.numerics import (
 from interventions.objective import Objective
 
 
-def update_metric(metric: InterventionMetrics, batch: dict, logits_pos, logits_neg) -> None:
-    """Feed one batch's steered logits (and its held pair, if any) to a metric."""
+def update_metric(metric: InterventionMetrics, batch: dict, logits_pos, logits_neg, tails=(None, None)) -> None:
+    """Feed one batch's steered logits (its answers' tails, its held pair, if any) to a metric."""
     metric.update(
         logits_pos, logits_neg, batch["clean_logprobs"], batch["correct"], batch["wrong"],
-        batch.get("hold_correct"), batch.get("hold_wrong"),
+        batch.get("hold_correct"), batch.get("hold_wrong"), (*tails, batch.get("clean_tail")),
     )  # fmt: skip
 
 
@@ -77,13 +77,25 @@ class InterventionModule(L.LightningModule):
         """
         return steered_logits(self.model, self.method, batch, betas, extra_hooks, self.prefix_layer, self.skip_unread)
 
+    def steered(self, batch: dict, betas=(1.0, -1.0)) -> tuple[list[torch.Tensor], tuple]:
+        """Last-position logits [batch, vocab] and the answers' tails [batch] for each β: the
+        tails of answers of several tokens (`forward.answer_tails`, batches with
+        answer_ids), else None (`steered_logits`)."""
+        if "answer_ids" in batch and batch["answer_ids"].shape[-1] > 1:
+            pairs = answer_tails(self.model, batch, betas, self.method)
+            return [logits for logits, _ in pairs], tuple(tail for _, tail in pairs)
+        logits = self.steered_logits(batch, betas)
+        if "answer_ids" in batch:  # every answer is one token: the teacher-forced sequences are the prompts
+            return logits, tuple(torch.zeros(len(x), dtype=x.dtype, device=x.device) for x in logits)
+        return logits, (None,) * len(betas)
+
     # -- training -------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        logits_pos, logits_neg = self.steered_logits(batch)
+        (logits_pos, logits_neg), tails = self.steered(batch)
         hold = (batch["hold_correct"], batch["hold_wrong"]) if "hold_correct" in batch else None
         loss, parts = self.objective(
             logits_pos, logits_neg, batch["correct"], batch["wrong"],
-            batch["clean_logprobs"], self.method.flat_params(), hold=hold,
+            batch["clean_logprobs"], self.method.flat_params(), hold=hold, tails=tails,
         )  # fmt: skip
         check_loss(loss, self.current_epoch, self.global_step + 1, self.divergence_cause())
         if batch_idx == 0:
@@ -145,8 +157,8 @@ class InterventionModule(L.LightningModule):
     # -- evaluation -----------------------------------------------------------------
     def _eval_step(self, batch: dict, split: str) -> None:
         with torch.no_grad():
-            logits_pos, logits_neg = self.steered_logits(batch)
-        update_metric(self.metrics[split], batch, logits_pos, logits_neg)
+            (logits_pos, logits_neg), tails = self.steered(batch)
+        update_metric(self.metrics[split], batch, logits_pos, logits_neg, tails)
 
     def _eval_epoch_end(self, split: str, prefix: str) -> None:
         values = self.metrics[split].compute()
@@ -167,8 +179,8 @@ class InterventionModule(L.LightningModule):
         metric = InterventionMetrics().to(self.device)
         for batch in loader:
             batch = {k: v.to(self.device) for k, v in batch.items()}
-            logits_pos, logits_neg = self.steered_logits(batch)
-            update_metric(metric, batch, logits_pos, logits_neg)
+            (logits_pos, logits_neg), tails = self.steered(batch)
+            update_metric(metric, batch, logits_pos, logits_neg, tails)
         values = metric.compute()
         values.update(parameter_metrics(self.method.flat_params()))
         return values
