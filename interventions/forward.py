@@ -276,17 +276,20 @@ def answer_sequences(batch: dict) -> tuple[torch.Tensor, ...]:
     return ids, mask, last[:, None] + steps, answers, lengths
 
 
-def answer_tails(model, batch: dict, betas=(1.0, -1.0), method=None, extra_hooks=()) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def answer_tails(model, batch: dict, betas=(1.0, -1.0), method=None, extra_hooks=(), steer=None,
+                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
     """For each β, the last-prompt-position logits [B, vocab] and the answers' tail [B]
     (`objective.score_diff`): Σ_{t≥2} log σ(f̃(x ⊕ c_<t))_{c_t} - Σ_{u≥2} log σ(f̃(x ⊕ w_<u))_{w_u}.
 
     One forward of the 2B teacher-forced sequences (`answer_sequences`) repeated len(betas)
     times, copy k steered with betas[k] by `method` (None: the clean model). Position-tied
     methods act on the prompt positions only (`Method.at_positions`: answer tokens lie past
-    the trained prompt); DynScalar acts on the answer tokens too.
+    the trained prompt); DynScalar acts on the answer tokens too. `steer(beta)`, given β per
+    row [len(betas)·2B], returns the steering hooks instead of `method.hooks` (fused
+    training: K settings' hooks over blocks of rows; `method` still reads the positions).
     """
     ids, mask, read, answers, lengths = answer_sequences(batch)
-    k, rows = len(betas), ids.shape[0]
+    k, rows, position_ids = len(betas), ids.shape[0], positions_of(mask)  # the positions repeat with the rows
     ids, mask, read = ids.repeat(k, 1), mask.repeat(k, 1), read.repeat(k, 1)
     index = torch.arange(k * rows, device=ids.device)[:, None]
 
@@ -297,7 +300,8 @@ def answer_tails(model, batch: dict, betas=(1.0, -1.0), method=None, extra_hooks
     if method is not None:
         method.check_length(batch["input_ids"].shape[1])
         beta = torch.tensor(betas, device=ids.device).repeat_interleave(rows)
-        hooks, positions = [*method.hooks(beta), *hooks], method.at_positions(positions_of(mask))
+        steering = steer(beta) if steer is not None else method.hooks(beta)
+        hooks, positions = [*steering, *hooks], method.at_positions(position_ids)
     with positions, model.hooks(fwd_hooks=hooks):
         logits = model(ids, attention_mask=mask)  # [k·2B, A, vocab]
     logp = torch.log_softmax(logits.float(), -1).gather(-1, answers.repeat(k, 1)[..., None])[..., 0]

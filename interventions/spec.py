@@ -297,15 +297,13 @@ def _check_fused_trainer(trainer: dict) -> None:
                               f"{', '.join(map(str, allowed))} (one process on one device in float32)")  # fmt: skip
 
 
-def check_multi_token(method: str, fused: bool) -> None:
-    """Answers of several tokens train ActivScalar, SteerVec and DynScalar, each run on its
-    own (one ConfigError line otherwise)."""
+def check_multi_token(method: str) -> None:
+    """Answers of several tokens train ActivScalar, SteerVec and DynScalar (one ConfigError
+    line for the training-free methods)."""
     if method not in TRAINED_METHODS:
         raise ConfigError(f"task.multi_token=true with intervention={method}: its parameters are fitted to one "
                           "next-token logit difference, which does not score answers of several tokens; use "
                           f"{', '.join(TRAINED_METHODS)}")  # fmt: skip
-    if fused:
-        raise ConfigError("task.multi_token=true is not supported with fused yet; sweep the settings with -m instead")
 
 
 @dataclass
@@ -332,7 +330,7 @@ class TrainConfig:
         number("trainer.max_epochs", self.trainer.get("max_epochs", 25), 1, integer=True)
         check_bounds(self, "")
         if self.task.multi_token:
-            check_multi_token(self.intervention.method, self.fused is not None)
+            check_multi_token(self.intervention.method)
         if self.fused is not None:
             if not self.intervention.trained:
                 raise ConfigError(f"fused trains several objective settings of a trained method; intervention="

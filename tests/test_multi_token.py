@@ -19,6 +19,7 @@ from interventions.tasks import load_task
 from interventions.tasks.datamodule import encode
 from interventions.tasks.datapoint import DataPoint, Task
 from interventions.tasks.validation import answer_ids
+from interventions.training.fused import train_fused
 from interventions.training.train import train_intervention
 
 
@@ -209,11 +210,24 @@ def test_toy_tasks_answer_with_the_token_that_closes_the_answer(toy_model):
         assert answer_ids(tokenizer, b.correct) == answer_ids(tokenizer, a.correct) + answer_ids(tokenizer, " .")
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["task.multi_token=true", "intervention=dla"], "intervention=dla"),
-    (["task.multi_token=true", "fused=[{lambda_f:0},{lambda_f:1}]"], "fused"),
-])  # fmt: skip
-def test_unsupported_combinations_are_one_line_before_any_model(argv, words):
-    with pytest.raises(ConfigError, match=words) as error:
-        preflight([*argv, "hydra.run.dir=/tmp/never-written"], "train")
+@pytest.mark.parametrize("baseline", ["dla", "activpatch", "attrpatch", "obsprop_steer"])
+def test_training_free_methods_are_refused_in_one_line_before_any_model(baseline):
+    with pytest.raises(ConfigError, match=f"intervention={baseline}: its parameters are fitted") as error:
+        preflight(["task.multi_token=true", f"intervention={baseline}", "hydra.run.dir=/tmp/never-written"], "train")
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["activscalar", "steervec", "dynscalar"])
+def test_fused_training_gives_the_parameters_of_separate_runs_with_multi_token_answers(tiny_model, name):
+    """K settings trained together on answers of 1-3 tokens follow their separate runs."""
+    train = load_task("ccc", model=tiny_model, split="train", n=12, multi_token=True)
+    train = Task(train.name, train.split, train.template, tuple(
+        DataPoint(p.prompt, p.correct + (" Paris" if i % 3 == 0 else ""), p.wrong) for i, p in enumerate(train)
+    ), train.info)  # fmt: skip
+    objectives = [ObjectiveSpec(0.0, 0.0, 1.0), ObjectiveSpec(1.0, 0.01, 2.0)]
+    spec = TrainedInterventionSpec(method=name, init_scale=1e-2, lr=0.05)
+    fused = train_fused(tiny_model, train, objectives, intervention=spec, run=RunSpec(epochs=2))
+    for objective, got in zip(objectives, fused):
+        separate = train_intervention(tiny_model, train, intervention=spec, objective=objective, run=RunSpec(epochs=2))
+        torch.testing.assert_close(got.flat_params(), separate.method.flat_params(), atol=1e-5, rtol=0)
+    assert not torch.equal(fused[0].flat_params(), fused[1].flat_params())

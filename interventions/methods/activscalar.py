@@ -22,7 +22,7 @@ class ActivScalar(Method):
 
     def scale_factor(self, site: str, layer: int, beta, h: torch.Tensor) -> torch.Tensor:
         """1 + β α broadcast to h ([batch, pos, D] or [batch, pos, heads, d_head])."""
-        alpha = self.positioned(self.param(site, layer), h.shape[1])  # [(rows,) pos(, H')]
+        alpha = self.positioned(self.param(site, layer), h)  # [(rows,) pos(, H')]
         if site in HEAD_SITES:
             alpha = self.full_heads(alpha, h.shape[2], -1)
         alpha = alpha[..., None]  # [(rows,) pos(, heads), 1]

@@ -229,16 +229,20 @@ class Method(nn.Module):
         finally:
             self.position_ids, self.beyond = previous
 
-    def positioned(self, values: torch.Tensor, seq_len: int) -> torch.Tensor:
-        """Per-grid-position values [P, ...] laid over the activations' positions: [seq_len, ...]
-        for the trained prompts themselves (no `at_positions` block), else [rows, seq, ...] read
-        off `position_ids` (zeros at padding, and past the prompt unless `beyond` is "last")."""
+    def positioned(self, values: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Per-grid-position values [P, ...] laid over the positions of h [rows, seq, ...]:
+        [seq, ...] for the trained prompts themselves (no `at_positions` block), else
+        [rows, seq, ...] read off `position_ids` (zeros at padding, and past the prompt unless
+        `beyond` is "last"). `position_ids` of fewer rows than h repeat over h's rows (a batch
+        repeated once per β, or per fused setting)."""
         if self.position_ids is None:
-            return self.full_positions(values, seq_len)
+            return self.full_positions(values, h.shape[1])
         trained = self.grid.seq_len
         full = self.full_positions(values, trained)  # [trained, ...]
         table = torch.cat([full, full.new_zeros((1, *full.shape[1:])), full[-1:]])  # rows: ..., zero, last
         pos = self.position_ids.to(full.device)
+        if pos.shape[0] not in (1, h.shape[0]):
+            pos = pos.repeat(h.shape[0] // pos.shape[0], 1)
         past = trained if self.beyond == "none" else trained + 1
         index = torch.where(pos < 0, trained, torch.where(pos < trained, pos, past))
         return table[index]

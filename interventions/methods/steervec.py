@@ -31,7 +31,7 @@ class SteerVec(Method):
 
     def delta(self, site: str, layer: int, h: torch.Tensor) -> torch.Tensor:
         """v over all positions of h: [(rows,) pos, D], or [(rows,) pos, heads, d_head] for z and v."""
-        v = self.positioned(self.param(site, layer), h.shape[1])
+        v = self.positioned(self.param(site, layer), h)
         if site == "o":
             return v.sum(-2)  # the heads' vectors add up in the attention output
         if site in HEAD_SITES:

@@ -20,7 +20,7 @@ from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
 from interventions.errors import ConfigError, NonFiniteError
-from interventions.forward import repeated_batch_logits
+from interventions.forward import answer_tails, repeated_batch_logits
 from interventions.methods import METHODS, Method
 from interventions.methods.base import nonzero_locations
 from interventions.models import model_device
@@ -95,13 +95,37 @@ def fused_step_logits(
     return logits[:, 0], logits[:, 1]
 
 
-def fused_loss(objectives: list[Objective], stacked: dict[str, torch.Tensor], batch: dict, logits_pos, logits_neg) -> torch.Tensor:
+def fused_step_scores(model, proto: Method, stacked: dict[str, torch.Tensor], batch: dict, **forward) -> tuple:
+    """(logits⁺ [K, B, vocab], logits⁻ [K, B, vocab], tails) for one step: `fused_step_logits`
+    and tails None; for answers of several tokens (docs/method.md §8) the last prompt
+    position's logits and tails = (tail⁺ [K, B], tail⁻ [K, B]) from one forward of the
+    teacher-forced sequences repeated K × 2 times (`forward.answer_tails`)."""
+    answers = batch.get("answer_ids")
+    if answers is None or answers.shape[-1] == 1:
+        pos, neg = fused_step_logits(model, proto, stacked, batch, **forward)
+        if answers is None:
+            return pos, neg, None
+        return pos, neg, (pos.new_zeros(pos.shape[:2]), neg.new_zeros(neg.shape[:2]))  # one-token answers: no tail
+    k_count, b = next(iter(stacked.values())).shape[0], batch["input_ids"].shape[0]
+
+    def steer(beta: torch.Tensor) -> list:
+        return fused_hooks(proto, stacked, beta.view(k_count, -1))
+
+    pairs = answer_tails(model, batch, (1.0, -1.0) * k_count, proto, steer=steer)
+    logits = torch.stack([first for first, _ in pairs]).view(k_count, 2, b, -1)
+    tails = torch.stack([tail for _, tail in pairs]).view(k_count, 2, b)
+    return logits[:, 0], logits[:, 1], (tails[:, 0], tails[:, 1])
+
+
+def fused_loss(objectives: list[Objective], stacked: dict[str, torch.Tensor], batch: dict, logits_pos, logits_neg,
+               tails=None) -> torch.Tensor:  # fmt: skip
     """objective_k on block k for every k, computed for all K at once: the per-example terms
     of all K × B rows in one call (margins per row), each configuration's batch means [K],
     its M_k = ‖vec(θ_k)‖₁ [K] and its weights [K] (`objective.weighted_sum`).
 
     Args:
-        logits_pos, logits_neg: [K, B, vocab] from `fused_step_logits`.
+        logits_pos, logits_neg: [K, B, vocab] from `fused_step_scores`.
+        tails: (tail⁺ [K, B], tail⁻ [K, B]) for answers of several tokens, or None.
     Returns:
         [K] the K objectives' values (the training loss is their sum).
     """
@@ -117,7 +141,7 @@ def fused_loss(objectives: list[Objective], stacked: dict[str, torch.Tensor], ba
     terms = example_terms(
         logits_pos.flatten(0, 1), logits_neg.flatten(0, 1), batch["correct"].repeat(k_count),
         batch["wrong"].repeat(k_count), batch["clean_logprobs"].repeat(k_count, 1),
-        per_config("margin").repeat_interleave(b), hold,
+        per_config("margin").repeat_interleave(b), hold, (None, None) if tails is None else tuple(t.flatten() for t in tails),
     )  # fmt: skip
     means = {name: values.view(k_count, b).mean(1) for name, values in terms.items()}
     minimality = minimality_loss(torch.cat([values.flatten(1) for values in stacked.values()], 1))
@@ -206,8 +230,8 @@ class FusedState:
     def train_step(self, objectives: list[Objective], batch: dict, epoch: int) -> torch.Tensor:
         """One optimizer step of every active setting on `batch`; returns the summed loss."""
         self.step += 1
-        logits = fused_step_logits(self.model, self.proto, self.stacked, batch, **self.forward)
-        loss = self.watch.losses(fused_loss(objectives, self.stacked, batch, *logits), epoch, self.step)
+        pos, neg, tails = fused_step_scores(self.model, self.proto, self.stacked, batch, **self.forward)
+        loss = self.watch.losses(fused_loss(objectives, self.stacked, batch, pos, neg, tails), epoch, self.step)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.received = note_gradients(self.received, self.stacked, self.proto.vector_param)
