@@ -79,6 +79,10 @@ def write_run(run_dir: Path, config: TrainConfig, model, module: InterventionMod
     """
     method = module.method
     metrics = {split: module.evaluate(dm.loader(split)) for split in ("train", "test")}
+    if config.generation_eval:
+        for split, values in metrics.items():
+            found = generation_flip_accuracy(model, method, dm.tasks[split], batch_size=config.task.batch_size * 4)
+            values.update({k: v for k, v in found.items() if k != "n"})
     check_metrics(metrics, f"the run in {run_dir}")
     title = f"{method.name} on {config.task.name} (template {config.task.template})"
     images, rows = write_plots(run_dir, module, dm, "test", title)

@@ -323,6 +323,7 @@ class TrainConfig:
     fused: Any = None  # objective settings trained together in one process (a list, or a grid)
     fused_chunk: Optional[int] = bounded(None, 1, integer=True, optional=True)  # at most this many fused settings at once (null: all)
     skip_unread: bool = False
+    generation_eval: bool = False  # metrics.json: the generation flip accuracy per split (greedy generation per prompt)
 
     def __post_init__(self):
         if _pending(self.intervention):  # the schema's defaults, before any config is merged

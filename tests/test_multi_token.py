@@ -3,6 +3,8 @@ the metrics on them, data that carry them, and bit-identity for single-token dat
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from conftest import toy_records, write_csv, write_jsonl
@@ -231,3 +233,44 @@ def test_fused_training_gives_the_parameters_of_separate_runs_with_multi_token_a
         separate = train_intervention(tiny_model, train, intervention=spec, objective=objective, run=RunSpec(epochs=2))
         torch.testing.assert_close(got.flat_params(), separate.method.flat_params(), atol=1e-5, rtol=0)
     assert not torch.equal(fused[0].flat_params(), fused[1].flat_params())
+
+
+def test_generation_flip_accuracy_reaches_metrics_and_pareto_json(tmp_path, model_args):
+    """train.py generation_eval=true: each setting's metrics.json and the sweep's pareto.json
+    carry the generation flip accuracy (on answers of two tokens here); evaluate.py on one of
+    the exports reproduces its test metrics."""
+    from conftest import describe, run_cli
+
+    out = tmp_path / "sweep"
+    result = run_cli("train.py", "generation_eval=true", "task.multi_token=true", "task.n_train=16", "task.n_val=4",
+                     "task.n_test=8", "trainer.max_epochs=1", "fused=[{lambda_f:0},{lambda_f:1}]", "logger=none",
+                     f"run_dir={out}", *model_args, hydra_dir=tmp_path / "hydra")  # fmt: skip
+    assert result.returncode == 0, describe(result)
+    pareto = json.loads((out / "pareto.json").read_text())
+    for run in pareto["runs"]:
+        metrics = json.loads((out / run["run"] / "metrics.json").read_text())
+        for split in ("train", "test"):
+            value = metrics[split]["generation_flip_accuracy"]
+            assert 0 <= value <= 1 and value == run[split]["generation_flip_accuracy"]
+            assert value == (metrics[split]["generation_flip_accuracy_pos"] + metrics[split]["generation_flip_accuracy_neg"]) / 2
+    # the export evaluates on answers of two tokens again, to the same numbers
+    evaluated = run_cli("evaluate.py", f"intervention={out / '0'}", "logger=none", f"run_dir={tmp_path / 'eval'}",
+                        hydra_dir=tmp_path / "hydra_eval")  # fmt: skip
+    assert evaluated.returncode == 0, describe(evaluated)
+    again = json.loads((tmp_path / "eval" / "metrics.json").read_text())["test"]
+    trained = json.loads((out / "0" / "metrics.json").read_text())["test"]
+    assert again["logit_diff"] == pytest.approx(trained["logit_diff"], abs=1e-5)
+    assert again["n"] == trained["n"] == 8
+
+
+def test_runs_recorded_before_new_task_keys_are_still_the_same_run():
+    """A finished run's identity written before task.multi_token and generation_eval existed
+    is the run asked for with their defaults, and not with other values."""
+    from interventions.sweeps.jobs import same_results
+
+    old = {"model": {"name": "toy"}, "task": {"name": "ccc", "template": 0}, "intervention": {"method": "activscalar"},
+           "objective": {"lambda_f": 0.1}, "trainer": {}, "seed": 0}  # fmt: skip
+    new = {**old, "task": {**old["task"], "multi_token": False}, "generation_eval": False}
+    assert same_results(old, new)
+    assert not same_results(old, {**new, "task": {**new["task"], "multi_token": True}})
+    assert not same_results(old, {**new, "generation_eval": True})

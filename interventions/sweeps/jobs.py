@@ -47,7 +47,22 @@ IGNORED_KEYS = ("run_dir", "logger", "trainer.enable_progress_bar", "model.fused
 # What decides a training run's results: a finished run is skipped when these are unchanged
 # (other keys, e.g. diagnostics added later, do not make finished runs stale; nor does
 # skip_unread, which like the thread count changes only float rounding).
-RESULT_KEYS = ("model", "task", "intervention", "objective", "trainer", "seed")
+RESULT_KEYS = ("model", "task", "intervention", "objective", "trainer", "seed", "generation_eval")
+# Keys the config gained after runs were written, with the values that reproduce what those
+# runs did: a finished run recorded without them is still the run asked for.
+ADDED_DEFAULTS = {"task": {"multi_token": False}, "generation_eval": False}
+
+
+def with_added_defaults(config: dict) -> dict:
+    """`config` (a recorded identity) with ADDED_DEFAULTS filled in where it lacks them."""
+    out = dict(config)
+    for key, default in ADDED_DEFAULTS.items():
+        if isinstance(default, dict):
+            if isinstance(out.get(key), dict):
+                out[key] = {**default, **out[key]}
+        else:
+            out.setdefault(key, default)
+    return out
 
 
 def is_multirun() -> bool:
@@ -88,6 +103,7 @@ def same_results(old: dict | None, new: dict) -> bool:
     if not isinstance(old, dict):
         return False
     if all(k in new for k in ("intervention", "objective")):
+        old = with_added_defaults(old)
         return all(old.get(k) == new.get(k) for k in RESULT_KEYS)
     return old == new
 
