@@ -8,6 +8,8 @@
     python benchmarks/run.py peer      (ActivScalar epoch: ours vs pyvene; needs `pip install -e .[bench]`; peer.py)
     python benchmarks/run.py gelu      (our step on HF GPT-2 with load_model's fused GELU vs HF's gelu_new; gelu.py)
     python benchmarks/run.py progress  (a toy training step with no progress bar, Lightning's, the CLI's; progress.py)
+    python benchmarks/run.py generate  [--models toy,gpt2-small] (greedy generation with the hooks at β = 0 vs
+                                       without; the step on 3-token answers vs single tokens; generate.py)
     python benchmarks/run.py summary   (every goal's ratio from the results files, as one table; nothing timed)
     python benchmarks/run.py all       (all of the above in turn, with the same --device, --threads and --out,
                                        then the summary)
@@ -35,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import fused, gelu, peer, prefix, progress, scaling, step  # noqa: E402
+from benchmarks import fused, gelu, generate, peer, prefix, progress, scaling, step  # noqa: E402
 from benchmarks.harness import printed, write_results  # noqa: E402
 from benchmarks.summary import summary  # noqa: E402
 from interventions.console import configure_cli  # noqa: E402
@@ -63,8 +65,8 @@ def sizes(args) -> Sizes:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/run.py")
-    parser.add_argument("what", choices=["step", "scaling", "fused", "prefix", "peer", "gelu", "progress", "summary",
-                                         "all", "_point"])  # fmt: skip
+    parser.add_argument("what", choices=["step", "scaling", "fused", "prefix", "peer", "gelu", "progress", "generate",
+                                         "summary", "all", "_point"])  # fmt: skip
     parser.add_argument("args", nargs="*")
     parser.add_argument("--models", default="toy,gpt2-small")
     parser.add_argument("--model", default="toy")
@@ -111,6 +113,14 @@ def plan(args, size: Sizes, device) -> dict:
         toy = shape == "toy"
         return gelu.bench_gelu(shape, batch, 17 if toy else 20, size.repeats if toy else max(3, size.repeats // 4), device)
 
+    def generate_points(name):
+        rounds = 1 if size.quick else (5 if name == "toy" else 3)
+        return [*(printed(generate.bench_generation(name, 8, 17 if name == "toy" else 20, 4 if size.quick else 16,
+                                                    rounds, device, method)) for method in ("dynscalar", "activscalar")),
+                printed(generate.bench_multi_token_step(name, 16, 17 if name == "toy" else 20,
+                                                        size.repeats if name == "toy" else max(1, size.repeats // 4),
+                                                        device=device))]  # fmt: skip
+
     shapes = [(name, batch) for name in size.models for batch in ((32, 4) if name == "toy" else (32,))]
     fused_options = ({}, {"skip_unread": True}, {"layers": [3]})  # 3: the toy's last layer
     return {
@@ -121,6 +131,7 @@ def plan(args, size: Sizes, device) -> dict:
                                     for options in fused_options]),  # fmt: skip
         "gelu": ("gelu", lambda: [printed(gelu_point(shape, batch)) for shape, batch in size.gelu_shapes]),
         "progress": ("progress", lambda: printed(progress.bench_progress(**size.progress))),
+        "generate": ("generate", lambda: [r for name in size.models for r in generate_points(name)]),
         "scaling": (f"scaling_{args.model}", lambda: scaling.run_scaling(args.model, device, quick=size.quick)),
     }
 
@@ -130,7 +141,7 @@ def run_all(args) -> int:
     common = ["--device", args.device, "--threads", str(args.threads), "--out", args.out,
               "--repeats", str(args.repeats), *(["--quick"] if args.quick else [])]  # fmt: skip
     todo = [["step"], ["fused"], ["prefix", "--models", "toy,hf-toy,gpt2-small,hf-gpt2-small"], ["peer"], ["gelu"],
-            ["scaling", "--model", "toy"], ["scaling", "--model", "gpt2-small"]]  # fmt: skip
+            ["generate"], ["scaling", "--model", "toy"], ["scaling", "--model", "gpt2-small"]]  # fmt: skip
     if args.quick:
         todo = [what for what in todo if what[-1] != "gpt2-small"]
     if torch.device(args.device).type == "cpu":

@@ -256,7 +256,7 @@ def positions_of(mask: torch.Tensor) -> torch.Tensor:
 
 def answer_sequences(batch: dict) -> tuple[torch.Tensor, ...]:
     """Each prompt followed by its answer but the answer's last token (teacher forcing,
-    docs/method.md §8), for the correct answers (rows 0..B-1) then the wrong (B..2B-1).
+    docs/method.md §6), for the correct answers (rows 0..B-1) then the wrong (B..2B-1).
 
     Args:
         batch: input_ids [B, T], attention_mask [B, T], last_index [B], answer_ids [B, 2, A]

@@ -1,6 +1,6 @@
 """Steered text generation: an intervention's hooks on the frozen model while it decodes.
 
-Which positions an intervention acts on (docs/method.md §9): positions are counted from each
+Which positions an intervention acts on (docs/method.md §7): positions are counted from each
 prompt's first real token. DynScalar acts on every position, prompt and generated alike.
 ActivScalar and SteerVec act on the prompt positions they were trained on (a prompt must
 have the trained length) and on generated tokens only with `positions_beyond="last"`, which
@@ -148,7 +148,8 @@ def generate_tokens(
     from one left-padded batch of len(betas) × B rows (copy k steered with betas[k]).
     `method` None: the unhooked model. `generators`: one per row (β-major) when sampling."""
     device = model_device(model)
-    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    pad = getattr(model.tokenizer, "pad_token_id", None)  # a model built without a tokenizer pads with 0
+    pad = 0 if pad is None else pad
     input_ids, mask = (t.to(device).repeat(len(betas), 1) for t in left_padded(ids, pad))
 
     def choose(logits: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@
     logit_diff      mean f_c - f_w at β = -1, 0, +1
     clean_accuracy  fraction with f_c > f_w in the clean model
 For answers of several tokens f_c - f_w is the difference of the answers' log-probabilities
-s(c) - s(w) (docs/method.md §8; `objective.score_diff`).
+s(c) - s(w) (docs/method.md §6; `objective.score_diff`).
 Parameter-based scores (minimality = count of |θ| >= 0.01, n_params) do not depend on
 data and are added by `parameter_metrics`.
 """

@@ -4,7 +4,7 @@ Notation: f̃⁺ / f̃⁻ are the intervened last-position logits [batch, vocab]
 c and w the correct and wrong token ids [batch], and log σ(f) the clean log-probs
 [batch, vocab] (computed once per dataset, never with gradients).
 
-Answers of several tokens (docs/method.md §8) are scored by their log-probability under
+Answers of several tokens (docs/method.md §6) are scored by their log-probability under
 teacher forcing, s(a) = Σ_t log σ(f(x ⊕ a_<t))_{a_t}. The first tokens share the prompt's
 softmax normaliser, so s(c) - s(w) = (f_{c_1} - f_{w_1}) + tail, with
 tail = Σ_{t≥2} log σ(·)_{c_t} - Σ_{u≥2} log σ(·)_{w_u} [batch] (`forward.answer_tails`);

@@ -154,7 +154,7 @@ class TaskSpec:
     batch_size: int = bounded(4, 1, integer=True)
     padding_side: str = "right"
     hold_pair: Optional[str] = None  # bias: a second pair held fixed (objective.lambda_hold)
-    multi_token: bool = False  # answers of several tokens, scored by log-probability (docs/method.md §8)
+    multi_token: bool = False  # answers of several tokens, scored by log-probability (docs/method.md §6)
 
     def __post_init__(self):
         choice("task.name", self.name, TASKS)
@@ -444,7 +444,7 @@ class GenerateConfig:
     do_sample: bool = False
     temperature: float = bounded(1.0, 0, strict=True)
     top_k: Optional[int] = bounded(None, 1, integer=True, optional=True)
-    positions_beyond: str = "none"  # position-tied methods on generated tokens: none, or last (§9)
+    positions_beyond: str = "none"  # position-tied methods on generated tokens: none, or last (docs/method.md §7)
     batch_size: int = bounded(16, 1, integer=True)
     seed: int = 0
     check_model: bool = True

@@ -1,4 +1,4 @@
-"""Steered generation (interventions.generation; docs/method.md §9), on the tiny native model
+"""Steered generation (interventions.generation; docs/method.md §7), on the tiny native model
 and random-weight Hugging Face GPT-2 and Llama models through TransformerBridge."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Answers of several tokens (docs/method.md §8): scores by teacher forcing, the objective and
+"""Answers of several tokens (docs/method.md §6): scores by teacher forcing, the objective and
 the metrics on them, data that carry them, and bit-identity for single-token data."""
 
 from __future__ import annotations

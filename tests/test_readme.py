@@ -33,6 +33,7 @@ TINY = {  # command prefix -> what is appended
     "bash run.sh train": TRAIN,
     "python evaluate.py intervention=": ["n=16"],
     "python evaluate.py generalization=": ["n=16"],
+    "python evaluate.py generate=": ["max_new_tokens=4"],
     "python -m interventions toyworld train": ["--steps", "2", "--no-report"],
     "python -m interventions heads": ["--epochs", "1", "--n-train", "16", "--n-test", "16"],
     "python -m interventions geometry": ["--epochs", "1", "--n-train", "16", "--n-test", "16", "--n-seeds", "2"],

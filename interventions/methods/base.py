@@ -19,7 +19,7 @@ from interventions.sites import HEAD_SITES, LocationGrid, site_width
 Hook = tuple[str, Callable]
 # Where a position-tied method acts beyond the prompt positions it was trained on (generated
 # tokens, a multi-token answer's tokens): "none" leaves them alone, "last" reuses the last
-# prompt position's parameters (docs/method.md §9).
+# prompt position's parameters (docs/method.md §7).
 POSITIONS_BEYOND = ("none", "last")
 
 # Initialisations by name; each fills a method's parameters in place. `interventions.methods`
@@ -237,15 +237,27 @@ class Method(nn.Module):
         repeated once per β, or per fused setting)."""
         if self.position_ids is None:
             return self.full_positions(values, h.shape[1])
+        index, keep = self._position_index()
+        if index.shape[0] not in (1, h.shape[0]):
+            reps = h.shape[0] // index.shape[0]
+            index, keep = index.repeat(reps, 1), keep.repeat(reps, 1)
+        full = self.full_positions(values, self.grid.seq_len)  # [trained, ...]
+        return full[index] * keep.view(*keep.shape, *([1] * (full.dim() - 1)))
+
+    def _position_index(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(index [rows, seq] into the trained positions, keep [rows, seq] 1.0 where that
+        position's parameters apply, else 0.0), computed once per `position_ids` tensor: every
+        hook of a forward reads the same positions."""
+        pos = self.position_ids
+        cached = getattr(self, "_index_cache", None)
+        if cached is not None and cached[0] is pos and cached[1] == self.beyond:
+            return cached[2]
         trained = self.grid.seq_len
-        full = self.full_positions(values, trained)  # [trained, ...]
-        table = torch.cat([full, full.new_zeros((1, *full.shape[1:])), full[-1:]])  # rows: ..., zero, last
-        pos = self.position_ids.to(full.device)
-        if pos.shape[0] not in (1, h.shape[0]):
-            pos = pos.repeat(h.shape[0] // pos.shape[0], 1)
-        past = trained if self.beyond == "none" else trained + 1
-        index = torch.where(pos < 0, trained, torch.where(pos < trained, pos, past))
-        return table[index]
+        pos = pos.to(self._pos_idx.device)
+        keep = (pos >= 0) if self.beyond == "last" else (pos >= 0) & (pos < trained)
+        result = (pos.clamp(0, trained - 1), keep.to(self.params[next(iter(self.params))].dtype))
+        self._index_cache = (self.position_ids, self.beyond, result)
+        return result
 
     def o_from_z(self, z: torch.Tensor, layer: int) -> torch.Tensor:
         """Per-head outputs o [batch, pos, n_heads, d_model] from z [batch, pos, n_heads, d_head]."""

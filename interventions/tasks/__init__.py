@@ -52,7 +52,7 @@ def load_task(
             while the first is steered (`objective.lambda_hold`); e.g. "grammatical".
         fixed_length: require all prompts to have the same token length.
         multi_token: answers may have several tokens, scored by their log-probability
-            (docs/method.md §8). The toy tasks then answer with the answer and the token that
+            (docs/method.md §6). The toy tasks then answer with the answer and the token that
             closes it in the toy corpus (" Paris ."); without it, a toy data point whose
             answer is not one token is dropped (with a warning) and a file's is refused.
 

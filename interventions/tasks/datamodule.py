@@ -39,7 +39,7 @@ def encode(model, task: Task, padding_side: str = "right", fixed_length: bool = 
         last_index [N] (position of the last real token), correct [N], wrong [N]
         (answer token ids), index [N] (position in the task); and hold_correct [N],
         hold_wrong [N] when every data point carries a held pair. A task of answers of
-        several tokens (`task.info["multi_token"]`, docs/method.md §8) also has
+        several tokens (`task.info["multi_token"]`, docs/method.md §6) also has
         answer_ids [N, 2, A] (each answer's tokens, correct then wrong, zero-padded to the
         longest, A) and answer_len [N, 2]; correct and wrong are then their first tokens.
     """

@@ -97,7 +97,7 @@ def fused_step_logits(
 
 def fused_step_scores(model, proto: Method, stacked: dict[str, torch.Tensor], batch: dict, **forward) -> tuple:
     """(logits⁺ [K, B, vocab], logits⁻ [K, B, vocab], tails) for one step: `fused_step_logits`
-    and tails None; for answers of several tokens (docs/method.md §8) the last prompt
+    and tails None; for answers of several tokens (docs/method.md §6) the last prompt
     position's logits and tails = (tail⁺ [K, B], tail⁻ [K, B]) from one forward of the
     teacher-forced sequences repeated K × 2 times (`forward.answer_tails`)."""
     answers = batch.get("answer_ids")
