@@ -106,7 +106,23 @@ def test_all_runs_every_benchmark_with_the_same_flags_then_the_summary(monkeypat
     monkeypatch.setattr(bench, "main", main)
     assert bench.main(["all", "--threads", "3", "--out", "/tmp/x"]) == 0
     whats = [argv[0] for argv in calls]
-    assert whats == ["step", "fused", "prefix", "peer", "gelu", "scaling", "scaling", "progress", "summary"]
+    assert whats == ["step", "fused", "prefix", "peer", "gelu", "generate", "scaling", "scaling", "progress", "summary"]
     assert all(argv[argv.index("--threads") + 1] == "3" for argv in calls[:-1])
     assert all(argv[argv.index("--out") + 1] == "/tmp/x" for argv in calls)
-    assert ["--model", "gpt2-small"] == calls[6][1:3]
+    assert ["--model", "gpt2-small"] == calls[7][1:3]
+
+
+def test_generate_rows_name_each_ratio_and_the_goal():
+    from benchmarks.summary import generate_rows
+
+    rows = generate_rows([
+        {"model": "toy", "method": "dynscalar", "batch": 8, "prompt_tokens": 17, "new_tokens": 16,
+         "hooked_over_plain": 1.2, "noop_over_plain": 1.01},
+        {"model": "gpt2-small", "method": "activscalar", "batch": 8, "prompt_tokens": 20, "new_tokens": 16,
+         "hooked_over_plain": 1.05, "noop_over_plain": 1.0},
+        {"model": "toy", "batch": 16, "positions": 17, "answer_tokens": 3, "multi_over_single": 1.07},
+    ])  # fmt: skip
+    assert len(rows) == 5
+    assert "1.200" in rows[0] and "**not met**" in rows[0] and "≤ 1.1" in rows[0]
+    assert "1.050" in rows[2] and "| met |" in rows[2]
+    assert "answers of 3 tokens" in rows[4] and "1.070" in rows[4]

@@ -35,6 +35,7 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 EVALUATE_CONF_DIR = CONF_DIR / "evaluate"
 # keys that pick summarize.yaml / generalization.yaml / generate.yaml
 EVALUATE_MODES = {"sweep": "summarize", "generalization": "generalization", "generate": "generate"}
+MODE_VALUES = {"sweep": "<dir>", "generalization": "<runs>", "generate": "<run>"}
 REMOTE_LAUNCHERS = ("slurm", "submitit_slurm")  # their jobs' GPUs are not this machine's
 # Hydra's command-line flags that take the next word as their value.
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd",
@@ -62,7 +63,8 @@ def entry_config(argv: list[str], entry: str) -> tuple[Path, str]:
         return CONF_DIR, "train"
     modes = [key for key in EVALUATE_MODES if argv_value(argv, key) is not None]
     if len(modes) > 1:
-        raise ConfigError(f"pass one of {', '.join(f'{m}=' for m in modes)}, not {'both' if len(modes) == 2 else 'several'}")
+        given = " or ".join(f"{m}={MODE_VALUES[m]}" for m in modes)
+        raise ConfigError(f"pass either {given}, not {'both' if len(modes) == 2 else 'all of them'}")
     return EVALUATE_CONF_DIR, EVALUATE_MODES[modes[0]] if modes else "evaluate"
 
 

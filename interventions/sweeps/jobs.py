@@ -54,7 +54,7 @@ ADDED_DEFAULTS = {"task": {"multi_token": False}, "generation_eval": False}
 
 
 def with_added_defaults(config: dict) -> dict:
-    """`config` (a recorded identity) with ADDED_DEFAULTS filled in where it lacks them."""
+    """`config` (an identity) with ADDED_DEFAULTS filled in where it lacks them."""
     out = dict(config)
     for key, default in ADDED_DEFAULTS.items():
         if isinstance(default, dict):
@@ -103,7 +103,7 @@ def same_results(old: dict | None, new: dict) -> bool:
     if not isinstance(old, dict):
         return False
     if all(k in new for k in ("intervention", "objective")):
-        old = with_added_defaults(old)
+        old, new = with_added_defaults(old), with_added_defaults(new)
         return all(old.get(k) == new.get(k) for k in RESULT_KEYS)
     return old == new
 

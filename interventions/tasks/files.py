@@ -25,9 +25,9 @@ def _point(record, where: str) -> DataPoint:
     bad = [f for f in FIELDS if not isinstance(record[f], str)]
     if bad:
         raise TaskError(f"{where}: field {bad[0]!r} must be a string, got {record[bad[0]]!r}")
-    empty = [f for f in FIELDS if not record[f].strip()]
+    empty = [f for f in ("correct", "wrong") if not record[f].strip()]  # an empty prompt: `check_points`
     if empty:
-        raise TaskError(f"{where}: field {empty[0]!r} is empty")
+        raise TaskError(f"{where}: field {empty[0]!r} is empty; each answer needs at least one token")
     corrupted = record.get("corrupted") or None  # optional: for activpatch / attrpatch
     if corrupted is not None and not isinstance(corrupted, str):
         raise TaskError(f"{where}: field 'corrupted' must be a string, got {corrupted!r}")
