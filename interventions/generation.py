@@ -11,11 +11,12 @@ of a batch run in one forward (copy k of the batch steered with β_k); a padded 
 the same tokens as each prompt alone (tests/test_generation.py).
 
 No key-value cache: each step runs the whole sequence again, unembedding only its last
-position. TransformerBridge's cache (`return_type="logits_and_cache"`, and its own
-`generate(use_past_kv_cache=True)`) gives logits 0.1-0.2 away from the uncached forward on
-random GPT-2 and Llama models in TransformerLens 4.x, while Hugging Face's own cache agrees
-to 1e-7 (tests/test_generation.py keeps the measurement); steered tokens would then depend
-on the cache, not on the intervention.
+position. TransformerBridge (TransformerLens 4.x) returns an empty cache from
+`return_type="logits_and_cache"` (length 0 after the prompt), so a cached step attends to
+itself alone and its logits are 0.1-0.2 away from the full forward's on random GPT-2 and
+Llama models, while Hugging Face's own cache agrees to 1e-7; its `generate(use_past_kv_cache=True)`
+gives other tokens than without the cache too (tests/test_generation.py keeps the
+measurement).
 
     >>> rows = generate(model, method, ["The capital of France is"], betas=(-1, 0, 1), max_new_tokens=5)
 """

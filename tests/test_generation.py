@@ -205,15 +205,17 @@ def test_generation_flip_accuracy_by_hand(tiny_model):
 
 @pytest.mark.parametrize("kind", ["hf_gpt2", "hf_llama"])
 def test_bridge_kv_cache_still_disagrees_with_the_full_forward(request, kind):
-    """Why generation does not use TransformerBridge's key-value cache (generation.py): its
-    cached logits differ from the full forward's by far more than rounding. If this fails,
-    the cache was fixed upstream and generation can use it."""
+    """Why generation does not use TransformerBridge's key-value cache (generation.py): the
+    cache it returns after the prompt is empty, so the cached step's logits differ from the
+    full forward's by far more than rounding. If this fails, the cache was fixed upstream
+    and generation can use it."""
     model = request.getfixturevalue(kind)
     ids = torch.tensor(prompt_token_ids(model, PROMPTS[:1]))
     ext = torch.cat([ids, torch.tensor([[11, 12]])], 1)
     with torch.no_grad():
         full = model(ext)
         _, cache = model(ext[:, : ids.shape[1]], return_type="logits_and_cache", use_cache=True)
+        assert cache.get_seq_length() == 0  # nothing of the prompt was cached
         step, _ = model(ext[:, ids.shape[1] : ids.shape[1] + 1], return_type="logits_and_cache", past_key_values=cache,
                         attention_mask=torch.ones(1, ids.shape[1] + 1, dtype=torch.long))  # fmt: skip
     assert float((step[0, -1] - full[0, ids.shape[1]]).abs().max()) > 1e-3
