@@ -48,11 +48,37 @@ def versions() -> dict:
     return out
 
 
+PROBE_TOKENS, PROBE_VALUES = 8, 16
+
+
+def probe_ids(d_vocab: int) -> torch.Tensor:
+    """[1, 8] a fixed token sequence whose clean logits identify a model across wrappers."""
+    return (torch.arange(1, PROBE_TOKENS + 1) * 7919 % d_vocab)[None]
+
+
+@torch.no_grad()
+def model_probe(model) -> list[float]:
+    """The first logits at the last position of `probe_ids`: a fingerprint that a plain Hugging
+    Face model of the same weights reproduces (`hf.apply` checks it; the weight hash cannot
+    be read off a model without TransformerBridge's names)."""
+    logits = model(probe_ids(model.cfg.d_vocab).to(model_device(model)))[0, -1]
+    return [round(float(v), 5) for v in logits[:PROBE_VALUES]]
+
+
+def probe_matches(logits: torch.Tensor, probe: list[float]) -> bool:
+    """Whether logits [vocab] agree with a recorded probe to 1e-3 of their scale (the fused
+    GELU and the wrappers move them by about 1e-6)."""
+    want = torch.tensor(probe)
+    got = logits[: len(probe)].detach().float().cpu()
+    return bool(((got - want).abs() <= 1e-3 * (1 + want.abs().max())).all())
+
+
 def model_identity(model, name: str) -> dict:
     cfg = model.cfg
     return {
         "name": name,
         "fingerprint": model_fingerprint(model),
+        "probe": model_probe(model),
         "config": {k: getattr(cfg, k, None) for k in ("n_layers", "n_heads", "d_model", "d_head", "d_mlp", "d_vocab")},
     }
 

@@ -1,0 +1,174 @@
+"""An export applied to a plain Hugging Face model, with PyTorch hooks (no TransformerLens).
+
+    >>> from transformers import AutoModelForCausalLM
+    >>> hf_model = AutoModelForCausalLM.from_pretrained(folder)
+    >>> iv = load_intervention("outputs/latest")
+    >>> with interventions.hf.apply(hf_model, iv, beta=-1.0):
+    ...     out = hf_model.generate(**tokenizer(prompts, return_tensors="pt", padding=True), max_new_tokens=10)
+
+Each site hooks the Hugging Face module whose output TransformerLens's hook point reads:
+`attnOut` the attention module's output, `mlpOut` the MLP's, `residPost` the decoder
+layer's, and `z` (and ActivScalar's or DynScalar's `o`, which act on z) the input of the
+attention's output projection, seen as [batch, pos, heads, d_head]. SteerVec's `o` adds to
+the attention output. `v` lives inside the attention module and is refused. The method's own
+hook functions run on those tensors, so the arithmetic is the bridge's.
+
+Positions follow docs/method.md §7, counted from each row's first real token: a
+pre-forward hook on the model reads each call's attention mask (or, without one, the
+key-value cache's length), so `hf_model.generate` with its cache and a left-padded batch
+gets the same positions as the bridge's generation.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from interventions.errors import ExportError, LengthError
+from interventions.export import Intervention, probe_ids, probe_matches
+from interventions.forward import positions_of
+from interventions.sites import parse_hook
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where an architecture's modules are: the decoder layers (a dotted path from the model),
+    and inside each layer the attention, the MLP and the attention's output projection."""
+
+    layers: str
+    attention: str
+    mlp: str
+    out_proj: str
+
+
+LAYOUTS = {
+    "gpt2": Layout("transformer.h", "attn", "mlp", "attn.c_proj"),
+    "gpt_neox": Layout("gpt_neox.layers", "attention", "mlp", "attention.dense"),
+    "llama": Layout("model.layers", "self_attn", "mlp", "self_attn.o_proj"),
+}
+HOOKED = {"attn_out": "the attention's output", "mlp_out": "the MLP's output", "resid_post": "the layer's output",
+          "z": "the attention output projection's input"}  # fmt: skip
+
+
+def layout_of(hf_model) -> Layout:
+    """The module layout of `hf_model`'s architecture, or one ExportError line."""
+    kind = getattr(getattr(hf_model, "config", None), "model_type", type(hf_model).__name__)
+    if kind not in LAYOUTS:
+        raise ExportError(f"interventions.hf does not know the {kind!r} architecture yet; supported: "
+                          f"{', '.join(LAYOUTS)} (apply the export through load_model's TransformerBridge instead)")  # fmt: skip
+    return LAYOUTS[kind]
+
+
+def check_same_model(hf_model, iv: Intervention) -> None:
+    """Refuse a model whose clean logits on the export's probe differ from the model it was
+    trained on (the weights' fingerprint of the bridge cannot be read off a plain model)."""
+    if "probe" not in iv.meta["model"]:
+        raise ExportError(f"{iv.path} was written before exports recorded a probe of their model's logits, so "
+                          "interventions.hf cannot check the model; pass check_model=False if it is the same model")  # fmt: skip
+    device = next(hf_model.parameters()).device
+    with torch.no_grad():
+        logits = hf_model(probe_ids(iv.meta["model"]["config"]["d_vocab"]).to(device)).logits[0, -1]
+    if not probe_matches(logits, iv.meta["model"]["probe"]):
+        raise ExportError(f"{iv.path} was trained on model {iv.meta['model']['name']!r}, and this model's logits differ "
+                          "from it on the export's probe; load the same weights, or pass check_model=False")  # fmt: skip
+
+
+def w_o(hf_model, layout: Layout, n_heads: int) -> torch.Tensor:
+    """[n_layers, n_heads, d_head, d_model] the attention output projections, as the bridge's W_O."""
+    out = []
+    for block in hf_model.get_submodule(layout.layers):
+        proj = block.get_submodule(layout.out_proj)
+        weight = proj.weight if hasattr(proj, "nf") else proj.weight.T  # GPT-2's Conv1D stores [in, out]
+        out.append(weight.detach().reshape(n_heads, -1, weight.shape[-1]))
+    return torch.stack(out)
+
+
+def _output_hook(fn):
+    def hook(module, args, output):
+        if isinstance(output, tuple):
+            return (fn(output[0]), *output[1:])
+        return fn(output)
+
+    return hook
+
+
+def _z_hook(fn, n_heads: int):
+    def hook(module, args):
+        x = args[0]
+        return (fn(x.view(*x.shape[:-1], n_heads, -1)).reshape(x.shape), *args[1:])
+
+    return hook
+
+
+def _positions_hook(method, trained: int | None):
+    """A pre-forward hook on the model: each call's token positions from its attention mask
+    (or the cache's length), for position-tied methods; the prompt's length checked."""
+
+    def hook(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None:
+            ids = kwargs["inputs_embeds"]
+        steps, mask = ids.shape[1], kwargs.get("attention_mask")
+        cache = kwargs.get("past_key_values", kwargs.get("cache"))  # transformers 5 names it `cache`
+        past = cache.get_seq_length() if cache is not None else 0
+        if mask is not None and mask.dim() == 2:
+            positions = positions_of(mask.long())[:, -steps:]
+        else:
+            positions = (past + torch.arange(steps, device=ids.device))[None]
+        if trained is not None and past == 0:
+            lengths = positions.max(1).values + 1
+            if bool((lengths != trained).any()):
+                got = int(lengths[lengths != trained][0])
+                raise LengthError(f"this {method.name} intervention is tied to {trained}-token prompts but got a "
+                                  f"{got}-token prompt; use prompts of the trained template", trained=trained, got=got)  # fmt: skip
+        method.position_ids = positions
+
+    return hook
+
+
+@contextmanager
+def apply(hf_model, iv: Intervention, beta: float | torch.Tensor = 1.0, check_model: bool = True,
+          positions_beyond: str = "none"):  # fmt: skip
+    """Attach `iv`'s hooks to a plain Hugging Face causal LM for the duration of the block.
+
+    Args:
+        hf_model: e.g. `AutoModelForCausalLM.from_pretrained(folder)` of a supported
+            architecture (`LAYOUTS`).
+        iv: a loaded export (`load_intervention`).
+        beta: the steering strength, a float or a tensor [batch].
+        check_model: refuse a model whose logits on the export's probe differ.
+        positions_beyond: "none" or "last" (docs/method.md §7), for position-tied methods.
+
+    Hooks are removed on exit, also when the block raises. Works inside `hf_model.generate`
+    (with its key-value cache and left padding).
+    """
+    layout = layout_of(hf_model)
+    if check_model:
+        check_same_model(hf_model, iv)
+    method = iv.method.to(next(hf_model.parameters()).device)
+    n_heads = iv.meta["model"]["config"]["n_heads"]
+    if "o" in method.grid.sites:
+        method.W_O = w_o(hf_model, layout, n_heads)
+    blocks = hf_model.get_submodule(layout.layers)
+    with ExitStack() as stack:
+        stack.enter_context(method.at_positions(torch.zeros(1, 1, dtype=torch.long), positions_beyond))
+        trained = method.grid.seq_len if method.position_tied else None
+        handles = [hf_model.register_forward_pre_hook(_positions_hook(method, trained), with_kwargs=True)]
+        stack.callback(lambda: [h.remove() for h in handles])
+        for name, fn in method.hooks(beta):
+            short, layer = parse_hook(name)
+            block = blocks[layer]
+            if short == "attn_out":
+                handles.append(block.get_submodule(layout.attention).register_forward_hook(_output_hook(fn)))
+            elif short == "mlp_out":
+                handles.append(block.get_submodule(layout.mlp).register_forward_hook(_output_hook(fn)))
+            elif short == "resid_post":
+                handles.append(block.register_forward_hook(_output_hook(fn)))
+            elif short == "z":
+                handles.append(block.get_submodule(layout.out_proj).register_forward_pre_hook(_z_hook(fn, n_heads)))
+            else:
+                raise ExportError(f"site {name!r}: interventions.hf hooks {', '.join(HOOKED.values())}; the values "
+                                  "(v) are computed inside the attention module, where no module boundary can be hooked")  # fmt: skip
+        yield hf_model

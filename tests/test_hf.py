@@ -1,0 +1,148 @@
+"""interventions.hf: an export applied to a plain Hugging Face model equals the bridge's apply,
+inside `generate` too (key-value cache, left padding), on random GPT-2, GPT-NeoX and Llama."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import hub_offline, save_tiny_gpt2
+
+from interventions import hf
+from interventions.errors import ExportError, LengthError
+from interventions.export import load_intervention, save_intervention
+from interventions.generation import generate_tokens, left_padded
+from interventions.methods import METHODS
+from interventions.models import load_model
+from interventions.sites import build_grid
+from interventions.tasks.tokenize import prompt_token_ids
+
+PROMPTS = ["The capital of France is", "When Mary and John went to the store , John gave", "Q: Which city ? A:"]
+KINDS = ["gpt2", "neox", "llama"]
+
+
+def _save(folder, tokenizer, kind: str, seed: int):
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    if kind == "gpt2":
+        save_tiny_gpt2(folder, tokenizer, seed=seed, n_layer=3)
+        return
+    sizes = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+                 vocab_size=len(tokenizer), max_position_embeddings=64)  # fmt: skip
+    config, cls = (GPTNeoXConfig(**sizes), GPTNeoXForCausalLM) if kind == "neox" else \
+        (LlamaConfig(num_key_value_heads=2, **sizes), LlamaForCausalLM)  # fmt: skip
+    torch.manual_seed(seed)
+    cls(config).eval().save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def pair(request, tmp_path_factory, toy_tokenizer):
+    """(bridge, plain Hugging Face model, architecture) over the same random weights."""
+    from transformers import AutoModelForCausalLM
+
+    folder = tmp_path_factory.mktemp(f"hf_{request.param}")
+    _save(folder, toy_tokenizer, request.param, seed=3)
+    with pytest.MonkeyPatch.context() as mp:
+        hub_offline(mp)
+        bridge = load_model(str(folder))[0]
+        plain = AutoModelForCausalLM.from_pretrained(str(folder)).eval()
+    return bridge, plain, request.param
+
+
+def export(bridge, tmp_path, name: str, sites, seq_len: int | None, scale: float = 0.5):
+    grid = build_grid(bridge.cfg, sites=sites, positions=None if name == "dynscalar" else "all", seq_len=seq_len)
+    method = METHODS[name](grid, bridge.cfg, bridge.W_O)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in method.params.values():
+            p.copy_(torch.randn(p.shape, generator=generator) * scale)
+    save_intervention(tmp_path, method, bridge, "tiny", {})
+    return load_intervention(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["activscalar", "steervec", "dynscalar"])
+@pytest.mark.parametrize("sites", [["attnOut", "mlpOut", "residPost"], ["z", "o"]])
+def test_logits_equal_the_bridges_apply(pair, tmp_path, name, sites):
+    bridge, plain, _ = pair
+    ids = torch.tensor(prompt_token_ids(bridge, [PROMPTS[0], "The capital of Spain is"]))
+    iv = export(bridge, tmp_path, name, sites, ids.shape[1])
+    beta = torch.tensor([1.0, -0.5])
+    with torch.no_grad():
+        with iv.apply(bridge, beta):
+            want = bridge(ids)
+        with hf.apply(plain, iv, beta):
+            got = plain(ids).logits
+        clean = plain(ids).logits
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert (got - clean).abs().max() > 1e-2  # the hooks act
+    torch.testing.assert_close(plain(ids).logits, clean)  # and are gone
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_generate_with_its_cache_equals_the_bridges_generation(pair, tmp_path, use_cache):
+    """DynScalar in `hf_model.generate` on a left-padded batch of three lengths (greedy, with
+    and without Hugging Face's key-value cache) gives the bridge's tokens at each β."""
+    bridge, plain, _ = pair
+    iv = export(bridge, tmp_path, "dynscalar", ["attnOut", "mlpOut", "z"], None, scale=2.0)
+    ids = prompt_token_ids(bridge, PROMPTS)
+    input_ids, mask = left_padded(ids, pad=0)
+    for beta in (-1.0, 1.0):
+        want = generate_tokens(bridge, iv.method, ids, (beta,), 6)[0]
+        with hf.apply(plain, iv, beta):
+            out = plain.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
+                                 use_cache=use_cache, pad_token_id=0, eos_token_id=None)  # fmt: skip
+        assert torch.equal(out[:, input_ids.shape[1] :], want), beta
+
+
+@pytest.mark.parametrize("beyond", ["none", "last"])
+@pytest.mark.parametrize("name", ["activscalar", "steervec"])
+def test_position_tied_generation_inside_generate(pair, tmp_path, name, beyond):
+    bridge, plain, _ = pair
+    ids = prompt_token_ids(bridge, PROMPTS[:1])
+    iv = export(bridge, tmp_path, name, ["residPost"], len(ids[0]), scale=0.5 if name == "activscalar" else 2.0)
+    want = generate_tokens(bridge, iv.method, ids, (1.0,), 5, positions_beyond=beyond)[0]
+    with hf.apply(plain, iv, 1.0, positions_beyond=beyond):
+        out = plain.generate(input_ids=torch.tensor(ids), max_new_tokens=5, do_sample=False, pad_token_id=0,
+                             eos_token_id=None)  # fmt: skip
+    assert torch.equal(out[:, len(ids[0]) :], want)
+    with hf.apply(plain, iv, 1.0), pytest.raises(LengthError, match=f"tied to {len(ids[0])}-token prompts"):
+        plain(torch.tensor(prompt_token_ids(bridge, PROMPTS[1:2])))
+
+
+def test_checks_and_refusals(pair, tmp_path, toy_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    bridge, plain, kind = pair
+    ids = torch.tensor(prompt_token_ids(bridge, PROMPTS[:1]))
+    iv = export(bridge, tmp_path / "a", "activscalar", ["attnOut"], ids.shape[1])
+    other_folder = tmp_path / "other"
+    _save(other_folder, toy_tokenizer, kind, seed=9)
+    other = AutoModelForCausalLM.from_pretrained(str(other_folder)).eval()
+    with pytest.raises(ExportError, match="logits differ"):
+        with hf.apply(other, iv):
+            pass
+    with hf.apply(other, iv, check_model=False):
+        other(ids)
+    del iv.meta["model"]["probe"]  # an export written before probes were recorded
+    with pytest.raises(ExportError, match="check_model=False"):
+        with hf.apply(plain, iv):
+            pass
+    v = export(bridge, tmp_path / "v", "activscalar", ["v"], ids.shape[1])
+    with pytest.raises(ExportError, match="v"):
+        with hf.apply(plain, v):
+            pass
+    clean = plain(ids).logits
+    with pytest.raises(RuntimeError, match="boom"):
+        with hf.apply(plain, iv, check_model=False):
+            raise RuntimeError("boom")
+    torch.testing.assert_close(plain(ids).logits, clean)
+    assert iv.method.position_ids is None
+
+
+def test_an_unknown_architecture_is_one_line(tmp_path, toy_tokenizer):
+    from transformers import GPTJConfig, GPTJForCausalLM
+
+    model = GPTJForCausalLM(GPTJConfig(n_embd=32, n_layer=1, n_head=2, rotary_dim=8, vocab_size=len(toy_tokenizer)))
+    with pytest.raises(ExportError, match="'gptj' architecture") as error:
+        hf.layout_of(model)
+    assert "\n" not in str(error.value)
