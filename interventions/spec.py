@@ -30,10 +30,11 @@ from interventions.toyworld.world import BIAS_PAIRS, TEMPLATES
 # Every method by its configuration name, with its display label (interventions.methods
 # holds the implementations under the same names; a test keeps the two equal).
 METHOD_LABELS = {
-    "activscalar": "ActivScalar", "steervec": "SteerVec", "dynscalar": "DynScalar", "activpatch": "activation patching",
+    "activscalar": "ActivScalar", "steervec": "SteerVec", "steervec_shared": "SteerVec (shared by all positions)",
+    "dynscalar": "DynScalar", "activpatch": "activation patching",
     "attrpatch": "attribution patching", "dla": "DLA", "obsprop_steer": "obsprop steering",
 }  # fmt: skip
-TRAINED_METHODS = ("activscalar", "steervec", "dynscalar")  # the others fit themselves, training-free
+TRAINED_METHODS = ("activscalar", "steervec", "steervec_shared", "dynscalar")  # the others fit themselves, training-free
 INITS = ("normal", "zeros", "obsprop")
 TOY_TASKS = tuple(TEMPLATES)  # the toy world's generated tasks
 FILE_TASKS = ("jsonl", "csv")  # a user's data file

@@ -1,4 +1,5 @@
-"""Intervention methods behind one interface (`Method`): ActivScalar, SteerVec, DynScalar,
+"""Intervention methods behind one interface (`Method`): ActivScalar, SteerVec (tied to
+positions, or shared by all positions: SharedSteerVec), DynScalar,
 and the training-free baselines that fit themselves (activpatch, attrpatch, dla,
 obsprop_steer).
 
@@ -13,12 +14,12 @@ from interventions.methods.base import INITS, Method
 from interventions.methods.baselines import DLA, ActivPatch, AttrPatch
 from interventions.methods.dynscalar import DynScalar
 from interventions.methods.obsprop_steer import ObsPropSteer
-from interventions.methods.steervec import SteerVec
+from interventions.methods.steervec import SharedSteerVec, SteerVec
 from interventions.obsprop.inits import obsprop_init
 
 INITS["obsprop"] = obsprop_init
 METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (ActivScalar, SteerVec, DynScalar, ActivPatch, AttrPatch, DLA, ObsPropSteer)
+    cls.name: cls for cls in (ActivScalar, SteerVec, SharedSteerVec, DynScalar, ActivPatch, AttrPatch, DLA, ObsPropSteer)
 }
 
-__all__ = ["METHODS", "Method", "ActivScalar", "SteerVec", "DynScalar", "ObsPropSteer", "INITS"]
+__all__ = ["METHODS", "Method", "ActivScalar", "SteerVec", "SharedSteerVec", "DynScalar", "ObsPropSteer", "INITS"]

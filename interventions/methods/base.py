@@ -79,6 +79,7 @@ class Method(nn.Module):
     position_tied: bool = True
     scalar: bool = True  # parameters are scalars per location (heatmaps, scalars.csv)
     trained: bool = True  # False: parameters come from attribution scores, not gradient descent
+    dynamic: bool = False  # True: the applied value depends on the activation (DynScalar's α = gᵀh/‖h‖)
     # True: each location's parameter is a vector (its last axis), as for SteerVec's v and
     # DynScalar's g; False: one scalar per location (ActivScalar's α)
     vector_param: bool = False

@@ -25,6 +25,7 @@ class DynScalar(Method):
     name = "dynscalar"
     vector_param = True
     position_tied = False
+    dynamic = True
 
     def param_shape(self, site, cfg):
         width = site_width(site, cfg)

@@ -1,8 +1,10 @@
-"""SteerVec: h̃ = h + β v, one vector v ∈ R^D per location (docs/method.md §3; the baseline).
+"""SteerVec: h̃ = h + β v, one vector v ∈ R^D per location (docs/method.md §3; the baseline),
+and SharedSteerVec: one vector per (site, layer) added at every position.
 
-Parameters per (site, layer): [P, D] for residual sites, [P, H', d_head] for z and v,
-[P, H', d_model] for o (added to the attention output: the sum of the heads' outputs).
-|θ| = |K| · D.
+SteerVec's parameters per (site, layer): [P, D] for residual sites, [P, H', d_head] for z
+and v, [P, H', d_model] for o (added to the attention output: the sum of the heads'
+outputs). |θ| = |K| · D. SharedSteerVec drops the position axis: [D], [H', d_head] or
+[H', d_model].
 """
 
 from __future__ import annotations
@@ -43,3 +45,26 @@ class SteerVec(Method):
             return h + beta_view(beta, h) * self.delta(site, layer, h)
 
         return additive_hook(site, layer), hook
+
+
+class SharedSteerVec(SteerVec):
+    """h̃_{l,i} = h_{l,i} + β v_l at every position i: one vector per (site, layer), as
+    contrastive activation addition and llama.cpp's control vectors add them. Not tied to
+    positions, so it applies to prompts of any length and to generated tokens, and its
+    residPost vectors export to a llama.cpp control vector (`interventions.controlvector`)."""
+
+    name = "steervec_shared"
+    position_tied = False
+
+    def param_shape(self, site, cfg):
+        width = site_width(site, cfg)
+        return (len(self.grid.head_indices), width) if site in HEAD_SITES else (width,)
+
+    def delta(self, site: str, layer: int, h: torch.Tensor) -> torch.Tensor:
+        """v, broadcast over h's batch and positions: [D], or [heads, d_head] for z and v."""
+        v = self.param(site, layer)
+        if site == "o":
+            return v.sum(-2)
+        if site in HEAD_SITES:
+            return self.full_heads(v, h.shape[2], -2)
+        return v

@@ -193,7 +193,7 @@ def _answer_directions(model, method_name: str, observable, tensors: dict | None
     cancels = bool(u_mean.norm() < 0.1 * typical)
     if probe == "auto" and cancels:
         probe = "projection"
-    if cancels and (method_name == "steervec" or (method_name == "dynscalar" and probe == "feature")):
+    if cancels and (method_name in ("steervec", "steervec_shared") or (method_name == "dynscalar" and probe == "feature")):
         warnings.warn(
             f"init=obsprop: the task's answer pairs nearly cancel (‖mean direction‖ = "
             f"{float(u_mean.norm()):.3g} vs {float(typical):.3g} per point), so {method_name}'s one "
@@ -206,7 +206,7 @@ def _answer_directions(model, method_name: str, observable, tensors: dict | None
 @torch.no_grad()
 def _fill(method, scale: float, probe: str, mean_dirs: dict, stats, dyn, probes) -> None:
     """Write the initial values into `method`'s parameters, scaled to `scale`."""
-    if method.name == "steervec":
+    if method.name in ("steervec", "steervec_shared"):  # the same direction at every position
         for (s, l), g in mean_dirs.items():
             p = method.param(s, l)
             p.copy_((scale * g).to(p.dtype).expand_as(p))

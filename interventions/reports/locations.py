@@ -1,7 +1,8 @@
 """One value per location of an intervention, for scalars.csv and heatmaps.
 
     ActivScalar  α
-    SteerVec     ‖v‖₂ (the vector's norm)
+    SteerVec     ‖v‖₂ (the vector's norm); shared by all positions: one value per (site, layer),
+                 at position "" labelled "every position"
     DynScalar    the mean α = gᵀh/‖h‖ over the given prompts' clean activations, per
                  position (prompts of one length: positions carry their tokens)
 
@@ -63,7 +64,7 @@ def _gradient_flag(method: Method, site: str, layer: int, i: int, j: int | None)
 def location_rows(method: Method, model=None, batch: dict | None = None, tokens: list[str] | None = None) -> list[dict]:
     """Rows (layer, site, position, token, head, value); DynScalar needs `model` and `batch`."""
     grid = method.grid
-    if method.name == "dynscalar" or not method.position_tied:
+    if method.dynamic:
         if model is None or batch is None:
             raise ValueError("a dynamic method's values need a model and a batch of prompts")
         values = {k: v.cpu() for k, v in dynamic_alpha(method, model, batch).items()}
@@ -74,9 +75,13 @@ def location_rows(method: Method, model=None, batch: dict | None = None, tokens:
         for site in grid.sites:
             for layer in grid.layers:
                 p = method.param(site, layer).detach().cpu()
-                values[(site, layer)] = p if method.scalar else p.norm(dim=-1)
-        positions = list(grid.positions)
-        labels = list(grid.tokens) if grid.tokens else [str(p) for p in positions]
+                p = p if method.scalar else p.norm(dim=-1)
+                values[(site, layer)] = p if method.position_tied else p[None]  # one "position": every one
+        if method.position_tied:
+            positions = list(grid.positions)
+            labels = list(grid.tokens) if grid.tokens else [str(p) for p in positions]
+        else:
+            positions, labels = [""], ["every position"]
     rows = []
     heads = grid.head_indices
     for (site, layer), v in values.items():

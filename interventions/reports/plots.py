@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-VALUE_LABEL = {"activscalar": "α", "steervec": "‖v‖", "dynscalar": "mean α"}
+VALUE_LABEL = {"activscalar": "α", "steervec": "‖v‖", "steervec_shared": "‖v‖", "dynscalar": "mean α"}
 NO_GRADIENT_MARK = "×"
 NO_GRADIENT_NOTE = f"{NO_GRADIENT_MARK}: no gradient reached this location in training; its value is its initialisation"
 
@@ -45,7 +45,7 @@ def heatmap(rows: list[dict], method: str, title: str = "", caption: str = "") -
     labels = {r["position"]: r["token"] for r in rows}
     panels = [_panel_grid(rows, site, positions) for site in sites]
     limit = max((float(np.nanmax(np.abs(v))) for _, v, _ in panels if np.isfinite(v).any()), default=0.0) or 1.0
-    cmap, vmin = ("viridis", 0.0) if method == "steervec" else ("RdBu_r", -limit)
+    cmap, vmin = ("viridis", 0.0) if method in ("steervec", "steervec_shared") else ("RdBu_r", -limit)
     width = max(4.0, 0.45 * len(positions) + 2) * len(sites)
     fig, axes = plt.subplots(1, len(sites), figsize=(width, 4.6), squeeze=False)
     any_untrained = False

@@ -59,6 +59,8 @@ def location_values(module: InterventionModule, dm: TaskDataModule, split: str) 
         caption = (f"token labels: the prompt the intervention's {method.grid.seq_len} positions were trained on "
                    "(train data point 0)")  # fmt: skip
         return location_rows(method), caption
+    if not method.dynamic:
+        return location_rows(method), "values: ‖v‖ of each layer's one vector, added at every position"
     batch, first = one_length_prompts(dm, split)
     batch = {k: v.to(module.device) for k, v in batch.items()}
     n, length = batch["input_ids"].shape

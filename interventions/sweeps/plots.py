@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from interventions.spec import method_label  # noqa: E402
 from interventions.sweeps.pareto import FRONTS, front_order  # noqa: E402
 
-METHOD_COLORS = {"activscalar": "tab:blue", "steervec": "tab:orange", "dynscalar": "tab:green"}
+METHOD_COLORS = {"activscalar": "tab:blue", "steervec": "tab:orange", "steervec_shared": "tab:red", "dynscalar": "tab:green"}
 
 
 def plot_front(records: list[dict], front: str, title: str | None = None):
