@@ -25,13 +25,17 @@ def export_task(iv: Intervention) -> TaskSpec:
 
 
 def exported_model(iv: Intervention, spec: ModelSpec, check: bool = True, cache: dict | None = None):
-    """The frozen model `iv` is applied to: `spec.name`, else the export's own model (loaded
-    once per name into `cache` if given); refuses a model whose weights differ from the
-    export's unless `check` is false. The export is moved to the model's device."""
+    """The frozen model `iv` is applied to: `spec.name`, else the export's own model in the
+    precision it was trained in unless `spec.dtype` says another (loaded once per name into
+    `cache` if given); refuses a model whose weights differ from the export's unless `check`
+    is false. The export is moved to the model's device."""
     name = spec.name or iv.meta["model"]["name"]
+    options = spec.load_options()
+    if spec.name is None and spec.dtype == "float32":  # the export's own model, in the precision it was trained in
+        options["dtype"] = iv.meta["model"].get("dtype", "float32")
     cache = {} if cache is None else cache
     if name not in cache:
-        cache[name] = load_model(name, **spec.load_options())[0]
+        cache[name] = load_model(name, **options)[0]
     model = cache[name]
     if check:
         iv.check_model(model)

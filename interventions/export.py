@@ -79,6 +79,7 @@ def model_identity(model, name: str) -> dict:
         "name": name,
         "fingerprint": model_fingerprint(model),
         "probe": model_probe(model),
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),  # the precision it ran in
         "config": {k: getattr(cfg, k, None) for k in ("n_layers", "n_heads", "d_model", "d_head", "d_mlp", "d_vocab")},
     }
 

@@ -211,7 +211,7 @@ def repeated_batch_logits(
             resid_pre [B, pos, d_model] when the prefix is skipped.
         share_attention: False runs every copy's attention (the benchmark's ablation).
     Returns:
-        [reps · B, d_vocab].
+        [reps · B, d_vocab], float32 whatever the model's precision (the objective's).
     """
     hooks = list(fwd_hooks or [])
     rows = batch["input_ids"].shape[0]
@@ -225,10 +225,10 @@ def repeated_batch_logits(
         resid = embeddings(model, batch["input_ids"])
     if resid is None:
         input_ids, mask = batch["input_ids"].repeat(reps, 1), batch["attention_mask"].repeat(reps, 1)
-        return last_position_logits(model, input_ids, mask, last_index, hooks, skip_unread)
+        return last_position_logits(model, input_ids, mask, last_index, hooks, skip_unread).float()
     if share:
         hooks = shared_attention_hooks(start, rows, reps) + hooks
-    return last_position_logits_from(model, resid.repeat(reps, 1, 1), start, last_index, hooks, skip_unread)
+    return last_position_logits_from(model, resid.repeat(reps, 1, 1), start, last_index, hooks, skip_unread).float()
 
 
 def steered_logits(model, method, batch: dict, betas=(1.0, -1.0), extra_hooks=(), prefix_layer: int = 0,
@@ -304,7 +304,8 @@ def answer_tails(model, batch: dict, betas=(1.0, -1.0), method=None, extra_hooks
         hooks, positions = [*steering, *hooks], method.at_positions(position_ids)
     with positions, model.hooks(fwd_hooks=hooks):
         logits = model(ids, attention_mask=mask)  # [k·2B, A, vocab]
-    logp = torch.log_softmax(logits.float(), -1).gather(-1, answers.repeat(k, 1)[..., None])[..., 0]
+    logits = logits.float()  # the objective in float32 whatever the model's precision
+    logp = torch.log_softmax(logits, -1).gather(-1, answers.repeat(k, 1)[..., None])[..., 0]
     steps = torch.arange(answers.shape[1], device=ids.device)[None]
     rest = torch.where((steps >= 1) & (steps < lengths.repeat(k)[:, None]), logp, 0.0).sum(-1)  # [k·2B]
     b = rows // 2

@@ -30,6 +30,6 @@ class ActivScalar(Method):
 
     def site_hook(self, site: str, layer: int, beta) -> Hook:
         def hook(h, hook=None):
-            return h * self.scale_factor(site, layer, beta, h)
+            return (h * self.scale_factor(site, layer, beta, h)).to(h.dtype)  # parameters stay float32
 
         return hook_name(site, layer), hook

@@ -44,6 +44,6 @@ class DynScalar(Method):
     def site_hook(self, site: str, layer: int, beta) -> Hook:
         def hook(h, hook=None):
             alpha = self.alpha(site, layer, h)[..., None]
-            return h * (1 + beta_view(beta, h) * alpha)
+            return (h * (1 + beta_view(beta, h) * alpha)).to(h.dtype)  # parameters stay float32
 
         return hook_name(site, layer), hook

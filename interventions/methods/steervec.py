@@ -42,7 +42,7 @@ class SteerVec(Method):
 
     def site_hook(self, site: str, layer: int, beta) -> Hook:
         def hook(h, hook=None):
-            return h + beta_view(beta, h) * self.delta(site, layer, h)
+            return (h + beta_view(beta, h) * self.delta(site, layer, h)).to(h.dtype)  # parameters stay float32
 
         return additive_hook(site, layer), hook
 
