@@ -56,6 +56,7 @@ strength s applies the intervention at β = s * scale.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import tempfile
@@ -68,6 +69,8 @@ import torch
 from interventions.errors import ExportError
 from interventions.io import atomic_write_bytes
 
+# gguf's writer logs each file it writes at INFO level; the command line reports the file itself
+logging.getLogger("gguf").setLevel(logging.WARNING)
 ARCHITECTURE = "controlvector"
 KEY_MODEL_HINT = f"{ARCHITECTURE}.model_hint"
 KEY_LAYER_COUNT = f"{ARCHITECTURE}.layer_count"

@@ -7,11 +7,14 @@
     ...     out = hf_model.generate(**tokenizer(prompts, return_tensors="pt", padding=True), max_new_tokens=10)
 
 Each site hooks the Hugging Face module whose output TransformerLens's hook point reads:
-`attnOut` the attention module's output, `mlpOut` the MLP's, `residPost` the decoder
-layer's, and `z` (and ActivScalar's or DynScalar's `o`, which act on z) the input of the
-attention's output projection, seen as [batch, pos, heads, d_head]. SteerVec's `o` adds to
-the attention output. `v` lives inside the attention module and is refused. The method's own
-hook functions run on those tensors, so the arithmetic is the bridge's.
+`attnOut` the attention module's output (after the post-attention norm where the model
+has one: Gemma 2 and 3, OLMo 2), `mlpOut` the MLP's (or the mixture of experts' block; after
+the post-feedforward norm likewise), `residPost` the decoder layer's, `z` (and ActivScalar's
+or DynScalar's `o`, which act on z) the input of the attention's output projection, seen as
+[batch, pos, heads, d_head], and `v` the value projection's output [batch, pos, kv heads,
+d_head] (refused where q, k and v come from one fused projection: GPT-2, GPT-NeoX, Phi-3).
+SteerVec's `o` adds to the attention output. The method's own hook functions run on those
+tensors, so the arithmetic is the bridge's.
 
 Positions follow docs/method.md §7, counted from each row's first real token: a
 pre-forward hook on the model reads each call's attention mask (or, without one, the
@@ -35,21 +38,35 @@ from interventions.sites import parse_hook
 @dataclass(frozen=True)
 class Layout:
     """Where an architecture's modules are: the decoder layers (a dotted path from the model),
-    and inside each layer the attention, the MLP and the attention's output projection."""
+    and inside each layer the attention, the MLP (or mixture of experts) and the attention's
+    output projection. `attn_out` / `mlp_out`: the modules whose output TransformerLens's
+    hook_attn_out / hook_mlp_out read where that is not the attention / MLP itself (the post
+    norms of Gemma 2, Gemma 3 and OLMo 2). `v_proj`: the value projection, None where q, k
+    and v come from one fused projection."""
 
     layers: str
     attention: str
     mlp: str
     out_proj: str
+    v_proj: str | None = None
+    attn_out: str | None = None
+    mlp_out: str | None = None
 
 
+_DECODER = Layout("model.layers", "self_attn", "mlp", "self_attn.o_proj", "self_attn.v_proj")
+_POST_NORMED = Layout("model.layers", "self_attn", "mlp", "self_attn.o_proj", "self_attn.v_proj",
+                      "post_attention_layernorm", "post_feedforward_layernorm")  # fmt: skip
+# By Hugging Face `config.model_type`; each checked against the bridge in tests/test_architectures.py.
 LAYOUTS = {
     "gpt2": Layout("transformer.h", "attn", "mlp", "attn.c_proj"),
+    "gptj": Layout("transformer.h", "attn", "mlp", "attn.out_proj", "attn.v_proj"),
     "gpt_neox": Layout("gpt_neox.layers", "attention", "mlp", "attention.dense"),
-    "llama": Layout("model.layers", "self_attn", "mlp", "self_attn.o_proj"),
-}
-HOOKED = {"attn_out": "the attention's output", "mlp_out": "the MLP's output", "resid_post": "the layer's output",
-          "z": "the attention output projection's input"}  # fmt: skip
+    "llama": _DECODER, "mistral": _DECODER, "qwen2": _DECODER, "qwen3": _DECODER, "mixtral": _DECODER,
+    "qwen2_moe": _DECODER, "olmoe": _DECODER,
+    "phi3": Layout("model.layers", "self_attn", "mlp", "self_attn.o_proj"),
+    "gemma2": _POST_NORMED, "gemma3_text": _POST_NORMED, "olmo2": _POST_NORMED,
+}  # fmt: skip
+FUSED_QKV = {"gpt2": "c_attn", "gpt_neox": "query_key_value", "phi3": "qkv_proj"}
 
 
 def layout_of(hf_model) -> Layout:
@@ -59,6 +76,24 @@ def layout_of(hf_model) -> Layout:
         raise ExportError(f"interventions.hf does not know the {kind!r} architecture yet; supported: "
                           f"{', '.join(LAYOUTS)} (apply the export through load_model's TransformerBridge instead)")  # fmt: skip
     return LAYOUTS[kind]
+
+
+def _site_module(hf_model, layout: Layout, block, short: str):
+    """(the module, "output" | "values" | "input") a TransformerLens hook point maps to."""
+    if short == "attn_out":
+        return block.get_submodule(layout.attn_out or layout.attention), "output"
+    if short == "mlp_out":
+        return block.get_submodule(layout.mlp_out or layout.mlp), "output"
+    if short == "resid_post":
+        return block, "output"
+    if short == "z":
+        return block.get_submodule(layout.out_proj), "input"
+    if short == "v" and layout.v_proj is not None:
+        return block.get_submodule(layout.v_proj), "values"
+    kind = hf_model.config.model_type
+    fused = FUSED_QKV.get(kind, "its attention module")
+    raise ExportError(f"site v on {kind!r}: its values come out of the fused projection {fused} together with the "
+                      "queries and keys, which interventions.hf does not split; use z, or the bridge")  # fmt: skip
 
 
 def check_same_model(hf_model, iv: Intervention) -> None:
@@ -90,6 +125,13 @@ def _output_hook(fn):
         if isinstance(output, tuple):
             return (fn(output[0]), *output[1:])
         return fn(output)
+
+    return hook
+
+
+def _v_hook(fn, n_heads: int):
+    def hook(module, args, output):
+        return fn(output.view(*output.shape[:-1], n_heads, -1)).reshape(output.shape)
 
     return hook
 
@@ -149,6 +191,7 @@ def apply(hf_model, iv: Intervention, beta: float | torch.Tensor = 1.0, check_mo
         check_same_model(hf_model, iv)
     method = iv.method.to(next(hf_model.parameters()).device)
     n_heads = iv.meta["model"]["config"]["n_heads"]
+    n_kv_heads = getattr(hf_model.config, "num_key_value_heads", None) or n_heads
     if "o" in method.grid.sites:
         method.W_O = w_o(hf_model, layout, n_heads)
     blocks = hf_model.get_submodule(layout.layers)
@@ -159,16 +202,11 @@ def apply(hf_model, iv: Intervention, beta: float | torch.Tensor = 1.0, check_mo
         stack.callback(lambda: [h.remove() for h in handles])
         for name, fn in method.hooks(beta):
             short, layer = parse_hook(name)
-            block = blocks[layer]
-            if short == "attn_out":
-                handles.append(block.get_submodule(layout.attention).register_forward_hook(_output_hook(fn)))
-            elif short == "mlp_out":
-                handles.append(block.get_submodule(layout.mlp).register_forward_hook(_output_hook(fn)))
-            elif short == "resid_post":
-                handles.append(block.register_forward_hook(_output_hook(fn)))
-            elif short == "z":
-                handles.append(block.get_submodule(layout.out_proj).register_forward_pre_hook(_z_hook(fn, n_heads)))
+            module, kind = _site_module(hf_model, layout, blocks[layer], short)
+            if kind == "output":
+                handles.append(module.register_forward_hook(_output_hook(fn)))
+            elif kind == "values":
+                handles.append(module.register_forward_hook(_v_hook(fn, n_kv_heads)))
             else:
-                raise ExportError(f"site {name!r}: interventions.hf hooks {', '.join(HOOKED.values())}; the values "
-                                  "(v) are computed inside the attention module, where no module boundary can be hooked")  # fmt: skip
+                handles.append(module.register_forward_pre_hook(_z_hook(fn, n_heads)))
         yield hf_model

@@ -228,6 +228,13 @@ def build_grid(
             f"intervention.sites: unknown site {unknown[0] if unknown else '(none given)'!r}; "
             f"allowed: {', '.join(SITES)}"
         )
+    n_kv = getattr(cfg, "n_key_value_heads", None)
+    if "v" in sites and n_kv and n_kv != cfg.n_heads:
+        raise ConfigError(
+            f"intervention.sites: site v on a model with grouped-query attention ({n_kv} key-value heads for "
+            f"{cfg.n_heads} query heads): its values are per key-value head, which the v site's per-head grid does "
+            "not model; use z (per query head) instead"
+        )
     n_layers = cfg.n_layers
     layer_list = _indices(
         layers, n_layers, "intervention.layers",

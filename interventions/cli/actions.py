@@ -14,7 +14,9 @@ from pathlib import Path
 
 import torch
 
+from interventions.controlvector import read_control_vector, write_control_vector
 from interventions.errors import CancellingObservableError, ExportError
+from interventions.export import load_intervention
 from interventions.io import save_figure, write_json
 from interventions.reports.obsprop import write_report
 from interventions.loggers import finish, log_files, make_logger
@@ -240,4 +242,14 @@ def write_mixed(args) -> int:
     path = write_mixed_task(args.out, model=load_model("toy")[0])
     print(f"wrote the mixed toy tasks; train on them with\n  python train.py intervention=dynscalar "
           f"task=jsonl 'task.path=\"{path}\"'")  # fmt: skip
+    return 0
+
+
+def control_vector(args) -> int:
+    """Write the run's vectors as a llama.cpp control vector and say what the file holds."""
+    path = write_control_vector(load_intervention(args.run), args.out, args.model_hint, args.scale)
+    found = read_control_vector(path)
+    layers = ", ".join(f"direction.{n}" for n in sorted(found["directions"]))
+    log.info(f"{path}: {found['layer_count']} vectors ({layers}), model hint {found['model_hint']!r}; "
+             f"llama-cli --control-vector {path} adds them to those layers' outputs at every token")  # fmt: skip
     return 0

@@ -9,6 +9,7 @@
     python -m interventions generalization RUN...            Table 2: effectiveness on train / test / templates
     python -m interventions task-matrix RUN...               each run on each toy task (Fig. 6)
     python -m interventions write-mixed DIR                  data/{train,val,test}.jsonl mixing the toy tasks
+    python -m interventions control-vector RUN OUT.gguf      a steervec_shared run on residPost as a llama.cpp control vector
 
 This module only parses: usage errors and --help answer at once. What each command does
 is in `interventions.cli.actions`, imported once a command is known (it loads torch and
@@ -118,6 +119,14 @@ def _generalization(sub) -> None:
     mixed.add_argument("out", metavar="DIR")
 
 
+def _control_vector(sub) -> None:
+    gguf = sub.add_parser("control-vector", help="a steervec_shared run on residPost as a llama.cpp control-vector GGUF")
+    gguf.add_argument("run", help="a run folder or its intervention.json")
+    gguf.add_argument("out", help="the .gguf file to write")
+    gguf.add_argument("--scale", type=float, default=1.0, help="multiplies every vector (llama.cpp strength s: β = s·scale)")
+    gguf.add_argument("--model-hint", default=None, help="controlvector.model_hint (default: the export's model name)")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m interventions", description=__doc__.split("\n\n")[0])
     sub = top.add_subparsers(dest="command", required=True)
@@ -125,6 +134,7 @@ def parser() -> argparse.ArgumentParser:
     _obsprop(sub)
     _reports(sub)
     _generalization(sub)
+    _control_vector(sub)
     return top
 
 
