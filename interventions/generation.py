@@ -173,10 +173,18 @@ def completion_text(tokenizer, tokens: list[int], stop_at_eos: bool) -> tuple[st
     return tokenizer.decode(tokens), tuple(tokens)
 
 
+def context_length(model) -> int:
+    """The longest sequence `model` takes: a bridge's n_ctx, a Hugging Face config's positions."""
+    if hasattr(model, "cfg"):
+        return model.cfg.n_ctx
+    config = model.config
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions")
+
+
 def generate(
     model, method, prompts: list[str], betas=(-1.0, 0.0, 1.0), max_new_tokens: int = 20, *, do_sample: bool = False,
     temperature: float = 1.0, top_k: int | None = None, seed: int = 0, positions_beyond: str = "none",
-    batch_size: int = 16, stop_at_eos: bool = True,
+    batch_size: int = 16, stop_at_eos: bool = True, tokenizer=None, decode=None,
 ) -> list[Completion]:  # fmt: skip
     """Continue each prompt at each β with `method`'s hooks on the frozen `model`.
 
@@ -191,6 +199,9 @@ def generate(
         positions_beyond: "none" or "last" (module docstring); position-tied methods only.
         batch_size: prompts per forward (each forward holds len(betas) × batch_size rows).
         stop_at_eos: cut each completion at the tokenizer's end-of-sequence token.
+        tokenizer: the tokenizer of a model that is not a bridge (`interventions.hf.generate`);
+            a bridge tokenizes as it does everywhere (`to_tokens`, BOS included).
+        decode: what generates the tokens, `generate_tokens`'s signature (default: it).
 
     Returns:
         One Completion per (prompt, β), prompt-major in the order given.
@@ -204,19 +215,21 @@ def generate(
         prompts = [prompts]
     if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
         raise ConfigError("prompts must be a non-empty list of non-empty strings")
-    ids = prompt_token_ids(model, list(prompts))
-    check_prompt_lengths(method, [len(x) for x in ids], list(prompts), max_new_tokens, model.cfg.n_ctx)
+    tokenizer = tokenizer if tokenizer is not None else model.tokenizer
+    ids = prompt_token_ids(model if hasattr(model, "to_tokens") else tokenizer, list(prompts))
+    check_prompt_lengths(method, [len(x) for x in ids], list(prompts), max_new_tokens, context_length(model))
+    decode = decode or generate_tokens
     out = []
     for start in range(0, len(prompts), batch_size):
         chunk, chunk_ids = prompts[start : start + batch_size], ids[start : start + batch_size]
         generators = [row_generator(seed, p, b) for b in betas for p in chunk] if do_sample else None
-        tokens = generate_tokens(
+        tokens = decode(
             model, method, chunk_ids, betas, max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k,
             generators=generators, positions_beyond=positions_beyond,
         ).cpu()  # fmt: skip
         for i, prompt in enumerate(chunk):
             for k, beta in enumerate(betas):
-                text, kept = completion_text(model.tokenizer, tokens[k, i].tolist(), stop_at_eos)
+                text, kept = completion_text(tokenizer, tokens[k, i].tolist(), stop_at_eos)
                 out.append(Completion(prompt, beta, text, kept))
     return out
 

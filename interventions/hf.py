@@ -24,7 +24,9 @@ gets the same positions as the bridge's generation.
 
 from __future__ import annotations
 
-from contextlib import ExitStack, contextmanager
+import functools
+import inspect
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +34,8 @@ import torch
 from interventions.errors import ExportError, LengthError
 from interventions.export import Intervention, probe_ids, probe_matches
 from interventions.forward import positions_of
+from interventions.generation import Completion, left_padded, next_tokens
+from interventions.generation import generate as generate_completions
 from interventions.sites import parse_hook
 
 
@@ -146,7 +150,9 @@ def _z_hook(fn, n_heads: int):
 
 def _positions_hook(method, trained: int | None):
     """A pre-forward hook on the model: each call's token positions from its attention mask
-    (or the cache's length), for position-tied methods; the prompt's length checked."""
+    (or the cache's length), for position-tied methods. The first call's prompts must have
+    the trained length (later calls may be the same sequence grown by generated tokens)."""
+    first = [True]
 
     def hook(module, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
@@ -159,7 +165,8 @@ def _positions_hook(method, trained: int | None):
             positions = positions_of(mask.long())[:, -steps:]
         else:
             positions = (past + torch.arange(steps, device=ids.device))[None]
-        if trained is not None and past == 0:
+        if trained is not None and past == 0 and first[0]:
+            first[0] = False
             lengths = positions.max(1).values + 1
             if bool((lengths != trained).any()):
                 got = int(lengths[lengths != trained][0])
@@ -171,26 +178,12 @@ def _positions_hook(method, trained: int | None):
 
 
 @contextmanager
-def apply(hf_model, iv: Intervention, beta: float | torch.Tensor = 1.0, check_model: bool = True,
-          positions_beyond: str = "none"):  # fmt: skip
-    """Attach `iv`'s hooks to a plain Hugging Face causal LM for the duration of the block.
-
-    Args:
-        hf_model: e.g. `AutoModelForCausalLM.from_pretrained(folder)` of a supported
-            architecture (`LAYOUTS`).
-        iv: a loaded export (`load_intervention`).
-        beta: the steering strength, a float or a tensor [batch].
-        check_model: refuse a model whose logits on the export's probe differ.
-        positions_beyond: "none" or "last" (docs/method.md §7), for position-tied methods.
-
-    Hooks are removed on exit, also when the block raises. Works inside `hf_model.generate`
-    (with its key-value cache and left padding).
-    """
+def attached(hf_model, method, beta: float | torch.Tensor = 1.0, positions_beyond: str = "none"):
+    """`method`'s hooks on `hf_model`'s modules for the duration of the block (no checks:
+    `apply` checks the model first). Hooks are removed on exit, also when the block raises."""
     layout = layout_of(hf_model)
-    if check_model:
-        check_same_model(hf_model, iv)
-    method = iv.method.to(next(hf_model.parameters()).device)
-    n_heads = iv.meta["model"]["config"]["n_heads"]
+    method = method.to(next(hf_model.parameters()).device)
+    n_heads = method.cfg_dims["n_heads"]
     n_kv_heads = getattr(hf_model.config, "num_key_value_heads", None) or n_heads
     if "o" in method.grid.sites:
         method.W_O = w_o(hf_model, layout, n_heads)
@@ -210,3 +203,77 @@ def apply(hf_model, iv: Intervention, beta: float | torch.Tensor = 1.0, check_mo
             else:
                 handles.append(module.register_forward_pre_hook(_z_hook(fn, n_heads)))
         yield hf_model
+
+
+@contextmanager
+def apply(hf_model, iv: Intervention, beta: float | torch.Tensor = 1.0, check_model: bool = True,
+          positions_beyond: str = "none"):  # fmt: skip
+    """Attach `iv`'s hooks to a plain Hugging Face causal LM for the duration of the block.
+
+    Args:
+        hf_model: e.g. `AutoModelForCausalLM.from_pretrained(folder)` of a supported
+            architecture (`LAYOUTS`).
+        iv: a loaded export (`load_intervention`).
+        beta: the steering strength, a float or a tensor [batch].
+        check_model: refuse a model whose logits on the export's probe differ.
+        positions_beyond: "none" or "last" (docs/method.md §7), for position-tied methods.
+
+    Hooks are removed on exit, also when the block raises. Works inside `hf_model.generate`
+    (with its key-value cache and left padding). A position-tied method checks the length of
+    the first prompts the model sees in the block.
+    """
+    layout_of(hf_model)
+    if check_model:
+        check_same_model(hf_model, iv)
+    with attached(hf_model, iv.method, beta, positions_beyond):
+        yield hf_model
+
+
+def _forward_names(hf_model) -> set[str]:
+    return set(inspect.signature(hf_model.forward).parameters)
+
+
+@torch.no_grad()
+def cached_tokens(
+    hf_model, method, ids: list[list[int]], betas: tuple[float, ...], max_new_tokens: int, *, do_sample: bool = False,
+    temperature: float = 1.0, top_k: int | None = None, generators=None, positions_beyond: str = "none",
+    use_cache: bool = True,
+) -> torch.Tensor:  # fmt: skip
+    """`generation.generate_tokens` on a plain Hugging Face model, with its key-value cache:
+    new tokens [len(betas), B, max_new_tokens] from one left-padded batch of len(betas) × B
+    rows; each step after the first feeds the new token alone (`use_cache` False: the whole
+    sequence, for the comparison the tests make). `method` None: the unhooked model."""
+    device = next(hf_model.parameters()).device
+    input_ids, mask = (t.to(device).repeat(len(betas), 1) for t in left_padded(ids, 0))
+    names = _forward_names(hf_model)
+    cache_name = "cache" if "cache" in names else "past_key_values"  # transformers 5 renamed it
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in names else {}
+    beta = torch.tensor(betas, device=device).repeat_interleave(len(ids))
+    with attached(hf_model, method, beta, positions_beyond) if method is not None else nullcontext():
+        cache, new = None, []
+        for _ in range(max_new_tokens):
+            step = input_ids if cache is None else input_ids[:, -1:]
+            positions = positions_of(mask).clamp_min(0)[:, -step.shape[1] :]
+            out = hf_model(input_ids=step, attention_mask=mask, position_ids=positions, use_cache=use_cache,
+                           **{cache_name: cache}, **keep)  # fmt: skip
+            cache = out.past_key_values if use_cache else None
+            token = next_tokens(out.logits[:, -1], do_sample, temperature, top_k, generators or [])
+            new.append(token)
+            input_ids = torch.cat([input_ids, token[:, None]], 1)
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
+    return torch.stack(new, 1).view(len(betas), len(ids), max_new_tokens)
+
+
+def generate(hf_model, iv: Intervention, prompts: list[str], tokenizer, betas=(-1.0, 0.0, 1.0),
+             max_new_tokens: int = 20, check_model: bool = True, use_cache: bool = True,
+             **options) -> list[Completion]:  # fmt: skip
+    """Steered completions on a plain Hugging Face model with its key-value cache: what
+    `generation.generate` does through the bridge, with the same positions, batching,
+    sampling streams and refusals (`options`: do_sample, temperature, top_k, seed,
+    positions_beyond, batch_size, stop_at_eos). Prompts are tokenized by `tokenizer` as it
+    does by default (a bridge may add a BOS token it does not)."""
+    layout_of(hf_model)
+    if check_model:
+        check_same_model(hf_model, iv)
+    return generate_completions(hf_model, iv.method, prompts, betas, max_new_tokens, tokenizer=tokenizer,
+                                decode=functools.partial(cached_tokens, use_cache=use_cache), **options)  # fmt: skip

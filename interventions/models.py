@@ -119,7 +119,7 @@ def _load_hf(name_or_path: str, device: str, dtype: torch.dtype) -> TransformerB
         ) from error
 
 
-def _is_native_checkpoint(path) -> bool:
+def is_native_checkpoint(path) -> bool:
     """A folder written by `toyworld.train` (a native config, not a Hugging Face one)."""
     config = Path(str(path)).expanduser() / "config.json"
     if not config.is_file():
@@ -179,7 +179,7 @@ def load_model(
     torch_dtype = _resolve_dtype(dtype)
     if name_or_path == TOY_NAME:
         model = load_toy(device=device, dtype=torch_dtype)
-    elif _is_native_checkpoint(name_or_path):
+    elif is_native_checkpoint(name_or_path):
         model = load_toy(name_or_path, device=device, dtype=torch_dtype)
     else:
         model = _load_hf(str(name_or_path), device, torch_dtype)

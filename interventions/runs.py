@@ -19,8 +19,9 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from interventions.errors import NonFiniteError
+from interventions.errors import ConfigError, NonFiniteError
 from interventions.evaluation import evaluation_module, export_task, exported_model
 from interventions.export import load_intervention, save_intervention
 from interventions.interrupts import deferred
@@ -28,10 +29,11 @@ from interventions.io import read_json, write_json
 from interventions.loggers import finish, log_files, make_logger
 from interventions.methods import METHODS
 from interventions.metrics import flatten
-from interventions.models import load_model
+from interventions.models import TOY_NAME, is_native_checkpoint, load_model
 from interventions.numerics import check_metrics
 from interventions.objective import Objective
 from interventions.generation import generate, generation_flip_accuracy
+from interventions.hf import generate as hf_generate
 from interventions.reports.completions import markdown as markdown_completions
 from interventions.reports.completions import side_by_side, write_completions
 from interventions.reports.generalization import generalization, markdown, write_generalization
@@ -253,6 +255,25 @@ def evaluate_run(cfg: DictConfig) -> dict:
     return evaluation_run(cfg, config)
 
 
+def hf_model_name(iv, config: GenerateConfig) -> str:
+    """The Hugging Face model backend=hf loads, or one ConfigError line for a native model."""
+    name = config.model.name or iv.meta["model"]["name"]
+    if name == TOY_NAME or is_native_checkpoint(name):
+        raise ConfigError(f"backend=hf needs a Hugging Face model; {name!r} is TransformerLens-native: use backend=bridge")
+    return name
+
+
+def hf_generation(iv, config: GenerateConfig, prompts: list[str], options: dict) -> list:
+    """backend=hf: the completions from the plain Hugging Face model of the export (or
+    model.name), with its key-value cache (`interventions.hf.generate`)."""
+    name = hf_model_name(iv, config)
+    dtype = getattr(torch, config.model.dtype if config.model.name else iv.meta["model"].get("dtype", "float32"))
+    plain = AutoModelForCausalLM.from_pretrained(name, dtype=dtype).to(config.model.device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    return hf_generate(plain, iv, prompts, tokenizer, config.betas, config.max_new_tokens,
+                       check_model=config.check_model, **options)  # fmt: skip
+
+
 def generation_run(cfg: DictConfig, config: GenerateConfig) -> dict:
     """evaluate.py generate=<...>: completions at each β of `prompts` (or the task split's
     first n prompts) side by side; metrics.json records the settings and, for task prompts,
@@ -260,6 +281,8 @@ def generation_run(cfg: DictConfig, config: GenerateConfig) -> dict:
     out_dir = Path(config.run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     iv = load_intervention(config.generate)
+    if config.backend == "hf":
+        hf_model_name(iv, config)  # a native model is refused before any model loads
     model = exported_model(iv, config.model, check=config.check_model)
     options = {"do_sample": config.do_sample, "temperature": config.temperature, "top_k": config.top_k,
                "seed": config.seed, "positions_beyond": config.positions_beyond, "batch_size": config.batch_size}  # fmt: skip
@@ -275,7 +298,10 @@ def generation_run(cfg: DictConfig, config: GenerateConfig) -> dict:
         record.update(task=asdict(task_spec), split=config.split)
         record[config.split] = generation_flip_accuracy(model, iv.method, task, config.positions_beyond,
                                                         config.batch_size)  # fmt: skip
-    completions = generate(model, iv.method, prompts, config.betas, config.max_new_tokens, **options)
+    if config.backend == "hf":
+        completions = hf_generation(iv, config, prompts, options)
+    else:
+        completions = generate(model, iv.method, prompts, config.betas, config.max_new_tokens, **options)
     title = f"{iv.name} from {Path(iv.path).name}: {where}"
     jsonl, md = write_completions(completions, out_dir, title)
     logger = run_logger(config.logger, cfg, out_dir, f"generate-{out_dir.name}")

@@ -446,6 +446,7 @@ class GenerateConfig:
     temperature: float = bounded(1.0, 0, strict=True)
     top_k: Optional[int] = bounded(None, 1, integer=True, optional=True)
     positions_beyond: str = "none"  # position-tied methods on generated tokens: none, or last (docs/method.md §7)
+    backend: str = "bridge"  # bridge (TransformerLens, no key-value cache) | hf (the plain Hugging Face model, cached)
     batch_size: int = bounded(16, 1, integer=True)
     seed: int = 0
     check_model: bool = True
@@ -456,6 +457,10 @@ class GenerateConfig:
         choice("split", self.split, SPLITS)
         check_bounds(self, "")
         choice("positions_beyond", self.positions_beyond, POSITIONS_BEYOND)
+        choice("backend", self.backend, ("bridge", "hf"))
+        if self.backend == "hf" and self.model.name == "toy":
+            raise ConfigError("backend=hf needs a Hugging Face model; the toy model is TransformerLens-native: "
+                              "use backend=bridge")  # fmt: skip
         if not _pending(self.betas):
             if not self.betas or not all(math.isfinite(b) for b in self.betas):
                 raise ConfigError(f"betas={list(self.betas)} must be a non-empty list of finite numbers, e.g. betas=[-1,0,1]")

@@ -152,3 +152,55 @@ def test_an_unknown_architecture_is_one_line(tmp_path, toy_tokenizer):
     with pytest.raises(ExportError, match="'bloom' architecture") as error:
         hf.layout_of(model)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["dynscalar", "activscalar"])
+def test_cached_generation_equals_the_bridges_token_for_token(pair, tmp_path, name):
+    """hf.cached_tokens (the plain model's key-value cache, one token per step) gives the
+    bridge's uncached tokens at β = -1, 0, +1; so does the plain model without its cache.
+    DynScalar on a left-padded batch of three lengths, ActivScalar on prompts of its length
+    with positions_beyond=last (every generated token steered)."""
+    bridge, plain, _ = pair
+    if name == "dynscalar":
+        ids = prompt_token_ids(bridge, PROMPTS)
+        iv = export(bridge, tmp_path, name, ["attnOut", "mlpOut", "z"], None, scale=2.0)
+    else:
+        ids = prompt_token_ids(bridge, [PROMPTS[0], "The capital of Spain is"])
+        iv = export(bridge, tmp_path, name, ["residPost"], len(ids[0]), scale=0.5)
+    betas = (-1.0, 0.0, 1.0)
+    want = generate_tokens(bridge, iv.method, ids, betas, 6, positions_beyond="last")
+    for use_cache in (True, False):
+        got = hf.cached_tokens(plain, iv.method, ids, betas, 6, positions_beyond="last", use_cache=use_cache)
+        assert torch.equal(got, want), use_cache
+    assert torch.equal(hf.cached_tokens(plain, None, ids, (0.0,), 6)[0], want[1])  # β = 0: the unhooked model
+
+
+def test_generate_on_a_plain_model_returns_completions_and_refuses_as_the_bridge_does(pair, tmp_path, toy_tokenizer):
+    bridge, plain, _ = pair
+    ids = prompt_token_ids(toy_tokenizer, PROMPTS[:1])
+    iv = export(bridge, tmp_path, "activscalar", ["attnOut"], len(ids[0]))
+    out = hf.generate(plain, iv, PROMPTS[:1], toy_tokenizer, betas=(-1, 1), max_new_tokens=3, stop_at_eos=False)
+    assert [(c.prompt, c.beta, len(c.tokens)) for c in out] == [(PROMPTS[0], -1.0, 3), (PROMPTS[0], 1.0, 3)]
+    with pytest.raises(LengthError, match=f"tied to {len(ids[0])}-token prompts"):
+        hf.generate(plain, iv, PROMPTS[1:2], toy_tokenizer, max_new_tokens=3)
+
+
+def test_evaluate_generate_with_the_hf_backend_gives_the_bridges_completions(tmp_path, toy_tokenizer):
+    """train.py on a Hugging Face folder, then evaluate.py generate=<run> backend=hf (the plain
+    model with its key-value cache) and backend=bridge: the same completions."""
+    from conftest import describe, run_cli
+
+    folder = tmp_path / "llama"
+    _save(folder, toy_tokenizer, "llama", seed=5)
+    run = tmp_path / "run"
+    trained = run_cli("train.py", f"model.name={folder}", "intervention=dynscalar", "task.n_train=8", "task.n_val=4",
+                      "task.n_test=4", "trainer.max_epochs=1", "logger=none", f"run_dir={run}", hydra_dir=tmp_path / "h1")  # fmt: skip
+    assert trained.returncode == 0, describe(trained)
+    texts = {}
+    for backend in ("hf", "bridge"):
+        out = tmp_path / backend
+        done = run_cli("evaluate.py", f"generate={run}", f"backend={backend}", "n=3", "max_new_tokens=4", "logger=none",
+                       f"run_dir={out}", hydra_dir=tmp_path / f"h_{backend}")  # fmt: skip
+        assert done.returncode == 0, describe(done)
+        texts[backend] = [line for line in (out / "completions.md").read_text().splitlines() if line.startswith("| ")]
+    assert texts["hf"] == texts["bridge"] and len(texts["hf"]) == 1 + 3  # the header and three prompts
