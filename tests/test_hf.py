@@ -186,16 +186,23 @@ def test_generate_on_a_plain_model_returns_completions_and_refuses_as_the_bridge
 
 
 def test_evaluate_generate_with_the_hf_backend_gives_the_bridges_completions(tmp_path, toy_tokenizer):
-    """train.py on a Hugging Face folder, then evaluate.py generate=<run> backend=hf (the plain
-    model with its key-value cache) and backend=bridge: the same completions."""
+    """evaluate.py generate=<run> backend=hf (the plain model with its key-value cache) and
+    backend=bridge, on a DynScalar export of a Hugging Face folder: the same completions."""
     from conftest import describe, run_cli
+
+    from interventions.spec import RunSpec, TaskSpec
+    from interventions.tasks import load_task
+    from interventions.training.train import train_intervention
 
     folder = tmp_path / "llama"
     _save(folder, toy_tokenizer, "llama", seed=5)
+    with pytest.MonkeyPatch.context() as mp:
+        hub_offline(mp)
+        bridge = load_model(str(folder))[0]
+    trained = train_intervention(bridge, load_task("ccc", model=bridge, n=8), intervention="dynscalar",
+                                 run=RunSpec(epochs=1))  # fmt: skip
     run = tmp_path / "run"
-    trained = run_cli("train.py", f"model.name={folder}", "intervention=dynscalar", "task.n_train=8", "task.n_val=4",
-                      "task.n_test=4", "trainer.max_epochs=1", "logger=none", f"run_dir={run}", hydra_dir=tmp_path / "h1")  # fmt: skip
-    assert trained.returncode == 0, describe(trained)
+    save_intervention(run, trained.method, bridge, str(folder), {"task": vars(TaskSpec(n_test=3))})
     texts = {}
     for backend in ("hf", "bridge"):
         out = tmp_path / backend
