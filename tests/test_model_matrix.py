@@ -133,3 +133,40 @@ def test_trains_evaluates_exports_and_applies_through_both(arch, method, tmp_pat
         out = plain.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False,
                              pad_token_id=0, eos_token_id=None)  # fmt: skip
     assert torch.equal(out[:, ids.shape[1] :], tokens)
+
+
+POST_NORMED = ("gemma2", "gemma3", "olmo2")  # the attention output is normalised again before the residual add
+
+
+def test_head_features_are_exact_with_attention_frozen_or_refused(arch):
+    """Observable propagation: for every head, y = W_V W_O u (grouped-query attention: the
+    shared key-value head's W_V) dotted with the head's attention-weighted input equals its
+    output's projection on u, z W_O · u, at the last position (attention pattern frozen:
+    rotary embeddings only enter through it). Post-normed models are refused in one line."""
+    from interventions.obsprop.features import head_features
+
+    name, model, _ = arch
+    u = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    if name in POST_NORMED:
+        with pytest.raises(ConfigError, match="post-attention norm") as error:
+            head_features(model, u=u, input_space="ln_out")
+        assert "\n" not in str(error.value)
+        return
+    y = head_features(model, u=u, input_space="ln_out")  # [L, H, d_model]
+    ids = torch.tensor(prompt_token_ids(model, ["The capital of France is Rome . Q: What is the capital"]))
+    with torch.no_grad():
+        _, cache = model.run_with_cache(ids)
+    last, checked = ids.shape[1] - 1, 0
+    for layer in range(model.cfg.n_layers):
+        pattern = cache[f"blocks.{layer}.attn.hook_pattern"][0, :, last]  # [H, pos]
+        x_in = pattern @ cache[f"blocks.{layer}.ln1.hook_out"][0]  # [H, d_model]: each head's input
+        z = cache[f"blocks.{layer}.attn.hook_z"][0, last]  # [H, d_head]
+        bias = getattr(model.blocks[layer].attn, "b_V", None)  # None: a bias-free value projection
+        bias = None if bias is None else bias.reshape(-1, model.cfg.d_head)  # [kv heads, d_head]
+        for head in range(model.cfg.n_heads):
+            direct = z[head] @ model.W_O[layer, head] @ u
+            if bias is not None:  # the value bias is a constant, not part of the input's feature
+                direct = direct - bias[head * bias.shape[0] // model.cfg.n_heads] @ model.W_O[layer, head] @ u
+            assert abs(float(y[layer, head] @ x_in[head] - direct)) < 1e-4 * (1 + abs(float(direct))), (layer, head)
+            checked += 1
+    assert checked == model.cfg.n_layers * model.cfg.n_heads

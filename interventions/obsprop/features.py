@@ -302,6 +302,27 @@ def _resolve_u(model, observable, u, ln_mode, data, scales) -> torch.Tensor:
     return final_direction(model, observable, ln_mode, data, scales)
 
 
+def check_linear_heads(model) -> None:
+    """One ConfigError line for a model whose heads do not write to the residual stream
+    linearly: Gemma 2, Gemma 3 and OLMo 2 normalise the attention output again before
+    adding it (TransformerBridge's `ln1_post`), so no feature vector gives a head's
+    contribution to an observable."""
+    if model.cfg.n_layers and hasattr(model.blocks[0], "ln1_post"):
+        kind = getattr(model.cfg, "architecture", None) or type(getattr(model, "adapter", model)).__name__
+        raise ConfigError(f"observable propagation on {kind}: the attention output is normalised again (a post-attention "
+                          "norm) before it reaches the residual stream, so a head's contribution is not linear in its "
+                          "output and has no feature vector")  # fmt: skip
+
+
+def value_weights(model) -> torch.Tensor:
+    """W_V [n_layers, n_heads, d_model, d_head] per query head: with grouped-query attention
+    each key-value head's W_V, repeated for the query heads that share it (as the model's
+    attention repeats its values)."""
+    W_V = model.W_V.detach().float()
+    groups = model.cfg.n_heads // W_V.shape[1]
+    return W_V.repeat_interleave(groups, dim=1) if groups > 1 else W_V
+
+
 def head_features(
     model,
     observable: Observable | torch.Tensor | None = None,
@@ -318,8 +339,9 @@ def head_features(
     module docstring). `u` (a residual-stream direction) replaces the observable.
     """
     _check_mode(ln_mode, input_space)
+    check_linear_heads(model)
     u = _resolve_u(model, observable, u, ln_mode, data, scales)
-    W_V, W_O = model.W_V.detach().float(), model.W_O.detach().float()
+    W_V, W_O = value_weights(model), model.W_O.detach().float()
     w_o_u = torch.einsum("lhem,m->lhe", W_O, u)  # [L, H, d_head]
     y = torch.einsum("lhde,lhe->lhd", W_V, w_o_u)  # [L, H, d_model]
     if input_space == "ln_out" or ln_mode == "ignore" or not has_norm(model):
@@ -338,7 +360,8 @@ def head_features(
 def effective_W_V(model, ln_mode: str = "ignore") -> torch.Tensor:
     """W_V [L, H, d, d_head], with P diag(w_1) in front unless ignore: the map from ln1's
     normalised input x̂ (what `input_space="normalized"` features refer to)."""
-    W_V = model.W_V.detach().float()
+    check_linear_heads(model)
+    W_V = value_weights(model)
     if ln_mode != "ignore" and has_norm(model):
         w = torch.stack([ln_weight(model, norm_module("ln1", l)) for l in range(model.cfg.n_layers)]).to(W_V.device)
         W_V = w[:, None, :, None] * W_V
@@ -565,8 +588,10 @@ def path_feature(
                 f"path {[str(c) for c in comps]}: list components deepest first; {shallower} does not "
                 f"come before {deeper} in the forward pass"
             )
+    if any(c.kind == "head" for c in comps):
+        check_linear_heads(model)
     y = _resolve_u(model, observable, u, ln_mode, data, scales)
-    W_V, W_O = model.W_V.detach().float(), model.W_O.detach().float()
+    W_V, W_O = value_weights(model), model.W_O.detach().float()
     mlps = {}
     for i, comp in enumerate(comps):
         if comp.kind == "head":
