@@ -46,6 +46,7 @@ from interventions.spec import (
 )  # fmt: skip
 from interventions.sweeps.jobs import JOB_FILE, already_finished, is_multirun, job_context, job_identity, sweep_group
 from interventions.sweeps.summary import summarize_sweep
+from interventions.threads import launcher_jobs, resolve_threads, use_threads
 from interventions.tasks import load_splits
 from interventions.tasks.datamodule import TaskDataModule
 from interventions.training.fused import train_fused
@@ -63,11 +64,13 @@ def run_logger(spec: LoggerSpec, cfg: DictConfig, run_dir: Path, name: str):
 
 
 def run_record(config: TrainConfig, metrics: dict, train_seconds: float) -> dict:
-    """The settings and metrics intervention.json records for a run of `config`."""
+    """The settings and metrics intervention.json records for a run of `config` (with the
+    threads torch used and where that number came from, `threads.use_threads`)."""
+    threads, source = resolve_threads(config.threads, jobs=launcher_jobs())
     return {
         "task": asdict(config.task), "objective": asdict(config.objective), "intervention": asdict(config.intervention),
         "trainer": dict(config.trainer), "seed": config.seed, "metrics": metrics,
-        "train_seconds": round(train_seconds, 2),
+        "train_seconds": round(train_seconds, 2), "threads": {"threads": threads, "source": source},
     }  # fmt: skip
 
 
@@ -125,6 +128,7 @@ def train_run(cfg: DictConfig) -> dict:
     With `fused` (a list of objective settings) it trains them together instead (`fused_run`).
     """
     config = to_spec(cfg)
+    log.info("threads: %(threads)s (%(source)s)", use_threads(config.threads))
     if config.fused is not None:
         return fused_run(cfg, config)
     run_dir = Path(config.run_dir)

@@ -325,6 +325,7 @@ class TrainConfig:
     fused_chunk: Optional[int] = bounded(None, 1, integer=True, optional=True)  # at most this many fused settings at once (null: all)
     skip_unread: bool = False
     generation_eval: bool = False  # metrics.json: the generation flip accuracy per split (greedy generation per prompt)
+    threads: Optional[int] = bounded(None, 1, integer=True, optional=True)  # torch's threads (null: SLURM's, the launcher's share, or all)
 
     def __post_init__(self):
         if _pending(self.intervention):  # the schema's defaults, before any config is merged

@@ -27,6 +27,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from interventions.cli.cluster import check_request, cluster_nodes, slurm_request
 from interventions.errors import ConfigError
 from interventions.rundir import METRICS_FILE, check_writable, is_finished
 from interventions.spec import ENTRY_CONFIGS, EvaluateConfig, GenerateConfig, bound_text, store, to_spec
@@ -49,6 +50,12 @@ class Preflight:
 
     supersede: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+
+def hydra_overrides(argv: list[str]) -> dict[str, str]:
+    """The command line's hydra.* overrides as {key: value} (the last one wins, as in Hydra)."""
+    return {a.lstrip("+~").split("=", 1)[0]: a.split("=", 1)[1] for a in argv
+            if "=" in a and a.lstrip("+~").startswith("hydra.")}  # fmt: skip
 
 
 def argv_value(argv: list[str], key: str) -> str | None:
@@ -242,6 +249,10 @@ def preflight(argv: list[str], entry: str) -> Preflight:
             check_export_path(spec.intervention)
         if isinstance(spec, GenerateConfig):
             check_export_path(spec.generate)
+    if remote:
+        nodes = cluster_nodes()
+        if nodes:  # sinfo answered: a request no node can satisfy would pend forever
+            check_request(slurm_request(argv_value(argv, "hydra/launcher"), hydra_overrides(argv)), nodes)
     overwrite = any(getattr(spec, "overwrite", False) for spec in specs)
     plan = check_outputs(argv, entry, overwrite)
     plan.notes += check_logger_mode(argv)

@@ -70,14 +70,10 @@ def is_multirun() -> bool:
 
 
 def sweep_group(sweep_dir: str | Path) -> str:
-    """The W&B group of a sweep: its directory, relative to the working directory if inside it."""
-    path = Path(sweep_dir)
-    if path.is_absolute():
-        try:
-            path = path.relative_to(Path.cwd())
-        except ValueError:
-            pass
-    text = path.as_posix()
+    """The W&B group of a sweep: the last two parts of its folder (multirun/<date>/<time> ->
+    "<date>/<time>", /scratch/me/sweeps/paper-grid -> "sweeps/paper-grid"), the same on every
+    machine and whichever folder the command ran from."""
+    text = "/".join(Path(sweep_dir).parts[-2:])
     return text if len(text) <= 128 else text[-128:]  # W&B's limit on group names
 
 

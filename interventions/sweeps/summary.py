@@ -274,6 +274,11 @@ def summarize_sweep(sweep_dir: str | Path, logger: dict | None = None, group: st
     return summary
 
 
+def summary_counts(counts: dict) -> dict:
+    """The W&B summary run's counts: runs_total, runs_finished, runs_failed, ..."""
+    return {("runs_total" if status == "runs" else f"runs_{status}"): value for status, value in counts.items()}
+
+
 def _wandb_summary(sweep_dir: Path, logger_cfg: dict, group: str, records, images, counts) -> None:
     """A W&B run (offline by default) in the sweep's group with the table and both plots."""
     logger = make_logger(
@@ -288,7 +293,7 @@ def _wandb_summary(sweep_dir: Path, logger_cfg: dict, group: str, records, image
         logger.log_table(key="pareto", columns=columns, data=[[_cell(v) for v in row] for row in rows])
         for key, path in images.items():
             logger.log_image(key=key, images=[str(path)])
-        logger.experiment.summary.update({f"runs_{k}": v for k, v in counts.items()})
+        logger.experiment.summary.update(summary_counts(counts))
     except Exception as error:  # the files at the sweep root are complete either way
         warnings.warn(f"W&B sweep summary failed ({error}); pareto.json and the plots are written", stacklevel=2)
     finally:
