@@ -126,3 +126,21 @@ def test_generate_rows_name_each_ratio_and_the_goal():
     assert "1.200" in rows[0] and "**not met**" in rows[0] and "≤ 1.1" in rows[0]
     assert "1.050" in rows[2] and "| met |" in rows[2]
     assert "answers of 3 tokens" in rows[4] and "1.070" in rows[4]
+
+
+def test_the_gpu_script_parses_names_real_tests_and_refuses_bad_usage():
+    """benchmarks/gpu.sh (run on a CUDA machine; none has been lent here): valid bash, its
+    test ids exist, and a wrong call is one usage line with status 2."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = root / "benchmarks" / "gpu.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    for test_id in ("tests/test_api.py::test_train_intervention_on_a_gpu_matches_the_cpu",
+                    "tests/test_benchmarks.py::test_step_variants_on_a_gpu_compute_the_cpus_loss"):  # fmt: skip
+        assert test_id in script.read_text()
+        path, name = test_id.split("::")
+        assert f"def {name}(" in (root / path).read_text()
+    wrong = subprocess.run(["bash", str(script), "fly"], capture_output=True, text=True)
+    assert wrong.returncode == 2 and wrong.stderr.startswith("usage:")
