@@ -36,7 +36,7 @@ LAYERS = (
     ("errors", "io", "rundir", "interrupts", "console", "spec", "sites", "toyworld.world"),
     ("models", "forward", "toyworld", "tasks"),
     ("methods", "objective", "metrics", "numerics", "obsprop", "attribution", "generation"),
-    ("training", "export", "hf", "controlvector", "evaluation", "loggers"),
+    ("training", "export", "hf", "controlvector", "evaluation", "loggers", "threads"),
     ("runs", "sweeps", "reports"),
     ("cli", "__main__", ""),
 )

@@ -20,6 +20,8 @@ from omegaconf import OmegaConf
 from conftest import describe
 from conftest import run_cli as _run_cli
 
+from interventions.sweeps.jobs import sweep_group
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["task.n_train=16", "task.n_val=16", "task.n_test=16", "trainer.max_epochs=1",
         "trainer.enable_progress_bar=false", "logger=csv"]  # fmt: skip
@@ -213,9 +215,9 @@ def test_run_job_skips_a_finished_run_with_the_same_config(tmp_path, caplog):
         return -0.25
 
     assert run_job(fn, _job_cfg(tmp_path), _ctx(tmp_path)) == -0.25
-    assert calls == [str(tmp_path)]  # the W&B group is the sweep
+    assert calls == [sweep_group(tmp_path)]  # the W&B group is the sweep's name
     job = json.loads((tmp_path / "0" / "sweep_job.json").read_text())
-    assert job["group"] == str(tmp_path) and job["overrides"] == ["x=1"]
+    assert job["group"] == sweep_group(tmp_path) and job["overrides"] == ["x=1"]
     assert run_job(fn, _job_cfg(tmp_path), _ctx(tmp_path)) == -0.25
     assert len(calls) == 1
     assert "skipping run 0 (x=1): already finished" in caplog.text
@@ -412,7 +414,7 @@ def test_multirun_writes_pareto_json_and_plots(sweep_ok):
         assert r["hparams"]["lambda_f"] == 0.1 and r["hparams"]["max_epochs"] == 1
         assert f"intervention={r['hparams']['method']}" in r["overrides"]
         job = json.loads((Path(r["run_dir"]) / "sweep_job.json").read_text())
-        assert job["group"] == str(sweep)  # every run of the sweep in one W&B group
+        assert job["group"] == sweep_group(sweep)  # every run of the sweep in one W&B group
     # the run with the fewest non-negligible parameters is on the minimality front
     fewest = min(summary["runs"], key=lambda r: r["test"]["minimality"])
     assert fewest["pareto"]["minimality"]
