@@ -131,6 +131,9 @@ def run_job(fn, cfg, context: dict | None = None):
     `context` (tests): {"sweep_dir", "num", "overrides", "output_dir"}; default: Hydra's.
     """
     ctx = context or job_context()
+    if process_rank() > 0:  # DDP under SLURM: every task runs the job; rank 0 alone keeps its books
+        _check_ddp(cfg)
+        return fn(cfg)
     sweep_dir = Path(ctx["sweep_dir"])
     overrides = list(ctx["overrides"])
     label = f"run {ctx['num']} ({' '.join(overrides) or 'defaults'})"
@@ -175,13 +178,26 @@ def run_job(fn, cfg, context: dict | None = None):
     return result
 
 
+def process_rank() -> int:
+    """This process's global rank in a distributed job (0 outside one): torchrun's RANK, or
+    SLURM's task index when SLURM started the tasks."""
+    for name in ("RANK", "SLURM_PROCID"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
 def _check_ddp(cfg) -> None:
     """Lightning's DDP starts its processes by re-running the command line: in a local
     multirun each of them would run the whole sweep again. Under SLURM (submitit) or
     torchrun the processes already exist and DDP is fine."""
     strategy = str((cfg.get("trainer") or {}).get("strategy", ""))
     relaunches = strategy == "ddp" or strategy.startswith("ddp_find_unused")
-    if relaunches and not any(v in os.environ for v in ("SLURM_JOB_ID", "TORCHELASTIC_RUN_ID")):
+    # A submitit SLURM job (SLURM started its tasks) or torchrun; not merely "inside an
+    # allocation" (SLURM_JOB_ID is set in salloc too, where DDP would re-run the whole sweep).
+    launched = os.environ.get("SUBMITIT_EXECUTOR") == "slurm" or "TORCHELASTIC_RUN_ID" in os.environ
+    if relaunches and not launched:
         raise ConfigError(
             f"trainer.strategy={strategy} cannot run inside a local multirun (DDP re-runs the command "
             "for each process); sweep with hydra/launcher=slurm (one SLURM task per GPU), or use "

@@ -6,6 +6,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from interventions.errors import ConfigError
 from interventions.forward import answer_tails, last_position_logits
 from interventions.models import model_device
 from interventions.sites import hook
@@ -142,20 +143,41 @@ class EpochShuffle(Sampler):
     Lightning calls `set_epoch` before every epoch (as for distributed samplers); a plain
     loop calls it too, so the same seed gives the same batches in both (fused sweeps rely
     on this to reproduce separate runs).
+
+    Under DDP (`world` > 1) every process draws the same permutation and takes its part of
+    each global batch of `batch` data points: process r gets positions r·b..(r+1)·b-1 of it,
+    b = batch / world. So the processes together see exactly the single-process batches, in
+    the same order, and the averaged gradient is the single-process one. A last, partial
+    global batch is split as evenly as it goes (dropped when it has fewer data points than
+    processes: every process must take the same number of steps).
     """
 
-    def __init__(self, n: int, seed: int):
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1, batch: int = 1):
         self.n, self.seed, self.epoch = n, seed, 0
+        self.rank, self.world, self.batch = rank, world, batch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=generator).tolist())
+        order = torch.randperm(self.n, generator=generator).tolist()
+        if self.world == 1:
+            return iter(order)
+        return iter(self._part(order))
+
+    def _part(self, order: list[int]) -> list[int]:
+        out = []
+        for start in range(0, self.n, self.batch):
+            chunk = order[start : start + self.batch]
+            if len(chunk) < self.world:
+                break
+            cut = [len(chunk) * r // self.world for r in range(self.world + 1)]
+            out += chunk[cut[self.rank] : cut[self.rank + 1]]
+        return out
 
     def __len__(self) -> int:
-        return self.n
+        return self.n if self.world == 1 else len(self._part(list(range(self.n))))
 
 
 class TaskDataModule(L.LightningDataModule):
@@ -204,8 +226,21 @@ class TaskDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         self.setup()
-        sampler = EpochShuffle(len(self.datasets[split]), self.shuffle_seed) if shuffle else None
-        return DataLoader(self.datasets[split], batch_size=self.batch_size, sampler=sampler)
+        if not shuffle:
+            return DataLoader(self.datasets[split], batch_size=self.batch_size)
+        rank, world = self._process()
+        if self.batch_size % world:
+            raise ConfigError(f"task.batch_size={self.batch_size} does not split over {world} DDP processes; "
+                              f"use a multiple of {world}")  # fmt: skip
+        sampler = EpochShuffle(len(self.datasets[split]), self.shuffle_seed, rank, world, self.batch_size)
+        return DataLoader(self.datasets[split], batch_size=self.batch_size // world, sampler=sampler)
+
+    def _process(self) -> tuple[int, int]:
+        """(this process's rank, the number of processes) of the Trainer using this data."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

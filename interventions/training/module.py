@@ -101,7 +101,8 @@ class InterventionModule(L.LightningModule):
         if batch_idx == 0:
             self._probe_batch = batch  # the epoch's first batch: `check_overflow` runs it at the epoch's end
         b = batch["input_ids"].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=b)  # every step: the progress bar shows it
+        # every step (the progress bar shows it); under DDP the mean over the processes: the global batch's loss
+        self.log("train/loss", loss, prog_bar=True, batch_size=b, sync_dist=True)
         if self._logger_records_this_step():
             self.log_dict({f"train/{k}_loss": v for k, v in parts.items()}, batch_size=b)
         return loss
@@ -176,7 +177,7 @@ class InterventionModule(L.LightningModule):
     @torch.no_grad()
     def evaluate(self, loader) -> dict:
         """Metrics of the current intervention over a whole loader (no Lightning loop)."""
-        metric = InterventionMetrics().to(self.device)
+        metric = InterventionMetrics(sync_on_compute=False).to(self.device)  # each DDP process reads the whole loader
         for batch in loader:
             batch = {k: v.to(self.device) for k, v in batch.items()}
             (logits_pos, logits_neg), tails = self.steered(batch)

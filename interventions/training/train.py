@@ -119,6 +119,7 @@ def train_intervention(
     kwargs.update(
         logger=logger if logger is not None else False, enable_checkpointing=False,
         enable_model_summary=False, num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # DDP: the data's own sampler splits each global batch (EpochShuffle)
     )  # fmt: skip
     if val is None:
         kwargs["limit_val_batches"] = 0
