@@ -87,3 +87,28 @@ def test_ddp_inside_an_allocation_is_still_refused_without_slurm_tasks(tmp_path,
     monkeypatch.delenv("RANK", raising=False)
     assert run_job(lambda cfg: pytest.fail("must not run"), _job_cfg(tmp_path), _ctx(tmp_path)) is None
     assert json.loads((tmp_path / "0" / JOB_FILE).read_text())["status"] == "failed"
+
+
+def test_a_failed_run_ends_its_submitit_job_process_with_status_1(tmp_path):
+    """Inside a submitit job (SUBMITIT_EXECUTOR set) a failed run is recorded, the job
+    function returns normally (submitit writes its result: the driver's summary goes on),
+    and the process then exits 1, so that SLURM (sacct) shows the job as failed."""
+    import subprocess
+    import sys
+
+    code = f"""
+import json
+from omegaconf import OmegaConf
+from interventions.sweeps.jobs import run_job
+cfg = OmegaConf.create({{"run_dir": {str(tmp_path / "0")!r}, "objective": {{}}, "logger": {{"kind": "none", "group": None}}}})
+ctx = {{"sweep_dir": {str(tmp_path)!r}, "num": 0, "overrides": [], "output_dir": {str(tmp_path / "0")!r}}}
+def fail(cfg):
+    raise ValueError("this run fails")
+print("returned", run_job(fail, cfg, ctx), flush=True)
+"""
+    for executor, status in (("slurm", 1), ("", 0)):
+        env = {**__import__("os").environ, "SUBMITIT_EXECUTOR": executor}
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == status, (executor, done.stderr[-2000:])
+        assert "returned None" in done.stdout  # the job function itself returned
+        assert json.loads((tmp_path / "0" / JOB_FILE).read_text())["status"] == "failed"

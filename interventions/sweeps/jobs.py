@@ -19,6 +19,7 @@ Every job of a multirun goes through `run_job` (via `interventions.cli.report_er
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 from pathlib import Path
@@ -173,9 +174,26 @@ def run_job(fn, cfg, context: dict | None = None):
         line = record_error(run_dir, label, error)
         write_json(run_dir / JOB_FILE, {**job, "status": "failed", "error": line, "ended": timestamp()})
         log.error(f"error: {label} failed: {line} (traceback in {run_dir / ERROR_FILE}); the sweep goes on")
+        exit_failed_at_end()
         return None
     write_json(run_dir / JOB_FILE, {**job, "status": "finished", "ended": timestamp()})
     return result
+
+
+def exit_failed_at_end() -> None:
+    """In a submitit job (its own process, one SLURM job per run): end the process with
+    status 1 once submitit has written the job's result, so that the scheduler (sacct, a
+    dependent job) sees the failed run as failed, while the driver still reads the result
+    and writes the sweep's summary. Elsewhere (the runs of a local sweep share the driver's
+    process) nothing: the driver's summary sets the exit status."""
+    if os.environ.get("SUBMITIT_EXECUTOR") not in ("slurm", "local"):
+        return
+
+    def leave() -> None:
+        logging.shutdown()
+        os._exit(1)
+
+    atexit.register(leave)
 
 
 def process_rank() -> int:
