@@ -41,9 +41,9 @@ def test_a_ddp_run_counts_each_data_point_once_and_matches_a_single_process(tmp_
     from interventions.tasks import load_splits
     from interventions.training.train import train_intervention
 
-    sizes = ["task.n_train=16", "task.n_val=4", "task.n_test=16", "trainer.max_epochs=2"]
+    sizes = ["task.n_train=16", "task.n_val=4", "task.n_test=16", "trainer.max_epochs=2", "trainer.log_every_n_steps=1"]
     run = tmp_path / "ddp"
-    result = run_cli("train.py", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", *sizes, "logger=none",
+    result = run_cli("train.py", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", *sizes, "logger=csv",
                      f"run_dir={run}", hydra_dir=tmp_path / "hydra")  # fmt: skip
     assert result.returncode == 0, describe(result)
     metrics = json.loads((run / "metrics.json").read_text())
@@ -51,11 +51,25 @@ def test_a_ddp_run_counts_each_data_point_once_and_matches_a_single_process(tmp_
 
     model = load_model("toy")[0]
     tasks = load_splits(TaskSpec(n_train=16, n_val=4, n_test=16), model, seed=0, fixed_length=True)
-    alone = train_intervention(model, tasks["train"], tasks["test"], tasks["val"], run=RunSpec(epochs=2))
+    from lightning.pytorch.loggers import CSVLogger
+
+    alone = train_intervention(model, tasks["train"], tasks["test"], tasks["val"], run=RunSpec(epochs=2),
+                               logger=CSVLogger(tmp_path / "alone"), trainer_kwargs={"log_every_n_steps": 1})  # fmt: skip
     ddp = load_file(str(run / "intervention.safetensors"))
     diff = max(float((ddp[k] - alone.method.params[k].detach()).abs().max()) for k in ddp)
     assert diff < 1e-5, diff
     assert alone.evaluate("test")["effectiveness"] == pytest.approx(metrics["test"]["effectiveness"], abs=1e-5)
+    # the logged train/loss is the global batch's (the mean over the processes), step by step
+    losses = [_train_losses(path) for path in (run / "csv", tmp_path / "alone")]
+    assert len(losses[0]) == len(losses[1]) == 8
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+
+
+def _train_losses(folder) -> list[float]:
+    import csv
+
+    (path,) = folder.rglob("metrics.csv")
+    return [float(row["train/loss"]) for row in csv.DictReader(path.open()) if row.get("train/loss")]
 
 
 def _job_cfg(tmp_path):
