@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from interventions.methods.base import Hook, Method, beta_view
-from interventions.sites import HEAD_SITES, hook_name, site_width
+from interventions.sites import HEAD_SITES, hook_name
 
 EPS = 1e-6
 
@@ -28,8 +28,7 @@ class DynScalar(Method):
     dynamic = True
 
     def param_shape(self, site, cfg):
-        width = site_width(site, cfg)
-        return (len(self.grid.head_indices), width) if site in HEAD_SITES else (width,)
+        return self.units_width(site, cfg)  # one vector per (site, layer): [D], or [H', D] for head sites
 
     def alpha(self, site: str, layer: int, h: torch.Tensor) -> torch.Tensor:
         """α for every position: [batch, pos] or [batch, pos, heads] (head sites)."""

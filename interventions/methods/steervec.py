@@ -57,8 +57,7 @@ class SharedSteerVec(SteerVec):
     position_tied = False
 
     def param_shape(self, site, cfg):
-        width = site_width(site, cfg)
-        return (len(self.grid.head_indices), width) if site in HEAD_SITES else (width,)
+        return self.units_width(site, cfg)  # one vector per (site, layer): [D], or [H', D] for head sites
 
     def delta(self, site: str, layer: int, h: torch.Tensor) -> torch.Tensor:
         """v, broadcast over h's batch and positions: [D], or [heads, d_head] for z and v."""
