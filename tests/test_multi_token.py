@@ -111,7 +111,7 @@ def _direct_log_prob(model, method, name, prompt_ids, answer, beta):
 
     hooks = [direct(s, layer) for s in method.grid.sites for layer in method.grid.layers]
     with model.hooks(fwd_hooks=hooks):
-        logp = torch.log_softmax(model(seq)[0].double(), -1)
+        logp = torch.log_softmax(model(seq)[0].double(), -1).detach()
     return sum(float(logp[n_prompt - 1 + t, a]) for t, a in enumerate(answer)), logp[n_prompt - 1]
 
 

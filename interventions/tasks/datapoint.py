@@ -1,4 +1,5 @@
-"""A data point of a task: a prompt and two single-token answers."""
+"""A data point of a task: a prompt and two answers (single tokens, or token sequences with
+`task.multi_token`)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from dataclasses import dataclass, field
 class DataPoint:
     """`prompt` should be continued by `correct` rather than `wrong`.
 
-    Answers are strings that must each be a single token of the model's tokenizer; with a
-    BPE tokenizer (GPT-2) that usually means a leading space: " Paris". `corrupted`, if
+    Answers are strings, each a single token of the model's tokenizer unless the task takes
+    answers of several tokens (`task.multi_token`, docs/method.md §6); with a BPE tokenizer
+    (GPT-2) that usually means a leading space: " Paris". `corrupted`, if
     given, is the prompt with its key entity swapped (same token length), used by the
     patching baselines instead of the toy tasks' built-in corruption.
     """
