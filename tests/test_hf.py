@@ -211,3 +211,13 @@ def test_evaluate_generate_with_the_hf_backend_gives_the_bridges_completions(tmp
         assert done.returncode == 0, describe(done)
         texts[backend] = [line for line in (out / "completions.md").read_text().splitlines() if line.startswith("| ")]
     assert texts["hf"] == texts["bridge"] and len(texts["hf"]) == 1 + 3  # the header and three prompts
+
+
+def test_the_hf_backend_on_a_native_export_is_one_line_before_anything(tmp_path, tiny_model):
+    from conftest import run_cli
+
+    save_intervention(tmp_path / "run", METHODS["dynscalar"](build_grid(tiny_model.cfg, positions=None), tiny_model.cfg),
+                      tiny_model, "toy", {})  # fmt: skip
+    done = run_cli("evaluate.py", f"generate={tmp_path / 'run'}", "backend=hf", f"hydra.run.dir={tmp_path / 'out'}")
+    assert done.returncode == 2 and "TransformerLens-native: use backend=bridge" in done.stderr
+    assert done.stderr.strip().count("\n") == 0 and not (tmp_path / "out").exists()

@@ -15,6 +15,7 @@ evaluate.yaml.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,6 +184,23 @@ def check_export_path(path: str) -> None:
         )
 
 
+def check_hf_backend(spec: GenerateConfig) -> None:
+    """backend=hf on an export of a TransformerLens-native model (the toy world's): one line
+    before Hydra claims an output folder (read off the export's intervention.json)."""
+    if spec.backend != "hf" or spec.model.name is not None:
+        return
+    meta = Path(spec.generate) / "intervention.json" if Path(spec.generate).is_dir() else Path(spec.generate)
+    try:
+        name = json.loads(meta.with_name("intervention.json").read_text())["model"]["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # loading the export says what is wrong with it
+    config = Path(str(name)).expanduser() / "config.json"
+    native = name == "toy" or (config.is_file() and "model_type" not in config.read_text())
+    if native:
+        raise ConfigError(f"backend=hf needs a Hugging Face model; the export's model {name!r} is TransformerLens-native: "
+                          "use backend=bridge")  # fmt: skip
+
+
 def check_outputs(argv: list[str], entry: str, overwrite: bool) -> Preflight:
     """The folders a run or sweep will write: each must be writable (one line, not Hydra's
     traceback from its log file handler), and a single run's explicit folder must not hold
@@ -249,6 +267,7 @@ def preflight(argv: list[str], entry: str) -> Preflight:
             check_export_path(spec.intervention)
         if isinstance(spec, GenerateConfig):
             check_export_path(spec.generate)
+            check_hf_backend(spec)
     if remote:
         nodes = cluster_nodes()
         if nodes:  # sinfo answered: a request no node can satisfy would pend forever
