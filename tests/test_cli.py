@@ -53,6 +53,15 @@ def test_train_exits_zero_and_writes_every_file(train_run):
         assert (run_dir / name).read_bytes()[:8] == PNG_MAGIC, name
 
 
+def test_a_run_records_the_threads_it_used(train_run):
+    """intervention.json says how many threads torch used and why (interventions.threads)."""
+    result, run_dir = train_run
+    assert result.returncode == 0, describe(result)
+    threads = json.loads((run_dir / "intervention.json").read_text())["threads"]
+    assert threads["threads"] >= 1 and threads["source"] in ("threads", "SLURM_CPUS_PER_TASK", "torch's default")
+    assert f"threads: {threads['threads']} ({threads['source']})" in result.stdout
+
+
 def test_train_metrics_json(train_run):
     result, run_dir = train_run
     assert result.returncode == 0, describe(result)

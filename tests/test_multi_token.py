@@ -253,11 +253,13 @@ def test_generation_flip_accuracy_reaches_metrics_and_pareto_json(tmp_path, mode
             value = metrics[split]["generation_flip_accuracy"]
             assert 0 <= value <= 1 and value == run[split]["generation_flip_accuracy"]
             assert value == (metrics[split]["generation_flip_accuracy_pos"] + metrics[split]["generation_flip_accuracy_neg"]) / 2
-    # the export evaluates on answers of two tokens again, to the same numbers
-    evaluated = run_cli("evaluate.py", f"intervention={out / '0'}", "logger=none", f"run_dir={tmp_path / 'eval'}",
-                        hydra_dir=tmp_path / "hydra_eval")  # fmt: skip
-    assert evaluated.returncode == 0, describe(evaluated)
-    again = json.loads((tmp_path / "eval" / "metrics.json").read_text())["test"]
+    # the export evaluates on answers of two tokens again, to the same numbers (evaluate.py's path)
+    from interventions.evaluation import evaluate_export, export_task, exported_model
+    from interventions.export import load_intervention
+    from interventions.spec import ModelSpec
+
+    iv = load_intervention(out / "0")
+    again = evaluate_export(iv, exported_model(iv, ModelSpec(name=None)), export_task(iv), "test", seed=0)
     trained = json.loads((out / "0" / "metrics.json").read_text())["test"]
     assert again["logit_diff"] == pytest.approx(trained["logit_diff"], abs=1e-5)
     assert again["n"] == trained["n"] == 8

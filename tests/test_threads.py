@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
 import torch
-from conftest import describe, run_cli
 
 from interventions.threads import resolve_threads, use_threads
 
@@ -28,13 +25,3 @@ def test_use_threads_sets_torch(monkeypatch):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
-
-
-def test_a_run_records_its_threads(tmp_path, model_args, monkeypatch):
-    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")  # the explicit key wins over SLURM's
-    run = tmp_path / "run"
-    result = run_cli("train.py", "threads=1", "task.n_train=8", "task.n_val=4", "task.n_test=8", "trainer.max_epochs=1",
-                     "logger=none", f"run_dir={run}", *model_args, hydra_dir=tmp_path / "hydra")  # fmt: skip
-    assert result.returncode == 0, describe(result)
-    assert json.loads((run / "intervention.json").read_text())["threads"] == {"threads": 1, "source": "threads"}
-    assert "threads: 1 (threads)" in result.stdout
