@@ -254,6 +254,13 @@ def positions_of(mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask.bool(), mask.cumsum(1) - 1, -1)
 
 
+def has_answer_tails(batch: dict) -> bool:
+    """Whether a batch (or a split's tensors) has answers of several tokens, whose tails need
+    the teacher-forced forward; with answers of one token the tail is exactly zero and the
+    last-position logits are all a score needs (docs/method.md §6)."""
+    return "answer_ids" in batch and batch["answer_ids"].shape[-1] > 1
+
+
 def answer_sequences(batch: dict) -> tuple[torch.Tensor, ...]:
     """Each prompt followed by its answer but the answer's last token (teacher forcing,
     docs/method.md §6), for the correct answers (rows 0..B-1) then the wrong (B..2B-1).

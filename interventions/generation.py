@@ -24,6 +24,8 @@ measurement).
 from __future__ import annotations
 
 import hashlib
+import math
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 
 import torch
@@ -60,7 +62,7 @@ def check_betas(betas) -> tuple[float, ...]:
             raise ValueError
     except (TypeError, ValueError):
         raise ConfigError(f"betas={betas!r} must be a non-empty list of numbers, e.g. betas=[-1,0,1]") from None
-    if not all(torch.isfinite(torch.tensor(values))):
+    if not all(math.isfinite(v) for v in values):
         raise ConfigError(f"betas={list(values)} must be finite numbers")
     return values
 
@@ -116,27 +118,33 @@ def next_tokens(logits: torch.Tensor, do_sample: bool, temperature: float, top_k
     return torch.stack([torch.multinomial(p, 1, generator=g)[0] for p, g in zip(probs, generators)]).to(logits.device)
 
 
-def _decode_loop(model, input_ids, mask, max_new_tokens, choose, method) -> torch.Tensor:
-    """[rows, max_new_tokens] tokens appended one at a time to input_ids [rows, W].
+def decode(step, input_ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, choose) -> torch.Tensor:
+    """[rows, max_new_tokens] tokens appended one at a time to input_ids [rows, W] (mask [rows, W]).
 
-    Each step runs the whole sequence and unembeds only its last position (module docstring:
-    why not TransformerBridge's key-value cache); `method.position_ids` covers it."""
-    padded = not bool(mask.all())
-    new = []
-
-    def keep_last(resid: torch.Tensor, hook) -> torch.Tensor:
-        return resid[:, -1:]
-
-    with model.hooks(fwd_hooks=[(hook("unembed_in"), keep_last)]):
-        for _ in range(max_new_tokens):
-            if method is not None:
-                method.position_ids = positions_of(mask)
-            logits = model(input_ids, attention_mask=mask) if padded else model(input_ids)
-            token = choose(logits[:, -1])
-            new.append(token)
-            input_ids = torch.cat([input_ids, token[:, None]], 1)
-            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
+    `step(input_ids, mask, state)` returns the last position's logits [rows, vocab] and a state
+    for the next step (a key-value cache, or None); `choose` turns logits into tokens."""
+    state, new = None, []
+    for _ in range(max_new_tokens):
+        logits, state = step(input_ids, mask, state)
+        token = choose(logits)
+        new.append(token)
+        input_ids = torch.cat([input_ids, token[:, None]], 1)
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
     return torch.stack(new, 1)
+
+
+def prepared(ids: list[list[int]], betas: tuple[float, ...], pad: int, device, sampling: tuple):
+    """What a decoding loop starts from: left-padded ids and mask [len(betas)·B, W] (copy k
+    for betas[k]), β per row [len(betas)·B], and `choose` (sampling: (do_sample, temperature,
+    top_k, generators))."""
+    input_ids, mask = (t.to(device).repeat(len(betas), 1) for t in left_padded(ids, pad))
+    beta = torch.tensor(betas, device=device).repeat_interleave(len(ids))
+
+    def choose(logits: torch.Tensor) -> torch.Tensor:
+        do_sample, temperature, top_k, generators = sampling
+        return next_tokens(logits, do_sample, temperature, top_k, generators or [])
+
+    return input_ids, mask, beta, choose
 
 
 @torch.no_grad()
@@ -147,21 +155,30 @@ def generate_tokens(
 ) -> torch.Tensor:  # fmt: skip
     """New tokens [len(betas), B, max_new_tokens] for prompts `ids` (token id lists) at each β,
     from one left-padded batch of len(betas) × B rows (copy k steered with betas[k]).
-    `method` None: the unhooked model. `generators`: one per row (β-major) when sampling."""
-    device = model_device(model)
+    `method` None: the unhooked model. `generators`: one per row (β-major) when sampling.
+
+    Each step runs the whole sequence and unembeds only its last position (module docstring:
+    why not TransformerBridge's key-value cache); `method.position_ids` follows it."""
     pad = getattr(model.tokenizer, "pad_token_id", None)  # a model built without a tokenizer pads with 0
-    pad = 0 if pad is None else pad
-    input_ids, mask = (t.to(device).repeat(len(betas), 1) for t in left_padded(ids, pad))
+    input_ids, mask, beta, choose = prepared(ids, betas, 0 if pad is None else pad, model_device(model),
+                                             (do_sample, temperature, top_k, generators))  # fmt: skip
 
-    def choose(logits: torch.Tensor) -> torch.Tensor:
-        return next_tokens(logits, do_sample, temperature, top_k, generators or [])
+    def step(input_ids: torch.Tensor, mask: torch.Tensor, state):
+        if method is not None:
+            method.position_ids = positions_of(mask)
+        logits = model(input_ids) if bool(mask.all()) else model(input_ids, attention_mask=mask)
+        return logits[:, -1], None
 
-    if method is None:
-        tokens = _decode_loop(model, input_ids, mask, max_new_tokens, choose, None)
-    else:
-        beta = torch.tensor(betas, device=device).repeat_interleave(len(ids))
-        with method.at_positions(positions_of(mask), positions_beyond), model.hooks(fwd_hooks=method.hooks(beta)):
-            tokens = _decode_loop(model, input_ids, mask, max_new_tokens, choose, method)
+    def keep_last(resid: torch.Tensor, hook) -> torch.Tensor:
+        return resid[:, -1:]
+
+    hooks = [(hook("unembed_in"), keep_last)]
+    with ExitStack() as stack:
+        if method is not None:
+            stack.enter_context(method.at_positions(positions_of(mask), positions_beyond))
+            hooks = [*method.hooks(beta), *hooks]
+        stack.enter_context(model.hooks(fwd_hooks=hooks))
+        tokens = decode(step, input_ids, mask, max_new_tokens, choose)
     return tokens.view(len(betas), len(ids), max_new_tokens)
 
 

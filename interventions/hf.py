@@ -34,7 +34,7 @@ import torch
 from interventions.errors import ExportError, LengthError
 from interventions.export import Intervention, probe_ids, probe_matches
 from interventions.forward import positions_of
-from interventions.generation import Completion, left_padded, next_tokens
+from interventions.generation import Completion, decode, prepared
 from interventions.generation import generate as generate_completions
 from interventions.sites import parse_hook
 
@@ -243,25 +243,22 @@ def cached_tokens(
     new tokens [len(betas), B, max_new_tokens] from one left-padded batch of len(betas) × B
     rows; each step after the first feeds the new token alone (`use_cache` False: the whole
     sequence, for the comparison the tests make). `method` None: the unhooked model."""
-    device = next(hf_model.parameters()).device
-    input_ids, mask = (t.to(device).repeat(len(betas), 1) for t in left_padded(ids, 0))
+    input_ids, mask, beta, choose = prepared(ids, betas, 0, next(hf_model.parameters()).device,
+                                             (do_sample, temperature, top_k, generators))  # fmt: skip
     names = _forward_names(hf_model)
     cache_name = "cache" if "cache" in names else "past_key_values"  # transformers 5 renamed it
     keep = {"logits_to_keep": 1} if "logits_to_keep" in names else {}
-    beta = torch.tensor(betas, device=device).repeat_interleave(len(ids))
+
+    def step(input_ids: torch.Tensor, mask: torch.Tensor, cache):
+        fed = input_ids if cache is None else input_ids[:, -1:]
+        positions = positions_of(mask).clamp_min(0)[:, -fed.shape[1] :]
+        out = hf_model(input_ids=fed, attention_mask=mask, position_ids=positions, use_cache=use_cache,
+                       **{cache_name: cache}, **keep)  # fmt: skip
+        return out.logits[:, -1], out.past_key_values if use_cache else None
+
     with attached(hf_model, method, beta, positions_beyond) if method is not None else nullcontext():
-        cache, new = None, []
-        for _ in range(max_new_tokens):
-            step = input_ids if cache is None else input_ids[:, -1:]
-            positions = positions_of(mask).clamp_min(0)[:, -step.shape[1] :]
-            out = hf_model(input_ids=step, attention_mask=mask, position_ids=positions, use_cache=use_cache,
-                           **{cache_name: cache}, **keep)  # fmt: skip
-            cache = out.past_key_values if use_cache else None
-            token = next_tokens(out.logits[:, -1], do_sample, temperature, top_k, generators or [])
-            new.append(token)
-            input_ids = torch.cat([input_ids, token[:, None]], 1)
-            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
-    return torch.stack(new, 1).view(len(betas), len(ids), max_new_tokens)
+        tokens = decode(step, input_ids, mask, max_new_tokens, choose)
+    return tokens.view(len(betas), len(ids), max_new_tokens)
 
 
 def generate(hf_model, iv: Intervention, prompts: list[str], tokenizer, betas=(-1.0, 0.0, 1.0),

@@ -19,7 +19,7 @@ from transformers import PreTrainedTokenizerFast
 from transformers.activations import NewGELUActivation
 
 from interventions.errors import ModelError
-from interventions.toyworld import CHECKPOINT
+from interventions.toyworld import CHECKPOINT, is_native_model
 from interventions.toyworld.tokenizer import load_tokenizer
 
 TOY_NAME = "toy"
@@ -119,18 +119,6 @@ def _load_hf(name_or_path: str, device: str, dtype: torch.dtype) -> TransformerB
         ) from error
 
 
-def is_native_checkpoint(path) -> bool:
-    """A folder written by `toyworld.train` (a native config, not a Hugging Face one)."""
-    config = Path(str(path)).expanduser() / "config.json"
-    if not config.is_file():
-        return False
-    try:
-        data = json.loads(config.read_text())
-    except json.JSONDecodeError:
-        return False
-    return "d_model" in data and "model_type" not in data
-
-
 def fuse_gelu(model: TransformerBridge) -> int:
     """Swap each Hugging Face `NewGELUActivation` ("gelu_new", GPT-2's MLP activation) inside
     `model` for PyTorch's fused `nn.GELU(approximate="tanh")`; returns how many were swapped.
@@ -179,7 +167,7 @@ def load_model(
     torch_dtype = _resolve_dtype(dtype)
     if name_or_path == TOY_NAME:
         model = load_toy(device=device, dtype=torch_dtype)
-    elif is_native_checkpoint(name_or_path):
+    elif is_native_model(name_or_path):
         model = load_toy(name_or_path, device=device, dtype=torch_dtype)
     else:
         model = _load_hf(str(name_or_path), device, torch_dtype)

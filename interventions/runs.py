@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from interventions.errors import ConfigError, NonFiniteError
+from interventions.errors import NonFiniteError
 from interventions.evaluation import evaluation_module, export_task, exported_model
 from interventions.export import load_intervention, save_intervention
 from interventions.interrupts import deferred
@@ -29,7 +29,7 @@ from interventions.io import read_json, write_json
 from interventions.loggers import finish, log_files, make_logger
 from interventions.methods import METHODS
 from interventions.metrics import flatten
-from interventions.models import TOY_NAME, is_native_checkpoint, load_model
+from interventions.models import load_model
 from interventions.numerics import check_metrics
 from interventions.objective import Objective
 from interventions.generation import generate, generation_flip_accuracy
@@ -259,18 +259,10 @@ def evaluate_run(cfg: DictConfig) -> dict:
     return evaluation_run(cfg, config)
 
 
-def hf_model_name(iv, config: GenerateConfig) -> str:
-    """The Hugging Face model backend=hf loads, or one ConfigError line for a native model."""
-    name = config.model.name or iv.meta["model"]["name"]
-    if name == TOY_NAME or is_native_checkpoint(name):
-        raise ConfigError(f"backend=hf needs a Hugging Face model; {name!r} is TransformerLens-native: use backend=bridge")
-    return name
-
-
 def hf_generation(iv, config: GenerateConfig, prompts: list[str], options: dict) -> list:
     """backend=hf: the completions from the plain Hugging Face model of the export (or
     model.name), with its key-value cache (`interventions.hf.generate`)."""
-    name = hf_model_name(iv, config)
+    name = config.model.name or iv.meta["model"]["name"]  # a native one is refused by the preflight
     dtype = getattr(torch, config.model.dtype if config.model.name else iv.meta["model"].get("dtype", "float32"))
     plain = AutoModelForCausalLM.from_pretrained(name, dtype=dtype).to(config.model.device).eval()
     tokenizer = AutoTokenizer.from_pretrained(name)
@@ -285,8 +277,6 @@ def generation_run(cfg: DictConfig, config: GenerateConfig) -> dict:
     out_dir = Path(config.run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     iv = load_intervention(config.generate)
-    if config.backend == "hf":
-        hf_model_name(iv, config)  # a native model is refused before any model loads
     model = exported_model(iv, config.model, check=config.check_model)
     options = {"do_sample": config.do_sample, "temperature": config.temperature, "top_k": config.top_k,
                "seed": config.seed, "positions_beyond": config.positions_beyond, "batch_size": config.batch_size}  # fmt: skip
@@ -294,8 +284,7 @@ def generation_run(cfg: DictConfig, config: GenerateConfig) -> dict:
     if config.prompts is not None:
         prompts, where = list(config.prompts), "given prompts"
     else:
-        overrides = {key: value for key, value in asdict(config.task).items() if value is not None}
-        task_spec = replace(export_task(iv), **overrides, **{f"n_{config.split}": config.n})
+        task_spec = export_task(iv, config.task, config.split, config.n)
         task = load_splits(task_spec, model, config.seed, fixed_length=iv.method.position_tied,
                            splits=(config.split,))[config.split]  # fmt: skip
         prompts, where = task.prompts, f"{task_spec.name} template {task_spec.template}, {config.split}"
@@ -335,10 +324,7 @@ def evaluation_run(cfg: DictConfig, config: EvaluateConfig) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     iv = load_intervention(config.intervention)
     model = exported_model(iv, config.model, check=config.check_model)
-    overrides = {key: value for key, value in asdict(config.task).items() if value is not None}
-    if config.n is not None:
-        overrides[f"n_{config.split}"] = config.n
-    task = replace(export_task(iv), **overrides)
+    task = export_task(iv, config.task, config.split, config.n)
     module, dm = evaluation_module(iv, model, task, config.split, config.seed)
     logger = run_logger(config.logger, cfg, out_dir, f"eval-{out_dir.name}")
     try:

@@ -426,7 +426,10 @@ class GeneralizationConfig:
         number("n", self.n, 1, integer=True, optional=True)
 
 
-POSITIONS_BEYOND = ("none", "last")  # methods.base.POSITIONS_BEYOND (a test keeps them equal)
+# Where a position-tied method acts beyond the prompt positions it was trained on (generated
+# tokens, a multi-token answer's tokens): "none" leaves them alone, "last" reuses the last
+# prompt position's parameters (docs/method.md §7).
+POSITIONS_BEYOND = ("none", "last")
 
 
 @dataclass
@@ -459,9 +462,6 @@ class GenerateConfig:
         check_bounds(self, "")
         choice("positions_beyond", self.positions_beyond, POSITIONS_BEYOND)
         choice("backend", self.backend, ("bridge", "hf"))
-        if self.backend == "hf" and self.model.name == "toy":
-            raise ConfigError("backend=hf needs a Hugging Face model; the toy model is TransformerLens-native: "
-                              "use backend=bridge")  # fmt: skip
         if not _pending(self.betas):
             if not self.betas or not all(math.isfinite(b) for b in self.betas):
                 raise ConfigError(f"betas={list(self.betas)} must be a non-empty list of finite numbers, e.g. betas=[-1,0,1]")

@@ -32,6 +32,7 @@ from interventions.cli.cluster import check_request, cluster_nodes, slurm_reques
 from interventions.errors import ConfigError
 from interventions.rundir import METRICS_FILE, check_writable, is_finished
 from interventions.spec import ENTRY_CONFIGS, EvaluateConfig, GenerateConfig, bound_text, store, to_spec
+from interventions.toyworld import is_native_model
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 EVALUATE_CONF_DIR = CONF_DIR / "evaluate"
@@ -185,20 +186,19 @@ def check_export_path(path: str) -> None:
 
 
 def check_hf_backend(spec: GenerateConfig) -> None:
-    """backend=hf on an export of a TransformerLens-native model (the toy world's): one line
-    before Hydra claims an output folder (read off the export's intervention.json)."""
-    if spec.backend != "hf" or spec.model.name is not None:
+    """backend=hf with a TransformerLens-native model (model.name, else the export's, read off
+    its intervention.json): one line before Hydra claims an output folder."""
+    if spec.backend != "hf":
         return
-    meta = Path(spec.generate) / "intervention.json" if Path(spec.generate).is_dir() else Path(spec.generate)
-    try:
-        name = json.loads(meta.with_name("intervention.json").read_text())["model"]["name"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return  # loading the export says what is wrong with it
-    config = Path(str(name)).expanduser() / "config.json"
-    native = name == "toy" or (config.is_file() and "model_type" not in config.read_text())
-    if native:
-        raise ConfigError(f"backend=hf needs a Hugging Face model; the export's model {name!r} is TransformerLens-native: "
-                          "use backend=bridge")  # fmt: skip
+    name = spec.model.name
+    if name is None:
+        path = Path(spec.generate)
+        try:
+            name = json.loads((path if path.is_dir() else path.parent).joinpath("intervention.json").read_text())["model"]["name"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # loading the export says what is wrong with it
+    if is_native_model(name):
+        raise ConfigError(f"backend=hf needs a Hugging Face model; {name!r} is TransformerLens-native: use backend=bridge")
 
 
 def check_outputs(argv: list[str], entry: str, overwrite: bool) -> Preflight:

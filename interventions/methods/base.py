@@ -15,12 +15,9 @@ from torch import nn
 
 from interventions.errors import ConfigError, LengthError
 from interventions.sites import HEAD_SITES, LocationGrid, site_width
+from interventions.spec import POSITIONS_BEYOND
 
 Hook = tuple[str, Callable]
-# Where a position-tied method acts beyond the prompt positions it was trained on (generated
-# tokens, a multi-token answer's tokens): "none" leaves them alone, "last" reuses the last
-# prompt position's parameters (docs/method.md §7).
-POSITIONS_BEYOND = ("none", "last")
 
 # Initialisations by name; each fills a method's parameters in place. `interventions.methods`
 # adds INITS["obsprop"] (observable propagation).

@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from interventions.errors import ConfigError
-from interventions.forward import answer_tails, last_position_logits
+from interventions.forward import answer_tails, has_answer_tails, last_position_logits
 from interventions.models import model_device
 from interventions.sites import hook
 from interventions.tasks.datapoint import Task
@@ -94,7 +94,7 @@ def _answer_tensors(tokenizer, task: Task) -> dict:
 def clean_tails(model, tensors: dict, batch_size: int = 64) -> torch.Tensor:
     """[N] the clean model's answer tails (`forward.answer_tails` at β = 0, no hooks); zero
     when every answer is one token."""
-    if tensors["answer_ids"].shape[-1] == 1:
+    if not has_answer_tails(tensors):
         return torch.zeros(len(tensors["index"]))
     device = model_device(model)
     keys = ("input_ids", "attention_mask", "last_index", "answer_ids", "answer_len")

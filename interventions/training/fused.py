@@ -20,7 +20,7 @@ from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
 from interventions.errors import ConfigError, NonFiniteError
-from interventions.forward import answer_tails, repeated_batch_logits
+from interventions.forward import answer_tails, has_answer_tails, repeated_batch_logits
 from interventions.methods import METHODS, Method
 from interventions.methods.base import nonzero_locations
 from interventions.models import model_device
@@ -100,10 +100,9 @@ def fused_step_scores(model, proto: Method, stacked: dict[str, torch.Tensor], ba
     and tails None; for answers of several tokens (docs/method.md §6) the last prompt
     position's logits and tails = (tail⁺ [K, B], tail⁻ [K, B]) from one forward of the
     teacher-forced sequences repeated K × 2 times (`forward.answer_tails`)."""
-    answers = batch.get("answer_ids")
-    if answers is None or answers.shape[-1] == 1:
+    if not has_answer_tails(batch):
         pos, neg = fused_step_logits(model, proto, stacked, batch, **forward)
-        if answers is None:
+        if "answer_ids" not in batch:
             return pos, neg, None
         return pos, neg, (pos.new_zeros(pos.shape[:2]), neg.new_zeros(neg.shape[:2]))  # one-token answers: no tail
     k_count, b = next(iter(stacked.values())).shape[0], batch["input_ids"].shape[0]

@@ -15,7 +15,7 @@ import lightning as L
 import torch
 
 from interventions.errors import NonFiniteError
-from interventions.forward import answer_tails, steered_logits
+from interventions.forward import answer_tails, has_answer_tails, steered_logits
 from interventions.methods import Method
 from interventions.models import model_device
 from interventions.metrics import InterventionMetrics, flatten, parameter_metrics
@@ -81,7 +81,7 @@ class InterventionModule(L.LightningModule):
         """Last-position logits [batch, vocab] and the answers' tails [batch] for each β: the
         tails of answers of several tokens (`forward.answer_tails`, batches with
         answer_ids), else None (`steered_logits`)."""
-        if "answer_ids" in batch and batch["answer_ids"].shape[-1] > 1:
+        if has_answer_tails(batch):
             pairs = answer_tails(self.model, batch, betas, self.method)
             return [logits for logits, _ in pairs], tuple(tail for _, tail in pairs)
         logits = self.steered_logits(batch, betas)
