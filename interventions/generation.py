@@ -164,7 +164,7 @@ def generate_tokens(
                                              (do_sample, temperature, top_k, generators))  # fmt: skip
 
     def step(input_ids: torch.Tensor, mask: torch.Tensor, state):
-        if method is not None:
+        if method is not None and method.position_tied:  # the others never read positions
             method.position_ids = positions_of(mask)
         logits = model(input_ids) if bool(mask.all()) else model(input_ids, attention_mask=mask)
         return logits[:, -1], None

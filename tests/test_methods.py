@@ -486,3 +486,16 @@ def test_flat_params_follow_the_grid_order():
         for i, (site, layer) in enumerate((s, l) for s in ("mlpOut", "attnOut") for l in range(12)):
             method.param(site, layer).fill_(i)
     assert method.flat_params().tolist() == [float(i) for i in range(24) for _ in range(3)]
+
+
+def test_beta_views_are_made_once_per_dtype_and_equal_beta_view():
+    """A hook shapes β once per (dtype, device, rank) of its activations; the view is beta_view's."""
+    from interventions.methods.base import BetaViews, beta_view
+
+    beta = torch.tensor([1.0, -1.0, 0.5])
+    views = BetaViews(beta)
+    h32, h64, heads = torch.zeros(3, 4, 5), torch.zeros(3, 4, 5, dtype=torch.float64), torch.zeros(3, 4, 2, 5)
+    assert views(h32) is views(torch.ones(3, 7, 5))  # the same rank and dtype: the same tensor
+    for h in (h32, h64, heads):
+        assert torch.equal(views(h), beta_view(beta, h)) and views(h).dtype == h.dtype and views(h).dim() == h.dim()
+    assert float(BetaViews(2.0)(h32)) == 2.0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from interventions.methods.base import Hook, Method, beta_view
+from interventions.methods.base import BetaViews, Hook, Method
 from interventions.sites import HEAD_SITES, hook_name
 
 
@@ -20,16 +20,19 @@ class ActivScalar(Method):
         n_pos = len(self.grid.positions)
         return (n_pos, len(self.grid.head_indices)) if site in HEAD_SITES else (n_pos,)
 
-    def scale_factor(self, site: str, layer: int, beta, h: torch.Tensor) -> torch.Tensor:
-        """1 + β α broadcast to h ([batch, pos, D] or [batch, pos, heads, d_head])."""
+    def scale_factor(self, site: str, layer: int, beta: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """1 + β α broadcast to h ([batch, pos, D] or [batch, pos, heads, d_head]); β is already
+        shaped for h (`beta_view`)."""
         alpha = self.positioned(self.param(site, layer), h)  # [(rows,) pos(, H')]
         if site in HEAD_SITES:
             alpha = self.full_heads(alpha, h.shape[2], -1)
         alpha = alpha[..., None]  # [(rows,) pos(, heads), 1]
-        return 1 + beta_view(beta, h) * alpha
+        return 1 + beta * alpha
 
     def site_hook(self, site: str, layer: int, beta) -> Hook:
+        beta_of = BetaViews(beta)
+
         def hook(h, hook=None):
-            return (h * self.scale_factor(site, layer, beta, h)).to(h.dtype)  # parameters stay float32
+            return (h * self.scale_factor(site, layer, beta_of(h), h)).to(h.dtype)  # parameters stay float32
 
         return hook_name(site, layer), hook

@@ -66,6 +66,22 @@ def beta_view(beta, h: torch.Tensor) -> torch.Tensor:
     return beta.view(-1, *([1] * (h.dim() - 1)))
 
 
+class BetaViews:
+    """`beta_view(beta, h)`, made once per (dtype, device, rank) of h: a hook runs at every
+    forward, and a decoding loop runs hundreds of forwards with the same β."""
+
+    def __init__(self, beta):
+        self.beta = beta
+        self._views: dict[tuple, torch.Tensor] = {}
+
+    def __call__(self, h: torch.Tensor) -> torch.Tensor:
+        key = (h.dtype, h.device, h.dim())
+        view = self._views.get(key)
+        if view is None:
+            view = self._views[key] = beta_view(self.beta, h)
+        return view
+
+
 class Method(nn.Module):
     """Parameters + hooks for a location grid.
 

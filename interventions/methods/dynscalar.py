@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from interventions.methods.base import Hook, Method, beta_view
+from interventions.methods.base import BetaViews, Hook, Method
 from interventions.sites import HEAD_SITES, hook_name
 
 EPS = 1e-6
@@ -37,12 +37,14 @@ class DynScalar(Method):
             h = self.o_from_z(h, layer)
         if site in HEAD_SITES:
             g = self.full_heads(g, h.shape[2], -2)  # [heads, D]
-        unit = h / h.norm(dim=-1, keepdim=True).clamp_min(EPS)
+        unit = h / torch.linalg.vector_norm(h, dim=-1, keepdim=True).clamp_min(EPS)  # h.norm's kernel, without its wrapper
         return (unit * g).sum(-1)
 
     def site_hook(self, site: str, layer: int, beta) -> Hook:
+        beta_of = BetaViews(beta)
+
         def hook(h, hook=None):
             alpha = self.alpha(site, layer, h)[..., None]
-            return (h * (1 + beta_view(beta, h) * alpha)).to(h.dtype)  # parameters stay float32
+            return (h * (1 + beta_of(h) * alpha)).to(h.dtype)  # parameters stay float32
 
         return hook_name(site, layer), hook

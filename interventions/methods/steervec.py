@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from interventions.methods.base import Hook, Method, beta_view
+from interventions.methods.base import BetaViews, Hook, Method
 from interventions.sites import HEAD_SITES, additive_hook, site_width
 
 
@@ -41,8 +41,10 @@ class SteerVec(Method):
         return v
 
     def site_hook(self, site: str, layer: int, beta) -> Hook:
+        beta_of = BetaViews(beta)
+
         def hook(h, hook=None):
-            return (h + beta_view(beta, h) * self.delta(site, layer, h)).to(h.dtype)  # parameters stay float32
+            return (h + beta_of(h) * self.delta(site, layer, h)).to(h.dtype)  # parameters stay float32
 
         return additive_hook(site, layer), hook
 
