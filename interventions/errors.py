@@ -30,6 +30,15 @@ class CancellingObservableError(TaskError):
     """A task whose answer pairs cancel out on average: its mean observable is about zero."""
 
 
+class ContextError(TaskError):
+    """A prompt that, with the tokens to generate or to feed back, is longer than the
+    model's context of `n_ctx` tokens (`got` tokens)."""
+
+    def __init__(self, message: str, n_ctx: int, got: int):
+        super().__init__(message)
+        self.n_ctx, self.got = n_ctx, got
+
+
 class EmptySplitError(TaskError):
     """A split of a task that holds no data points (optional for `val`)."""
 

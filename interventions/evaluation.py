@@ -7,12 +7,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields, replace
 
 from interventions.export import Intervention
 from interventions.models import load_model
 from interventions.objective import Objective
-from interventions.spec import EvaluateTaskSpec, ModelSpec, TaskSpec
+from interventions.spec import EvaluateTaskSpec, ModelSpec, TaskSpec, exported_task_spec
 from interventions.tasks import load_splits
 from interventions.tasks.datamodule import TaskDataModule
 from interventions.training.module import InterventionModule
@@ -20,14 +19,8 @@ from interventions.training.module import InterventionModule
 
 def export_task(iv: Intervention, overrides: EvaluateTaskSpec | None = None, split: str = "test",
                 n: int | None = None) -> TaskSpec:  # fmt: skip
-    """The task an export was trained on (its intervention.json), as a TaskSpec, with the
-    keys `overrides` sets (evaluate.py's task.*) and at most `n` data points of `split`."""
-    known = {f.name for f in fields(TaskSpec)}
-    task = TaskSpec(**{k: v for k, v in (iv.meta.get("task") or {}).items() if k in known})
-    changed = {k: v for k, v in asdict(overrides).items() if v is not None} if overrides is not None else {}
-    if n is not None:
-        changed[f"n_{split}"] = n
-    return replace(task, **changed)
+    """The task `iv` was trained on, with evaluate.py's task keys (`spec.exported_task_spec`)."""
+    return exported_task_spec(iv.meta.get("task"), overrides, split, n)
 
 
 def exported_model(iv: Intervention, spec: ModelSpec, check: bool = True, cache: dict | None = None):

@@ -4,6 +4,7 @@
                                (plain `safetensors.torch.load_file` reads them)
     intervention.json          method, location grid (sites, layers, positions and their
                                tokens), model identity and fingerprint, tokenizer identity,
+                               the tokens the model adds to a prompt and its context,
                                objective and other hyperparameters, seed, versions, metrics
 
     >>> iv = load_intervention("outputs/2026-11-21/12-00-00")
@@ -31,6 +32,7 @@ from interventions.generation import Completion, generate
 from interventions.io import atomic_write_bytes, write_json
 from interventions.methods import METHODS, Method
 from interventions.models import model_device, model_fingerprint, tokenizer_identity
+from interventions.tasks.tokenize import added_tokens
 from interventions.sites import LocationGrid
 
 FORMAT_VERSION = 1
@@ -102,6 +104,9 @@ def save_intervention(run_dir: str | Path, method: Method, model, model_name: st
         else {k: v.cpu().tolist() for k, v in method.received_gradient.items()},
         "model": model_identity(model, model_name),
         "tokenizer": tokenizer_identity(model.tokenizer),
+        # what the model adds to a prompt's own tokens (a BOS), and its context: a prompt's
+        # length from the tokenizer alone, checked before the model loads (cli.preflight)
+        "tokenization": {"added_tokens": added_tokens(model, model.tokenizer), "n_ctx": model.cfg.n_ctx},
         **method.extra_state(),
         **extra,
         "versions": versions(),

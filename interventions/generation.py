@@ -30,13 +30,13 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from interventions.errors import ConfigError, LengthError
+from interventions.errors import ConfigError
 from interventions.forward import positions_of
 from interventions.models import model_device
 from interventions.sites import hook
 from interventions.tasks.datapoint import Task
 from interventions.tasks.tokenize import prompt_token_ids
-from interventions.tasks.validation import answer_ids
+from interventions.tasks.validation import answer_ids, check_prompt_lengths
 
 
 @dataclass(frozen=True)
@@ -65,25 +65,6 @@ def check_betas(betas) -> tuple[float, ...]:
     if not all(math.isfinite(v) for v in values):
         raise ConfigError(f"betas={list(values)} must be finite numbers")
     return values
-
-
-def check_prompt_lengths(method, lengths: list[int], prompts: list[str], max_new_tokens: int, n_ctx: int) -> None:
-    """One LengthError line for a prompt a position-tied method was not trained on, or one the
-    model's context cannot hold with the tokens to generate."""
-    for length, prompt in zip(lengths, prompts):
-        if method is not None and method.position_tied and length != method.grid.seq_len:
-            raise LengthError(
-                f"prompt {prompt[:60]!r} has {length} tokens but this {method.name} intervention is tied to "
-                f"{method.grid.seq_len}-token prompts; use prompts of the trained template, or an intervention "
-                "that is not tied to positions (intervention=dynscalar)",
-                trained=method.grid.seq_len, got=length,
-            )  # fmt: skip
-        if length + max_new_tokens > n_ctx:
-            raise LengthError(
-                f"prompt {prompt[:60]!r} has {length} tokens; with max_new_tokens={max_new_tokens} that is "
-                f"{length + max_new_tokens}, more than the model's context of {n_ctx} tokens",
-                trained=n_ctx, got=length + max_new_tokens,
-            )  # fmt: skip
 
 
 def left_padded(ids: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -234,7 +215,8 @@ def generate(
         raise ConfigError("prompts must be a non-empty list of non-empty strings")
     tokenizer = tokenizer if tokenizer is not None else model.tokenizer
     ids = prompt_token_ids(model if hasattr(model, "to_tokens") else tokenizer, list(prompts))
-    check_prompt_lengths(method, [len(x) for x in ids], list(prompts), max_new_tokens, context_length(model))
+    tied = (method.name, method.grid.seq_len) if method is not None and method.position_tied else None
+    check_prompt_lengths([len(x) for x in ids], list(prompts), max_new_tokens, context_length(model), tied)
     decode = decode or generate_tokens
     out = []
     for start in range(0, len(prompts), batch_size):

@@ -15,11 +15,11 @@ import torch
 import transformer_lens.model_bridge.sources.native  # noqa: F401  (attaches boot_native)
 from safetensors.torch import load_file
 from transformer_lens.model_bridge import TransformerBridge
-from transformers import PreTrainedTokenizerFast
 from transformers.activations import NewGELUActivation
 
 from interventions.errors import ModelError
 from interventions.toyworld import CHECKPOINT, is_native_model
+from interventions.tokenizer import generic_tokenizer, saved_generic_tokenizer
 from interventions.toyworld.tokenizer import load_tokenizer
 
 TOY_NAME = "toy"
@@ -68,27 +68,6 @@ def load_toy(
     return model
 
 
-def _saved_generic_tokenizer(folder: Path) -> bool:
-    """Whether `folder` holds a tokenizer saved as transformers' generic fast tokenizer
-    (tokenizer_class "TokenizersBackend"), not a model-specific class."""
-    config = folder / "tokenizer_config.json"
-    if not (folder.is_dir() and config.is_file()):
-        return False
-    try:
-        return json.loads(config.read_text()).get("tokenizer_class") == "TokenizersBackend"
-    except json.JSONDecodeError:
-        return False
-
-
-def _generic_tokenizer(folder: Path) -> PreTrainedTokenizerFast:
-    """The folder's generic fast tokenizer as saved. Why not AutoTokenizer: for some model types
-    (Qwen2 in transformers 5.25) it forces the model's own tokenizer class onto whatever
-    tokenizer the folder holds, which turns a word-level vocabulary into garbage
-    ("The capital of France is" -> "a a a"); `add_bos_token` keeps TransformerLens from
-    loading it again that way."""
-    return PreTrainedTokenizerFast.from_pretrained(str(folder), add_bos_token=True)
-
-
 def _load_hf(name_or_path: str, device: str, dtype: torch.dtype) -> TransformerBridge:
     local = Path(name_or_path).expanduser()
     if name_or_path.startswith(("/", "./", "../", "~")) and not local.exists():
@@ -107,7 +86,7 @@ def _load_hf(name_or_path: str, device: str, dtype: torch.dtype) -> TransformerB
     try:
         return TransformerBridge.boot_transformers(
             str(local) if local.is_dir() else name_or_path, device=device, dtype=dtype,
-            **({"tokenizer": _generic_tokenizer(local)} if _saved_generic_tokenizer(local) else {}),
+            **({"tokenizer": generic_tokenizer(local)} if saved_generic_tokenizer(local) else {}),
         )
     except (OSError, ValueError) as error:  # hub errors are OSErrors; bad repo ids ValueErrors
         if local.is_dir():

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
 from interventions.errors import NonFiniteError
 from interventions.evaluation import evaluation_module, export_task, exported_model
@@ -49,6 +49,7 @@ from interventions.sweeps.summary import summarize_sweep
 from interventions.threads import launcher_jobs, resolve_threads, use_threads
 from interventions.tasks import load_splits
 from interventions.tasks.datamodule import TaskDataModule
+from interventions.tokenizer import model_tokenizer
 from interventions.training.fused import train_fused
 from interventions.training.module import InterventionModule
 from interventions.training.progress import ThrottledProgressBar, progress_callback
@@ -265,7 +266,7 @@ def hf_generation(iv, config: GenerateConfig, prompts: list[str], options: dict)
     name = config.model.name or iv.meta["model"]["name"]  # a native one is refused by the preflight
     dtype = getattr(torch, config.model.dtype if config.model.name else iv.meta["model"].get("dtype", "float32"))
     plain = AutoModelForCausalLM.from_pretrained(name, dtype=dtype).to(config.model.device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(name)
+    tokenizer = model_tokenizer(name)
     return hf_generate(plain, iv, prompts, tokenizer, config.betas, config.max_new_tokens,
                        check_model=config.check_model, **options)  # fmt: skip
 

@@ -372,6 +372,19 @@ class EvaluateTaskSpec:
             choice("task.bias_pair", self.bias_pair, BIAS_PAIRS)
 
 
+def exported_task_spec(recorded: dict | None, overrides: EvaluateTaskSpec | None = None, split: str = "test",
+                       n: int | None = None) -> TaskSpec:  # fmt: skip
+    """The task an export was trained on (`recorded`: its intervention.json's "task"), as a
+    TaskSpec, with the keys `overrides` sets (evaluate.py's task.*) and at most `n` data
+    points of `split`."""
+    known = {f.name for f in fields(TaskSpec)}
+    task = TaskSpec(**{k: v for k, v in (recorded or {}).items() if k in known})
+    changed = {k: v for k, v in asdict(overrides).items() if v is not None} if overrides is not None else {}
+    if n is not None:
+        changed[f"n_{split}"] = n
+    return replace(task, **changed)
+
+
 @dataclass
 class EvaluateConfig:
     """`python evaluate.py intervention=<run folder or export>` (conf/evaluate/evaluate.yaml)."""

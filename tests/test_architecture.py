@@ -34,7 +34,7 @@ TORCH_FREE = (
 # and the layers below. Keys are the first names under `interventions.` (or a module path).
 LAYERS = (
     ("errors", "io", "rundir", "interrupts", "console", "spec", "sites", "toyworld.world"),
-    ("models", "forward", "toyworld", "tasks"),
+    ("models", "tokenizer", "forward", "toyworld", "tasks"),
     ("methods", "objective", "metrics", "numerics", "obsprop", "attribution", "generation"),
     ("training", "export", "hf", "controlvector", "evaluation", "loggers", "threads"),
     ("runs", "sweeps", "reports"),

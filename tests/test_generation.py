@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from interventions import generation
-from interventions.errors import ConfigError, LengthError
+from interventions.errors import ConfigError, ContextError, LengthError
 from interventions.forward import positions_of
 from interventions.generation import generate, generate_tokens, generation_flip_accuracy, left_padded
 from interventions.methods import METHODS
@@ -149,7 +149,7 @@ def test_bad_input_is_one_line_before_any_forward(tiny_model, monkeypatch):
     with pytest.raises(LengthError, match=f"has {len(ids[1])} tokens .* tied to {len(ids[0])}-token prompts"):
         generate(tiny_model, method, PROMPTS[:2], max_new_tokens=2)
     n_ctx = tiny_model.cfg.n_ctx
-    with pytest.raises(LengthError, match=f"more than the model's context of {n_ctx} tokens"):
+    with pytest.raises(ContextError, match=f"more than the model's context of {n_ctx} tokens"):
         generate(tiny_model, method_for(tiny_model, "dynscalar"), PROMPTS[:1], max_new_tokens=n_ctx)
     for betas in (["a", 1], [], [True], [float("nan")]):
         with pytest.raises(ConfigError, match="betas"):

@@ -7,6 +7,8 @@ through both (the plain model inside its own `generate`, with its key-value cach
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import transformers as T
@@ -23,7 +25,8 @@ from interventions.sites import RESIDUAL_SITES, SITES, build_grid, hook_name
 from interventions.spec import ObjectiveSpec, RunSpec, TrainedInterventionSpec
 from interventions.tasks import load_task
 from interventions.tasks.datamodule import TaskDataModule
-from interventions.tasks.tokenize import prompt_token_ids
+from interventions.tasks.tokenize import added_tokens, own_token_count, prompt_token_ids
+from interventions.tokenizer import model_tokenizer
 from interventions.training.fused import train_fused
 from interventions.training.module import InterventionModule
 
@@ -105,6 +108,20 @@ def test_every_sites_hook_fires_with_its_documented_shape(arch):
         with pytest.raises(ConfigError, match="grouped-query attention") as error:
             build_grid(cfg, sites=["v"], positions=None)
         assert "\n" not in str(error.value)
+
+
+def test_the_tokenizer_alone_gives_the_bridges_prompt_lengths(arch):
+    """own tokens + the tokens the model adds (recorded in exports) = the bridge's length, on
+    adapters that keep the BOS and on those that drop it (NeoX, Qwen): evaluate.py
+    generate='s prompts are checked with it before the model loads."""
+    name, model, _ = arch
+    assert Path(model.cfg.model_name).is_dir()  # the saved folder
+    tokenizer = model_tokenizer(model.cfg.model_name)
+    added = added_tokens(model, model.tokenizer)
+    assert added in (0, 1)
+    prompts = ["The capital of France is", "When Mary and John went to the store", "a"]
+    for prompt, ids in zip(prompts, prompt_token_ids(model, prompts)):
+        assert own_token_count(tokenizer, prompt) + added == len(ids), name
 
 
 @pytest.mark.parametrize("method", METHODS_TRAINED)

@@ -8,6 +8,8 @@ from conftest import build_tiny_model, hub_offline, save_tiny_gpt2
 
 from interventions.errors import InterventionsError, ModelError
 from interventions.models import freeze, fuse_gelu, load_model, model_fingerprint, tokenizer_identity
+from interventions.tasks.tokenize import added_tokens, own_token_count, prompt_token_ids
+from interventions.tokenizer import model_tokenizer
 from interventions.toyworld import world
 
 TOY_PROMPT = "The capital of France is Rome . Q: What is the capital of France ? A:"
@@ -274,3 +276,18 @@ def test_evaluate_generalization_loads_models_as_the_model_config_group_says(mon
     model = ModelSpec(name=None, device="cpu", dtype="float16", fused_gelu=False)
     runs.generalization_run(GeneralizationConfig(generalization=["/a"], model=model, run_dir=str(tmp_path)))
     assert calls == [(["/a"], {"templates": None, "split": "test", "n": None, "check_model": True, "model": model})]
+
+
+def test_a_prompts_length_from_the_tokenizer_alone_is_the_bridges(gpt2_folders, offline):
+    """What an export records of its model's tokenization (`added_tokens`) gives each prompt's
+    length from the tokenizer alone (`tokenizer.model_tokenizer`, no model): the check of
+    evaluate.py generate='s prompts before the model loads (cli.preflight). GPT-2's tokenizer
+    adds no BOS; TransformerBridge prepends one."""
+    folder = str(gpt2_folders[0][0])
+    model, _ = load_model(folder)
+    tokenizer = model_tokenizer(folder)
+    added = added_tokens(model, model.tokenizer)
+    assert added == 1
+    prompts = ["The capital of France is", " leading space", "Zürich's café — 3.14!", "a  b\nc", "x" * 300]
+    for prompt, ids in zip(prompts, prompt_token_ids(model, prompts)):
+        assert own_token_count(tokenizer, prompt) + added == len(ids)

@@ -6,16 +6,15 @@
 
 from __future__ import annotations
 
-import random
 import warnings
 from dataclasses import replace
 
 from interventions.errors import EmptySplitError, TaskError
 from interventions.tasks.datapoint import DataPoint, Task
-from interventions.tasks.files import file_points
+from interventions.tasks.files import sampled_file_points
 from interventions.tasks.generators import toy_points
 from interventions.tasks.tokenize import prompt_token_ids
-from interventions.tasks.validation import answer_ids, check_fixed_length, check_points
+from interventions.tasks.validation import answer_ids, check_context, check_fixed_length, check_points
 from interventions.spec import FILE_TASKS, SPLITS, TASKS, TOY_TASKS, TaskSpec
 from interventions.toyworld.world import COMPLETION_SUFFIX
 
@@ -40,7 +39,8 @@ def load_task(
         name: "ccc", "ioi", "pronouns", "bias" (toy-world generators) or "jsonl"/"csv"
             (a user file with fields prompt, correct, wrong).
         model: a TransformerBridge (or pass `tokenizer`) to check that answers are single
-            tokens and, with `fixed_length`, that prompts share one token length.
+            tokens and, with `fixed_length`, that prompts share one token length; a model
+            also refuses a prompt longer than its context (ContextError).
         split: "train", "val" or "test"; deterministic and disjoint.
         template: a template index, a list of them, or "all" (toy tasks).
         n: at most this many data points (toy default 512; files: all).
@@ -81,18 +81,19 @@ def load_task(
     elif name in FILE_TASKS:
         if not path:
             raise TaskError(f"task {name!r} needs a file: task.path=data.{name}")
-        points = file_points(path, split)
-        if n is not None and len(points) > n:
-            points = random.Random(seed).sample(points, n)
+        points = sampled_file_points(path, split, n, seed)
         source = f"{path} (split {split})"
     else:
         raise TaskError(f"unknown task {name!r}; allowed: {', '.join(TASKS)}")
     check_points(points, tok, source, multi_token)
     if multi_token:
         info["multi_token"] = True
-    if fixed_length and (model is not None or tok is not None):
-        source_model = model if model is not None else tok
-        lengths = [len(ids) for ids in prompt_token_ids(source_model, [p.prompt for p in points])]
+    lengths = None
+    if model is not None or (fixed_length and tok is not None):
+        lengths = [len(ids) for ids in prompt_token_ids(model if model is not None else tok, [p.prompt for p in points])]
+    if model is not None:
+        check_context(lengths, points, tok, model.cfg.n_ctx, source, multi_token)
+    if fixed_length and lengths is not None:
         info["length"] = check_fixed_length(lengths, source)
     return Task(name, split, str(template), tuple(points), info)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import random
 from pathlib import Path
 
 from interventions.errors import EmptySplitError, TaskError
@@ -88,3 +89,11 @@ def file_points(path: str, split: str) -> list[DataPoint]:
             "dozen at least), or give one file per split with {split} in the path (task.path='data/{split}.jsonl')"
         )
     return chosen
+
+
+def sampled_file_points(path: str, split: str, n: int | None, seed: int) -> list[DataPoint]:
+    """`file_points`, at most `n` of them drawn with `seed` (the same draw for every caller)."""
+    points = file_points(path, split)
+    if n is not None and len(points) > n:
+        points = random.Random(seed).sample(points, n)
+    return points

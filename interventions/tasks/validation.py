@@ -8,7 +8,7 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 
-from interventions.errors import EmptySplitError, TaskError
+from interventions.errors import ContextError, EmptySplitError, LengthError, TaskError
 from interventions.tasks.datapoint import DataPoint
 
 
@@ -98,3 +98,39 @@ def check_fixed_length(lengths: list[int], source: str) -> int:
             "(e.g. task.template=0) or intervention=dynscalar, which accepts any length"
         )
     return next(iter(histogram))
+
+
+def check_context(lengths: list[int], points: list[DataPoint], tokenizer, n_ctx: int, source: str,
+                  multi_token: bool) -> None:  # fmt: skip
+    """Each prompt, with the answer tokens fed back under teacher forcing (all but the last
+    of the longer answer, `multi_token`), must fit the model's context of `n_ctx` tokens."""
+    for i, (length, p) in enumerate(zip(lengths, points)):
+        fed = max(len(answer_ids(tokenizer, a)) for a in (p.correct, p.wrong)) - 1 if multi_token else 0
+        if length + fed > n_ctx:
+            answers = f" and {fed} answer tokens fed back" if fed else ""
+            raise ContextError(
+                f"data point {i} of {source} ({p.prompt[:60]!r}): its prompt has {length} tokens{answers}, more than "
+                f"the model's context of {n_ctx} tokens; shorten or drop it",
+                n_ctx=n_ctx, got=length + fed,
+            )  # fmt: skip
+
+
+def check_prompt_lengths(lengths: list[int], prompts: list[str], max_new_tokens: int, n_ctx: int,
+                         tied: tuple[str, int] | None = None) -> None:  # fmt: skip
+    """One line for a prompt that a position-tied method (`tied`: its name and trained
+    prompt length) was not trained on (LengthError), or one the model's context of `n_ctx`
+    tokens cannot hold with `max_new_tokens` more (ContextError)."""
+    for length, prompt in zip(lengths, prompts):
+        if tied is not None and length != tied[1]:
+            raise LengthError(
+                f"prompt {prompt[:60]!r} has {length} tokens but this {tied[0]} intervention is tied to "
+                f"{tied[1]}-token prompts; use prompts of the trained template, or an intervention "
+                "that is not tied to positions (intervention=dynscalar)",
+                trained=tied[1], got=length,
+            )  # fmt: skip
+        if length + max_new_tokens > n_ctx:
+            raise ContextError(
+                f"prompt {prompt[:60]!r} has {length} tokens; with max_new_tokens={max_new_tokens} that is "
+                f"{length + max_new_tokens}, more than the model's context of {n_ctx} tokens",
+                n_ctx=n_ctx, got=length + max_new_tokens,
+            )  # fmt: skip

@@ -1,0 +1,131 @@
+"""The data a command reads is checked before any model loads (cli.preflight.check_inputs):
+a user file's records for train.py and evaluate.py, and evaluate.py generate='s prompts
+against the export's trained length and its model's context. Each problem is one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import toy_records, write_jsonl
+
+from interventions.cli.preflight import preflight
+from interventions.errors import ConfigError, ContextError, EmptySplitError, InterventionsError, LengthError, TaskError
+from interventions.export import save_intervention
+from interventions.methods import METHODS
+from interventions.sites import build_grid
+from interventions.tasks.tokenize import prompt_token_ids
+
+PROMPT = "The capital of France is"
+
+
+def one_line_error(argv: list[str], entry: str) -> InterventionsError:
+    with pytest.raises(InterventionsError) as info:
+        preflight(argv, entry)
+    message = str(info.value)
+    assert message and "\n" not in message, repr(message)
+    return info.value
+
+
+@pytest.mark.parametrize(
+    "records, kind, must_contain",
+    [
+        ([{"prompt": "a b", "correct": " x", "wrong": " "}], TaskError, ["line 1", "'wrong' is empty"]),
+        ([{"prompt": "a b", "correct": " x"}], TaskError, ["line 1", "missing field 'wrong'"]),
+        (toy_records(1), EmptySplitError, ["split by prompt hash", "{split}"]),
+    ],
+)
+def test_train_refuses_a_bad_file_before_the_model_loads(tmp_path, records, kind, must_contain):
+    path = write_jsonl(tmp_path / "data.jsonl", records)
+    error = one_line_error(["task=jsonl", f"task.path={path}", f"hydra.run.dir={tmp_path / 'run'}"], "train")
+    assert isinstance(error, kind)
+    for text in must_contain:
+        assert text in str(error)
+
+
+def test_train_refuses_a_missing_file_or_path_and_accepts_a_good_one(tmp_path):
+    run = f"hydra.run.dir={tmp_path / 'run'}"
+    assert "does not exist" in str(one_line_error(["task=jsonl", f"task.path={tmp_path / 'no.jsonl'}", run], "train"))
+    assert isinstance(one_line_error(["task=jsonl", run], "train"), ConfigError)
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "a"\n')
+    assert "not valid JSON" in str(one_line_error(["task=jsonl", f"task.path={tmp_path / 'bad.jsonl'}", run], "train"))
+    good = write_jsonl(tmp_path / "good.jsonl", toy_records(80))
+    preflight(["task=jsonl", f"task.path={good}", run], "train")  # no error
+
+
+@pytest.fixture
+def export(tmp_path, tiny_model):
+    """Write a real export of `name` from the tiny model (its tokenizer is the toy model's,
+    so the recorded model name "toy" gives the same tokenizer); returns its folder."""
+
+    def write(name: str, task: dict | None = None, folder: str = "run"):
+        seq_len = len(prompt_token_ids(tiny_model, [PROMPT])[0])
+        grid = build_grid(tiny_model.cfg, sites=["attnOut"], positions=None if name == "dynscalar" else "all",
+                          seq_len=seq_len)  # fmt: skip
+        method = METHODS[name](grid, tiny_model.cfg)
+        task = task or {"name": "ccc", "template": 0}
+        return save_intervention(tmp_path / folder, method, tiny_model, "toy", {"task": task})
+
+    return write
+
+
+def test_exports_record_what_the_model_adds_and_its_context(export, tiny_model):
+    meta = json.loads((export("activscalar") / "intervention.json").read_text())
+    assert meta["tokenization"] == {"added_tokens": 1, "n_ctx": tiny_model.cfg.n_ctx}
+
+
+def test_generate_refuses_prompts_the_export_cannot_take_before_the_model_loads(export, tmp_path, monkeypatch):
+    tied, free = export("activscalar", folder="tied"), export("dynscalar", folder="free")
+    out = f"run_dir={tmp_path / 'out'}"
+    error = one_line_error([f"generate={tied}", 'prompts=["a b c"]', out], "evaluate")
+    assert isinstance(error, LengthError) and (error.got, error.trained) == (4, 6)
+    assert "4 tokens" in str(error) and "6-token prompts" in str(error)
+    error = one_line_error([f"generate={free}", f'prompts=["{PROMPT}"]', "max_new_tokens=60", out], "evaluate")
+    assert isinstance(error, ContextError) and (error.got, error.n_ctx) == (66, 64)
+    preflight([f"generate={free}", f'prompts=["{PROMPT}"]', "max_new_tokens=58", out], "evaluate")  # 64 fits
+    preflight([f"generate={tied}", f'prompts=["{PROMPT}"]', out], "evaluate")  # the trained length
+    # another model: its tokenizer may add other tokens, so this waits for the model
+    preflight([f"generate={tied}", 'prompts=["a b c"]', "model.name=gpt2", out], "evaluate")
+    # an export written before the record: checked once the model is loaded
+    meta = json.loads((tied / "intervention.json").read_text())
+    del meta["tokenization"]
+    (tied / "intervention.json").write_text(json.dumps(meta))
+    preflight([f"generate={tied}", 'prompts=["a b c"]', out], "evaluate")
+
+
+def test_generate_and_evaluate_check_the_exports_task_file(export, tmp_path):
+    """The export's own task file (or task.path given to evaluate.py): an empty answer, and for
+    generate= its prompts against a position-tied export's length."""
+    bad = write_jsonl(tmp_path / "test.jsonl", [{"prompt": PROMPT, "correct": "", "wrong": " x"}])
+    run = export("activscalar", task={"name": "jsonl", "path": str(tmp_path / "{split}.jsonl")})
+    out = f"run_dir={tmp_path / 'out'}"
+    for argv in ([f"generate={run}", out], [f"intervention={run}", out]):
+        error = one_line_error(argv, "evaluate")
+        assert isinstance(error, TaskError) and "'correct' is empty" in str(error)
+    write_jsonl(bad, [{"prompt": "a b c", "correct": " x", "wrong": " y"}])
+    error = one_line_error([f"generate={run}", out], "evaluate")
+    assert isinstance(error, LengthError) and "'a b c' has 4 tokens" in str(error)
+    preflight([f"intervention={run}", out], "evaluate")  # evaluation's own check says it after loading
+    other = write_jsonl(tmp_path / "other.jsonl", [{"prompt": PROMPT, "correct": " x", "wrong": " y"}] * 3)
+    preflight([f"generate={run}", f"task.path={other}", "split=train", out], "evaluate")  # its task.path wins
+
+
+def test_load_task_refuses_a_prompt_longer_than_the_context(tmp_path, tiny_model):
+    """TransformerBridge's `to_tokens` cuts a prompt at the context by default; a training set's
+    prompt must be refused, not trained on cut short. With several answer tokens, the ones fed
+    back count too."""
+    from interventions.tasks import load_task
+
+    n_ctx = tiny_model.cfg.n_ctx
+    words = " ".join(["a"] * (n_ctx - 2))  # BOS + n_ctx - 2 words + "is" = n_ctx tokens
+    records = [{"prompt": f"{words} is", "correct": " Paris", "wrong": " Berlin"}]
+    path = write_jsonl(tmp_path / "train.jsonl", records)
+    task = load_task("jsonl", model=tiny_model, split="train", path=str(tmp_path / "{split}.jsonl"))
+    assert len(prompt_token_ids(tiny_model, task.prompts)[0]) == n_ctx
+    write_jsonl(path, [{**records[0], "correct": " Paris .", "wrong": " Berlin ."}])
+    with pytest.raises(ContextError, match=f"{n_ctx} tokens and 1 answer tokens fed back") as info:
+        load_task("jsonl", model=tiny_model, split="train", path=str(tmp_path / "{split}.jsonl"), multi_token=True)
+    assert info.value.got == n_ctx + 1
+    write_jsonl(path, [{**records[0], "prompt": f"a {words} is"}])
+    with pytest.raises(ContextError, match=f"{n_ctx + 1} tokens, more than the model's context of {n_ctx}"):
+        load_task("jsonl", model=tiny_model, split="train", path=str(tmp_path / "{split}.jsonl"))
