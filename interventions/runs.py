@@ -50,6 +50,8 @@ from interventions.threads import launcher_jobs, resolve_threads, use_threads
 from interventions.tasks import load_splits
 from interventions.tasks.datamodule import TaskDataModule
 from interventions.tokenizer import model_tokenizer
+from interventions.toyworld import is_native_model
+from interventions.toyworld.hf_form import hf_form
 from interventions.training.fused import train_fused
 from interventions.training.module import InterventionModule
 from interventions.training.progress import ThrottledProgressBar, progress_callback
@@ -260,13 +262,18 @@ def evaluate_run(cfg: DictConfig) -> dict:
     return evaluation_run(cfg, config)
 
 
-def hf_generation(iv, config: GenerateConfig, prompts: list[str], options: dict) -> list:
+def hf_generation(iv, model, config: GenerateConfig, prompts: list[str], options: dict) -> list:
     """backend=hf: the completions from the plain Hugging Face model of the export (or
-    model.name), with its key-value cache (`interventions.hf.generate`)."""
-    name = config.model.name or iv.meta["model"]["name"]  # a native one is refused by the preflight
-    dtype = getattr(torch, config.model.dtype if config.model.name else iv.meta["model"].get("dtype", "float32"))
-    plain = AutoModelForCausalLM.from_pretrained(name, dtype=dtype).to(config.model.device).eval()
-    tokenizer = model_tokenizer(name)
+    model.name), with its key-value cache (`interventions.hf.generate`). A TransformerLens-
+    native model (the toy world's) generates through its GPT-2 form (`toyworld.hf_form`),
+    built from `model`, the bridge already loaded."""
+    name = config.model.name or iv.meta["model"]["name"]
+    if is_native_model(name):
+        plain, tokenizer = hf_form(model), model.tokenizer
+    else:
+        dtype = getattr(torch, config.model.dtype if config.model.name else iv.meta["model"].get("dtype", "float32"))
+        plain = AutoModelForCausalLM.from_pretrained(name, dtype=dtype).to(config.model.device).eval()
+        tokenizer = model_tokenizer(name)
     return hf_generate(plain, iv, prompts, tokenizer, config.betas, config.max_new_tokens,
                        check_model=config.check_model, **options)  # fmt: skip
 
@@ -293,7 +300,7 @@ def generation_run(cfg: DictConfig, config: GenerateConfig) -> dict:
         record[config.split] = generation_flip_accuracy(model, iv.method, task, config.positions_beyond,
                                                         config.batch_size)  # fmt: skip
     if config.backend == "hf":
-        completions = hf_generation(iv, config, prompts, options)
+        completions = hf_generation(iv, model, config, prompts, options)
     else:
         completions = generate(model, iv.method, prompts, config.betas, config.max_new_tokens, **options)
     title = f"{iv.name} from {Path(iv.path).name}: {where}"

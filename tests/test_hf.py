@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import hub_offline, save_tiny_gpt2
+from conftest import build_tiny_model, hub_offline, save_tiny_gpt2
 
 from interventions import hf
 from interventions.errors import ExportError, LengthError
@@ -17,9 +17,11 @@ from interventions.methods import METHODS
 from interventions.models import load_model
 from interventions.sites import build_grid
 from interventions.tasks.tokenize import prompt_token_ids
+from interventions.toyworld.hf_form import hf_form
 
 PROMPTS = ["The capital of France is", "When Mary and John went to the store , John gave", "Q: Which city ? A:"]
-KINDS = ["gpt2", "neox", "llama"]
+KINDS = ["gpt2", "neox", "llama", "native"]  # native: the toy world's architecture, through its GPT-2 form
+FUSED_QKV = ("gpt2", "neox", "native")
 
 
 def _save(folder, tokenizer, kind: str, seed: int):
@@ -27,6 +29,10 @@ def _save(folder, tokenizer, kind: str, seed: int):
 
     if kind == "gpt2":
         save_tiny_gpt2(folder, tokenizer, seed=seed, n_layer=3)
+        return
+    if kind == "native":  # the form saves as an ordinary GPT-2 folder
+        hf_form(build_tiny_model(tokenizer, seed=seed)).save_pretrained(str(folder))
+        tokenizer.save_pretrained(str(folder))
         return
     sizes = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
                  vocab_size=len(tokenizer), max_position_embeddings=64)  # fmt: skip
@@ -42,6 +48,9 @@ def pair(request, tmp_path_factory, toy_tokenizer):
     """(bridge, plain Hugging Face model, architecture) over the same random weights."""
     from transformers import AutoModelForCausalLM
 
+    if request.param == "native":
+        bridge = build_tiny_model(toy_tokenizer, seed=3)
+        return bridge, hf_form(bridge), "native"
     folder = tmp_path_factory.mktemp(f"hf_{request.param}")
     _save(folder, toy_tokenizer, request.param, seed=3)
     with pytest.MonkeyPatch.context() as mp:
@@ -68,7 +77,7 @@ def test_logits_equal_the_bridges_apply(pair, tmp_path, name, sites):
     bridge, plain, kind = pair
     ids = torch.tensor(prompt_token_ids(bridge, [PROMPTS[0], "The capital of Spain is"]))
     iv = export(bridge, tmp_path, name, sites, ids.shape[1])
-    if sites == ["v"] and kind in ("gpt2", "neox"):  # one fused q/k/v projection: refused in one line
+    if sites == ["v"] and kind in FUSED_QKV:  # one fused q/k/v projection: refused in one line
         with pytest.raises(ExportError, match="fused projection"), hf.apply(plain, iv):
             pass
         return
@@ -133,7 +142,7 @@ def test_checks_and_refusals(pair, tmp_path, toy_tokenizer):
     with pytest.raises(ExportError, match="check_model=False"):
         with hf.apply(plain, iv):
             pass
-    if kind in ("gpt2", "neox"):  # q, k and v come from one fused projection
+    if kind in FUSED_QKV:  # q, k and v come from one fused projection
         v = export(bridge, tmp_path / "v", "activscalar", ["v"], ids.shape[1])
         with pytest.raises(ExportError, match="site v on .*fused projection") as error:
             with hf.apply(plain, v):
@@ -187,24 +196,30 @@ def test_generate_on_a_plain_model_returns_completions_and_refuses_as_the_bridge
         hf.generate(plain, iv, PROMPTS[1:2], toy_tokenizer, max_new_tokens=3)
 
 
-def test_evaluate_generate_with_the_hf_backend_gives_the_bridges_completions(tmp_path, toy_tokenizer):
+@pytest.mark.parametrize("kind", ["llama", "toy"])
+def test_evaluate_generate_with_the_hf_backend_gives_the_bridges_completions(tmp_path, toy_tokenizer, kind):
     """evaluate.py generate=<run> backend=hf (the plain model with its key-value cache) on a
-    DynScalar export of a Hugging Face folder gives the bridge's completions, token for token."""
-    from conftest import describe, run_cli
+    DynScalar export of a Hugging Face folder, and of the toy model (its GPT-2 form, checked
+    against the export's logits probe), gives the bridge's completions, token for token."""
+    from conftest import describe, run_cli, skip_without_toy_checkpoint
 
     from interventions.spec import RunSpec, TaskSpec
     from interventions.tasks import load_task
     from interventions.training.train import train_intervention
 
-    folder = tmp_path / "llama"
-    _save(folder, toy_tokenizer, "llama", seed=5)
-    with pytest.MonkeyPatch.context() as mp:
-        hub_offline(mp)
-        bridge = load_model(str(folder))[0]
+    if kind == "toy":
+        skip_without_toy_checkpoint()
+        name, bridge = "toy", load_model("toy")[0]
+    else:
+        name = str(tmp_path / "llama")
+        _save(name, toy_tokenizer, "llama", seed=5)
+        with pytest.MonkeyPatch.context() as mp:
+            hub_offline(mp)
+            bridge = load_model(name)[0]
     trained = train_intervention(bridge, load_task("ccc", model=bridge, n=8), intervention="dynscalar",
                                  run=RunSpec(epochs=1))  # fmt: skip
     run = tmp_path / "run"
-    save_intervention(run, trained.method, bridge, str(folder), {"task": vars(TaskSpec(n_test=3))})
+    save_intervention(run, trained.method, bridge, name, {"task": vars(TaskSpec(n_test=3))})
     out = tmp_path / "hf"
     done = run_cli("evaluate.py", f"generate={run}", "backend=hf", "n=3", "max_new_tokens=4", "logger=none",
                    f"run_dir={out}", hydra_dir=tmp_path / "h_hf")  # fmt: skip
@@ -217,11 +232,14 @@ def test_evaluate_generate_with_the_hf_backend_gives_the_bridges_completions(tmp
     assert len(prompts) == 3 and [list(c.tokens) for c in bridge_side] == [line["tokens"] for line in lines]
 
 
-def test_the_hf_backend_on_a_native_export_is_one_line_before_anything(tmp_path, tiny_model):
-    from conftest import run_cli
+def test_the_hf_backend_on_a_native_model_without_a_form_is_one_line_before_anything(tmp_path, tiny_model):
+    from conftest import TINY_CONFIG, run_cli
 
+    native = tmp_path / "rms-native"
+    native.mkdir()
+    (native / "config.json").write_text(json.dumps({**TINY_CONFIG, "normalization_type": "RMS", "d_vocab": 10}))
     save_intervention(tmp_path / "run", METHODS["dynscalar"](build_grid(tiny_model.cfg, positions=None), tiny_model.cfg),
-                      tiny_model, "toy", {})  # fmt: skip
+                      tiny_model, str(native), {})  # fmt: skip
     done = run_cli("evaluate.py", f"generate={tmp_path / 'run'}", "backend=hf", f"hydra.run.dir={tmp_path / 'out'}")
-    assert done.returncode == 2 and "TransformerLens-native: use backend=bridge" in done.stderr
+    assert done.returncode == 2 and "has no Hugging Face form (normalization_type='RMS'" in done.stderr
     assert done.stderr.strip().count("\n") == 0 and not (tmp_path / "out").exists()

@@ -38,7 +38,7 @@ from interventions.spec import (
 from interventions.tasks.files import sampled_file_points
 from interventions.tasks.tokenize import own_token_count
 from interventions.tasks.validation import check_prompt_lengths
-from interventions.toyworld import is_native_model
+from interventions.toyworld import CHECKPOINT, hf_form_problem, is_native_model
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 EVALUATE_CONF_DIR = CONF_DIR / "evaluate"
@@ -203,7 +203,8 @@ def export_meta(path: str) -> dict | None:
 
 def check_hf_backend(spec: GenerateConfig) -> None:
     """backend=hf with a TransformerLens-native model (model.name, else the export's, read off
-    its intervention.json): one line before Hydra claims an output folder."""
+    its intervention.json) that has no Hugging Face form (`toyworld.hf_form`: the toy
+    world's model has one): one line before Hydra claims an output folder."""
     if spec.backend != "hf":
         return
     name = spec.model.name
@@ -212,8 +213,16 @@ def check_hf_backend(spec: GenerateConfig) -> None:
             name = export_meta(spec.generate)["model"]["name"]
         except (KeyError, TypeError):
             return  # loading the export says what is wrong with it
-    if is_native_model(name):
-        raise ConfigError(f"backend=hf needs a Hugging Face model; {name!r} is TransformerLens-native: use backend=bridge")
+    if not is_native_model(name):
+        return
+    folder = CHECKPOINT if name == "toy" else Path(str(name)).expanduser()
+    try:
+        problem = hf_form_problem(json.loads((folder / "config.json").read_text()))
+    except (OSError, ValueError):
+        return  # loading the model says what is wrong with it
+    if problem is not None:
+        raise ConfigError(f"backend=hf: the TransformerLens-native model {name!r} has no Hugging Face form ({problem}); "
+                          "use backend=bridge")  # fmt: skip
 
 
 def check_task_file(task: TaskSpec, splits, seed: int, checked: set) -> dict[str, list]:

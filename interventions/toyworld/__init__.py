@@ -14,7 +14,7 @@ TRAINING_DEFAULTS = dict(seed=0, steps=3000, batch_size=64, lr=1e-3, weight_deca
 
 def is_native_model(name_or_path) -> bool:
     """"toy", or a folder written by `toyworld.train` (a TransformerLens-native config, not a
-    Hugging Face one): a model with no Hugging Face form."""
+    Hugging Face one; the toy world's architecture has a GPT-2 form, `toyworld.hf_form`)."""
     if str(name_or_path) == "toy":
         return True
     config = Path(str(name_or_path)).expanduser() / "config.json"
@@ -25,3 +25,21 @@ def is_native_model(name_or_path) -> bool:
     except json.JSONDecodeError:
         return False
     return "d_model" in data and "model_type" not in data
+
+
+# What `toyworld.hf_form` needs of a native model's config to give it a GPT-2 form (None:
+# TransformerLens's default, which is the supported value).
+HF_FORM = {"normalization_type": ("LN",), "positional_embedding_type": ("standard",), "act_fn": ("gelu",),
+           "gated_mlp": (False, None), "attn_only": (False, None), "final_rms": (False, None)}  # fmt: skip
+
+
+def hf_form_problem(config: dict) -> str | None:
+    """What keeps a native model's config (config.json's keys) from a Hugging Face (GPT-2)
+    form, or None."""
+    for key, allowed in HF_FORM.items():
+        if config.get(key, allowed[0]) not in allowed:
+            return f"{key}={config.get(key)!r}; the form needs {allowed[0]!r}"
+    kv = config.get("n_key_value_heads")
+    if kv not in (None, config.get("n_heads")):
+        return f"n_key_value_heads={kv!r}; the form needs as many as n_heads"
+    return None
