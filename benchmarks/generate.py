@@ -1,7 +1,8 @@
 """`python benchmarks/run.py generate`: steered generation and multi-token training, side by side.
 
 - Greedy generation with an intervention's hooks at β = 0 (so the tokens are the unhooked
-  model's, checked) against the same generation without hooks: the hooks' cost per token.
+  model's, checked) against the same generation without hooks: the hooks' cost per token,
+  through the bridge (no cache) and through Hugging Face's key-value cache (`backend=hf`).
 - The training step on answers of three tokens (B prompts of P tokens: 2B teacher-forced
   sequences of P + 2 tokens) against the single-token step on 2B prompts of P + 2 tokens:
   the same number of tokens per forward.
@@ -13,37 +14,55 @@ import torch
 
 from benchmarks.harness import build, device_sync, make_batch, make_module, side_by_side
 from interventions.generation import generate_tokens
+from interventions.hf import cached_tokens
 from interventions.methods import METHODS
 from interventions.sites import build_grid
 from interventions.tasks.datamodule import clean_tails
+from interventions.toyworld.hf_form import hf_form
 
 
 def bench_generation(model_name: str, batch: int, prompt_len: int, new_tokens: int, rounds: int,
-                     device: str = "cpu", method_name: str = "dynscalar") -> dict:  # fmt: skip
+                     device: str = "cpu", method_name: str = "dynscalar", backend: str = "bridge") -> dict:  # fmt: skip
     """Hooked (`method_name` on attnOut and mlpOut of every layer, β = 0) over unhooked greedy
     generation of `new_tokens` tokens for `batch` random prompts of `prompt_len` tokens.
-    DynScalar acts on every position of every step; ActivScalar on the prompt's."""
+    DynScalar acts on every position of every step; ActivScalar on the prompt's.
+
+    backend "bridge": through TransformerBridge, each step the whole sequence (no cache), with
+    a no-op floor (hooks at the same points that return the activation unchanged);
+    "hf": the model's GPT-2 form (`toyworld.hf_form`) with Hugging Face's key-value cache,
+    one token per step, the hooks on its modules (`hf.cached_tokens`)."""
     model, d_vocab = build(model_name, device=device)
     ids = torch.randint(4, d_vocab, (batch, prompt_len), generator=torch.Generator().manual_seed(0)).tolist()
     positions = None if method_name == "dynscalar" else "all"
     grid = build_grid(model.cfg, positions=positions, seq_len=prompt_len)
     method = METHODS[method_name](grid, model.cfg).to(device)
     method.initialize("normal", 1e-2, seed=0)
-    hooked = generate_tokens(model, method, ids, (0.0,), new_tokens)
-    plain = generate_tokens(model, None, ids, (0.0,), new_tokens)
+    if backend == "hf":
+        form = hf_form(model)
+
+        def run(steering) -> None:  # returns nothing: `alternated` would read a return value as seconds
+            cached_tokens(form, steering, ids, (0.0,), new_tokens)
+
+        variants = {"hooked": lambda: run(method), "plain": lambda: run(None)}
+        hooked, plain = (cached_tokens(form, m, ids, (0.0,), new_tokens) for m in (method, None))
+    else:
+        def run(steering) -> None:
+            generate_tokens(model, steering, ids, (0.0,), new_tokens)
+
+        def noop_hooked() -> None:  # the floor: hooks at the same points that return the activation unchanged
+            with model.hooks(fwd_hooks=[(name, lambda h, hook: h) for name, _ in method.hooks(0.0)]):
+                run(None)
+
+        variants = {"hooked": lambda: run(method), "plain": lambda: run(None), "noop": noop_hooked}
+        hooked, plain = (generate_tokens(model, m, ids, (0.0,), new_tokens) for m in (method, None))
     assert torch.equal(hooked, plain), "β = 0 must generate the unhooked model's tokens"
-    def run(steering) -> None:  # returns nothing: `alternated` would read a return value as seconds
-        generate_tokens(model, steering, ids, (0.0,), new_tokens)
-
-    def noop_hooked() -> None:  # the floor: hooks at the same points that return the activation unchanged
-        with model.hooks(fwd_hooks=[(name, lambda h, hook: h) for name, _ in method.hooks(0.0)]):
-            run(None)
-
-    t = side_by_side({"hooked": lambda: run(method), "plain": lambda: run(None), "noop": noop_hooked}, rounds,
-                     device_sync(device))  # fmt: skip
-    return {"model": model_name, "method": method_name, "device": str(device), "batch": batch, "prompt_tokens": prompt_len,
-            "new_tokens": new_tokens, "rounds": rounds, **{f"{k}_s": round(v, 4) for k, v in t.items()},
-            "hooked_over_plain": round(t["hooked"] / t["plain"], 3), "noop_over_plain": round(t["noop"] / t["plain"], 3)}  # fmt: skip
+    t = side_by_side(variants, rounds, device_sync(device))
+    result = {"model": model_name, "method": method_name, "backend": backend, "device": str(device), "batch": batch,
+              "prompt_tokens": prompt_len, "new_tokens": new_tokens, "rounds": rounds,
+              **{f"{k}_s": round(v, 4) for k, v in t.items()}, "hooked_over_plain": round(t["hooked"] / t["plain"], 3)}  # fmt: skip
+    if "noop" in t:
+        result["noop_over_plain"] = round(t["noop"] / t["plain"], 3)
+    return result
 
 
 def multi_token_batch(model, d_vocab: int, batch: int, pos: int, answer_len: int) -> dict:

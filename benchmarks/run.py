@@ -115,8 +115,12 @@ def plan(args, size: Sizes, device) -> dict:
 
     def generate_points(name):
         rounds = 1 if size.quick else (5 if name == "toy" else 3)
-        return [*(printed(generate.bench_generation(name, 8, 17 if name == "toy" else 20, 4 if size.quick else 16,
-                                                    rounds, device, method)) for method in ("dynscalar", "activscalar")),
+        toy = name == "toy"
+        # 8 prompts, and on the toy also the command line's default forward (16 prompts × 3 βs)
+        batches = (8, 48) if toy and not size.quick else (8,)
+        return [*(printed(generate.bench_generation(name, batch, 17 if toy else 20, 4 if size.quick else 16, rounds,
+                                                    device, method, backend))
+                  for backend in ("bridge", "hf") for batch in batches for method in ("dynscalar", "activscalar")),
                 printed(generate.bench_multi_token_step(name, 16, 17 if name == "toy" else 20,
                                                         size.repeats if name == "toy" else max(1, size.repeats // 4),
                                                         device=device))]  # fmt: skip

@@ -82,8 +82,9 @@ def generate_rows(results: list[dict]) -> list[str]:
     rows = []
     for r in results:
         if "hooked_over_plain" in r:
+            cached = ", key-value cache (backend=hf)" if r.get("backend") == "hf" else ", bridge (no cache)"
             case = (f"{r['model']}, {r.get('method', 'dynscalar')}, {r['batch']} prompts × {r['prompt_tokens']} + "
-                    f"{r['new_tokens']} new tokens")  # fmt: skip
+                    f"{r['new_tokens']} new tokens{cached}")  # fmt: skip
             rows.append(row("generation: hooks (β = 0) / none", case, r["hooked_over_plain"], GENERATE_GOAL))
             if "noop_over_plain" in r:
                 rows.append(row("generation: no-op hooks at the same points / none", case, r["noop_over_plain"],

@@ -148,7 +148,7 @@ def _z_hook(fn, n_heads: int):
     return hook
 
 
-def _positions_hook(method, trained: int | None):
+def _positions_hook(method, trained: int):
     """A pre-forward hook on the model: each call's token positions from its attention mask
     (or the cache's length), for position-tied methods. The first call's prompts must have
     the trained length (later calls may be the same sequence grown by generated tokens)."""
@@ -165,7 +165,7 @@ def _positions_hook(method, trained: int | None):
             positions = positions_of(mask.long())[:, -steps:]
         else:
             positions = (past + torch.arange(steps, device=ids.device))[None]
-        if trained is not None and past == 0 and first[0]:
+        if past == 0 and first[0]:
             first[0] = False
             lengths = positions.max(1).values + 1
             if bool((lengths != trained).any()):
@@ -190,8 +190,10 @@ def attached(hf_model, method, beta: float | torch.Tensor = 1.0, positions_beyon
     blocks = hf_model.get_submodule(layout.layers)
     with ExitStack() as stack:
         stack.enter_context(method.at_positions(torch.zeros(1, 1, dtype=torch.long), positions_beyond))
-        trained = method.grid.seq_len if method.position_tied else None
-        handles = [hf_model.register_forward_pre_hook(_positions_hook(method, trained), with_kwargs=True)]
+        handles = []  # the positions hook only where a method reads positions
+        if method.position_tied:
+            handles.append(hf_model.register_forward_pre_hook(_positions_hook(method, method.grid.seq_len),
+                                                              with_kwargs=True))  # fmt: skip
         stack.callback(lambda: [h.remove() for h in handles])
         for name, fn in method.hooks(beta):
             short, layer = parse_hook(name)

@@ -121,8 +121,11 @@ def test_generate_rows_name_each_ratio_and_the_goal():
         {"model": "gpt2-small", "method": "activscalar", "batch": 8, "prompt_tokens": 20, "new_tokens": 16,
          "hooked_over_plain": 1.05, "noop_over_plain": 1.0},
         {"model": "toy", "batch": 16, "positions": 17, "answer_tokens": 3, "multi_over_single": 1.07},
+        {"model": "toy", "method": "dynscalar", "backend": "hf", "batch": 8, "prompt_tokens": 17, "new_tokens": 16,
+         "hooked_over_plain": 1.3},
     ])  # fmt: skip
-    assert len(rows) == 5
+    assert len(rows) == 6
+    assert "bridge (no cache)" in rows[0] and "key-value cache (backend=hf)" in rows[5] and "1.300" in rows[5]
     assert "1.200" in rows[0] and "**not met**" in rows[0] and "≤ 1.1" in rows[0]
     assert "1.050" in rows[2] and "| met |" in rows[2]
     assert "answers of 3 tokens" in rows[4] and "1.070" in rows[4]

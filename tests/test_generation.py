@@ -219,3 +219,18 @@ def test_bridge_kv_cache_still_disagrees_with_the_full_forward(request, kind):
         step, _ = model(ext[:, ids.shape[1] : ids.shape[1] + 1], return_type="logits_and_cache", past_key_values=cache,
                         attention_mask=torch.ones(1, ids.shape[1] + 1, dtype=torch.long))  # fmt: skip
     assert float((step[0, -1] - full[0, ids.shape[1]]).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("name", ["activscalar", "steervec"])
+def test_position_tied_hooks_pass_activations_through_past_the_prompt(tiny_model, name):
+    """A decoding step whose positions all lie past the trained prompt (positions_beyond
+    "none") leaves the activations as they are, the very tensor; with "last" it acts."""
+    method = method_for(tiny_model, name, sites=("attnOut",), seq_len=3)
+    hook = method.hooks(torch.tensor([1.0]))[0][1]
+    h = torch.randn(1, 1, tiny_model.cfg.d_model)
+    with method.at_positions(torch.tensor([[3]])):  # the first generated token of a 3-token prompt
+        assert not method.acts_here() and hook(h) is h
+    with method.at_positions(torch.tensor([[3]]), beyond="last"):
+        assert method.acts_here() and not torch.equal(hook(h), h)
+    with method.at_positions(torch.tensor([[-1, 0, 1]])):  # the prompt itself (after one pad)
+        assert method.acts_here()

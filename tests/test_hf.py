@@ -243,3 +243,28 @@ def test_the_hf_backend_on_a_native_model_without_a_form_is_one_line_before_anyt
     done = run_cli("evaluate.py", f"generate={tmp_path / 'run'}", "backend=hf", f"hydra.run.dir={tmp_path / 'out'}")
     assert done.returncode == 2 and "has no Hugging Face form (normalization_type='RMS'" in done.stderr
     assert done.stderr.strip().count("\n") == 0 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("act_fn", ["gelu", "gelu_new"])
+def test_the_native_form_computes_the_native_models_logits(toy_tokenizer, act_fn):
+    """toyworld.hf_form: a GPT2LMHeadModel with a native model's weights gives its logits, frozen;
+    a native model of another architecture is refused in one line."""
+    from conftest import TINY_CONFIG
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from interventions.errors import ModelError
+    from interventions.models import freeze
+
+    def native(**changes):
+        config = dict(TINY_CONFIG, d_vocab=len(toy_tokenizer), seed=2, act_fn=act_fn, **changes)
+        return freeze(TransformerBridge.boot_native(config, tokenizer=toy_tokenizer))
+
+    bridge = native()
+    form = hf_form(bridge)
+    assert not any(p.requires_grad for p in form.parameters()) and not form.training
+    for ids in prompt_token_ids(bridge, PROMPTS):
+        ids = torch.tensor([ids])
+        torch.testing.assert_close(form(ids).logits, bridge(ids), atol=1e-5, rtol=0)
+    with pytest.raises(ModelError, match="normalization_type='RMS'") as error:
+        hf_form(native(normalization_type="RMS"))
+    assert "\n" not in str(error.value)

@@ -33,6 +33,8 @@ class ActivScalar(Method):
         beta_of = BetaViews(beta)
 
         def hook(h, hook=None):
+            if not self.acts_here():  # generated tokens past the prompt: nothing to scale
+                return h
             return (h * self.scale_factor(site, layer, beta_of(h), h)).to(h.dtype)  # parameters stay float32
 
         return hook_name(site, layer), hook

@@ -251,17 +251,26 @@ class Method(nn.Module):
         repeated once per β, or per fused setting)."""
         if self.position_ids is None:
             return self.full_positions(values, h.shape[1])
-        index, keep = self._position_index()
+        index, keep, _ = self._position_index()
         if index.shape[0] not in (1, h.shape[0]):
             reps = h.shape[0] // index.shape[0]
             index, keep = index.repeat(reps, 1), keep.repeat(reps, 1)
         full = self.full_positions(values, self.grid.seq_len)  # [trained, ...]
         return full[index] * keep.view(*keep.shape, *([1] * (full.dim() - 1)))
 
-    def _position_index(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def acts_here(self) -> bool:
+        """Whether a position-tied method acts on any of this forward's positions. False on a
+        decoding step past the prompt without `positions_beyond="last"`: its hooks then
+        return the activation as it is, which is what their arithmetic gives there
+        (h · (1 + β·0), h + β·0)."""
+        if not self.position_tied or self.position_ids is None:
+            return True
+        return self._position_index()[2]
+
+    def _position_index(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """(index [rows, seq] into the trained positions, keep [rows, seq] 1.0 where that
-        position's parameters apply, else 0.0), computed once per `position_ids` tensor: every
-        hook of a forward reads the same positions."""
+        position's parameters apply, else 0.0, whether any does), computed once per
+        `position_ids` tensor: every hook of a forward reads the same positions."""
         pos = self.position_ids
         cached = getattr(self, "_index_cache", None)
         if cached is not None and cached[0] is pos and cached[1] == self.beyond:
@@ -269,7 +278,7 @@ class Method(nn.Module):
         trained = self.grid.seq_len
         pos = pos.to(self._pos_idx.device)
         keep = (pos >= 0) if self.beyond == "last" else (pos >= 0) & (pos < trained)
-        result = (pos.clamp(0, trained - 1), keep.to(self.params[next(iter(self.params))].dtype))
+        result = (pos.clamp(0, trained - 1), keep.to(self.params[next(iter(self.params))].dtype), bool(keep.any()))
         self._index_cache = (self.position_ids, self.beyond, result)
         return result
 

@@ -44,6 +44,8 @@ class SteerVec(Method):
         beta_of = BetaViews(beta)
 
         def hook(h, hook=None):
+            if not self.acts_here():  # generated tokens past the prompt: nothing to add
+                return h
             return (h + beta_of(h) * self.delta(site, layer, h)).to(h.dtype)  # parameters stay float32
 
         return additive_hook(site, layer), hook

@@ -29,7 +29,7 @@ def is_native_model(name_or_path) -> bool:
 
 # What `toyworld.hf_form` needs of a native model's config to give it a GPT-2 form (None:
 # TransformerLens's default, which is the supported value).
-HF_FORM = {"normalization_type": ("LN",), "positional_embedding_type": ("standard",), "act_fn": ("gelu",),
+HF_FORM = {"normalization_type": ("LN",), "positional_embedding_type": ("standard",), "act_fn": ("gelu", "gelu_new"),
            "gated_mlp": (False, None), "attn_only": (False, None), "final_rms": (False, None)}  # fmt: skip
 
 
@@ -38,7 +38,7 @@ def hf_form_problem(config: dict) -> str | None:
     form, or None."""
     for key, allowed in HF_FORM.items():
         if config.get(key, allowed[0]) not in allowed:
-            return f"{key}={config.get(key)!r}; the form needs {allowed[0]!r}"
+            return f"{key}={config.get(key)!r}; the form needs {' or '.join(map(repr, allowed))}"
     kv = config.get("n_key_value_heads")
     if kv not in (None, config.get("n_heads")):
         return f"n_key_value_heads={kv!r}; the form needs as many as n_heads"

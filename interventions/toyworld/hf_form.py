@@ -4,7 +4,8 @@
 `hf.apply` like any plain Hugging Face model.
 
 The native model the toy world trains (`toyworld.train.MODEL_CONFIG`) is GPT-2's
-architecture: pre-LayerNorm blocks, learned absolute positions, exact GELU, attention
+architecture: pre-LayerNorm blocks, learned absolute positions, GELU (exact, or the tanh
+form of `act_fn="gelu_new"`), attention
 scaled by 1/√d_head, biases on every projection and none on the unembedding. The form
 computes the same function (logits to float rounding; tests/test_generation.py).
 """
@@ -16,6 +17,9 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from interventions.errors import ModelError
 from interventions.toyworld import hf_form_problem
+
+# TransformerLens's activation names -> GPT-2's (both exact GELU, or both PyTorch's tanh form)
+ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_pytorch_tanh"}
 
 
 def _conv(weight: torch.Tensor) -> torch.Tensor:
@@ -40,7 +44,7 @@ def hf_form(model) -> GPT2LMHeadModel:
     special = {f"{name}_token_id": getattr(tokenizer, f"{name}_token_id", None) for name in ("bos", "eos", "pad")}
     config = GPT2Config(
         vocab_size=cfg.d_vocab, n_positions=cfg.n_ctx, n_embd=cfg.d_model, n_layer=cfg.n_layers, n_head=cfg.n_heads,
-        n_inner=cfg.d_mlp, activation_function="gelu", layer_norm_epsilon=cfg.eps, tie_word_embeddings=False,
+        n_inner=cfg.d_mlp, activation_function=ACTIVATIONS[cfg.act_fn], layer_norm_epsilon=cfg.eps, tie_word_embeddings=False,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **{k: v for k, v in special.items() if v is not None},
     )  # fmt: skip
     state = {"transformer.wte.weight": weights["embed.weight"], "transformer.wpe.weight": weights["pos_embed.weight"],
