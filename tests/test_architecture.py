@@ -19,6 +19,7 @@ PACKAGE = ROOT / "interventions"
 # before torch (seconds of imports) loads, so none of them may pull it in.
 TORCH_FREE = (
     "interventions.cli",
+    "interventions.cli.inputs",
     "interventions.cli.preflight",
     "interventions.console",
     "interventions.errors",

@@ -110,6 +110,24 @@ def test_generate_and_evaluate_check_the_exports_task_file(export, tmp_path):
     preflight([f"generate={run}", f"task.path={other}", "split=train", out], "evaluate")  # its task.path wins
 
 
+def test_a_file_prompt_longer_than_the_context_is_refused_before_the_model_loads(export, tmp_path):
+    """train.py: a prompt whose own tokens exceed the model's context (config.json's n_ctx; no
+    BOS counted yet). evaluate.py: with the tokens the export recorded its model adds."""
+    run = f"hydra.run.dir={tmp_path / 'run'}"
+    long = {"prompt": " ".join(["a"] * 65), "correct": " x", "wrong": " y"}  # 65 own tokens: over 64
+    write_jsonl(tmp_path / "train.jsonl", [long])
+    write_jsonl(tmp_path / "val.jsonl", [long])
+    write_jsonl(tmp_path / "test.jsonl", [{**long, "prompt": " ".join(["a"] * 63)}])  # 63 + BOS = 64: fits
+    files = f'task.path="{tmp_path}/{{split}}.jsonl"'
+    error = one_line_error(["task=jsonl", files, run], "train")
+    assert isinstance(error, ContextError) and (error.got, error.n_ctx) == (65, 64) and "(split train)" in str(error)
+    exported = export("dynscalar", task={"name": "jsonl", "path": str(tmp_path / "{split}.jsonl")})
+    preflight([f"intervention={exported}", f"run_dir={tmp_path / 'out'}"], "evaluate")  # the test split fits
+    write_jsonl(tmp_path / "test.jsonl", [{**long, "prompt": " ".join(["a"] * 64)}])  # 64 + BOS = 65
+    error = one_line_error([f"intervention={exported}", f"run_dir={tmp_path / 'out'}"], "evaluate")
+    assert isinstance(error, ContextError) and error.got == 65
+
+
 def test_load_task_refuses_a_prompt_longer_than_the_context(tmp_path, tiny_model):
     """TransformerBridge's `to_tokens` cuts a prompt at the context by default; a training set's
     prompt must be refused, not trained on cut short. With several answer tokens, the ones fed

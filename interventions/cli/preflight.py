@@ -4,7 +4,7 @@
 value of a sweep too), turns it into its spec objects (interventions.spec, which checks
 every value) and checks what the specs cannot see: the output folders (writable, not
 holding a finished run), a GPU asked of a machine without one, an export path that is a
-sweep folder. Hydra's own errors are read by their type and attributes (the missing group
+sweep folder, and the data the command reads (`cli.inputs`). Hydra's own errors are read by their type and attributes (the missing group
 option, the key that failed), never by their text.
 
 Which config an entry point composes (`entry_config`): train.py composes conf/train.yaml;
@@ -29,15 +29,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from interventions.cli.cluster import check_request, cluster_nodes, slurm_request
-from interventions.errors import ConfigError, EmptySplitError
+from interventions.cli.inputs import check_inputs, export_meta
+from interventions.errors import ConfigError
 from interventions.rundir import METRICS_FILE, check_writable, is_finished
-from interventions.spec import (
-    ENTRY_CONFIGS, FILE_TASKS, SPLITS, EvaluateConfig, GenerateConfig, TaskSpec, TrainConfig, bound_text,
-    exported_task_spec, store, to_spec,
-)
-from interventions.tasks.files import sampled_file_points
-from interventions.tasks.tokenize import own_token_count
-from interventions.tasks.validation import check_prompt_lengths
+from interventions.spec import ENTRY_CONFIGS, EvaluateConfig, GenerateConfig, bound_text, store, to_spec
 from interventions.toyworld import CHECKPOINT, hf_form_problem, is_native_model
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -191,16 +186,6 @@ def check_export_path(path: str) -> None:
         )
 
 
-def export_meta(path: str) -> dict | None:
-    """An export's intervention.json (`path`: its run folder or one of its files), or None
-    where it cannot be read (loading the export then says what is wrong with it)."""
-    folder = Path(path)
-    try:
-        return json.loads((folder if folder.is_dir() else folder.parent).joinpath("intervention.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def check_hf_backend(spec: GenerateConfig) -> None:
     """backend=hf with a TransformerLens-native model (model.name, else the export's, read off
     its intervention.json) that has no Hugging Face form (`toyworld.hf_form`: the toy
@@ -223,68 +208,6 @@ def check_hf_backend(spec: GenerateConfig) -> None:
     if problem is not None:
         raise ConfigError(f"backend=hf: the TransformerLens-native model {name!r} has no Hugging Face form ({problem}); "
                           "use backend=bridge")  # fmt: skip
-
-
-def check_task_file(task: TaskSpec, splits, seed: int, checked: set) -> dict[str, list]:
-    """A user file's problems that need no model (no path, no file, not JSON, a missing
-    field, an empty answer, a split left empty): one line before the model loads. Returns
-    the data points of each split that holds some ({} for a generated task); `checked`
-    holds the (path, split, n) already read, so a sweep reads each file once."""
-    if task.name not in FILE_TASKS:
-        return {}
-    if not task.path:
-        raise ConfigError(f"task {task.name!r} needs a file: task.path=data.{task.name}")
-    found = {}
-    for split in splits:
-        key = (task.path, split, task.n(split), seed)
-        if key in checked:
-            continue
-        try:
-            found[split] = sampled_file_points(task.path, split, task.n(split), seed)
-        except EmptySplitError:
-            if split != "val":  # an optional split
-                raise
-        checked.add(key)
-    return found
-
-
-def check_generate_prompts(spec: GenerateConfig, prompts: list[str]) -> None:
-    """Prompts that an export cannot continue: longer, with max_new_tokens, than its model's
-    context, or (a position-tied export) of another length than it was trained on. One
-    line before the model loads: each prompt's length is its own tokens under the model's
-    tokenizer plus the tokens the export recorded its model adds (a BOS). Exports written
-    before that record, and another model (model.name), are checked once the model is
-    loaded, before any forward (`generation.generate`)."""
-    meta = export_meta(spec.generate) or {}
-    record = meta.get("tokenization") or {}
-    name = meta.get("model", {}).get("name")
-    if not prompts or record.get("added_tokens") is None or spec.model.name not in (None, name):
-        return
-    # here: transformers' tokenizers load torch (1.6 s), which no other one-line error waits for
-    from interventions.tokenizer import model_tokenizer
-
-    tokenizer = model_tokenizer(name)
-    lengths = [own_token_count(tokenizer, p) + record["added_tokens"] for p in prompts]
-    tied = (meta["method"], meta["grid"]["seq_len"]) if meta.get("position_tied") else None
-    check_prompt_lengths(lengths, prompts, spec.max_new_tokens, record["n_ctx"], tied)
-
-
-def check_inputs(spec, checked: set) -> None:
-    """The data a run reads, before any model loads: a user file's records for train.py and
-    evaluate.py (the export's task, with evaluate's task keys), and generate='s prompts."""
-    if isinstance(spec, (EvaluateConfig, GenerateConfig)):
-        meta = export_meta(spec.intervention if isinstance(spec, EvaluateConfig) else spec.generate)
-        if meta is None:
-            return  # loading the export says what is wrong with it
-        task = exported_task_spec(meta.get("task"), spec.task, spec.split, spec.n)
-        if isinstance(spec, GenerateConfig) and spec.prompts is not None:
-            check_generate_prompts(spec, list(spec.prompts))
-            return
-        points = check_task_file(task, (spec.split,), spec.seed, checked)
-        if isinstance(spec, GenerateConfig) and spec.split in points:
-            check_generate_prompts(spec, [p.prompt for p in points[spec.split]])
-    elif isinstance(spec, TrainConfig):
-        check_task_file(spec.task, SPLITS, spec.seed, checked)
 
 
 def check_outputs(argv: list[str], entry: str, overwrite: bool) -> Preflight:
@@ -346,7 +269,7 @@ def preflight(argv: list[str], entry: str) -> Preflight:
     overrides = [a for a in argv if not a.startswith("-") and "=" in a and not a.lstrip("+~").startswith("hydra")]
     remote = argv_value(argv, "hydra/launcher") in REMOTE_LAUNCHERS
     specs = [_checked_spec(conf_dir, name, run) for run in expand_sweeps(overrides)]
-    checked: set = set()
+    read: dict = {}  # files and tokenizers, read once for all of a sweep's runs
     for spec in specs:
         if not remote:
             check_gpu_available(spec)
@@ -355,7 +278,7 @@ def preflight(argv: list[str], entry: str) -> Preflight:
         if isinstance(spec, GenerateConfig):
             check_export_path(spec.generate)
             check_hf_backend(spec)
-        check_inputs(spec, checked)
+        check_inputs(spec, read)
     if remote:
         nodes = cluster_nodes()
         if nodes:  # sinfo answered: a request no node can satisfy would pend forever
