@@ -38,7 +38,7 @@ class DynScalar(Method):
         if site in HEAD_SITES:
             g = self.full_heads(g, h.shape[2], -2)  # [heads, D]
         unit = h / torch.linalg.vector_norm(h, dim=-1, keepdim=True).clamp_min(EPS)  # h.norm's kernel, without its wrapper
-        return torch.linalg.vecdot(unit, g)  # (unit * g).sum(-1), in one call
+        return (unit * g).sum(-1)  # not linalg.vecdot: it refuses a half-precision h with a float32 g
 
     def site_hook(self, site: str, layer: int, beta) -> Hook:
         beta_of = BetaViews(beta)
