@@ -16,7 +16,9 @@ position. TransformerBridge (TransformerLens 4.x) returns an empty cache from
 itself alone and its logits are 0.1-0.2 away from the full forward's on random GPT-2 and
 Llama models, while Hugging Face's own cache agrees to 1e-7; its `generate(use_past_kv_cache=True)`
 gives other tokens than without the cache too (tests/test_generation.py keeps the
-measurement).
+measurement). Generation with a cache runs on a plain Hugging Face model (`hf.generate`;
+the toy world's native model through its GPT-2 form, `toyworld.hf_form`), with the same
+positions, batching and sampling, and gives these tokens (tests/test_hf.py).
 
     >>> rows = generate(model, method, ["The capital of France is"], betas=(-1, 0, 1), max_new_tokens=5)
 """

@@ -102,9 +102,9 @@ def check_generate_prompts(spec: GenerateConfig, meta: dict, prompts: list[str],
 
 def check_exported_inputs(spec: EvaluateConfig | GenerateConfig, cache: dict) -> None:
     """evaluate.py: the export's task file (with evaluate's task keys) and, for generate=,
-    the prompts. Lengths need the export's record of its model's tokenization; an export
-    written before it, or another model (model.name), is checked once the model is loaded,
-    before any forward."""
+    the prompts given or the file's. Lengths need the export's record of its model's
+    tokenization; an export written before it, another model (model.name), and a
+    generated task's prompts are checked once the model is loaded, before any forward."""
     meta = export_meta(spec.intervention if isinstance(spec, EvaluateConfig) else spec.generate)
     if meta is None:
         return  # loading the export says what is wrong with it
