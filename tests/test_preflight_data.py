@@ -86,8 +86,11 @@ def test_generate_refuses_prompts_the_export_cannot_take_before_the_model_loads(
     preflight([f"generate={tied}", f'prompts=["{PROMPT}"]', out], "evaluate")  # the trained length
     # another model: its tokenizer may add other tokens, so this waits for the model
     preflight([f"generate={tied}", 'prompts=["a b c"]', "model.name=gpt2", out], "evaluate")
-    # an export written before the record: checked once the model is loaded
+    # a model that is not there: loading it says so, in its own line
     meta = json.loads((tied / "intervention.json").read_text())
+    (tied / "intervention.json").write_text(json.dumps({**meta, "model": {**meta["model"], "name": str(tmp_path / "no")}}))
+    preflight([f"generate={tied}", 'prompts=["a b c"]', out], "evaluate")
+    # an export written before the record: checked once the model is loaded
     del meta["tokenization"]
     (tied / "intervention.json").write_text(json.dumps(meta))
     preflight([f"generate={tied}", 'prompts=["a b c"]', out], "evaluate")

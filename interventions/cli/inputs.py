@@ -50,12 +50,16 @@ def model_context(name: str) -> int | None:
 
 
 def tokenizer_of(name: str, cache: dict):
-    """The tokenizer of model `name`, loaded once per preflight."""
+    """The tokenizer of model `name`, loaded once per preflight; None where it cannot be
+    loaded (loading the model then says why, in its own words)."""
     if ("tokenizer", name) not in cache:
         # here: transformers' tokenizers load torch (1.6 s), which no other one-line error waits for
         from interventions.tokenizer import model_tokenizer
 
-        cache[("tokenizer", name)] = model_tokenizer(name)
+        try:
+            cache[("tokenizer", name)] = model_tokenizer(name)
+        except (OSError, ValueError):  # no such folder, or a hub name without the network
+            cache[("tokenizer", name)] = None
     return cache[("tokenizer", name)]
 
 
@@ -85,6 +89,8 @@ def task_file_points(task: TaskSpec, splits, seed: int, cache: dict) -> dict[str
 def check_points_fit(task: TaskSpec, points: dict[str, list[DataPoint]], tokenizer, added: int, n_ctx: int) -> None:
     """Each split's prompts, with `added` tokens and the answer tokens fed back (multi-token
     answers), must fit the context of `n_ctx` tokens (`validation.check_context`)."""
+    if tokenizer is None:
+        return
     for split, split_points in points.items():
         lengths = [own_token_count(tokenizer, p.prompt) + added for p in split_points]
         check_context(lengths, split_points, tokenizer, n_ctx, f"{task.path} (split {split})", task.multi_token)
@@ -95,6 +101,8 @@ def check_generate_prompts(spec: GenerateConfig, meta: dict, prompts: list[str],
     context, or (a position-tied export) of another length than it was trained on."""
     record = meta.get("tokenization") or {}
     tokenizer = tokenizer_of(meta["model"]["name"], cache)
+    if tokenizer is None:
+        return
     lengths = [own_token_count(tokenizer, p) + record["added_tokens"] for p in prompts]
     tied = (meta["method"], meta["grid"]["seq_len"]) if meta.get("position_tied") else None
     check_prompt_lengths(lengths, prompts, spec.max_new_tokens, record["n_ctx"], tied)
