@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-
 from interventions.export import Intervention
 from interventions.models import load_model
 from interventions.objective import Objective

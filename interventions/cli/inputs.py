@@ -22,7 +22,7 @@ from interventions.tasks.datapoint import DataPoint
 from interventions.tasks.files import sampled_file_points
 from interventions.tasks.tokenize import own_token_count
 from interventions.tasks.validation import check_context, check_prompt_lengths
-from interventions.toyworld import CHECKPOINT
+from interventions.toyworld import model_config
 
 # config.json keys that hold a model's context length: TransformerLens-native, then Hugging Face's
 CONTEXT_KEYS = ("n_ctx", "max_position_embeddings", "n_positions", "max_sequence_length")
@@ -41,11 +41,7 @@ def export_meta(path: str) -> dict | None:
 def model_context(name: str) -> int | None:
     """The context length in a model's config.json ("toy", a native or Hugging Face folder),
     or None where there is no local config to read (a hub name)."""
-    folder = CHECKPOINT if name == "toy" else Path(str(name)).expanduser()
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
+    config = model_config(name) or {}
     return next((config[key] for key in CONTEXT_KEYS if isinstance(config.get(key), int)), None)
 
 
@@ -117,6 +113,7 @@ def check_exported_inputs(spec: EvaluateConfig | GenerateConfig, cache: dict) ->
     if meta is None:
         return  # loading the export says what is wrong with it
     generating = isinstance(spec, GenerateConfig)
+    task = None
     if generating and spec.prompts is not None:
         points, prompts = {}, list(spec.prompts)
     else:

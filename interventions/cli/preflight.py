@@ -4,8 +4,9 @@
 value of a sweep too), turns it into its spec objects (interventions.spec, which checks
 every value) and checks what the specs cannot see: the output folders (writable, not
 holding a finished run), a GPU asked of a machine without one, an export path that is a
-sweep folder, and the data the command reads (`cli.inputs`). Hydra's own errors are read by their type and attributes (the missing group
-option, the key that failed), never by their text.
+sweep folder, and the data the command reads (`cli.inputs`). Hydra's own errors are read
+by their type and attributes (the missing group option, the key that failed), never by
+their text.
 
 Which config an entry point composes (`entry_config`): train.py composes conf/train.yaml;
 evaluate.py composes, from conf/evaluate/, summarize.yaml when given sweep=,
@@ -15,7 +16,6 @@ evaluate.yaml.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +33,7 @@ from interventions.cli.inputs import check_inputs, export_meta
 from interventions.errors import ConfigError
 from interventions.rundir import METRICS_FILE, check_writable, is_finished
 from interventions.spec import ENTRY_CONFIGS, EvaluateConfig, GenerateConfig, bound_text, store, to_spec
-from interventions.toyworld import CHECKPOINT, hf_form_problem, is_native_model
+from interventions.toyworld import hf_form_problem, is_native_model, model_config
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 EVALUATE_CONF_DIR = CONF_DIR / "evaluate"
@@ -198,13 +198,8 @@ def check_hf_backend(spec: GenerateConfig) -> None:
             name = export_meta(spec.generate)["model"]["name"]
         except (KeyError, TypeError):
             return  # loading the export says what is wrong with it
-    if not is_native_model(name):
-        return
-    folder = CHECKPOINT if name == "toy" else Path(str(name)).expanduser()
-    try:
-        problem = hf_form_problem(json.loads((folder / "config.json").read_text()))
-    except (OSError, ValueError):
-        return  # loading the model says what is wrong with it
+    config = model_config(name) if is_native_model(name) else None
+    problem = hf_form_problem(config) if config is not None else None  # no config: loading the model says why
     if problem is not None:
         raise ConfigError(f"backend=hf: the TransformerLens-native model {name!r} has no Hugging Face form ({problem}); "
                           "use backend=bridge")  # fmt: skip

@@ -12,19 +12,24 @@ CHECKPOINT = Path(__file__).parent / "checkpoint"
 TRAINING_DEFAULTS = dict(seed=0, steps=3000, batch_size=64, lr=1e-3, weight_decay=0.01, warmup=100)
 
 
+def model_config(name_or_path) -> dict | None:
+    """A model's config.json ("toy": the committed checkpoint's; a native or Hugging Face
+    folder's), or None where there is none to read (a hub name, a missing folder)."""
+    folder = CHECKPOINT if str(name_or_path) == "toy" else Path(str(name_or_path)).expanduser()
+    try:
+        data = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def is_native_model(name_or_path) -> bool:
     """"toy", or a folder written by `toyworld.train` (a TransformerLens-native config, not a
     Hugging Face one; the toy world's architecture has a GPT-2 form, `toyworld.hf_form`)."""
     if str(name_or_path) == "toy":
         return True
-    config = Path(str(name_or_path)).expanduser() / "config.json"
-    if not config.is_file():
-        return False
-    try:
-        data = json.loads(config.read_text())
-    except json.JSONDecodeError:
-        return False
-    return "d_model" in data and "model_type" not in data
+    data = model_config(name_or_path)
+    return data is not None and "d_model" in data and "model_type" not in data
 
 
 # What `toyworld.hf_form` needs of a native model's config to give it a GPT-2 form (None:
