@@ -11,7 +11,7 @@ with its own config in conf/evaluate/:
                                                        C: other templates (generalization.json/.md)
 """
 
-from interventions.cli import run
+from interventions.cli import main
 
 if __name__ == "__main__":
-    run("evaluate")
+    main("evaluate")

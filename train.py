@@ -4,7 +4,7 @@ Composes conf/train.yaml, checks it before any model loads, then trains, evaluat
 exports (interventions.runs.train_run).
 """
 
-from interventions.cli import run
+from interventions.cli import main
 
 if __name__ == "__main__":
-    run("train")
+    main("train")

@@ -11,30 +11,17 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import warnings
 from pathlib import Path
-from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+
+from interventions.reach import unreachable
 
 log = logging.getLogger(__name__)
 
 
 WANDB_SERVER = "https://api.wandb.ai"
-REACH_TIMEOUT_S = 3.0
-
-
-def unreachable(url: str | None = None, timeout: float = REACH_TIMEOUT_S) -> str | None:
-    """None if a TCP connection to W&B's server (`$WANDB_BASE_URL`, else api.wandb.ai) opens
-    within `timeout` seconds; else why not, in a few words."""
-    parsed = urlparse(url or os.environ.get("WANDB_BASE_URL") or WANDB_SERVER)
-    host, port = parsed.hostname or "", parsed.port or (80 if parsed.scheme == "http" else 443)
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-    except OSError as error:
-        return f"cannot reach {host}:{port} ({error.strerror or type(error).__name__})"
-    return None
 
 
 def make_logger(kind: str, run_dir: str | Path, project: str = "interventions", mode: str = "offline",
@@ -46,7 +33,7 @@ def make_logger(kind: str, run_dir: str | Path, project: str = "interventions", 
     if kind == "csv":
         return CSVLogger(save_dir=str(run_dir), name="csv", version="")
     if mode == "online":
-        reason = unreachable()
+        reason = unreachable(os.environ.get("WANDB_BASE_URL") or WANDB_SERVER)
         if reason is not None:
             warnings.warn(f"W&B online: {reason}; logging this run offline instead in {run_dir / 'wandb'} "
                           "(`wandb sync` uploads it later)", stacklevel=2)  # fmt: skip

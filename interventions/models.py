@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+import huggingface_hub
 import torch
 import transformer_lens.model_bridge.sources.native  # noqa: F401  (attaches boot_native)
 from safetensors.torch import load_file
@@ -18,6 +19,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from transformers.activations import NewGELUActivation
 
 from interventions.errors import ModelError
+from interventions.hub import download_hint, hub_problem, is_hub_name, offline
 from interventions.toyworld import CHECKPOINT, is_native_model
 from interventions.tokenizer import generic_tokenizer, saved_generic_tokenizer
 from interventions.toyworld.tokenizer import load_tokenizer
@@ -83,6 +85,11 @@ def _load_hf(name_or_path: str, device: str, dtype: torch.dtype) -> TransformerB
             f"{local} has no tokenizer files ({', '.join(tokenizer_files)}); save the tokenizer "
             "into the same folder with tokenizer.save_pretrained(folder)"
         )
+    if not local.is_dir() and is_hub_name(name_or_path):
+        problem = hub_problem(name_or_path)
+        if problem is not None:
+            raise ModelError(f"could not load {name_or_path!r}: {problem}; {download_hint(name_or_path)}")
+        huggingface_hub.constants.HF_HUB_OFFLINE = offline()  # read at import; hub_problem may have just set it
     try:
         return TransformerBridge.boot_transformers(
             str(local) if local.is_dir() else name_or_path, device=device, dtype=dtype,
@@ -92,9 +99,8 @@ def _load_hf(name_or_path: str, device: str, dtype: torch.dtype) -> TransformerB
         if local.is_dir():
             raise ModelError(f"could not load the model in {local}: {error}") from error
         raise ModelError(
-            f"could not load {name_or_path!r} from the Hugging Face hub (no network, or no such "
-            f"model); download it where there is network with "
-            f"`huggingface-cli download {name_or_path} --local-dir DIR` and pass model.name=DIR"
+            f"could not load {name_or_path!r} from the Hugging Face hub (no network, or no such model); "
+            f"{download_hint(name_or_path)}"
         ) from error
 
 

@@ -9,6 +9,7 @@ moved into `<run>/superseded/<time>/`.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import shutil
 import tempfile
@@ -21,6 +22,7 @@ from interventions.io import atomic_write_text
 METRICS_FILE = "metrics.json"
 ERROR_FILE = "error.txt"
 SUPERSEDED = "superseded"
+EXPORT_FILES = ("intervention.json", "intervention.safetensors")
 
 
 def timestamp() -> str:
@@ -30,6 +32,33 @@ def timestamp() -> str:
 
 def is_finished(run_dir: str | Path) -> bool:
     return (Path(run_dir) / METRICS_FILE).is_file()
+
+
+def export_problem(run_dir: str | Path) -> str | None:
+    """Why the export of a finished run cannot be read back (its intervention.json is not
+    JSON, its intervention.safetensors is missing, cut short, damaged or holds NaN), or None:
+    readable, or a folder without an export. Reads with numpy, not torch (the sweep summary
+    runs it on every run, and the driver of a SLURM sweep never loads torch)."""
+    meta, tensors = (Path(run_dir) / name for name in EXPORT_FILES)
+    if not meta.exists():
+        return None
+    try:
+        json.loads(meta.read_text())
+    except (OSError, ValueError) as error:
+        return f"{meta.name} cannot be read ({type(error).__name__})"
+    if not tensors.exists():
+        return f"{tensors.name} is missing"
+    import numpy as np  # here: the one-line errors' path imports this module
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(tensors), framework="numpy") as f:
+            bad = [key for key in f.keys() if not bool(np.isfinite(f.get_tensor(key)).all())]
+    except (SafetensorError, OSError, ValueError) as error:
+        return f"{tensors.name} is damaged or cut short ({str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__})"
+    if bad:
+        return f"{tensors.name} holds NaN or infinite values (in {', '.join(bad)})"
+    return None
 
 
 def claim_dir(path: str) -> str:

@@ -1,6 +1,9 @@
 """Shared fixtures: a tiny random TransformerBridge on the toy vocabulary, the committed
-toy model (skipped while its checkpoint is absent), the real GPT-2 tokenizer (skipped
-when its folder is absent) and small helpers to write dataset files and run the CLI."""
+toy model (skipped while its checkpoint is absent), a GPT-2-style byte-level BPE tokenizer
+built from the toy corpus (tests/bpe.py: the Hugging Face loading tests run on any clone),
+the real GPT-2 tokenizer for the few tests that check GPT-2's own token pieces (skipped,
+saying so, where ../shared/data/gpt2-tokenizer is absent, as on a user's clone) and small
+helpers to write dataset files and run the CLI."""
 
 from __future__ import annotations
 
@@ -17,8 +20,14 @@ import torch
 # collapse (10x slower) when other processes compete for the machine's few cores. The
 # command-line tests' subprocesses inherit it too (pytest runs on two workers: with more
 # threads than cores, OpenMP's spinning threads burn the other worker's time).
-torch.set_num_threads(1)
-os.environ["OMP_NUM_THREADS"] = "1"
+# INTERVENTIONS_TEST_THREADS and INTERVENTIONS_TEST_DETERMINISTIC=1 rerun the suite as another machine
+# would (2 threads, or torch.use_deterministic_algorithms): every statistical assertion keeps
+# its margin under each (the margins are stated where they are asserted).
+THREADS = int(os.environ.get("INTERVENTIONS_TEST_THREADS", "1"))
+torch.set_num_threads(THREADS)
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
+if os.environ.get("INTERVENTIONS_TEST_DETERMINISTIC") == "1":
+    torch.use_deterministic_algorithms(True)
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the package is used from the checkout, not installed
@@ -94,10 +103,22 @@ def toy_model():
 
 
 @pytest.fixture(scope="session")
+def bpe_tokenizer(tmp_path_factory):
+    """A GPT-2-style byte-level BPE tokenizer trained on the toy corpus (tests/bpe.py), saved
+    and reloaded from a folder as a model folder's tokenizer is."""
+    from bpe import save_bpe_tokenizer
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(save_bpe_tokenizer(tmp_path_factory.mktemp("bpe_tokenizer"))))
+
+
+@pytest.fixture(scope="session")
 def gpt2_tokenizer():
-    """The real GPT-2 BPE tokenizer from ../shared/data/gpt2-tokenizer (offline)."""
+    """The real GPT-2 tokenizer from ../shared/data/gpt2-tokenizer (offline), for the tests that
+    check GPT-2's own token pieces; every other BPE test uses `bpe_tokenizer`."""
     if not (GPT2_TOKENIZER_DIR / "vocab.json").exists():
-        pytest.skip(f"GPT-2 tokenizer folder {GPT2_TOKENIZER_DIR} is absent")
+        pytest.skip(f"needs GPT-2's real vocabulary, which is not part of a clone ({GPT2_TOKENIZER_DIR} is absent); "
+                    "the same checks run on the project's own BPE tokenizer (tests/bpe.py)")  # fmt: skip
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(GPT2_TOKENIZER_DIR))
@@ -135,13 +156,25 @@ def hub_offline(monkeypatch) -> None:
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
 
+def fake_hub_cache(monkeypatch, folder: Path, *names: str) -> None:
+    """A local Hugging Face cache (HF_HOME=`folder`) that holds a snapshot of each hub model in
+    `names`, so that the checks before a model loads take them as downloaded (interventions.hub)."""
+    monkeypatch.setenv("HF_HOME", str(folder))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for name in names:
+        snapshot = folder / "hub" / f"models--{name.replace('/', '--')}" / "snapshots" / "0"
+        snapshot.mkdir(parents=True, exist_ok=True)
+        (snapshot / "config.json").write_text("{}")
+
+
 def save_tiny_gpt2(folder: Path, tokenizer, seed: int, n_layer: int = 2, n_embd: int = 32):
     """A randomly initialised GPT-2-shaped model and `tokenizer`, saved with save_pretrained."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    config = GPT2Config(n_layer=n_layer, n_head=2, n_embd=n_embd, vocab_size=50257, n_positions=64)
+    vocab = len(tokenizer) if tokenizer is not None else 50257
+    config = GPT2Config(n_layer=n_layer, n_head=2, n_embd=n_embd, vocab_size=vocab, n_positions=64)
     hf = GPT2LMHeadModel(config).eval()
     hf.save_pretrained(str(folder))
     if tokenizer is not None:
@@ -150,12 +183,13 @@ def save_tiny_gpt2(folder: Path, tokenizer, seed: int, n_layer: int = 2, n_embd:
 
 
 @pytest.fixture(scope="session")
-def tiny_gpt2(tmp_path_factory, gpt2_tokenizer):
-    """(bridge, hf_model): a random GPT-2-shaped model loaded offline with load_model."""
+def tiny_gpt2(tmp_path_factory, bpe_tokenizer):
+    """(bridge, hf_model): a random GPT-2-shaped model with a byte-level BPE tokenizer, loaded
+    offline with load_model."""
     from interventions.models import load_model
 
     folder = tmp_path_factory.mktemp("tiny_gpt2")
-    hf = save_tiny_gpt2(folder, gpt2_tokenizer, seed=0)
+    hf = save_tiny_gpt2(folder, bpe_tokenizer, seed=0)
     with pytest.MonkeyPatch.context() as mp:
         hub_offline(mp)
         model, _ = load_model(str(folder))
@@ -178,9 +212,8 @@ def model_args(tmp_path_factory, toy_tokenizer) -> list[str]:
 
 
 def run_cli(script: str, *args: str, hydra_dir: Path | None = None, timeout: int = 600, threads: int | None = None):
-    """Run `python <script> <args>` in the checkout (W&B off); the result carries `.elapsed`."""
+    """Run `python <script> <args>` in the checkout (W&B off)."""
     import subprocess
-    import time
 
     argv = [sys.executable, script, *args]
     if hydra_dir is not None:  # keep Hydra's own folder out of the checkout
@@ -188,10 +221,7 @@ def run_cli(script: str, *args: str, hydra_dir: Path | None = None, timeout: int
     env = dict(os.environ, WANDB_MODE="disabled", WANDB_SILENT="true")
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
-    started = time.time()
-    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
-    result.elapsed = time.time() - started
-    return result
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def describe(result) -> str:

@@ -19,12 +19,15 @@ PACKAGE = ROOT / "interventions"
 # before torch (seconds of imports) loads, so none of them may pull it in.
 TORCH_FREE = (
     "interventions.cli",
+    "interventions.cli.entry",
     "interventions.cli.inputs",
     "interventions.cli.preflight",
     "interventions.console",
     "interventions.errors",
+    "interventions.hub",
     "interventions.interrupts",
     "interventions.io",
+    "interventions.reach",
     "interventions.rundir",
     "interventions.sites",
     "interventions.spec",
@@ -34,7 +37,7 @@ TORCH_FREE = (
 # The layers of docs/architecture.md, from the bottom up: a module may import its own layer
 # and the layers below. Keys are the first names under `interventions.` (or a module path).
 LAYERS = (
-    ("errors", "io", "rundir", "interrupts", "console", "spec", "sites", "toyworld.world"),
+    ("errors", "io", "rundir", "interrupts", "console", "spec", "sites", "toyworld.world", "reach", "hub"),
     ("models", "tokenizer", "forward", "toyworld", "tasks"),
     ("methods", "objective", "metrics", "numerics", "obsprop", "attribution", "generation"),
     ("training", "export", "hf", "controlvector", "evaluation", "loggers", "threads"),

@@ -41,9 +41,23 @@ def test_a_request_no_node_can_satisfy_is_one_line():
         assert "\n" not in str(error.value)
 
 
+def test_more_nodes_than_the_partition_has_is_one_line(fake_sinfo, tmp_path):
+    """Issue 28: hydra.launcher.nodes=2 on a one-node partition pended forever (PartitionNodeLimit)."""
+    nodes = [{"cpus": 2, "mem_mb": 1000, "gpus": 0, "partitions": {"debug"}}]
+    check_request({"nodes": 1, "cpus_per_task": 1}, nodes)
+    with pytest.raises(ConfigError, match="asks for 2 nodes, but sinfo lists 1 node that can hold") as error:
+        check_request({"nodes": 2, "cpus_per_task": 1}, nodes)
+    assert "\n" not in str(error.value)
+    argv = ["-m", "hydra/launcher=slurm", "objective.lambda_f=0,1", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            "hydra.launcher.partition=debug"]  # fmt: skip
+    with pytest.raises(ConfigError, match="2 nodes, but sinfo lists 1 node of partition debug"):
+        preflight([*argv, "hydra.launcher.nodes=2"], "train")
+    assert not (tmp_path / "sweep").exists()
+
+
 def test_the_slurm_preset_fits_a_small_node_and_overrides_apply():
-    assert slurm_request("slurm", {}) == {"cpus_per_task": 1, "tasks_per_node": 1, "mem_gb": None, "gpus_per_node": 0,
-                                          "partition": None}  # fmt: skip
+    assert slurm_request("slurm", {}) == {"nodes": 1, "cpus_per_task": 1, "tasks_per_node": 1, "mem_gb": None,
+                                          "gpus_per_node": 0, "partition": None}  # fmt: skip
     request = slurm_request("slurm", {"hydra.launcher.cpus_per_task": "4", "hydra.launcher.partition": "gpu"})
     assert request["cpus_per_task"] == 4 and request["partition"] == "gpu"
 

@@ -4,6 +4,7 @@ the key and what is allowed, before any model is loaded (PRODUCT.md, Errors)."""
 from __future__ import annotations
 
 import pytest
+from conftest import fake_hub_cache
 
 from interventions.cli.preflight import preflight
 from interventions.errors import ConfigError
@@ -105,7 +106,8 @@ def test_train_preflight_accepts(argv):
         ["intervention=/some/path", "model=gpt2"],
     ],
 )
-def test_evaluate_preflight_accepts_a_path(argv):
+def test_evaluate_preflight_accepts_a_path(argv, monkeypatch, tmp_path):
+    fake_hub_cache(monkeypatch, tmp_path, "gpt2")  # downloaded: composing is what is tested
     preflight(argv, "evaluate")
 
 

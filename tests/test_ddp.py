@@ -92,6 +92,22 @@ def test_only_rank_0_keeps_the_books_of_a_sweep_job(tmp_path, monkeypatch):
     assert ran == [1, 0] and json.loads((tmp_path / "0" / JOB_FILE).read_text())["status"] == "finished"
 
 
+def test_a_relaunched_ddp_job_skips_a_finished_run_on_every_rank(tmp_path, monkeypatch):
+    """Issue 28: relaunched under SLURM, rank 0 skipped the finished run while rank 1 trained
+    and waited for rank 0 until the job's time limit."""
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    run_job(lambda cfg: (tmp_path / "0" / "metrics.json").write_text("{}"), _job_cfg(tmp_path), _ctx(tmp_path))
+    for rank in ("0", "1"):
+        monkeypatch.setenv("SLURM_PROCID", rank)
+        run_job(lambda cfg: pytest.fail(f"rank {rank} trained a finished run"), _job_cfg(tmp_path), _ctx(tmp_path))
+    changed = _job_cfg(tmp_path)
+    changed.objective.lambda_f = 1.0  # another config: every rank trains it
+    ran = []
+    run_job(lambda cfg: ran.append(1), changed, _ctx(tmp_path))
+    assert ran == [1]
+
+
 def test_ddp_inside_an_allocation_is_still_refused_without_slurm_tasks(tmp_path, monkeypatch):
     """salloc sets SLURM_JOB_ID for the driver too: DDP there would re-run the sweep."""
     monkeypatch.setenv("SLURM_JOB_ID", "123")

@@ -123,24 +123,25 @@ def test_fingerprint_differs_between_seeds_and_is_stable(toy_tokenizer, tiny_mod
     assert model_fingerprint(other) != fp
 
 
-def test_tokenizer_identity(toy_tokenizer, gpt2_tokenizer):
+def test_tokenizer_identity(toy_tokenizer, bpe_tokenizer):
     a = tokenizer_identity(toy_tokenizer)
     assert a["vocab_size"] == len(toy_tokenizer)
     assert a == tokenizer_identity(toy_tokenizer)
-    b = tokenizer_identity(gpt2_tokenizer)
-    assert b["vocab_size"] == 50257 and b["vocab_hash"] != a["vocab_hash"]
+    b = tokenizer_identity(bpe_tokenizer)
+    assert b["vocab_size"] == len(bpe_tokenizer) and b["vocab_hash"] != a["vocab_hash"]
 
 
 # ------------------------------------------------------------------- HF folder (offline)
 
 
 @pytest.fixture(scope="module")
-def gpt2_folders(tmp_path_factory, gpt2_tokenizer):
-    """Two randomly initialised GPT-2-shaped models saved with save_pretrained."""
+def gpt2_folders(tmp_path_factory, bpe_tokenizer):
+    """Two randomly initialised GPT-2-shaped models saved with save_pretrained, with a
+    byte-level BPE tokenizer (tests/bpe.py)."""
     out = {}
     for seed in (0, 1):
         folder = tmp_path_factory.mktemp(f"gpt2_seed{seed}")
-        out[seed] = (folder, save_tiny_gpt2(folder, gpt2_tokenizer, seed))
+        out[seed] = (folder, save_tiny_gpt2(folder, bpe_tokenizer, seed))
     return out
 
 
@@ -149,11 +150,11 @@ def offline(monkeypatch):
     hub_offline(monkeypatch)
 
 
-def test_local_hf_folder_matches_hf_logits(gpt2_folders, offline):
+def test_local_hf_folder_matches_hf_logits(gpt2_folders, offline, bpe_tokenizer):
     folder, hf = gpt2_folders[0]
     model, tokenizer = load_model(str(folder))
     _assert_frozen(model)
-    assert tokenizer is model.tokenizer and len(tokenizer) == 50257
+    assert tokenizer is model.tokenizer and len(tokenizer) == len(bpe_tokenizer)
     prompt = "The capital of France is Paris, and the capital of Italy is"
     tokens = model.to_tokens(prompt)
     assert tokens.shape[1] > 5

@@ -170,18 +170,24 @@ def test_single_token_data_are_bit_identical_through_the_multi_token_path(tiny_m
 
 def test_multi_token_training_raises_the_correct_answers_score(toy_model):
     """DynScalar on the toy CCC task with two-token answers (" Budapest ." / " Helsinki ."):
-    training moves s(c) - s(w) below zero at β = -1 and keeps it above at β = +1 (the clean
-    model already prefers the memorised capital by more than the margin)."""
+    training moves s(c) - s(w) well below zero at β = -1 and keeps it above at β = +1 (the
+    clean model already prefers the memorised capital by more than the margin).
+
+    Margins, measured with 1 and 2 threads and with torch.use_deterministic_algorithms(True)
+    (all four agree to 3e-4): s(c) - s(w) at β = -1 is -3.18 (asserted < -1), the flip
+    accuracies are 0.94 and 1.00 (asserted > 0.75 and > 0.9). A margin of 3 makes the hinge
+    push far past zero, so the result does not hang on the last rounding of a short run
+    (with margin 1 the β = -1 flips sat at 0.48-0.63 depending on the machine)."""
     model, tokenizer = toy_model
     train, test = (load_task("ccc", model=model, split=s, n=64, multi_token=True) for s in ("train", "test"))
     assert all(len(answer_ids(tokenizer, p.correct)) == 2 and p.correct.endswith(" .") for p in train)
     out = train_intervention(model, train, test, intervention=TrainedInterventionSpec(method="dynscalar", lr=0.05),
-                             objective=ObjectiveSpec(lambda_f=0.0, lambda_m=0.0, margin=1.0),
-                             run=RunSpec(epochs=4, batch_size=8, seed=0))  # fmt: skip
+                             objective=ObjectiveSpec(lambda_f=0.0, lambda_m=0.0, margin=3.0),
+                             run=RunSpec(epochs=6, batch_size=8, seed=0))  # fmt: skip
     metrics = out.evaluate("test")
     ld = metrics["logit_diff"]
-    assert ld["0"] > 3 and ld["-1"] < 0 < ld["+1"]
-    assert metrics["flip_accuracy_neg"] > 0.5 and metrics["flip_accuracy_pos"] > 0.9
+    assert ld["0"] > 3 and ld["-1"] < -1 and ld["+1"] > 1
+    assert metrics["flip_accuracy_neg"] > 0.75 and metrics["flip_accuracy_pos"] > 0.9
 
 
 def test_files_take_answers_of_several_tokens_only_when_asked(tiny_model, tmp_path):

@@ -497,12 +497,14 @@ def test_obsprop_init_with_an_explicit_observable(toy_model):
         METHODS["activscalar"](grid, model.cfg).initialize("obsprop", 0.5, model=model)
 
 
-def test_parse_keeps_leading_spaces_for_bpe(gpt2_tokenizer):
-    tok = gpt2_tokenizer
+def test_parse_keeps_leading_spaces_for_bpe(bpe_tokenizer):
+    tok = bpe_tokenizer
     she, he = tok(" she")["input_ids"], tok(" he")["input_ids"]
     assert len(she) == len(he) == 1
     for spec in (" she- he", " she:1, he:-1", "+ she- he"):
         assert dict(Observable.parse(spec, tok).terms) == {she[0]: 1.0, he[0]: -1.0}, spec
-    assert Observable.parse("she-he", tok).terms.keys() != {she[0], he[0]}
-    with pytest.raises(TaskError, match=r"' New York' is not a single token"):
-        Observable.parse(" New York- Paris", tok)
+    paris, berlin = tok(" Paris")["input_ids"], tok(" Berlin")["input_ids"]
+    assert len(tok("Paris")["input_ids"]) == len(tok("Berlin")["input_ids"]) == 1  # bare words: other tokens
+    assert Observable.parse("Paris-Berlin", tok).terms.keys() != {paris[0], berlin[0]}
+    with pytest.raises(TaskError, match=r"' Nairobi' is not a single token"):
+        Observable.parse(" Nairobi- Paris", tok)

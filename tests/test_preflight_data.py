@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import toy_records, write_jsonl
+from conftest import fake_hub_cache, toy_records, write_jsonl
 
 from interventions.cli.preflight import preflight
 from interventions.errors import ConfigError, ContextError, EmptySplitError, InterventionsError, LengthError, TaskError
@@ -41,6 +41,61 @@ def test_train_refuses_a_bad_file_before_the_model_loads(tmp_path, records, kind
     assert isinstance(error, kind)
     for text in must_contain:
         assert text in str(error)
+
+
+def test_a_small_file_says_its_own_data_error_before_its_size(tmp_path, toy_tokenizer):
+    """Issue 28: a JSONL file too small for its splits hid its real error (an answer of two
+    tokens, correct == wrong) behind "left none for test"."""
+    from interventions.tasks import load_task
+
+    run = f"hydra.run.dir={tmp_path / 'run'}"
+    two_tokens = write_jsonl(tmp_path / "two.jsonl", [dict(toy_records(1)[0], correct=" Paris France")])
+    error = one_line_error(["task=jsonl", f"task.path={two_tokens}", run], "train")  # the toy tokenizer is read
+    assert "' Paris France'" in str(error) and "not a single token" in str(error)
+    with pytest.raises(TaskError, match="not a single token"):
+        load_task("jsonl", split="test", path=str(two_tokens), tokenizer=toy_tokenizer)
+    same = write_jsonl(tmp_path / "same.jsonl", [dict(toy_records(1)[0], wrong=" Paris")])
+    assert "correct and wrong answers are both ' Paris'" in str(one_line_error(["task=jsonl", f"task.path={same}", run],
+                                                                              "train"))  # fmt: skip
+    with pytest.raises(TaskError, match="both ' Paris'"):
+        load_task("jsonl", split="test", path=str(same))
+
+
+def test_an_empty_file_is_refused_before_the_model_loads(tmp_path):
+    """Issue 28: an empty JSONL file was caught only once the model had loaded."""
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    error = one_line_error(["task=jsonl", f"task.path={empty}", f"hydra.run.dir={tmp_path / 'run'}"], "train")
+    assert str(error).startswith(f"{empty} holds no data points")
+
+
+def test_the_hints_for_a_files_splits_parse_as_printed(tmp_path):
+    """Issue 28: the suggested task.path='data/{split}.jsonl' did not parse, and Hydra's error
+    for an unquoted {split} did not say to quote it."""
+    import re
+    import shlex
+
+    from interventions.cli.preflight import expand_sweeps
+
+    path = write_jsonl(tmp_path / "one.jsonl", toy_records(1))
+    hint = re.search(r"\('(.*)'\)", str(one_line_error(["task=jsonl", f"task.path={path}"], "train"))).group(1)
+    assert expand_sweeps(shlex.split(f"'{hint}'")) == [[hint]]  # the printed override, pasted into a shell
+    for given in ("task.path=data/{split}.jsonl", "task.path=a=b.jsonl"):
+        message = str(one_line_error(["task=jsonl", given], "train"))
+        assert message.startswith(f"cannot parse {given!r}") and "quote a value" in message
+        suggested = re.search(r"e\.g\. (\S+)$", message).group(1)
+        assert expand_sweeps(shlex.split(suggested)) == [shlex.split(suggested)]
+
+
+def test_a_file_of_unequal_lengths_is_told_to_make_them_equal(tmp_path, tiny_model):
+    from interventions.tasks import load_task
+
+    records = toy_records(40) + toy_records(40, prefix="Item")  # 9 and 6 tokens
+    path = write_jsonl(tmp_path / "mixed.jsonl", records)
+    with pytest.raises(TaskError) as info:
+        load_task("jsonl", model=tiny_model, split="train", path=str(path), fixed_length=True)
+    assert "give every prompt of the file the same token length or intervention=dynscalar" in str(info.value)
+    assert "task.template" not in str(info.value)
 
 
 def test_train_refuses_a_missing_file_or_path_and_accepts_a_good_one(tmp_path):
@@ -84,7 +139,9 @@ def test_generate_refuses_prompts_the_export_cannot_take_before_the_model_loads(
     assert isinstance(error, ContextError) and (error.got, error.n_ctx) == (66, 64)
     preflight([f"generate={free}", f'prompts=["{PROMPT}"]', "max_new_tokens=58", out], "evaluate")  # 64 fits
     preflight([f"generate={tied}", f'prompts=["{PROMPT}"]', out], "evaluate")  # the trained length
-    # another model: its tokenizer may add other tokens, so this waits for the model
+    # another model: its tokenizer may add other tokens, so this waits for the model (a hub
+    # model in the local cache: the hub is not asked)
+    fake_hub_cache(monkeypatch, tmp_path / "hf", "gpt2")
     preflight([f"generate={tied}", 'prompts=["a b c"]', "model.name=gpt2", out], "evaluate")
     # a model that is not there: loading it says so, in its own line
     meta = json.loads((tied / "intervention.json").read_text())

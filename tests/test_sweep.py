@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from conftest import describe
 from conftest import run_cli as _run_cli
 
+from interventions.errors import ConfigError
 from interventions.sweeps.jobs import sweep_group
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,12 +129,65 @@ def fake_sweep(tmp_path):
     return sweep
 
 
+def _write_export(run: Path, values) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    (run / "intervention.json").write_text(json.dumps({"method": "activscalar"}))
+    save_file({"attnOut_0": torch.tensor(values, dtype=torch.float32)}, str(run / "intervention.safetensors"))
+
+
+def test_a_run_whose_export_is_damaged_is_named_kept_off_the_fronts_and_run_again(fake_sweep, caplog):
+    """Issue 28: a run with a cut-short intervention.safetensors was summarised as finished."""
+    from interventions.sweeps.jobs import already_finished
+    from interventions.sweeps.summary import summarize_sweep
+
+    for num in (0, 1):
+        _write_export(fake_sweep / str(num), [0.5, -0.25])
+    data = (fake_sweep / "1" / "intervention.safetensors").read_bytes()
+    (fake_sweep / "1" / "intervention.safetensors").write_bytes(data[:-3])  # cut short
+    with caplog.at_level("WARNING"):
+        summary = summarize_sweep(fake_sweep, logger={"kind": "none"}, verbose=False)
+    runs = {r["run"]: r for r in summary["runs"]}
+    assert runs["0"]["status"] == "finished" and runs["1"]["status"] == "damaged"
+    assert "intervention.safetensors is damaged or cut short" in runs["1"]["error"]
+    assert summary["counts"]["damaged"] == 1 and "1" not in summary["fronts"]["faithfulness"]
+    assert any("run 1 finished, but intervention.safetensors is damaged" in m for m in caplog.messages)
+    assert "damaged: intervention.safetensors" in (fake_sweep / "pareto.md").read_text()
+    job = json.loads((fake_sweep / "1" / "sweep_job.json").read_text())
+    assert not already_finished(fake_sweep / "1", job["config"], "run 1")  # a relaunch runs it again
+    assert not (fake_sweep / "1" / "metrics.json").exists() and list((fake_sweep / "1" / "superseded").iterdir())
+
+
+def test_a_sweep_summary_refuses_a_folder_that_is_not_a_sweep(fake_sweep, tmp_path):
+    """Issue 28: `evaluate.py sweep=<an export folder>` exited 0 and wrote an empty pareto.json,
+    pareto.md and two empty plots into the export folder."""
+    from interventions.cli.preflight import preflight
+    from interventions.sweeps.summary import summarize_sweep
+
+    run = fake_sweep / "0"
+    _write_export(run, [0.5])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for folder, words in ((run, "is one run (it holds metrics.json), not a sweep; evaluate it with python evaluate.py "
+                                "intervention="), (empty, "holds no runs of a sweep")):  # fmt: skip
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            preflight([f"sweep={folder}"], "evaluate")
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            summarize_sweep(folder, verbose=False)
+        assert not (folder / "pareto.json").exists() and not (folder / "pareto.md").exists()
+    result = run_cli("evaluate.py", f"sweep={run}", "logger=none", hydra_dir=tmp_path / "hydra")
+    assert result.returncode == 2 and "is one run" in result.stderr, describe(result)
+    assert not (run / "pareto.json").exists() and not list(run.glob("*.png"))
+
+
 def test_summary_records_status_hparams_and_fronts(fake_sweep):
     from interventions.sweeps.summary import summarize_sweep
 
     summary = summarize_sweep(fake_sweep, logger={"kind": "none"}, verbose=False)
     written = json.loads((fake_sweep / "pareto.json").read_text())
-    assert written["counts"] == {"finished": 4, "failed": 1, "interrupted": 0, "incomplete": 1, "runs": 6}
+    assert written["counts"] == {"finished": 4, "damaged": 0, "failed": 1, "interrupted": 0, "incomplete": 1,
+                                 "runs": 6}
     runs = {r["run"]: r for r in written["runs"]}
     assert list(runs) == ["0", "1", "2", "3", "4", "5"]
     assert runs["4"]["status"] == "failed" and "layer 99" in runs["4"]["error"]
@@ -404,7 +458,8 @@ def test_multirun_writes_pareto_json_and_plots(sweep_ok):
     result, sweep, _ = sweep_ok
     assert result.returncode == 0, describe(result)
     summary = json.loads((sweep / "pareto.json").read_text())
-    assert summary["counts"] == {"finished": 2, "failed": 0, "interrupted": 0, "incomplete": 0, "runs": 2}
+    assert summary["counts"] == {"finished": 2, "damaged": 0, "failed": 0, "interrupted": 0, "incomplete": 0,
+                                 "runs": 2}
     methods = [r["hparams"]["method"] for r in summary["runs"]]
     assert methods == ["activscalar", "steervec"]
     for r in summary["runs"]:

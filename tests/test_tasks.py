@@ -190,14 +190,14 @@ def test_toy_tasks_validate_against_a_tokenizer(toy_tokenizer):
     assert "dropped_multi_token_answers" not in t.info
 
 
-def test_toy_task_drops_multi_token_answers_for_gpt2(gpt2_tokenizer):
+def test_toy_task_drops_multi_token_answers_for_a_bpe_tokenizer(bpe_tokenizer):
     with pytest.warns(UserWarning, match="not single"):
-        t = load_task("ccc", split="test", template=0, tokenizer=gpt2_tokenizer, n=ALL)
+        t = load_task("ccc", split="test", template=0, tokenizer=bpe_tokenizer, n=ALL)
     dropped = t.info["dropped_multi_token_answers"]
-    assert dropped and " Nairobi" in dropped
+    assert dropped and " Nairobi" in dropped  # several tokens, as for GPT-2 (tests/bpe.py)
     for p in t:
-        assert len(gpt2_tokenizer(p.correct, add_special_tokens=False)["input_ids"]) == 1
-        assert len(gpt2_tokenizer(p.wrong, add_special_tokens=False)["input_ids"]) == 1
+        assert len(bpe_tokenizer(p.correct, add_special_tokens=False)["input_ids"]) == 1
+        assert len(bpe_tokenizer(p.wrong, add_special_tokens=False)["input_ids"]) == 1
     full = load_task("ccc", split="test", template=0, n=ALL)
     assert len(t) + len(dropped) == len(full)
 
@@ -353,38 +353,49 @@ def one_record_file(tmp_path):
     return write
 
 
-def test_answer_without_leading_space_is_not_a_single_gpt2_token(one_record_file, gpt2_tokenizer):
-    path = one_record_file("Berlin", " Paris")
+def _pieces(tokenizer, text: str) -> list[str]:
+    return [tokenizer.decode([i]) for i in tokenizer(text, add_special_tokens=False)["input_ids"]]
+
+
+def test_answer_without_leading_space_is_not_a_single_bpe_token(one_record_file, bpe_tokenizer):
+    assert len(_pieces(bpe_tokenizer, " Egypt")) == 1 and len(_pieces(bpe_tokenizer, "Egypt")) > 1
+    path = one_record_file("Egypt", " Paris")
     with pytest.raises(TaskError) as info:
-        load_task("jsonl", path=str(path), tokenizer=gpt2_tokenizer)
+        load_task("jsonl", path=str(path), tokenizer=bpe_tokenizer)
     message = str(info.value)
-    assert "'Berlin'" in message and "not a single token" in message
-    assert "['Ber', 'lin']" in message and "2 tokens" in message
-    assert "leading space" in message and "' Berlin'" in message
-    # the fixed answer passes
-    ok = load_task(
-        "jsonl", path=str(one_record_file(" Berlin", " Paris")), tokenizer=gpt2_tokenizer
-    )
-    assert ok[0].correct == " Berlin"
+    pieces = _pieces(bpe_tokenizer, "Egypt")
+    assert "'Egypt'" in message and "not a single token" in message
+    assert str(pieces) in message and f"{len(pieces)} tokens" in message
+    assert "leading space" in message and "' Egypt'" in message
+    ok = load_task("jsonl", path=str(one_record_file(" Egypt", " Paris")), tokenizer=bpe_tokenizer)  # the fix passes
+    assert ok[0].correct == " Egypt"
 
 
-def test_wrong_answer_is_validated_too(one_record_file, gpt2_tokenizer):
+def test_wrong_answer_is_validated_too(one_record_file, bpe_tokenizer):
     path = one_record_file(" Paris", " Nairobi")
     with pytest.raises(TaskError) as info:
-        load_task("jsonl", path=str(path), tokenizer=gpt2_tokenizer)
+        load_task("jsonl", path=str(path), tokenizer=bpe_tokenizer)
     message = str(info.value)
-    assert "' Nairobi'" in message and "[' N', 'airo', 'bi']" in message and "3 tokens" in message
+    pieces = _pieces(bpe_tokenizer, " Nairobi")
+    assert "' Nairobi'" in message and str(pieces) in message and f"{len(pieces)} tokens" in message
     assert "leading space" not in message  # no single-token spelling exists
 
 
-def test_answer_with_superfluous_leading_space(one_record_file, gpt2_tokenizer):
+def test_answer_with_superfluous_leading_space(one_record_file, bpe_tokenizer):
     # "ness" alone is one token, " ness" is not: the hint goes the other way
-    assert len(gpt2_tokenizer("ness", add_special_tokens=False)["input_ids"]) == 1
+    assert len(_pieces(bpe_tokenizer, "ness")) == 1 and len(_pieces(bpe_tokenizer, " ness")) == 2
     path = one_record_file(" ness", " Paris")
-    with pytest.raises(
-        TaskError, match="' ness'.*2 tokens.*without the leading space 'ness' is one token"
-    ):
-        load_task("jsonl", path=str(path), tokenizer=gpt2_tokenizer)
+    with pytest.raises(TaskError, match="' ness'.*2 tokens.*without the leading space 'ness' is one token"):
+        load_task("jsonl", path=str(path), tokenizer=bpe_tokenizer)
+
+
+def test_the_hints_name_gpt2s_own_token_pieces(one_record_file, gpt2_tokenizer):
+    """The same hints with GPT-2's real vocabulary (skipped where it is absent, as on a clone)."""
+    with pytest.raises(TaskError) as info:
+        load_task("jsonl", path=str(one_record_file("Berlin", " Paris")), tokenizer=gpt2_tokenizer)
+    assert "['Ber', 'lin']" in str(info.value) and "leading space" in str(info.value)
+    with pytest.raises(TaskError, match=r"\[' N', 'airo', 'bi'\].*3 tokens"):
+        load_task("jsonl", path=str(one_record_file(" Paris", " Nairobi")), tokenizer=gpt2_tokenizer)
 
 
 def test_multi_word_answer_with_toy_tokenizer(one_record_file, toy_tokenizer):
@@ -423,7 +434,7 @@ def test_empty_prompt(tmp_path):
 def test_empty_jsonl(tmp_path):
     path = tmp_path / "empty.jsonl"
     path.write_text("")
-    with pytest.raises(TaskError, match="has no data points"):
+    with pytest.raises(TaskError, match="empty.jsonl holds no data points"):
         load_task("jsonl", path=str(path))
 
 

@@ -38,6 +38,7 @@ from interventions.tasks.datamodule import encode
 from interventions.tasks.mixed import write_mixed_task
 from interventions.toyworld import CHECKPOINT, TRAINING_DEFAULTS
 from interventions.reports.toy_behaviour import behaviour_report, format_report
+from interventions.rundir import check_writable
 from interventions.toyworld.train import train as train_toy
 from interventions.training.train import train_intervention
 
@@ -239,6 +240,7 @@ def task_matrix(args) -> int:
 
 
 def write_mixed(args) -> int:
+    check_writable(Path(args.out), "DIR")  # before the model loads
     path = write_mixed_task(args.out, model=load_model("toy")[0])
     print(f"wrote the mixed toy tasks; train on them with\n  python train.py intervention=dynscalar "
           f"task=jsonl 'task.path=\"{path}\"'")  # fmt: skip
@@ -247,6 +249,7 @@ def write_mixed(args) -> int:
 
 def control_vector(args) -> int:
     """Write the run's vectors as a llama.cpp control vector and say what the file holds."""
+    check_writable(Path(args.out).parent, "OUT.gguf")
     path = write_control_vector(load_intervention(args.run), args.out, args.model_hint, args.scale)
     found = read_control_vector(path)
     layers = ", ".join(f"direction.{n}" for n in sorted(found["directions"]))

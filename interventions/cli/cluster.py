@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from interventions.errors import ConfigError
 
 LAUNCHER_DIR = Path(__file__).resolve().parents[2] / "conf" / "hydra" / "launcher"
-REQUEST_KEYS = ("cpus_per_task", "tasks_per_node", "mem_gb", "gpus_per_node", "partition")
+REQUEST_KEYS = ("nodes", "cpus_per_task", "tasks_per_node", "mem_gb", "gpus_per_node", "partition")
 
 
 def slurm_request(launcher: str, overrides: dict[str, str]) -> dict:
@@ -68,12 +68,19 @@ def check_request(request: dict, nodes: list[dict]) -> None:
         known = sorted({p for n in nodes for p in n["partitions"]})
         raise ConfigError(f"hydra.launcher.partition={partition!r}: sinfo lists no such partition; "
                           f"it has {', '.join(known) or 'none'}")  # fmt: skip
-    if any(n["cpus"] >= cpus and n["mem_mb"] >= mem_mb and n["gpus"] >= gpus for n in candidates):
+    fitting = [n for n in candidates if n["cpus"] >= cpus and n["mem_mb"] >= mem_mb and n["gpus"] >= gpus]
+    nodes = request.get("nodes") or 1
+    where = f" of partition {partition}" if partition else ""
+    if fitting and len(fitting) >= nodes:
         return
+    if fitting:
+        raise ConfigError(f"each job asks for {nodes} nodes, but sinfo lists {len(fitting)} node"
+                          f"{'s' if len(fitting) != 1 else ''}{where} that can hold one job's tasks, so the jobs would wait "
+                          "forever; lower hydra.launcher.nodes")  # fmt: skip
     big = max(candidates, key=lambda n: (n["cpus"], n["mem_mb"], n["gpus"]))
     asked = f"{cpus} CPUs" + (f", {request['mem_gb']} GB" if mem_mb else "") + (f", {gpus} GPUs" if gpus else "")
     raise ConfigError(
-        f"each job asks for {asked}, which no node{f' of partition {partition}' if partition else ''} has (the "
+        f"each job asks for {asked}, which no node{where} has (the "
         f"largest: {big['cpus']} CPUs, {big['mem_mb']} MB, {big['gpus']} GPUs), so the jobs would wait forever; "
         "lower hydra.launcher.cpus_per_task / mem_gb / gpus_per_node"
     )

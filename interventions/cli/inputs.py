@@ -19,9 +19,9 @@ from pathlib import Path
 from interventions.errors import ConfigError, EmptySplitError
 from interventions.spec import FILE_TASKS, SPLITS, EvaluateConfig, GenerateConfig, TaskSpec, TrainConfig, exported_task_spec
 from interventions.tasks.datapoint import DataPoint
-from interventions.tasks.files import sampled_file_points
+from interventions.tasks.files import all_file_points, sampled_file_points
 from interventions.tasks.tokenize import own_token_count
-from interventions.tasks.validation import check_context, check_prompt_lengths
+from interventions.tasks.validation import check_context, check_points, check_prompt_lengths
 from interventions.toyworld import model_config
 
 # config.json keys that hold a model's context length: TransformerLens-native, then Hugging Face's
@@ -59,10 +59,12 @@ def tokenizer_of(name: str, cache: dict):
     return cache[("tokenizer", name)]
 
 
-def task_file_points(task: TaskSpec, splits, seed: int, cache: dict) -> dict[str, list[DataPoint]]:
+def task_file_points(task: TaskSpec, splits, seed: int, cache: dict, tokenizer=None) -> dict[str, list[DataPoint]]:
     """A user file's data points per split (as `tasks.load_task` draws them), refusing in one
-    line what needs no model: no path, no file, a malformed line, a missing field, an empty
-    answer, a split left empty. {} for a generated task; each (file, split) is read once."""
+    line what needs no model: no path, no file, no data points, a malformed line, a missing
+    field, an empty answer, a split left empty (after the file's own errors: with `tokenizer`,
+    answers that are not single tokens too). {} for a generated task; each (file, split) is
+    read once."""
     if task.name not in FILE_TASKS:
         return {}
     if not task.path:
@@ -75,6 +77,7 @@ def task_file_points(task: TaskSpec, splits, seed: int, cache: dict) -> dict[str
                 cache[key] = sampled_file_points(task.path, split, task.n(split), seed)
             except EmptySplitError:
                 if split != "val":  # an optional split
+                    check_points(all_file_points(task.path), tokenizer, task.path, task.multi_token)
                     raise
                 cache[key] = []
         if cache[key]:
@@ -135,7 +138,8 @@ def check_inputs(spec, cache: dict) -> None:
     if isinstance(spec, (EvaluateConfig, GenerateConfig)):
         check_exported_inputs(spec, cache)
     elif isinstance(spec, TrainConfig):
-        points = task_file_points(spec.task, SPLITS, spec.seed, cache)
+        local = spec.task.name in FILE_TASKS and model_context(spec.model.name) is not None
+        points = task_file_points(spec.task, SPLITS, spec.seed, cache, tokenizer_of(spec.model.name, cache) if local else None)
         n_ctx = model_context(spec.model.name) if points else None
         if n_ctx is not None:  # a local model: its config says its context
             check_points_fit(spec.task, points, tokenizer_of(spec.model.name, cache), 0, n_ctx)

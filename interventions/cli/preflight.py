@@ -31,8 +31,10 @@ from omegaconf.errors import OmegaConfBaseException
 from interventions.cli.cluster import check_request, cluster_nodes, slurm_request
 from interventions.cli.inputs import check_inputs, export_meta
 from interventions.errors import ConfigError
+from interventions.hub import download_hint, hub_problem, is_hub_name
 from interventions.rundir import METRICS_FILE, check_writable, is_finished
-from interventions.spec import ENTRY_CONFIGS, EvaluateConfig, GenerateConfig, bound_text, store, to_spec
+from interventions.spec import ENTRY_CONFIGS, EvaluateConfig, GenerateConfig, SummarizeConfig, bound_text, store, to_spec
+from interventions.sweeps.jobs import check_sweep_folder
 from interventions.toyworld import hf_form_problem, is_native_model, model_config
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -104,12 +106,27 @@ def check_words(argv: list[str]) -> None:
             raise ConfigError(f"{arg!r} is not an override (no '='); write {arg}=<value> (e.g. task=ioi)")
 
 
+def parse_error(override: str, error: HydraException) -> ConfigError:
+    """One line for an override Hydra's grammar refuses, with the quoting that fixes it where
+    its value holds characters the grammar reserves (braces, '=', spaces, ...)."""
+    key, _, value = override.partition("=")
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if value and not value.startswith(("'", '"', "[")) and any(ch in value for ch in "{}=()[],:$ '\""):
+        quoted = value.replace('"', '\\"')
+        return ConfigError(f"cannot parse {override!r} ({reason}): quote a value with these characters, "
+                           f"e.g. '{key}=\"{quoted}\"'")  # fmt: skip
+    return ConfigError(f"cannot parse {override!r}: {reason}")
+
+
 def expand_sweeps(overrides: list[str]) -> list[list[str]]:
     """Override lists to compose: the first value of every sweep, then each other value alone."""
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except HydraException as error:
-        raise ConfigError(f"cannot parse the overrides: {str(error).splitlines()[0]}") from None
+    parser = OverridesParser.create()
+    for override in overrides:  # one at a time: the error names the one that fails
+        try:
+            parser.parse_overrides([override])
+        except HydraException as error:
+            raise parse_error(override, error) from None
+    parsed = parser.parse_overrides(overrides)
     fixed, sweeps = [], []
     for text, o in zip(overrides, parsed):
         if o.is_sweep_override() and isinstance(o.value(), ChoiceSweep):
@@ -205,6 +222,20 @@ def check_hf_backend(spec: GenerateConfig) -> None:
                           "use backend=bridge")  # fmt: skip
 
 
+def check_hub_model(spec) -> None:
+    """A model named by a hub id that is neither in the local cache nor reachable: one line now,
+    instead of transformers' retries (`interventions.hub`)."""
+    name = getattr(getattr(spec, "model", None), "name", None)
+    if name is None and isinstance(spec, (EvaluateConfig, GenerateConfig)):
+        meta = export_meta(spec.intervention if isinstance(spec, EvaluateConfig) else spec.generate) or {}
+        name = (meta.get("model") or {}).get("name")
+    if not isinstance(name, str) or is_native_model(name) or not is_hub_name(name):
+        return
+    problem = hub_problem(name)
+    if problem is not None:
+        raise ConfigError(f"model.name={name}: {problem}; {download_hint(name)}")
+
+
 def check_outputs(argv: list[str], entry: str, overwrite: bool) -> Preflight:
     """The folders a run or sweep will write: each must be writable (one line, not Hydra's
     traceback from its log file handler), and a single run's explicit folder must not hold
@@ -273,6 +304,9 @@ def preflight(argv: list[str], entry: str) -> Preflight:
         if isinstance(spec, GenerateConfig):
             check_export_path(spec.generate)
             check_hf_backend(spec)
+        if isinstance(spec, SummarizeConfig):
+            check_sweep_folder(Path(spec.sweep))
+        check_hub_model(spec)
         check_inputs(spec, read)
     if remote:
         nodes = cluster_nodes()

@@ -29,7 +29,7 @@ from interventions.export import META_FILE, load_intervention
 from interventions.io import atomic_write_text, write_json
 from interventions.rundir import METRICS_FILE
 from interventions.spec import METHOD_LABELS, ModelSpec, method_label
-from interventions.sweeps.summary import run_dirs
+from interventions.sweeps.jobs import run_dirs
 from interventions.toyworld.world import TEMPLATES
 
 log = logging.getLogger(__name__)

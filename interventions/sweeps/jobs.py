@@ -2,7 +2,7 @@
 
     python train.py -m experiment=paper_grid_small hydra.sweep.dir=multirun/pgs   # relaunch: same dir
 
-Every job of a multirun goes through `run_job` (via `interventions.cli.report_errors`):
+Every job of a multirun goes through `run_job` (via `interventions.cli.entry.report_errors`):
 
 - Its W&B group is set to the sweep (`sweep_group`) unless `logger.group` is given, so every
   run of a sweep, and its summary run, share one group.
@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 
 from interventions.errors import ConfigError, RunInterrupted
 from interventions.io import read_json, write_json
-from interventions.rundir import ERROR_FILE, METRICS_FILE, record_error, supersede, timestamp
+from interventions.rundir import ERROR_FILE, METRICS_FILE, SUPERSEDED, export_problem, record_error, supersede, timestamp
 
 log = logging.getLogger(__name__)
 JOB_FILE = "sweep_job.json"
@@ -64,6 +64,47 @@ def with_added_defaults(config: dict) -> dict:
         else:
             out.setdefault(key, default)
     return out
+
+
+def _num_key(path: Path):
+    return (0, int(path.name), "") if path.name.isdigit() else (1, 0, path.name)
+
+
+def _is_run_dir(path: Path) -> bool:
+    return path.is_dir() and path.name not in (SUPERSEDED, "wandb", "csv") and any(
+        (path / name).exists() for name in (".hydra", JOB_FILE, METRICS_FILE, ERROR_FILE)
+    )
+
+
+def _fused_settings_dirs(run_dir: Path) -> list[Path]:
+    """The per-setting run folders of a fused job (`<job>/<k>/`), in order; [] for others."""
+    if (run_dir / METRICS_FILE).exists():
+        return []
+    return sorted((p for p in run_dir.iterdir() if p.name.isdigit() and _is_run_dir(p)), key=_num_key)
+
+
+def run_dirs(sweep_dir: Path) -> list[tuple[str, Path]]:
+    """(name, folder) of every run of a sweep; a multirun job that fused several objective
+    settings (`fused=...`) contributes one run per setting, named "<job>/<k>"."""
+    out = []
+    for run_dir in sorted((p for p in sweep_dir.iterdir() if _is_run_dir(p)), key=_num_key):
+        settings = _fused_settings_dirs(run_dir)
+        out += [(f"{run_dir.name}/{p.name}", p) for p in settings] if settings else [(run_dir.name, run_dir)]
+    return out
+
+
+def check_sweep_folder(sweep_dir: Path) -> None:
+    """ConfigError (one line) unless `sweep_dir` is the folder of a sweep: a folder holding run
+    folders, not itself one run (an export: evaluate it with intervention=)."""
+    if not sweep_dir.is_dir():
+        raise ConfigError(f"sweep={str(sweep_dir)!r} is not a directory; pass a multirun folder (hydra.sweep.dir)")
+    own = [name for name in (METRICS_FILE, "intervention.json") if (sweep_dir / name).exists()]
+    if own:
+        raise ConfigError(f"sweep={sweep_dir} is one run (it holds {own[0]}), not a sweep; evaluate it with "
+                          f"python evaluate.py intervention={sweep_dir}")  # fmt: skip
+    if not run_dirs(sweep_dir):
+        raise ConfigError(f"sweep={sweep_dir} holds no runs of a sweep (numbered folders with .hydra/, {JOB_FILE} or "
+                          f"{METRICS_FILE}); pass the folder a multirun wrote (its hydra.sweep.dir)")  # fmt: skip
 
 
 def is_multirun() -> bool:
@@ -105,18 +146,36 @@ def same_results(old: dict | None, new: dict) -> bool:
     return old == new
 
 
-def already_finished(run_dir: Path, identity: dict | None, label: str) -> bool:
-    """True if `run_dir` holds a finished run of config `identity` (print that it is skipped);
-    a finished run of another config is moved aside (`supersede`) and False returned."""
-    if not (run_dir / METRICS_FILE).exists():
+def finished_as(run_dir: Path, identity: dict | None) -> bool:
+    """Whether `run_dir` holds a finished run of config `identity` whose export reads back
+    (reads only)."""
+    if identity is None or not (run_dir / METRICS_FILE).exists():
         return False
     previous = read_json(run_dir / JOB_FILE)
-    if previous is not None and identity is not None and same_results(previous.get("config"), identity):
+    return previous is not None and same_results(previous.get("config"), identity) and export_problem(run_dir) is None
+
+
+def already_finished(run_dir: Path, identity: dict | None, label: str) -> bool:
+    """True if `run_dir` holds a finished run of config `identity` (print that it is skipped);
+    a finished run of another config, or one whose export is damaged, is moved aside
+    (`supersede`) and False returned."""
+    if not (run_dir / METRICS_FILE).exists():
+        return False
+    if finished_as(run_dir, identity):
         log.info(f"skipping {label}: already finished in {run_dir}")
         return True
+    damaged = export_problem(run_dir)
     dest = supersede(run_dir, keep=HYDRA_JOB_FILES)
-    log.info(f"{label}: {run_dir} held a finished run with another config; moved it to {dest}")
+    why = f"a finished run whose export is damaged ({damaged})" if damaged else "a finished run with another config"
+    log.info(f"{label}: {run_dir} held {why}; moved it to {dest}")
     return False
+
+
+def _identity_or_none(cfg) -> dict | None:
+    try:
+        return job_identity(cfg)
+    except Exception:  # an interpolation that does not resolve: rank 0 records the failure
+        return None
 
 
 def job_context() -> dict:
@@ -132,13 +191,16 @@ def run_job(fn, cfg, context: dict | None = None):
     `context` (tests): {"sweep_dir", "num", "overrides", "output_dir"}; default: Hydra's.
     """
     ctx = context or job_context()
-    if process_rank() > 0:  # DDP under SLURM: every task runs the job; rank 0 alone keeps its books
-        _check_ddp(cfg)
-        return fn(cfg)
     sweep_dir = Path(ctx["sweep_dir"])
     overrides = list(ctx["overrides"])
     label = f"run {ctx['num']} ({' '.join(overrides) or 'defaults'})"
     run_dir = Path(cfg.run_dir) if "run_dir" in cfg else Path(ctx["output_dir"])
+    if process_rank() > 0:  # DDP under SLURM: every task runs the job; rank 0 alone keeps its books
+        _check_ddp(cfg)
+        if finished_as(run_dir, _identity_or_none(cfg)):  # rank 0 skips it too: training alone would wait on it forever
+            log.info(f"skipping {label} on rank {process_rank()}: already finished in {run_dir}")
+            return None
+        return fn(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     if "logger" in cfg and cfg.logger.get("group") is None:
         OmegaConf.update(cfg, "logger.group", sweep_group(sweep_dir))

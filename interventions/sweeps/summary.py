@@ -9,8 +9,10 @@ run (when the logger is wandb). A run's status is "finished" (metrics.json prese
 "failed" (error.txt present; the error line is recorded), "interrupted" (stopped by SIGINT or
 SIGTERM: a relaunch runs it again) or "incomplete" (started, never finished: killed without a
 chance to say so, or still running). Pareto membership is computed on TEST metrics among
-finished runs; see interventions.sweeps.pareto for the conventions. The callback also sets
-the sweep's exit status: 1 when any run failed.
+finished runs; see interventions.sweeps.pareto for the conventions. A run whose metrics.json
+is there but whose export cannot be read back (a damaged or cut-short
+intervention.safetensors) is "damaged": never on a front, named in a warning, and run again
+by a relaunch. The callback also sets the sweep's exit status: 1 when any run failed.
 """
 
 from __future__ import annotations
@@ -25,12 +27,11 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from interventions.errors import ConfigError
 from interventions.io import atomic_write_text, read_json, save_figure, write_json
 from interventions.loggers import finish, is_wandb, make_logger
-from interventions.rundir import ERROR_FILE, METRICS_FILE, SUPERSEDED, error_line, timestamp
+from interventions.rundir import ERROR_FILE, METRICS_FILE, error_line, export_problem, timestamp
 from interventions.spec import method_label
-from interventions.sweeps.jobs import JOB_FILE, sweep_group
+from interventions.sweeps.jobs import JOB_FILE, check_sweep_folder, run_dirs, sweep_group
 from interventions.sweeps.pareto import FRONTS, front_of
 from interventions.sweeps.plots import plot_front
 
@@ -44,12 +45,9 @@ TABLE_FILE = "pareto.md"
 PLOT_FILES = {name: f"pareto_{name}.png" for name in FRONTS}
 
 
-# A run's status in pareto.json: metrics.json written; error.txt written; stopped by a signal; none of these
-STATUSES = ("finished", "failed", "interrupted", "incomplete")
-
-
-def _num_key(path: Path):
-    return (0, int(path.name), "") if path.name.isdigit() else (1, 0, path.name)
+# A run's status in pareto.json: metrics.json written; metrics.json but an unreadable export;
+# error.txt written; stopped by a signal; none of these
+STATUSES = ("finished", "damaged", "failed", "interrupted", "incomplete")
 
 
 def _overrides_of(run_dir: Path, job: dict | None) -> list[str]:
@@ -100,29 +98,6 @@ def hyperparameters(config: dict) -> dict:
     }
 
 
-def _is_run_dir(path: Path) -> bool:
-    return path.is_dir() and path.name not in (SUPERSEDED, "wandb", "csv") and any(
-        (path / name).exists() for name in (".hydra", JOB_FILE, METRICS_FILE, ERROR_FILE)
-    )
-
-
-def _fused_settings_dirs(run_dir: Path) -> list[Path]:
-    """The per-setting run folders of a fused job (`<job>/<k>/`), in order; [] for others."""
-    if (run_dir / METRICS_FILE).exists():
-        return []
-    return sorted((p for p in run_dir.iterdir() if p.name.isdigit() and _is_run_dir(p)), key=_num_key)
-
-
-def run_dirs(sweep_dir: Path) -> list[tuple[str, Path]]:
-    """(name, folder) of every run of a sweep; a multirun job that fused several objective
-    settings (`fused=...`) contributes one run per setting, named "<job>/<k>"."""
-    out = []
-    for run_dir in sorted((p for p in sweep_dir.iterdir() if _is_run_dir(p)), key=_num_key):
-        settings = _fused_settings_dirs(run_dir)
-        out += [(f"{run_dir.name}/{p.name}", p) for p in settings] if settings else [(run_dir.name, run_dir)]
-    return out
-
-
 def collect_runs(sweep_dir: str | Path) -> list[dict]:
     """One record per run folder of a sweep: overrides, hyperparameters, status, metrics."""
     sweep_dir = Path(sweep_dir)
@@ -140,7 +115,10 @@ def collect_runs(sweep_dir: str | Path) -> list[dict]:
             "train": None,
             "test": None,
         }
-        if metrics is not None and isinstance(metrics.get("test"), dict):
+        damaged = export_problem(run_dir) if metrics is not None else None
+        if damaged:
+            record.update(status="damaged", error=damaged, train=metrics.get("train"), test=metrics.get("test"))
+        elif metrics is not None and isinstance(metrics.get("test"), dict):
             record.update(status="finished", train=metrics.get("train"), test=metrics.get("test"))
         elif (run_dir / ERROR_FILE).exists():
             line = (job or {}).get("error")
@@ -207,7 +185,7 @@ def markdown_table(records: list[dict]) -> str:
     for r in records:
         h, tr, te = r["hparams"], r.get("train") or {}, r.get("test") or {}
         p = r.get("pareto", {})
-        status = r["status"] if r["status"] != "failed" else f"failed: {r.get('error')}"
+        status = f"{r['status']}: {r.get('error')}" if r["status"] in ("failed", "damaged") else r["status"]
         cells = [r["run"], status.replace("|", "/"), method_label(h.get("method")), _hp(h.get("lambda_f")),
                  _hp(h.get("lambda_m")), _hp(h.get("margin")), _fmt(tr.get("effectiveness")),
                  _fmt(te.get("effectiveness")), _fmt(te.get("faithfulness")), _fmt(te.get("minimality")),
@@ -230,8 +208,7 @@ def summarize_sweep(sweep_dir: str | Path, logger: dict | None = None, group: st
         The summary written to pareto.json.
     """
     sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise ConfigError(f"sweep={str(sweep_dir)!r} is not a directory; pass a multirun folder (hydra.sweep.dir)")
+    check_sweep_folder(sweep_dir)
     records = collect_runs(sweep_dir)
     fronts = annotate_fronts(records)
     logger = dict(logger or {})
@@ -266,8 +243,12 @@ def summarize_sweep(sweep_dir: str | Path, logger: dict | None = None, group: st
         images[f"pareto_{name}"] = path
     if logger.get("kind") == "wandb":
         _wandb_summary(sweep_dir, logger, group, records, images, counts)
+    for r in records:
+        if r["status"] == "damaged":
+            log.warning(f"warning: run {r['run']} finished, but {r['error']}; it is left out of the fronts, and "
+                        f"relaunching the sweep runs it again ({r['run_dir']})")  # fmt: skip
     if verbose:
-        log.info(f"sweep summary: {counts['finished']} finished, {counts['failed']} failed, "
+        log.info(f"sweep summary: {counts['finished']} finished, {counts['damaged']} damaged, {counts['failed']} failed, "
               f"{counts['interrupted']} interrupted, {counts['incomplete']} incomplete of {counts['runs']} runs; "
               f"front E-F: {', '.join(fronts['faithfulness']) or '-'}; "
               f"front E-M: {', '.join(fronts['minimality']) or '-'}; {sweep_dir / SUMMARY_FILE}")  # fmt: skip

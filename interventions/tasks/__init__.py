@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from interventions.errors import EmptySplitError, TaskError
 from interventions.tasks.datapoint import DataPoint, Task
-from interventions.tasks.files import sampled_file_points
+from interventions.tasks.files import all_file_points, sampled_file_points
 from interventions.tasks.generators import toy_points
 from interventions.tasks.tokenize import prompt_token_ids
 from interventions.tasks.validation import answer_ids, check_context, check_fixed_length, check_points
@@ -81,7 +81,11 @@ def load_task(
     elif name in FILE_TASKS:
         if not path:
             raise TaskError(f"task {name!r} needs a file: task.path=data.{name}")
-        points = sampled_file_points(path, split, n, seed)
+        try:
+            points = sampled_file_points(path, split, n, seed)
+        except EmptySplitError:  # a file too small for its splits: a data error in it is said first
+            check_points(all_file_points(path), tok, str(path), multi_token)
+            raise
         source = f"{path} (split {split})"
     else:
         raise TaskError(f"unknown task {name!r}; allowed: {', '.join(TASKS)}")
@@ -94,7 +98,7 @@ def load_task(
     if model is not None:
         check_context(lengths, points, tok, model.cfg.n_ctx, source, multi_token)
     if fixed_length and lengths is not None:
-        info["length"] = check_fixed_length(lengths, source)
+        info["length"] = check_fixed_length(lengths, source, from_file=name in FILE_TASKS)
     return Task(name, split, str(template), tuple(points), info)
 
 

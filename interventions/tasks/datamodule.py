@@ -10,6 +10,7 @@ from interventions.errors import ConfigError
 from interventions.forward import answer_tails, has_answer_tails, last_position_logits
 from interventions.models import model_device
 from interventions.sites import hook
+from interventions.spec import FILE_TASKS
 from interventions.tasks.datapoint import Task
 from interventions.tasks.tokenize import prompt_token_ids
 from interventions.tasks.validation import answer_ids, check_fixed_length, single_token_id
@@ -50,7 +51,7 @@ def encode(model, task: Task, padding_side: str = "right", fixed_length: bool = 
     ids = prompt_token_ids(model, task.prompts)
     lengths = [len(x) for x in ids]
     if fixed_length:
-        check_fixed_length(lengths, f"task {task.name!r} (split {task.split})")
+        check_fixed_length(lengths, f"task {task.name!r} (split {task.split})", from_file=task.name in FILE_TASKS)
     n, width = len(ids), max(lengths)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     input_ids = torch.full((n, width), pad, dtype=torch.long)

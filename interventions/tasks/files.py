@@ -11,6 +11,7 @@ from pathlib import Path
 
 from interventions.errors import EmptySplitError, TaskError
 from interventions.tasks.datapoint import DataPoint
+from interventions.tasks.validation import check_points
 
 FIELDS = ("prompt", "correct", "wrong")
 TEST_FRACTION = 0.2
@@ -63,6 +64,9 @@ def read_points(path: str | Path) -> list[DataPoint]:
                 points.append(_point(record, f"{path} line {reader.line_num}"))
     else:
         raise TaskError(f"{path}: unknown file type {suffix!r}; use .jsonl or .csv")
+    if not points:
+        raise TaskError(f"{path} holds no data points; each needs the fields {', '.join(FIELDS)}"
+                        f"{' (one JSON object per line)' if suffix != '.csv' else ''}")  # fmt: skip
     return points
 
 
@@ -76,17 +80,28 @@ def split_of(prompt: str) -> str:
     return "train"
 
 
+def all_file_points(path: str) -> list[DataPoint]:
+    """Every data point of a task's file (of each split's file that exists, with "{split}")."""
+    if "{split}" not in str(path):
+        return read_points(path)
+    files = [str(path).format(split=split) for split in ("train", "val", "test")]
+    return [p for file in files if Path(file).exists() for p in read_points(file)]
+
+
 def file_points(path: str, split: str) -> list[DataPoint]:
-    """Data points of `split`: from `path` with "{split}" filled in if it has one, else by hash."""
+    """Data points of `split`: from `path` with "{split}" filled in if it has one, else by hash.
+    A file whose hash split leaves `split` empty is checked for errors in its records first
+    (`validation.check_points`, without a tokenizer), so that those are said before its size."""
     if "{split}" in str(path):
         return read_points(str(path).format(split=split))
     points = read_points(path)
     chosen = [p for p in points if split_of(p.prompt) == split]
-    if points and not chosen:
+    if not chosen:
+        check_points(points, None, str(path))
         raise EmptySplitError(
             f"{path} has {len(points)} data points, and its split by prompt hash ({1 - TEST_FRACTION - VAL_FRACTION:.0%} "
             f"train, {VAL_FRACTION:.0%} val, {TEST_FRACTION:.0%} test) left none for {split}; add more data points (a few "
-            "dozen at least), or give one file per split with {split} in the path (task.path='data/{split}.jsonl')"
+            "dozen at least), or give one file per split with {split} in the path ('task.path=\"data/{split}.jsonl\"')"
         )
     return chosen
 

@@ -87,15 +87,17 @@ def length_histogram(lengths: list[int]) -> dict[int, int]:
     return dict(sorted(Counter(lengths).items()))
 
 
-def check_fixed_length(lengths: list[int], source: str) -> int:
-    """The one token length of all prompts, or a TaskError with the length histogram."""
+def check_fixed_length(lengths: list[int], source: str, from_file: bool = False) -> int:
+    """The one token length of all prompts, or a TaskError with the length histogram and the
+    fix (a toy task: one template; a user's file, `from_file`: prompts of one length)."""
     histogram = length_histogram(lengths)
     if len(histogram) != 1:
         shown = ", ".join(f"{k} tokens: {v}" for k, v in histogram.items())
+        fix = ("give every prompt of the file the same token length" if from_file
+               else "use one template of one length (e.g. task.template=0)")  # fmt: skip
         raise TaskError(
             f"{source}: prompts have unequal token lengths ({shown}), but ActivScalar and "
-            "SteerVec tie parameters to positions; use one template of one length "
-            "(e.g. task.template=0) or intervention=dynscalar, which accepts any length"
+            f"SteerVec tie parameters to positions; {fix} or intervention=dynscalar, which accepts any length"
         )
     return next(iter(histogram))
 
