@@ -80,9 +80,9 @@ def main(argv=None) -> int:
     if args.what == "summary":  # reads files only: no GPU needed to read a GPU run's results
         print(summary(Path(args.out), suffix))
         return 0
-    device = checked_device(parser, args.device, args.what)
+    device = checked_device(args.device, args.what)
     if args.what in ("peer", "all") and importlib.util.find_spec("pyvene") is None:
-        parser.error(f"{args.what}: the pyvene peer needs pyvene; install it with `pip install -e .[bench]`")
+        refuse(f"{args.what}: the pyvene peer needs pyvene; install it with `pip install -e .[bench]`")
     if args.what == "all":
         return run_all(args)
     torch.set_num_threads(args.threads)
@@ -156,22 +156,29 @@ def run_all(args) -> int:
     return main(["summary", "--device", args.device, "--out", args.out, *(["--quick"] if args.quick else [])])
 
 
-def checked_device(parser: argparse.ArgumentParser, name: str, what: str) -> torch.device:
+def refuse(message: str) -> None:
+    """A mistake on the command line as one line (argparse's `error` prints its usage block
+    first) and exit status 2."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+def checked_device(name: str, what: str) -> torch.device:
     """`--device` as a torch device; a device torch cannot use is refused before any work."""
     try:
         device = torch.device(name)
     except RuntimeError:
-        parser.error(f"--device {name}: not a torch device; use cpu or cuda[:N]")
+        refuse(f"--device {name}: not a torch device; use cpu or cuda[:N]")
     if device.type not in ("cpu", "cuda"):
-        parser.error(f"--device {name}: the benchmarks run on cpu or cuda[:N]")
+        refuse(f"--device {name}: the benchmarks run on cpu or cuda[:N]")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            parser.error(f"--device {name}: torch sees no GPU (torch {torch.__version__}, CUDA build: "
+            refuse(f"--device {name}: torch sees no GPU (torch {torch.__version__}, CUDA build: "
                          f"{torch.version.cuda or 'no'})")  # fmt: skip
         if (device.index or 0) >= torch.cuda.device_count():
-            parser.error(f"--device {name}: torch sees {torch.cuda.device_count()} GPU(s)")
+            refuse(f"--device {name}: torch sees {torch.cuda.device_count()} GPU(s)")
         if what == "progress":
-            parser.error("--device: `progress` measures the CPU-side cost of progress bars; run it without --device")
+            refuse("--device: `progress` measures the CPU-side cost of progress bars; run it without --device")
     return device
 
 

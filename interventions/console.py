@@ -22,8 +22,11 @@ CHATTY = (
     "lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.seed",
     "lightning.pytorch.trainer.connectors.signal_connector", "transformer_lens",
 )  # fmt: skip
-# Warnings raised inside libraries for their own code (nothing a user of this project can act on).
-LIBRARY_WARNINGS = (".*does not have many workers.*", ".*litlogger.*", ".*LeafSpec.*")
+# Warnings raised inside libraries for their own code (nothing a user of this project can act on),
+# and Lightning's advice to prepend `srun`, given on every run of a machine where SLURM is
+# installed (this project's SLURM jobs are started by submitit, which uses srun).
+LIBRARY_WARNINGS = (".*does not have many workers.*", ".*litlogger.*", ".*LeafSpec.*",
+                    ".*The `srun` command is available on your system but is not used.*")  # fmt: skip
 
 
 class BelowWarning(logging.Filter):

@@ -290,7 +290,7 @@ def answer_tails(model, batch: dict, betas=(1.0, -1.0), method=None, extra_hooks
 
     One forward of the 2B teacher-forced sequences (`answer_sequences`) repeated len(betas)
     times, copy k steered with betas[k] by `method` (None: the clean model). Position-tied
-    methods act on the prompt positions only (`Method.at_positions`: answer tokens lie past
+    methods act on the prompt positions only (`Method.track_positions`: answer tokens lie past
     the trained prompt); DynScalar acts on the answer tokens too. `steer(beta)`, given β per
     row [len(betas)·2B], returns the steering hooks instead of `method.hooks` (fused
     training: K settings' hooks over blocks of rows; `method` still reads the positions).
@@ -303,13 +303,14 @@ def answer_tails(model, batch: dict, betas=(1.0, -1.0), method=None, extra_hooks
     def keep_read(resid: torch.Tensor, hook) -> torch.Tensor:
         return resid[index, read]
 
-    hooks, positions = [*extra_hooks, (hook("unembed_in"), keep_read)], nullcontext()
+    hooks, positions = [*extra_hooks, (hook("unembed_in"), keep_read)], nullcontext(lambda ids: None)
     if method is not None:
         method.check_length(batch["input_ids"].shape[1])
         beta = torch.tensor(betas, device=ids.device).repeat_interleave(rows)
         steering = steer(beta) if steer is not None else method.hooks(beta)
-        hooks, positions = [*steering, *hooks], method.at_positions(position_ids)
-    with positions, model.hooks(fwd_hooks=hooks):
+        hooks, positions = [*steering, *hooks], method.track_positions()
+    with positions as see, model.hooks(fwd_hooks=hooks):
+        see(position_ids)
         logits = model(ids, attention_mask=mask)  # [k·2B, A, vocab]
     logits = logits.float()  # the objective in float32 whatever the model's precision
     logp = torch.log_softmax(logits, -1).gather(-1, answers.repeat(k, 1)[..., None])[..., 0]

@@ -141,15 +141,19 @@ def generate_tokens(
     `method` None: the unhooked model. `generators`: one per row (β-major) when sampling.
 
     Each step runs the whole sequence and unembeds only its last position (module docstring:
-    why not TransformerBridge's key-value cache); `method.position_ids` follows it."""
+    why not TransformerBridge's key-value cache); a position-tied method sees each step's
+    positions (`Method.track_positions`)."""
     pad = getattr(model.tokenizer, "pad_token_id", None)  # a model built without a tokenizer pads with 0
     input_ids, mask, beta, choose = prepared(ids, betas, 0 if pad is None else pad, model_device(model),
                                              (do_sample, temperature, top_k, generators))  # fmt: skip
 
+    see = None
+
     def step(input_ids: torch.Tensor, mask: torch.Tensor, state):
-        if method is not None and method.position_tied:  # the others never read positions
-            method.position_ids = positions_of(mask)
-        logits = model(input_ids) if bool(mask.all()) else model(input_ids, attention_mask=mask)
+        unpadded = bool(mask.all())
+        if see is not None:  # one row of positions serves every row of an unpadded batch
+            see(positions_of(mask[:1] if unpadded else mask))
+        logits = model(input_ids) if unpadded else model(input_ids, attention_mask=mask)
         return logits[:, -1], None
 
     def keep_last(resid: torch.Tensor, hook) -> torch.Tensor:
@@ -158,7 +162,7 @@ def generate_tokens(
     hooks = [(hook("unembed_in"), keep_last)]
     with ExitStack() as stack:
         if method is not None:
-            stack.enter_context(method.at_positions(positions_of(mask), positions_beyond))
+            see = stack.enter_context(method.track_positions(positions_beyond))
             hooks = [*method.hooks(beta), *hooks]
         stack.enter_context(model.hooks(fwd_hooks=hooks))
         tokens = decode(step, input_ids, mask, max_new_tokens, choose)

@@ -148,10 +148,11 @@ def _z_hook(fn, n_heads: int):
     return hook
 
 
-def _positions_hook(method, trained: int):
+def _positions_hook(method, see, trained: int):
     """A pre-forward hook on the model: each call's token positions from its attention mask
-    (or the cache's length), for position-tied methods. The first call's prompts must have
-    the trained length (later calls may be the same sequence grown by generated tokens)."""
+    (or the cache's length), handed to the position-tied `method` (`see`). The first call's
+    prompts must have the trained length (later calls may be the same sequence grown by
+    generated tokens); a cached call after it holds only tokens past the prompt."""
     first = [True]
 
     def hook(module, args, kwargs):
@@ -161,6 +162,9 @@ def _positions_hook(method, trained: int):
         steps, mask = ids.shape[1], kwargs.get("attention_mask")
         cache = kwargs.get("past_key_values", kwargs.get("cache"))  # transformers 5 names it `cache`
         past = cache.get_seq_length() if cache is not None else 0
+        if past > 0 and not first[0]:
+            see(past=past)
+            return
         if mask is not None and mask.dim() == 2:
             positions = positions_of(mask.long())[:, -steps:]
         else:
@@ -172,7 +176,7 @@ def _positions_hook(method, trained: int):
                 got = int(lengths[lengths != trained][0])
                 raise LengthError(f"this {method.name} intervention is tied to {trained}-token prompts but got a "
                                   f"{got}-token prompt; use prompts of the trained template", trained=trained, got=got)  # fmt: skip
-        method.position_ids = positions
+        see(positions)
 
     return hook
 
@@ -189,10 +193,10 @@ def attached(hf_model, method, beta: float | torch.Tensor = 1.0, positions_beyon
         method.W_O = w_o(hf_model, layout, n_heads)
     blocks = hf_model.get_submodule(layout.layers)
     with ExitStack() as stack:
-        stack.enter_context(method.at_positions(torch.zeros(1, 1, dtype=torch.long), positions_beyond))
+        see = stack.enter_context(method.track_positions(positions_beyond))
         handles = []  # the positions hook only where a method reads positions
         if method.position_tied:
-            handles.append(hf_model.register_forward_pre_hook(_positions_hook(method, method.grid.seq_len),
+            handles.append(hf_model.register_forward_pre_hook(_positions_hook(method, see, method.grid.seq_len),
                                                               with_kwargs=True))  # fmt: skip
         stack.callback(lambda: [h.remove() for h in handles])
         for name, fn in method.hooks(beta):

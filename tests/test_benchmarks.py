@@ -211,3 +211,13 @@ def test_epoch_gemm_timer_profiles_each_epoch_and_always_stops():
     with pytest.raises(RuntimeError, match="boom"):
         fit(Matmuls(fail=True), timer)
     assert timer.seconds == [] and not torch.autograd.profiler._is_profiler_enabled
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_a_gpu_asked_of_a_machine_without_one_is_one_line(capsys):
+    """Issue 28: `--device cuda` without a GPU printed argparse's 5-line usage block first."""
+    with pytest.raises(SystemExit) as exited:
+        run.main(["step", "--device", "cuda"])
+    assert exited.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: --device cuda: torch sees no GPU")

@@ -63,16 +63,17 @@ def test_position_tied_hooks_read_each_rows_positions(tiny_model, name):
     position_ids = torch.tensor([[-1, 0, 1, 2, 3], [0, 1, 2, 3, 4]])
     for beyond, past in (("none", torch.zeros_like(param[0])), ("last", param[-1])):
         table = {-1: torch.zeros_like(param[0]), 0: param[0], 1: param[1], 2: param[2], 3: past, 4: past}
-        with method.at_positions(position_ids, beyond):
+        with method.track_positions(beyond) as see:
+            see(position_ids)
             out = method(h, 1.0, "attnOut", 0)
         for r in range(2):
             for i in range(5):
                 value = table[int(position_ids[r, i])]
                 want = h[r, i] * (1 + value) if name == "activscalar" else h[r, i] + value
                 torch.testing.assert_close(out[r, i], want, rtol=0, atol=1e-6)
-    assert method.position_ids is None  # the block restores it
+    assert not method.positions.tracking  # the block restores it
     with pytest.raises(ConfigError, match="positions_beyond"):
-        with method.at_positions(position_ids, "first"):
+        with method.track_positions("first"):
             pass
 
 
@@ -135,7 +136,7 @@ def test_hooks_are_removed_when_generation_raises(tiny_model, monkeypatch):
     with pytest.raises(RuntimeError, match="boom"):
         generate(tiny_model, method, PROMPTS[:1], betas=(1.0,), max_new_tokens=4)
     assert torch.equal(tiny_model(tokens), clean)
-    assert method.position_ids is None
+    assert not method.positions.tracking
 
 
 def test_bad_input_is_one_line_before_any_forward(tiny_model, monkeypatch):
@@ -228,9 +229,13 @@ def test_position_tied_hooks_pass_activations_through_past_the_prompt(tiny_model
     method = method_for(tiny_model, name, sites=("attnOut",), seq_len=3)
     hook = method.hooks(torch.tensor([1.0]))[0][1]
     h = torch.randn(1, 1, tiny_model.cfg.d_model)
-    with method.at_positions(torch.tensor([[3]])):  # the first generated token of a 3-token prompt
-        assert not method.acts_here() and hook(h) is h
-    with method.at_positions(torch.tensor([[3]]), beyond="last"):
-        assert method.acts_here() and not torch.equal(hook(h), h)
-    with method.at_positions(torch.tensor([[-1, 0, 1]])):  # the prompt itself (after one pad)
-        assert method.acts_here()
+    for given in ({"ids": torch.tensor([[3]])}, {"past": 3}):  # the first generated token of a 3-token prompt
+        with method.track_positions() as see:
+            see(**given)
+            assert not method.positions.active and hook(h) is h
+        with method.track_positions("last") as see:
+            see(**given)
+            assert method.positions.active and not torch.equal(hook(h), h)
+    with method.track_positions() as see:
+        see(torch.tensor([[-1, 0, 1]]))  # the prompt itself (after one pad)
+        assert method.positions.active

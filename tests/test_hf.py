@@ -153,7 +153,7 @@ def test_checks_and_refusals(pair, tmp_path, toy_tokenizer):
         with hf.apply(plain, iv, check_model=False):
             raise RuntimeError("boom")
     torch.testing.assert_close(plain(ids).logits, clean)
-    assert iv.method.position_ids is None
+    assert not iv.method.positions.tracking
 
 
 def test_an_unknown_architecture_is_one_line(tmp_path, toy_tokenizer):

@@ -592,6 +592,38 @@ def test_the_python_api_prints_nothing_of_lightnings(tiny_model, capfd, caplog):
     assert "GPU available" in caplog.text + "".join(capfd.readouterr())
 
 
+def test_no_srun_hint_and_no_logging_interval_warning_on_a_short_run(tiny_model, tmp_path, monkeypatch):
+    """Issue 28: Lightning's "`srun` is available" hint on every run of a machine with SLURM
+    installed, and its log_every_n_steps warning on runs of fewer steps than that."""
+    import warnings
+
+    from interventions import load_task, train_intervention
+
+    srun = tmp_path / "srun"
+    srun.write_text("#!/bin/sh\n")
+    srun.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    train = load_task("ccc", model=tiny_model, split="train", n=8)  # 2 steps per epoch
+    for trainer_kwargs in (None, {"log_every_n_steps": 5}):  # the API's default, the command line's trainer preset
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            train_intervention(tiny_model, train, run=RunSpec(epochs=1), trainer_kwargs=trainer_kwargs)
+        texts = [str(w.message) for w in caught]
+        assert not [t for t in texts if "srun" in t or "log_every_n_steps" in t], texts
+
+
+def test_a_terminal_of_no_width_gets_progress_lines(monkeypatch):
+    """Issue 28: a terminal that reports 0 columns got a bar of no width: no progress at all."""
+    from interventions.training import progress
+
+    monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(progress.sys.stderr, "fileno", lambda: 2, raising=False)
+    monkeypatch.setattr(progress.os, "get_terminal_size", lambda fd: os.terminal_size((0, 24)))
+    assert not progress.on_terminal() and isinstance(progress.progress_callback(), progress.EpochLinesCallback)
+    monkeypatch.setattr(progress.os, "get_terminal_size", lambda fd: os.terminal_size((120, 24)))
+    assert progress.on_terminal() and isinstance(progress.progress_callback(), progress.ThrottledProgressBar)
+
+
 def test_progress_is_plain_lines_off_a_terminal(caplog):
     from interventions.training.progress import EpochLines
 

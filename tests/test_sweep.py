@@ -129,6 +129,28 @@ def fake_sweep(tmp_path):
     return sweep
 
 
+def test_the_pareto_plots_name_each_run_and_read_counts_within_one_decade():
+    """Issue 28: the minimality plot showed no y value when the counts lay within one decade
+    (no tick inside the data), points carried no run numbers, and identical points hid each
+    other."""
+    from interventions.sweeps.plots import count_ticks, plot_front
+
+    records = [{"run": str(i), "status": "finished", "hparams": {"method": "activscalar"},
+                "train": _metrics(eff, -1.0, count)["train"], "test": _metrics(eff, -1.0, count)["test"]}
+               for i, (eff, count) in enumerate([(-0.5, 16), (-0.2, 24), (-0.2, 24), (-0.1, 20)])]  # fmt: skip
+    fig = plot_front(records, "minimality")
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    inside = [t for t in ax.get_yticks() if low <= t <= high]
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert len(inside) >= 2 and {"16", "20", "24"} <= set(labels), labels
+    names = sorted(t.get_text() for t in ax.texts)
+    assert names == ["0", "1, 2", "3"]  # the two identical points share one label
+    assert count_ticks(0, 5) == [0.0, 1.0, 2.0, 5.0] and count_ticks(150, 17000) == [200.0, 500.0, 1000.0, 2000.0,
+                                                                                       5000.0, 10000.0]  # fmt: skip
+    assert count_ticks(31, 33) == [31.0, 33.0]
+
+
 def _write_export(run: Path, values) -> None:
     import torch
     from safetensors.torch import save_file
@@ -484,12 +506,16 @@ def test_relaunch_skips_finished_runs_and_reruns_an_unfinished_one(sweep_ok):
     result, sweep, args = sweep_ok
     assert result.returncode == 0, describe(result)
     kept = (sweep / "0" / "metrics.json").stat().st_mtime_ns
+    launched = (sweep / "0" / ".hydra" / "config.yaml").stat().st_mtime_ns  # Hydra writes it when a job starts
     (sweep / "1" / "metrics.json").unlink()  # as if run 1 had been killed before it finished
     again = run_cli("train.py", *args)
     assert again.returncode == 0, describe(again)
     assert "skipping run 0 (intervention=activscalar" in again.stdout
+    assert "launching 1 of 2 runs; the others are finished" in again.stdout  # said by the driver: run 0 got no job
+    assert (sweep / "0" / ".hydra" / "config.yaml").stat().st_mtime_ns == launched
     assert "skipping run 1" not in again.stdout
     assert (sweep / "0" / "metrics.json").stat().st_mtime_ns == kept
+    assert json.loads((sweep / "1" / "sweep_job.json").read_text())["job_num"] == 1
     assert (sweep / "1" / "metrics.json").exists()
     assert json.loads((sweep / "pareto.json").read_text())["counts"]["finished"] == 2
 
@@ -773,3 +799,18 @@ def test_fused_chunk_trains_the_settings_in_groups_with_the_same_results(tmp_pat
     for together, chunked in zip(results["null"], results["2"]):
         for key in ("effectiveness", "faithfulness", "minimality"):
             assert chunked[key] == pytest.approx(together[key], abs=1e-5)
+
+
+def test_a_relaunch_launches_each_unfinished_run_under_its_own_number():
+    from interventions.sweeps.grid import launch_numbered
+
+    calls = []
+
+    class Launcher:
+        def launch(self, batch, initial_job_idx):
+            calls.append((batch, initial_job_idx))
+            return ["r"] * len(batch)
+
+    assert launch_numbered(Launcher(), []) == [] and calls == []
+    assert launch_numbered(Launcher(), [(1, ["a=1"]), (2, ["a=2"]), (4, ["a=4"])]) == ["r"] * 3
+    assert calls == [([["a=1"], ["a=2"], ["a=4", "hydra.sweep.subdir=4"]], 1)]

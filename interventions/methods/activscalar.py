@@ -23,17 +23,17 @@ class ActivScalar(Method):
     def scale_factor(self, site: str, layer: int, beta: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """1 + β α broadcast to h ([batch, pos, D] or [batch, pos, heads, d_head]); β is already
         shaped for h (`beta_view`)."""
-        alpha = self.positioned(self.param(site, layer), h)  # [(rows,) pos(, H')]
+        alpha = self.positions.spread(self.param(site, layer), h)  # [(rows,) pos(, H')]
         if site in HEAD_SITES:
             alpha = self.full_heads(alpha, h.shape[2], -1)
         alpha = alpha[..., None]  # [(rows,) pos(, heads), 1]
         return 1 + beta * alpha
 
     def site_hook(self, site: str, layer: int, beta) -> Hook:
-        beta_of = BetaViews(beta)
+        beta_of, positions = BetaViews(beta), self.positions
 
         def hook(h, hook=None):
-            if not self.acts_here():  # generated tokens past the prompt: nothing to scale
+            if not positions.active:  # generated tokens past the prompt: nothing to scale
                 return h
             return (h * self.scale_factor(site, layer, beta_of(h), h)).to(h.dtype)  # parameters stay float32
 

@@ -13,9 +13,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from interventions.errors import ConfigError, LengthError
+from interventions.errors import ConfigError
+from interventions.methods.positions import Positions, check_beyond
 from interventions.sites import HEAD_SITES, LocationGrid, site_width
-from interventions.spec import POSITIONS_BEYOND
 
 Hook = tuple[str, Callable]
 
@@ -129,13 +129,9 @@ class Method(nn.Module):
         # per parameter: which of its locations got a non-zero gradient in training (`note_gradients`);
         # None for a method that was not trained here (a baseline, an export written before this existed)
         self.received_gradient: dict[str, torch.Tensor] | None = None
-        self.register_buffer("_pos_idx", torch.tensor(grid.positions or [], dtype=torch.long), persistent=False)
         self.register_buffer("_head_idx", torch.tensor(grid.head_indices, dtype=torch.long), persistent=False)
-        # Set by `at_positions`: [rows or 1, seq] the position of each activation counted from
-        # its row's first real token (-1 for padding); None: the activations are exactly the
-        # trained prompts' positions 0..seq_len-1.
-        self.position_ids: torch.Tensor | None = None
-        self.beyond = "none"
+        # the positions a position-tied method's parameters act on (methods.positions); None for the others
+        self.positions: Positions | None = Positions(grid, self.name) if self.position_tied else None
 
     # -- to implement -------------------------------------------------------------
     def param_shape(self, site: str, cfg) -> tuple[int, ...]:
@@ -197,22 +193,10 @@ class Method(nn.Module):
         return torch.cat([p.reshape(-1) for p in self.params.values()])
 
     def check_length(self, seq_len: int) -> None:
-        """Position-tied methods apply only to prompts of the length they were trained on."""
-        if self.position_tied and seq_len != self.grid.seq_len:
-            raise LengthError(
-                f"this {self.name} intervention is tied to {self.grid.seq_len}-token prompts but got "
-                f"{seq_len}-token prompts; use prompts of the trained template, or train "
-                "intervention=dynscalar, which accepts any length",
-                trained=self.grid.seq_len, got=seq_len,
-            )
-
-    def full_positions(self, values: torch.Tensor, seq_len: int) -> torch.Tensor:
-        """Scatter per-grid-position values [P, ...] into a full [seq_len, ...] (zeros elsewhere)."""
-        self.check_length(seq_len)
-        if len(self.grid.positions) == seq_len:
-            return values
-        full = values.new_zeros((seq_len, *values.shape[1:]))
-        return full.index_copy(0, self._pos_idx, values)
+        """Position-tied methods apply only to prompts of the length they were trained on
+        (LengthError); the others to any."""
+        if self.positions is not None:
+            self.positions.check_length(seq_len)
 
     def full_heads(self, values: torch.Tensor, n_heads: int, head_dim: int) -> torch.Tensor:
         """Scatter per-selected-head values (H' along `head_dim`) into all n_heads."""
@@ -223,64 +207,17 @@ class Method(nn.Module):
         return values.new_zeros(shape).index_copy(head_dim, self._head_idx, values)
 
     @contextmanager
-    def at_positions(self, position_ids: torch.Tensor, beyond: str = "none"):
-        """Position-tied hooks read each activation's position from `position_ids` while the
-        block runs (the caller may replace `self.position_ids` between forwards, as a decoding
-        loop with a key-value cache does, one new position per step).
-
-        Args:
-            position_ids: [rows or 1, seq] positions counted from each row's first real token,
-                -1 at padding (never intervened on).
-            beyond: "none" or "last" (POSITIONS_BEYOND): positions at or past the trained
-                prompt length get no intervention, or the last prompt position's parameters.
-        """
-        if beyond not in POSITIONS_BEYOND:
-            raise ConfigError(f"positions_beyond={beyond!r} is not allowed; allowed: {', '.join(POSITIONS_BEYOND)}")
-        previous = self.position_ids, self.beyond
-        self.position_ids, self.beyond = position_ids, beyond
-        try:
-            yield self
-        finally:
-            self.position_ids, self.beyond = previous
-
-    def positioned(self, values: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """Per-grid-position values [P, ...] laid over the positions of h [rows, seq, ...]:
-        [seq, ...] for the trained prompts themselves (no `at_positions` block), else
-        [rows, seq, ...] read off `position_ids` (zeros at padding, and past the prompt unless
-        `beyond` is "last"). `position_ids` of fewer rows than h repeat over h's rows (a batch
-        repeated once per β, or per fused setting)."""
-        if self.position_ids is None:
-            return self.full_positions(values, h.shape[1])
-        index, keep, _ = self._position_index()
-        if index.shape[0] not in (1, h.shape[0]):
-            reps = h.shape[0] // index.shape[0]
-            index, keep = index.repeat(reps, 1), keep.repeat(reps, 1)
-        full = self.full_positions(values, self.grid.seq_len)  # [trained, ...]
-        return full[index] * keep.view(*keep.shape, *([1] * (full.dim() - 1)))
-
-    def acts_here(self) -> bool:
-        """Whether a position-tied method acts on any of this forward's positions. False on a
-        decoding step past the prompt without `positions_beyond="last"`: its hooks then
-        return the activation as it is, which is what their arithmetic gives there
-        (h · (1 + β·0), h + β·0)."""
-        if not self.position_tied or self.position_ids is None:
-            return True
-        return self._position_index()[2]
-
-    def _position_index(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        """(index [rows, seq] into the trained positions, keep [rows, seq] 1.0 where that
-        position's parameters apply, else 0.0, whether any does), computed once per
-        `position_ids` tensor: every hook of a forward reads the same positions."""
-        pos = self.position_ids
-        cached = getattr(self, "_index_cache", None)
-        if cached is not None and cached[0] is pos and cached[1] == self.beyond:
-            return cached[2]
-        trained = self.grid.seq_len
-        pos = pos.to(self._pos_idx.device)
-        keep = (pos >= 0) if self.beyond == "last" else (pos >= 0) & (pos < trained)
-        result = (pos.clamp(0, trained - 1), keep.to(self.params[next(iter(self.params))].dtype), bool(keep.any()))
-        self._index_cache = (self.position_ids, self.beyond, result)
-        return result
+    def track_positions(self, beyond: str = "none"):
+        """Within the block, the caller hands each forward's positions to the yielded callable,
+        `see(ids)` or `see(past=k)` (`methods.positions.Positions.see`): generation, the plain
+        Hugging Face model, teacher-forced answers. A method not tied to positions acts on every
+        position and ignores them."""
+        if self.positions is None:
+            check_beyond(beyond)
+            yield lambda ids=None, past=0: None
+            return
+        with self.positions.track(beyond) as see:
+            yield see
 
     def o_from_z(self, z: torch.Tensor, layer: int) -> torch.Tensor:
         """Per-head outputs o [batch, pos, n_heads, d_model] from z [batch, pos, n_heads, d_head]."""

@@ -33,7 +33,7 @@ class SteerVec(Method):
 
     def delta(self, site: str, layer: int, h: torch.Tensor) -> torch.Tensor:
         """v over all positions of h: [(rows,) pos, D], or [(rows,) pos, heads, d_head] for z and v."""
-        v = self.positioned(self.param(site, layer), h)
+        v = self.positions.spread(self.param(site, layer), h)
         if site == "o":
             return v.sum(-2)  # the heads' vectors add up in the attention output
         if site in HEAD_SITES:
@@ -41,10 +41,10 @@ class SteerVec(Method):
         return v
 
     def site_hook(self, site: str, layer: int, beta) -> Hook:
-        beta_of = BetaViews(beta)
+        beta_of, positions = BetaViews(beta), self.positions
 
         def hook(h, hook=None):
-            if not self.acts_here():  # generated tokens past the prompt: nothing to add
+            if positions is not None and not positions.active:  # generated tokens past the prompt: nothing to add
                 return h
             return (h + beta_of(h) * self.delta(site, layer, h)).to(h.dtype)  # parameters stay float32
 

@@ -179,10 +179,13 @@ def _identity_or_none(cfg) -> dict | None:
 
 
 def job_context() -> dict:
-    """The current Hydra job: its sweep dir, number, overrides and output dir."""
+    """The current Hydra job: its sweep dir, number, overrides and output dir. The number is
+    its folder's where that is a number: a relaunch launches only the unfinished runs, each in
+    its own numbered folder, whatever its place in the launched batch (`sweeps.grid`)."""
     hc = HydraConfig.get()
-    return {"sweep_dir": hc.sweep.dir, "num": hc.job.num, "overrides": list(hc.overrides.task),
-            "output_dir": hc.runtime.output_dir}  # fmt: skip
+    folder = Path(str(hc.runtime.output_dir)).name
+    return {"sweep_dir": hc.sweep.dir, "num": int(folder) if folder.isdigit() else hc.job.num,
+            "overrides": list(hc.overrides.task), "output_dir": hc.runtime.output_dir}  # fmt: skip
 
 
 def run_job(fn, cfg, context: dict | None = None):

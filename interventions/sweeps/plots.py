@@ -1,13 +1,21 @@
-"""The sweep's Pareto plots, in the paper's Fig. 2 style."""
+"""The sweep's Pareto plots, in the paper's Fig. 2 style.
+
+Each test point carries its run's name; runs whose test points coincide share one label
+("0, 3"), so none hides another. The minimality axis is logarithmic (counts span decades),
+with plain-number ticks inside the data wherever they fall, also when every count lies
+within one decade.
+"""
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter  # noqa: E402
 
 from interventions.spec import method_label  # noqa: E402
 from interventions.sweeps.pareto import FRONTS, front_order  # noqa: E402
@@ -41,8 +49,14 @@ def plot_front(records: list[dict], front: str, title: str | None = None):
     if overall:
         ax.scatter(*zip(*overall), marker="o", s=110, facecolors="none", edgecolors="black", lw=1.2,
                    label="Pareto front (test, all methods)")  # fmt: skip
+    _label_runs(ax, finished, x_key, y_key)
     if y_key == "minimality":
         ax.set_yscale("symlog", linthresh=1)
+        counts = [r[s][y_key] for r in finished for s in ("train", "test") if _finite(r[s], x_key, y_key)]
+        if counts:
+            ax.yaxis.set_major_locator(FixedLocator(count_ticks(min(counts), max(counts))))
+            ax.yaxis.set_minor_locator(NullLocator())
+            ax.yaxis.set_major_formatter(ScalarFormatter())
         ax.set_ylabel("minimality: # |θ| ≥ 0.01 (lower is better)")
     else:
         ax.set_ylabel("faithfulness −F (higher is better)")
@@ -53,6 +67,31 @@ def plot_front(records: list[dict], front: str, title: str | None = None):
         ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     return fig
+
+
+def count_ticks(low: float, high: float) -> list[float]:
+    """Ticks for counts from `low` to `high` on a log axis: 0 (if in range), then 1, 2, 5, 10,
+    20, 50, ... within the range, and both ends of the data when fewer than three fall inside."""
+    ticks = [0.0] if low <= 0 <= high else []
+    value = 1.0
+    while value <= max(high, 1.0):
+        for step in (1, 2, 5):
+            if low <= value * step <= high:
+                ticks.append(value * step)
+        value *= 10
+    if len(ticks) < 3:
+        ticks += [float(low), float(high)]
+    return sorted(set(ticks))
+
+
+def _label_runs(ax, finished: list[dict], x_key: str, y_key: str) -> None:
+    """Each test point's run name beside it; coinciding points share one label."""
+    at = defaultdict(list)
+    for r in finished:
+        if _finite(r["test"], x_key, y_key):
+            at[(r["test"][x_key], r["test"][y_key])].append(str(r["run"]))
+    for (x, y), names in at.items():
+        ax.annotate(", ".join(names), (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7, alpha=0.8)
 
 
 def _finite(values: dict | None, *keys) -> bool:

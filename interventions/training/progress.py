@@ -12,6 +12,7 @@ always for the last epoch.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 
@@ -22,8 +23,15 @@ LINE_INTERVAL_S = 5.0
 
 
 def on_terminal() -> bool:
-    """Whether progress bars can redraw in place (stderr, where tqdm writes, is a terminal)."""
-    return sys.stderr.isatty()
+    """Whether progress bars can redraw in place: stderr, where tqdm writes, is a terminal
+    that reports a width (a terminal of 0 columns, as some containers report, would get a
+    bar of no width: nothing at all)."""
+    if not sys.stderr.isatty():
+        return False
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns > 0
+    except (OSError, ValueError):
+        return False
 
 
 class ThrottledProgressBar(TQDMProgressBar):

@@ -116,6 +116,9 @@ def train_intervention(
         return TrainedIntervention(module, dm, info, run.seed)
     kwargs = dict(max_epochs=run.epochs, enable_progress_bar=False, **lightning_device(model_device(model)))
     kwargs.update(trainer_kwargs or {})
+    # Lightning warns on every run whose epoch has fewer steps than its logging interval: log
+    # such an epoch at its last step instead
+    kwargs["log_every_n_steps"] = min(kwargs.get("log_every_n_steps", 50), max(1, -(-len(train) // run.batch_size)))
     kwargs.update(
         logger=logger if logger is not None else False, enable_checkpointing=False,
         enable_model_summary=False, num_sanity_val_steps=0,
