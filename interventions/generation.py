@@ -151,8 +151,8 @@ def generate_tokens(
 
     def step(input_ids: torch.Tensor, mask: torch.Tensor, state):
         unpadded = bool(mask.all())
-        if see is not None:  # one row of positions serves every row of an unpadded batch
-            see(positions_of(mask[:1] if unpadded else mask))
+        if see is not None:
+            see(length=mask.shape[1]) if unpadded else see(positions_of(mask))
         logits = model(input_ids) if unpadded else model(input_ids, attention_mask=mask)
         return logits[:, -1], None
 

@@ -22,7 +22,8 @@ from readme import Command, extract
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-COPIED = ("train.py", "evaluate.py", "run.sh", "pyproject.toml", "README.md", "conf", "benchmarks", "docs", "interventions")
+COPIED = ("train.py", "evaluate.py", "run.sh", "pyproject.toml", "README.md", "conf", "benchmarks", "docs", "interventions",
+          "hydra_plugins")
 
 TRAIN = ["task.n_train=16", "task.n_val=8", "task.n_test=16", "trainer.max_epochs=1"]
 # A sweep preset's axes, each replaced by one value on the command line (as a user narrows one).

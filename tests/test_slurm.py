@@ -5,7 +5,9 @@ and the test about 15 s, kept opt-in to hold the suite near five minutes).
 
 It runs a 2-point sweep through hydra/launcher=slurm (one job failing on purpose) and checks
 pareto.json, the threads each job used (SLURM_CPUS_PER_TASK), the failed job's exit status
-in SLURM, and that sinfo refuses a request no node can satisfy before anything is submitted.
+in SLURM, that a relaunch submits no job for the finished run, that sinfo refuses a request
+no node can satisfy (CPUs, nodes) before anything is submitted, and that
+hydra/launcher=submitit_slurm's jobs use the CPUs SLURM gave them (SLURM_CPUS_ON_NODE).
 """
 
 from __future__ import annotations
@@ -100,4 +102,55 @@ def test_a_sweep_on_slurm(slurm, tmp_path, model_args, monkeypatch):
     refused = run_cli("train.py", "-m", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=64",
                       "objective.lambda_f=0,1", f"hydra.sweep.dir={tmp_path / 'never'}")  # fmt: skip
     assert refused.returncode == 2 and "64 CPUs, which no node" in refused.stderr, describe(refused)
+    refused = run_cli("train.py", "-m", "hydra/launcher=slurm", "hydra.launcher.nodes=2", "objective.lambda_f=0,1",
+                      f"hydra.sweep.dir={tmp_path / 'never'}")  # fmt: skip
+    assert refused.returncode == 2 and "asks for 2 nodes" in refused.stderr, describe(refused)
     assert not (tmp_path / "never").exists()
+    # a relaunch submits a job for the failed run only: the finished one is skipped on the driver
+    before = len(_jobs(slurm))
+    again = run_cli("train.py", "-m", "hydra/launcher=slurm", "intervention.layers=[0],[9]", "task.n_train=8",
+                    "task.n_val=4", "task.n_test=8", "trainer.max_epochs=1", "logger=none",
+                    "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep}", *model_args)  # fmt: skip
+    assert again.returncode == 1 and f"skipping run {finished['run']}" in again.stdout, describe(again)
+    assert len(_jobs(slurm)) == before + 1
+
+
+def _jobs(conf: str) -> list[str]:
+    out = _sh("scontrol", "show", "job", env={**os.environ, "SLURM_CONF": conf}, check=False).stdout
+    return [line for line in out.split("\n") if line.startswith("JobId=")]
+
+
+def test_submitit_slurm_jobs_use_the_cpus_slurm_gave_them(slurm, tmp_path, model_args, monkeypatch):
+    """Issue 28: submitit_slurm sets no --cpus-per-task, so SLURM gives one CPU and sets only
+    SLURM_CPUS_ON_NODE; the runs took torch's 2 threads and the sweep 3.6x the slurm preset's time."""
+    monkeypatch.setenv("SLURM_CONF", slurm)
+    sweep = tmp_path / "sweep"
+    result = run_cli("train.py", "-m", "hydra/launcher=submitit_slurm", "objective.lambda_f=0", "task.n_train=8",
+                     "task.n_val=4", "task.n_test=8", "trainer.max_epochs=1", "logger=none",
+                     "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep}", *model_args)  # fmt: skip
+    assert result.returncode == 0, describe(result)
+    record = json.loads((sweep / "0" / "intervention.json").read_text())
+    assert record["threads"] == {"threads": 1, "source": "SLURM_CPUS_ON_NODE"}
+
+
+def test_a_ddp_sweep_relaunched_under_slurm_skips_its_finished_run_on_every_task(slurm, tmp_path, model_args,
+                                                                                  monkeypatch):  # fmt: skip
+    """Issue 28: relaunched, rank 0 skipped the finished run while rank 1 trained it and waited
+    for rank 0 until the job's time limit. The relaunch now ends at once (no job at all: the
+    driver skips the run), and a DDP job started for the run anyway skips it on every task."""
+    monkeypatch.setenv("SLURM_CONF", slurm)
+    sweep = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=slurm", "hydra.launcher.tasks_per_node=2", "trainer=ddp", "trainer.accelerator=cpu",
+            "trainer.devices=2", "objective.lambda_f=0", "task.n_train=8", "task.n_val=4", "task.n_test=8",
+            "trainer.max_epochs=1", "logger=none", "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep}",
+            *model_args]  # fmt: skip
+    first = run_cli("train.py", *args)
+    assert first.returncode == 0, describe(first)
+    before = len(_jobs(slurm))
+    again = run_cli("train.py", *args, timeout=300)
+    assert again.returncode == 0 and "skipping run 0" in again.stdout, describe(again)
+    assert len(_jobs(slurm)) == before
+    # a job of the finished run (as the driver would launch it with hydra/sweeper=basic) ends too
+    basic = run_cli("train.py", *args, "hydra/sweeper=basic", timeout=300)
+    assert basic.returncode == 0, describe(basic)
+    assert len(_jobs(slurm)) == before + 1

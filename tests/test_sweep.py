@@ -442,12 +442,14 @@ def test_paper_grid_presets(name, runs):
     assert cfg.hydra.callbacks.sweep_summary._target_ == "interventions.sweeps.summary.SweepSummary"
 
 
-def test_preflight_accepts_the_sweep_entry_points():
+def test_preflight_accepts_the_sweep_entry_points(fake_sweep):
     from interventions.cli.preflight import preflight
 
     preflight(["-m", "experiment=paper_grid"], "train")
     preflight(["-m", "experiment=paper_grid_small", "hydra/launcher=joblib", "objective.lambda_f=0,1"], "train")
-    preflight(["sweep=/some/multirun/dir"], "evaluate")
+    preflight([f"sweep={fake_sweep}"], "evaluate")
+    with pytest.raises(ConfigError, match="is not a directory"):
+        preflight(["sweep=/some/multirun/dir"], "evaluate")
     preflight(["generalization=[/a,/b]", "task.template=2"], "evaluate")
 
 

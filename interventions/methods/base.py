@@ -214,7 +214,7 @@ class Method(nn.Module):
         position and ignores them."""
         if self.positions is None:
             check_beyond(beyond)
-            yield lambda ids=None, past=0: None
+            yield lambda ids=None, past=0, length=None: None
             return
         with self.positions.track(beyond) as see:
             yield see

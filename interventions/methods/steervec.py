@@ -31,9 +31,10 @@ class SteerVec(Method):
             return (n_pos, len(self.grid.head_indices), width)
         return (n_pos, width)
 
-    def delta(self, site: str, layer: int, h: torch.Tensor) -> torch.Tensor:
-        """v over all positions of h: [(rows,) pos, D], or [(rows,) pos, heads, d_head] for z and v."""
-        v = self.positions.spread(self.param(site, layer), h)
+    def delta(self, site: str, layer: int, h: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """v over all positions of h: [(rows,) pos, D], or [(rows,) pos, heads, d_head] for z and v
+        (`length`: over that many positions, `Positions.per_session`)."""
+        v = self.positions.spread(self.param(site, layer), h, length)
         if site == "o":
             return v.sum(-2)  # the heads' vectors add up in the attention output
         if site in HEAD_SITES:
@@ -41,12 +42,17 @@ class SteerVec(Method):
         return v
 
     def site_hook(self, site: str, layer: int, beta) -> Hook:
-        beta_of, positions = BetaViews(beta), self.positions
+        beta_of, positions, cache = BetaViews(beta), self.positions, {}
+        pos_dim = -3 if site in ("z", "v") else -2  # the added tensor's position axis (o adds [.., pos, D])
 
         def hook(h, hook=None):
-            if positions is not None and not positions.active:  # generated tokens past the prompt: nothing to add
+            if positions is None:  # one vector per (site, layer), at every position
+                return (h + beta_of(h) * self.delta(site, layer, h)).to(h.dtype)
+            if not positions.active:  # generated tokens past the prompt: nothing to add
                 return h
-            return (h + beta_of(h) * self.delta(site, layer, h)).to(h.dtype)  # parameters stay float32
+            added = positions.per_session(cache, lambda length: beta_of(h) * self.delta(site, layer, h, length), pos_dim)
+            out = h + added
+            return out if out.dtype == h.dtype else out.to(h.dtype)  # parameters stay float32
 
         return additive_hook(site, layer), hook
 
