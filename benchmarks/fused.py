@@ -12,7 +12,8 @@ from benchmarks.harness import alternated, device_sync
 from interventions import load_model, load_task, train_intervention
 from interventions.training.fused import train_fused
 from interventions.objective import Objective
-from interventions.spec import RunSpec, intervention_spec
+from interventions.methods.registry import intervention_spec
+from interventions.spec import RunSpec
 
 def bench_fused(k: int = 16, epochs: int = 3, n_train: int = 64, method: str = "activscalar", rounds: int = 5,
                 skip_unread: bool = False, layers="all", device: str = "cpu") -> dict:  # fmt: skip

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from interventions.spec import RunSpec, intervention_spec
+from interventions.methods.registry import intervention_spec
+from interventions.spec import RunSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

@@ -22,7 +22,8 @@ from benchmarks.pyvene_peer import bare_epoch, build_peer, train_peer
 from interventions import load_task, train_intervention
 from interventions.methods import METHODS
 from interventions.objective import Objective
-from interventions.spec import RunSpec, intervention_spec
+from interventions.methods.registry import intervention_spec
+from interventions.spec import RunSpec
 from interventions.training.setup import initialized_method, prepare
 
 GEMMS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")  # the matrix products; none calls another

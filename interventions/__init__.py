@@ -23,7 +23,7 @@ _EXPORTS = {
     "ObjectiveSpec": "interventions.spec",
     "InterventionSpec": "interventions.spec",
     "TrainedInterventionSpec": "interventions.spec",
-    "intervention_spec": "interventions.spec",
+    "intervention_spec": "interventions.methods.registry",
     "evaluate_export": "interventions.evaluation",
     "load_intervention": "interventions.export",
     "save_intervention": "interventions.export",

@@ -32,7 +32,6 @@ from interventions.tasks.datamodule import encode
 from interventions.tasks.corruption import corrupted_task
 from interventions.tasks.datapoint import Task
 
-KINDS = ("activpatch", "attrpatch", "dla")
 DLA_SITES = ("attnOut", "mlpOut", "residPost", "o")
 DEFAULT_SCALES = tuple(round(10 ** (k / 4), 4) for k in range(-8, 9))  # 0.01 ... 100
 
@@ -153,18 +152,6 @@ def attribution_patching_scores(model, grid, batch: dict, corrupted: dict) -> di
     return out
 
 
-def attribution_scores(kind: str, model, grid, batch: dict, corrupted: dict | None) -> dict:
-    if kind == "dla":
-        return dla_scores(model, grid, batch)
-    if corrupted is None:
-        raise ConfigError(f"{kind} needs corrupted prompts")
-    if kind == "activpatch":
-        return activation_patching_scores(model, grid, batch, corrupted)
-    if kind == "attrpatch":
-        return attribution_patching_scores(model, grid, batch, corrupted)
-    raise ConfigError(f"unknown attribution {kind!r}; allowed: {', '.join(KINDS)}")
-
-
 def tune_scale(model, method, loader, scales=DEFAULT_SCALES) -> tuple[float, float]:
     """The global scale c maximising effectiveness (-E_0) on `loader`; returns (c, effectiveness).
 
@@ -194,8 +181,9 @@ def tune_scale(model, method, loader, scales=DEFAULT_SCALES) -> tuple[float, flo
     return best
 
 
-def fit_attribution(kind: str, model, method, datamodule, task: Task, scales=DEFAULT_SCALES) -> dict:
-    """Set a baseline's α (`method`'s parameters) from attribution scores on the train split
+def fit_scores(method, model, datamodule, task: Task, scales=DEFAULT_SCALES) -> dict:
+    """Set a scored baseline's α (`method`'s parameters) from its scores on the train split
+    (`method.scores`, with the train prompts' corrupted versions where `method.corrupted`)
     and tune its scale.
 
     Returns {"scale": c, "train_effectiveness": ..., "max_abs_score": ...}.
@@ -203,15 +191,15 @@ def fit_attribution(kind: str, model, method, datamodule, task: Task, scales=DEF
     device = model_device(model)
     batch = {k: v.to(device) for k, v in datamodule.datasets["train"].tensors.items()}
     corrupted = None
-    if kind != "dla":
+    if method.corrupted:
         corrupted = encode(model, corrupted_task(task), fixed_length=True)
         if corrupted["input_ids"].shape != batch["input_ids"].shape:
             raise TaskError("corrupted prompts must have the clean prompts' token length")
         corrupted = {k: v.to(device) for k, v in corrupted.items()}
-    scores = attribution_scores(kind, model, method.grid, batch, corrupted)
+    scores = method.scores(model, batch, corrupted)
     largest = max(float(v.abs().max()) for v in scores.values()) or 1.0
     with torch.no_grad():
         for (site, layer), value in scores.items():
             method.param(site, layer).copy_(value.to(device) / largest)
     scale, effectiveness = tune_scale(model, method, datamodule.loader("train"), scales)
-    return {"kind": kind, "scale": scale, "train_effectiveness": effectiveness, "max_abs_score": largest}
+    return {"scale": scale, "train_effectiveness": effectiveness, "max_abs_score": largest}

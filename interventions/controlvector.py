@@ -76,10 +76,7 @@ KEY_MODEL_HINT = f"{ARCHITECTURE}.model_hint"
 KEY_LAYER_COUNT = f"{ARCHITECTURE}.layer_count"
 TENSOR_PREFIX = "direction."
 SITE = "residPost"
-# Methods whose every parameter is one vector per (site, layer), added at every position
-# (h + β v): exactly what llama.cpp adds.
-ADDITIVE_PER_LAYER = ("steervec_shared",)
-_EXPORT_HINT = "export steervec_shared on residPost"
+_EXPORT_HINT = "export steervec_shared (or diffmean, pca) on residPost"
 
 
 def llama_cpp_layer(layer: int) -> int:
@@ -97,7 +94,7 @@ def llama_cpp_layer(layer: int) -> int:
 def _refusal(method) -> str | None:
     """Why `method` is not a set of additive per-layer residual vectors (None: it is)."""
     name = method.name
-    if name in ADDITIVE_PER_LAYER:
+    if method.additive_per_layer:  # one vector per (site, layer), added at every position: what llama.cpp adds
         return None
     if not getattr(method, "vector_param", False):
         return (f"{name} scales activations (h·(1+βα)); a control vector is added to the residual "
@@ -153,7 +150,8 @@ def write_control_vector(iv, path, model_hint: str | None = None, scale: float =
     """Write `iv` (a loaded export: `.method`, `.meta`) as a llama.cpp control vector.
 
     Args:
-        iv: an `Intervention` of a method in ADDITIVE_PER_LAYER on site residPost only.
+        iv: an `Intervention` of a method that is one additive vector per layer
+            (`Method.additive_per_layer`) on site residPost only.
         path: the .gguf file to write (replaced atomically; its folder is created).
         model_hint: `controlvector.model_hint`; default the export's model name
             (`iv.meta["model"]["name"]`). llama.cpp does not check it.

@@ -19,6 +19,7 @@ import importlib.metadata as md
 import json
 import platform
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,10 +28,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from interventions.errors import ExportError
+from interventions.errors import ConfigError, ExportError
 from interventions.generation import Completion, generate
 from interventions.io import atomic_write_bytes, write_json
-from interventions.methods import METHODS, Method
+from interventions.methods.base import Method
+from interventions.methods.registry import class_path, method_class, options_record
 from interventions.models import model_device, model_fingerprint, tokenizer_identity
 from interventions.tasks.tokenize import added_tokens
 from interventions.sites import LocationGrid
@@ -95,6 +97,8 @@ def save_intervention(run_dir: str | Path, method: Method, model, model_name: st
     meta = {
         "format_version": FORMAT_VERSION,
         "method": method.name,
+        "class": class_path(type(method)),  # where a method that is not built in is imported from on load
+        "options": options_record(method.options),
         "position_tied": method.position_tied,
         "grid": method.grid.to_dict(),
         "n_params": method.n_params,
@@ -172,13 +176,23 @@ class Intervention:
         return generate(model, self.method, prompts, betas, max_new_tokens, **options)
 
 
+def exported_options(cls, meta: dict):
+    """The options an export was written with: its "options", else (written before they were
+    recorded) the run's "intervention" settings, else the method's defaults; keys the class no
+    longer knows are dropped."""
+    recorded = meta.get("options") or meta.get("intervention") or {}
+    known = {f.name for f in fields(cls.Options)}
+    return cls.Options(**{k: v for k, v in recorded.items() if k in known and k != "method"}, method=cls.name)
+
+
 def build_method(meta: dict, tensors: dict | None = None) -> Method:
     """Rebuild a Method from intervention.json metadata (and its tensors, if given)."""
-    name = meta["method"]
-    if name not in METHODS:
-        raise ExportError(f"unknown method {name!r} in the export; known: {', '.join(METHODS)}")
+    try:
+        cls = method_class(meta["method"], meta.get("class"))
+    except ConfigError as error:
+        raise ExportError(f"the export's method cannot be loaded: {error}") from None
     dims = SimpleNamespace(**meta["model"]["config"])
-    method = METHODS[name](LocationGrid.from_dict(meta["grid"]), dims)
+    method = cls(LocationGrid.from_dict(meta["grid"]), dims, options=exported_options(cls, meta))
     if meta.get("received_gradient") is not None:
         method.received_gradient = {k: torch.tensor(v, dtype=torch.bool) for k, v in meta["received_gradient"].items()}
     if tensors is not None:
@@ -187,9 +201,7 @@ def build_method(meta: dict, tensors: dict | None = None) -> Method:
             raise ExportError(
                 f"the export's tensors {sorted(tensors)} do not match its grid {sorted(expected)}"
             )
-        with torch.no_grad():
-            for key, value in tensors.items():
-                method.params[key].copy_(value)
+        method.set_tensors(tensors)
     return method
 
 

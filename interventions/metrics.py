@@ -90,11 +90,12 @@ class InterventionMetrics(Metric):
         return {"hold_logit_diff": {"-1": m("hold_ld_neg"), "0": m("hold_ld_zero"), "+1": m("hold_ld_pos")}}
 
 
-def parameter_metrics(flat_params: torch.Tensor) -> dict[str, int]:
-    """minimality (count of |θ_j| >= 0.01; a NaN parameter counts too) and n_params."""
+def parameter_metrics(minimality_vector: torch.Tensor, n_params: int | None = None) -> dict[str, int]:
+    """minimality (count of |θ_j| >= 0.01 over a method's `minimality_vector`; a NaN counts too)
+    and n_params (the number of parameters; default: the vector's length)."""
     return {
-        "minimality": int((~(flat_params.detach().abs() < MINIMALITY_THRESHOLD)).sum()),
-        "n_params": int(flat_params.numel()),
+        "minimality": int((~(minimality_vector.detach().abs() < MINIMALITY_THRESHOLD)).sum()),
+        "n_params": int(minimality_vector.numel() if n_params is None else n_params),
     }
 
 

@@ -1,13 +1,15 @@
 """Typed specifications: what a configuration becomes, checked before any model loads.
 
-One dataclass per concept: the model (`ModelSpec`), the task (`TaskSpec`), the intervention
-(`InterventionSpec`; `TrainedInterventionSpec` adds what gradient descent needs), the
-objective (`ObjectiveSpec`), the logger (`LoggerSpec`), how a run trains (`RunSpec`) and the
-entry points' whole configurations (`TrainConfig`, `EvaluateConfig`, `SummarizeConfig`,
-`GeneralizationConfig`, `GenerateConfig`). `store()` registers them in Hydra's ConfigStore as structured
-configs, so Hydra checks every key's name and type while composing; each spec's
-`__post_init__` checks values (ranges, choices, combinations) when the composed config
-becomes objects (`to_spec`). The library functions take these objects whole.
+One dataclass per concept: the model (`ModelSpec`), the task (`TaskSpec`), an intervention's
+common options (`InterventionSpec`; `TrainedInterventionSpec` adds what gradient descent
+needs; a method's own options subclass one of them, `Method.Options`), the objective
+(`ObjectiveSpec`), the logger (`LoggerSpec`), how a run trains (`RunSpec`) and the entry
+points' whole configurations (`TrainConfig`, `EvaluateConfig`, `SummarizeConfig`,
+`GeneralizationConfig`, `GenerateConfig`). `cli.configs` registers them in Hydra's ConfigStore
+as structured configs, so Hydra checks every key's name and type while composing; each
+spec's `__post_init__` checks values (ranges, choices, combinations) when the composed
+config becomes objects (`to_spec`). A run's `intervention` is checked by its method's class
+(`methods.registry.configured`). The library functions take these objects whole.
 
 Torch-free, so that the command line's one-line errors come in a fraction of a second.
 """
@@ -20,21 +22,12 @@ import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Dict, List, Optional
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from interventions.errors import ConfigError
 from interventions.sites import DEFAULT_SITES, SITES
 from interventions.toyworld.world import BIAS_PAIRS, TEMPLATES
 
-# Every method by its configuration name, with its display label (interventions.methods
-# holds the implementations under the same names; a test keeps the two equal).
-METHOD_LABELS = {
-    "activscalar": "ActivScalar", "steervec": "SteerVec", "steervec_shared": "SteerVec (shared by all positions)",
-    "dynscalar": "DynScalar", "activpatch": "activation patching",
-    "attrpatch": "attribution patching", "dla": "DLA", "obsprop_steer": "obsprop steering",
-}  # fmt: skip
-TRAINED_METHODS = ("activscalar", "steervec", "steervec_shared", "dynscalar")  # the others fit themselves, training-free
 INITS = ("normal", "zeros", "obsprop")
 TOY_TASKS = tuple(TEMPLATES)  # the toy world's generated tasks
 FILE_TASKS = ("jsonl", "csv")  # a user's data file
@@ -55,11 +48,6 @@ FUSED_FORMS = (
     "fused must be a list of objective settings, e.g. fused=[{lambda_f:0},{lambda_f:1}], or a grid of "
     "values per key, e.g. fused={lambda_f:[0,1],lambda_m:[0,0.01]}"
 )
-
-
-def method_label(name) -> str:
-    """The display name of method `name` (its own name if unknown)."""
-    return METHOD_LABELS.get(name, str(name))
 
 
 # -- value checks, each one ConfigError line naming the key --------------------------------------
@@ -114,6 +102,18 @@ def bound_text(f) -> str:
     if "low" not in f.metadata:
         return ""
     return f" {'>' if f.metadata['strict'] else '>='} {f.metadata['low']:g}"
+
+
+def field_kind(schema, key: str, ref_type=None) -> str:
+    """What field `key` of dataclass `schema` must hold, in words ("a number >= 0", "true or
+    false"), for the one line of a value of the wrong type; `ref_type`: an element's type
+    when the field is a typed list."""
+    declared = getattr(schema, "__dataclass_fields__", {}).get(key)
+    kind = str(declared.type) if declared is not None else str(ref_type or "")
+    if "bool" in kind:
+        return "true or false"
+    bound = bound_text(declared) if declared is not None else ""
+    return f"an integer{bound}" if "int" in kind else f"a number{bound}" if "float" in kind else f"of type {kind}"
 
 
 def site_list(sites) -> list[str]:
@@ -180,15 +180,10 @@ class InterventionSpec:
     heads: Any = "all"  # head sites (z, o, v)
 
     def __post_init__(self):
-        choice("intervention.method", self.method, METHOD_LABELS)
         sites = [] if _pending(self.sites) else site_list(self.sites)
         for site in sites or ([] if _pending(self.sites) else ["(none given)"]):
             if site not in SITES:
                 raise ConfigError(f"intervention.sites: unknown site {site!r}; allowed: {', '.join(SITES)}")
-
-    @property
-    def trained(self) -> bool:
-        return self.method in TRAINED_METHODS
 
     def grid(self) -> dict:
         """`build_grid`'s keywords."""
@@ -255,16 +250,6 @@ class RunSpec:
         choice("padding_side", self.padding_side, PADDING)
 
 
-def intervention_spec(value: "str | InterventionSpec" = "activscalar", **fields) -> InterventionSpec:
-    """A method's spec: `value` itself if it is one (with `fields` replaced), else the spec of
-    method `value`, trained or training-free, with `fields` (sites, layers, ...; init,
-    init_scale, lr for a trained method) and defaults for the rest."""
-    if isinstance(value, InterventionSpec):
-        return replace(value, **fields) if fields else value
-    choice("intervention.method", value, METHOD_LABELS)
-    return (TrainedInterventionSpec if value in TRAINED_METHODS else InterventionSpec)(method=value, **fields)
-
-
 def fused_settings(fused) -> list[dict]:
     """The objective settings of `fused`: a list of settings as given, or the product of a
     grid {key: [values]} in key order, the last key varying fastest (as a Hydra multirun
@@ -298,22 +283,14 @@ def _check_fused_trainer(trainer: dict) -> None:
                               f"{', '.join(map(str, allowed))} (one process on one device in float32)")  # fmt: skip
 
 
-def check_multi_token(method: str) -> None:
-    """Answers of several tokens train ActivScalar, SteerVec and DynScalar (one ConfigError
-    line for the training-free methods)."""
-    if method not in TRAINED_METHODS:
-        raise ConfigError(f"task.multi_token=true with intervention={method}: its parameters are fitted to one "
-                          "next-token logit difference, which does not score answers of several tokens; use "
-                          f"{', '.join(TRAINED_METHODS)}")  # fmt: skip
-
-
 @dataclass
 class TrainConfig:
     """Everything `train.py` runs on (conf/train.yaml and its groups)."""
 
     model: ModelSpec = field(default_factory=ModelSpec)
     task: TaskSpec = field(default_factory=TaskSpec)
-    intervention: Any = MISSING  # a TrainedInterventionSpec, or an InterventionSpec for a training-free method
+    # the method's options: a dict as composed, its `Options` once `methods.registry.configured`
+    intervention: Any = MISSING
     objective: ObjectiveSpec = field(default_factory=ObjectiveSpec)
     trainer: Dict[str, Any] = field(default_factory=dict)  # lightning.Trainer's arguments
     logger: LoggerSpec = field(default_factory=LoggerSpec)
@@ -332,20 +309,9 @@ class TrainConfig:
             return
         number("trainer.max_epochs", self.trainer.get("max_epochs", 25), 1, integer=True)
         check_bounds(self, "")
-        if self.task.multi_token:
-            check_multi_token(self.intervention.method)
         if self.fused is not None:
-            if not self.intervention.trained:
-                raise ConfigError(f"fused trains several objective settings of a trained method; intervention="
-                                  f"{self.intervention.method} is training-free (no objective to vary): drop fused, "
-                                  "or sweep it with -m")  # fmt: skip
             self.fused_objectives()
             _check_fused_trainer(self.trainer)
-        accelerator = self.trainer.get("accelerator", "cpu")
-        if self.intervention.trained and self.model.device != "cpu" and accelerator == "cpu":
-            raise ConfigError(f"model.device={self.model.device} with trainer.accelerator=cpu would train on the CPU; "
-                              "add trainer=gpu (it moves the model to the GPU, so model.device may stay cpu), or drop "
-                              "model.device")  # fmt: skip
 
     def run(self) -> RunSpec:
         return RunSpec(epochs=self.trainer.get("max_epochs", 25), batch_size=self.task.batch_size,
@@ -480,45 +446,6 @@ class GenerateConfig:
                 raise ConfigError(f"betas={list(self.betas)} must be a non-empty list of finite numbers, e.g. betas=[-1,0,1]")
         if self.prompts is not None and not all(isinstance(p, str) and p.strip() for p in self.prompts):
             raise ConfigError("prompts must be non-empty strings, e.g. prompts='[\"The capital of France is\"]'")
-
-
-ENTRY_CONFIGS = {"train": TrainConfig, "evaluate": EvaluateConfig, "summarize": SummarizeConfig,
-                 "generalization": GeneralizationConfig, "generate": GenerateConfig}  # fmt: skip
-MODELS = {"toy": ModelSpec(name="toy"), "gpt2": ModelSpec(name="gpt2"),
-          "pythia-160m": ModelSpec(name="EleutherAI/pythia-160m"), "from_export": ModelSpec(name=None)}  # fmt: skip
-# The command line's logging (interventions.console): log lines on stdout, warnings and errors
-# on stderr, and all of them in the run's <job name>.log (train.log, evaluate.log).
-JOB_LOGGING = {
-    "version": 1,
-    "formatters": {"console": {"format": "%(message)s"},
-                   "file": {"format": "[%(asctime)s][%(name)s][%(levelname)s] %(message)s"}},
-    "filters": {"below_warning": {"()": "interventions.console.BelowWarning"}},
-    "handlers": {
-        "stdout": {"class": "logging.StreamHandler", "formatter": "console", "filters": ["below_warning"],
-                   "stream": "ext://sys.stdout"},
-        "stderr": {"class": "logging.StreamHandler", "formatter": "console", "level": "WARNING",
-                   "stream": "ext://sys.stderr"},
-        "file": {"class": "logging.FileHandler", "formatter": "file",
-                 "filename": "${hydra.runtime.output_dir}/${hydra.job.name}.log"},
-    },
-    "root": {"level": "INFO", "handlers": ["stdout", "stderr", "file"]},
-    "disable_existing_loggers": False,
-}  # fmt: skip
-
-
-def store() -> None:
-    """Register the schemas and the presets that both config folders (conf/, conf/evaluate/)
-    use in Hydra's ConfigStore: model and logger options, the job logging."""
-    cs = ConfigStore.instance()
-    for name, node in ENTRY_CONFIGS.items():
-        cs.store(name=f"{name}_schema", node=node)
-    cs.store(group="schema/intervention", name="trained", node=TrainedInterventionSpec)
-    cs.store(group="schema/intervention", name="fitted", node=InterventionSpec)
-    for name, node in MODELS.items():
-        cs.store(group="model", name=name, node=node)
-    for kind in LOGGERS:
-        cs.store(group="logger", name=kind, node=LoggerSpec(kind=kind))
-    cs.store(group="hydra/job_logging", name="interventions", node=JOB_LOGGING, provider="interventions")
 
 
 def to_spec(cfg, run_dir: str | None = None):

@@ -178,12 +178,26 @@ def test_the_path_of_one_line_errors_does_not_load_torch():
     assert out.stdout.strip() == "", f"loaded before the config is checked: {out.stdout.strip()}"
 
 
-def test_method_tables_agree():
-    from interventions.methods import METHODS
-    from interventions.spec import METHOD_LABELS, TRAINED_METHODS
+def test_every_method_has_its_config_and_its_config_lists_its_options():
+    """conf/intervention/<name>.yaml for every built-in method, naming it, and listing every
+    option of its class with the class's default (the YAML documents them)."""
+    from dataclasses import fields
 
-    configs = {path.stem for path in (ROOT / "conf" / "intervention").glob("*.yaml")}
-    assert set(METHOD_LABELS) == set(METHODS) == configs
-    assert set(TRAINED_METHODS) <= set(METHODS)
-    for name in set(METHODS) - set(TRAINED_METHODS):
-        assert METHODS[name].fit is not METHODS["activscalar"].fit, f"{name} is training-free but does not fit itself"
+    from omegaconf import OmegaConf
+
+    from interventions.methods import all_methods
+    from interventions.methods.base import Method
+
+    methods = all_methods()
+    configs = {path.stem: OmegaConf.to_container(OmegaConf.load(path)) for path in (ROOT / "conf" / "intervention").glob("*.yaml")}
+    assert set(configs) == set(methods)
+    for name, cls in methods.items():
+        options = cls.Options(method=name)
+        assert configs[name]["method"] == name
+        assert set(configs[name]) == {f.name for f in fields(cls.Options)}, name
+        for key, value in configs[name].items():
+            want = getattr(options, key)
+            assert value == (list(want) if isinstance(want, tuple) else want) or (key == "lr" and value == cls.default_lr), (name, key)
+        assert cls.display_name() and cls.value_label, name
+        if not cls.trained:
+            assert cls.fit is not Method.fit, f"{name} is training-free but does not fit itself"

@@ -11,7 +11,8 @@ from interventions.sites import build_grid
 from interventions.tasks.corruption import corrupted_task
 from interventions.tasks import load_task
 from interventions.tasks.datamodule import encode
-from interventions.spec import RunSpec, intervention_spec
+from interventions.spec import RunSpec
+from interventions.methods import intervention_spec
 
 
 @pytest.fixture(scope="module")

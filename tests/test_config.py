@@ -161,7 +161,8 @@ def test_experiments_set_their_keys_over_train_yaml():
     from omegaconf import OmegaConf
 
     from interventions.cli.preflight import CONF_DIR
-    from interventions.spec import fused_settings, store
+    from interventions.cli.configs import store
+    from interventions.spec import fused_settings
 
     store()
     GlobalHydra.instance().clear()

@@ -35,6 +35,7 @@ class SharedVectors(nn.Module):
     name = "steervec_shared"
     position_tied = False
     vector_param = True
+    additive_per_layer = True
 
     def __init__(self, layers=(1, 2), sites=("residPost",), seed=0):
         super().__init__()
@@ -129,7 +130,7 @@ def test_refuses_scaling_methods(tmp_path):
     with pytest.raises(ExportError) as excinfo:
         write_control_vector(intervention(method), tmp_path / "cv.gguf")
     message = one_line(excinfo)
-    assert message.startswith("activscalar scales activations") and "steervec_shared on residPost" in message
+    assert message.startswith("activscalar scales activations") and "steervec_shared (or diffmean, pca) on residPost" in message
     dyn = METHODS["dynscalar"](LocationGrid(("residPost",), (1,), None, 4), DIMS)
     with pytest.raises(ExportError) as excinfo:
         write_control_vector(intervention(dyn), tmp_path / "cv.gguf")

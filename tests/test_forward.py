@@ -12,7 +12,8 @@ from interventions.sites import build_grid
 from interventions.tasks import load_task
 from interventions.tasks.datamodule import clean_residual, encode
 from interventions.tasks.datapoint import Task
-from interventions.spec import RunSpec, intervention_spec
+from interventions.spec import RunSpec
+from interventions.methods import intervention_spec
 
 
 @pytest.mark.parametrize("name", ["activscalar", "steervec", "dynscalar"])

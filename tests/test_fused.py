@@ -8,7 +8,8 @@ from interventions.training.fused import fused_step_logits, stack_parameters, tr
 from interventions.objective import Objective
 from interventions.tasks import load_task
 from interventions.tasks.datamodule import encode
-from interventions.spec import RunSpec, intervention_spec
+from interventions.spec import RunSpec
+from interventions.methods import intervention_spec
 
 OBJECTIVES = [Objective(0.0, 0.0, 1.0), Objective(1.0, 0.01, 1.0), Objective(0.1, 0.0, 2.0)]
 

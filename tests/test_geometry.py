@@ -18,7 +18,8 @@ from interventions.reports.geometry import (
 from interventions.methods import SteerVec
 from interventions.sites import build_grid
 from interventions.tasks import load_task
-from interventions.spec import RunSpec, intervention_spec
+from interventions.spec import RunSpec
+from interventions.methods import intervention_spec
 
 SEQ = 6
 

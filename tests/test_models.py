@@ -267,7 +267,7 @@ def test_the_model_config_group_reaches_load_model(monkeypatch):
 
 
 def test_evaluate_generalization_loads_models_as_the_model_config_group_says(monkeypatch, tmp_path):
-    from interventions import runs
+    from interventions.runs import evaluate as runs
     from interventions.spec import GeneralizationConfig, ModelSpec
 
     calls = []

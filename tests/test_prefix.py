@@ -8,7 +8,8 @@ from interventions.methods import ActivScalar
 from interventions.sites import build_grid
 from interventions.tasks import load_task
 from interventions.tasks.datamodule import clean_residual, encode
-from interventions.spec import RunSpec, intervention_spec
+from interventions.spec import RunSpec
+from interventions.methods import intervention_spec
 
 
 def test_prefix_skip_gives_the_full_forward_logits_with_hooks(block_model):

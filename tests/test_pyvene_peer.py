@@ -37,7 +37,8 @@ def hf_and_bridge(tmp_path_factory, toy_tokenizer):
 def test_peer_trains_the_same_parameters(hf_and_bridge, logits_to_keep):
     from interventions.objective import Objective
     from interventions.tasks import load_task
-    from interventions.spec import RunSpec, intervention_spec
+    from interventions.spec import RunSpec
+    from interventions.methods import intervention_spec
     from interventions.training.setup import initialized_method, prepare
     from interventions.training.train import train_intervention
 

@@ -24,7 +24,8 @@ from omegaconf import OmegaConf
 
 from conftest import ROOT, describe, fake_hub_cache, run_cli, toy_records, write_jsonl
 from interventions.errors import ConfigError, ExportError, NonFiniteError, TaskError
-from interventions.spec import RunSpec, intervention_spec
+from interventions.spec import RunSpec
+from interventions.methods import METHODS, intervention_spec
 
 TINY = ["task.n_train=16", "task.n_val=8", "task.n_test=16", "trainer.max_epochs=1", "logger=none"]
 
@@ -546,7 +547,7 @@ def test_the_heatmap_shares_one_scale_names_its_prompt_and_marks_untrained_locat
     rows = [dict(layer=l, site=s, position=p, token=f"t{p}", head="", value=v * (10 if s == "mlpOut" else 1),
                  received_gradient=not (l == 1 and p == 0))
             for s in ("attnOut", "mlpOut") for l in (0, 1) for p, v in ((0, 0.1), (1, -0.2))]  # fmt: skip
-    fig = heatmap(rows, "activscalar", "t", "token labels: train data point 0")
+    fig = heatmap(rows, METHODS["activscalar"], "t", "token labels: train data point 0")
     images = [im for ax in fig.axes for im in ax.get_images()]
     marks = [t for ax in fig.axes for t in ax.texts if t.get_text() == NO_GRADIENT_MARK]
     text = _texts(fig)

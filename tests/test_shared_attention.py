@@ -11,7 +11,8 @@ from interventions.methods import METHODS
 from interventions.sites import build_grid
 from interventions.tasks import load_task
 from interventions.tasks.datamodule import clean_residual, encode
-from interventions.spec import RunSpec, intervention_spec
+from interventions.spec import RunSpec
+from interventions.methods import intervention_spec
 
 
 def attention_rows(model, layer: int, run) -> tuple:

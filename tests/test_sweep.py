@@ -397,7 +397,7 @@ def _compose(overrides, name="train", hydra=True):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from interventions.spec import store
+    from interventions.cli.configs import store
 
     store()  # the schemas and the model / logger options live in Hydra's ConfigStore
     GlobalHydra.instance().clear()
@@ -635,6 +635,8 @@ def test_training_free_baselines_land_in_pareto_json(tmp_path, model_args):
 def test_skip_unread_reaches_the_training(tmp_path, monkeypatch, fused):
     """`skip_unread=true` on the command line is what train_intervention / train_fused get."""
     from interventions import runs
+    from interventions.runs import fused as fused_flow
+    from interventions.runs import train as train_flow
     from interventions.spec import RunSpec
 
     class Reached(Exception):
@@ -643,8 +645,8 @@ def test_skip_unread_reaches_the_training(tmp_path, monkeypatch, fused):
     def stop(*args, **kwargs):
         raise Reached(next(a for a in (*args, *kwargs.values()) if isinstance(a, RunSpec)).skip_unread)
 
-    monkeypatch.setattr(runs, "train_intervention", stop)
-    monkeypatch.setattr(runs, "train_fused", stop)
+    monkeypatch.setattr(train_flow, "train_intervention", stop)
+    monkeypatch.setattr(fused_flow, "train_fused", stop)
     overrides = ["skip_unread=true", "logger=none", f"run_dir={tmp_path}", "task.n_train=8", "task.n_test=8"]
     cfg = _compose(overrides + (["fused=[{lambda_f:0}]"] if fused else []), hydra=False)
     with pytest.raises(Reached) as reached:
@@ -669,19 +671,19 @@ def test_fused_relaunch_trains_only_what_is_not_finished(tmp_path, monkeypatch, 
     """A fused sweep writes a run folder (with its logger run, CSV here) per setting and
     pareto.json; relaunched into the same run_dir it skips the settings already finished with
     the same config and moves aside a finished setting whose config changed."""
-    import interventions.runs
+    import interventions.runs.fused
     from interventions.runs import train_run
 
     caplog.set_level("INFO")
     trained = []
-    real = interventions.runs.train_fused
+    real = interventions.runs.fused.train_fused
 
     def counting(model, train, objectives, *args, **kwargs):
         trained.append([o.lambda_f for o in objectives])
         assert kwargs["progress"] is False  # trainer.enable_progress_bar=false reaches the loop
         return real(model, train, objectives, *args, **kwargs)
 
-    monkeypatch.setattr(interventions.runs, "train_fused", counting)  # the name train_run calls
+    monkeypatch.setattr(interventions.runs.fused, "train_fused", counting)  # the name the fused flow calls
     root = tmp_path / "fused"
 
     def launch(settings):
@@ -728,7 +730,7 @@ def test_fused_refuses_trainer_settings_it_cannot_honour(override, message, monk
 
 
 def test_fused_runs_where_the_trainer_says():
-    from interventions.runs import fused_device
+    from interventions.runs.fused import fused_device
     from interventions.spec import to_spec
 
     assert fused_device(to_spec(_compose(["fused=[{lambda_f:0}]", "trainer=gpu"], hydra=False), run_dir=".")) == "cuda"
@@ -779,17 +781,17 @@ def test_fused_grid_in_a_multirun_gives_the_multiruns_pareto_json(tmp_path, mode
 
 
 def test_fused_chunk_trains_the_settings_in_groups_with_the_same_results(tmp_path, monkeypatch, model_args):
-    import interventions.runs
+    import interventions.runs.fused
     from interventions.runs import train_run
 
     groups = []
-    real = interventions.runs.train_fused
+    real = interventions.runs.fused.train_fused
 
     def counting(model, train, objectives, *args, **kwargs):
         groups.append([o.lambda_f for o in objectives])
         return real(model, train, objectives, *args, **kwargs)
 
-    monkeypatch.setattr(interventions.runs, "train_fused", counting)  # the name train_run calls
+    monkeypatch.setattr(interventions.runs.fused, "train_fused", counting)  # the name the fused flow calls
     results = {}
     for chunk in ("null", "2"):
         root = tmp_path / chunk

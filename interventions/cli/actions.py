@@ -32,7 +32,8 @@ from interventions.reports.generalization import generalization as generalizatio
 from interventions.reports.generalization import markdown, write_generalization
 from interventions.reports.task_matrix import task_matrix as task_matrix_of
 from interventions.reports.task_matrix import write_task_matrix
-from interventions.spec import ModelSpec, ObjectiveSpec, RunSpec, intervention_spec
+from interventions.methods.registry import intervention_spec
+from interventions.spec import ModelSpec, ObjectiveSpec, RunSpec
 from interventions.tasks import load_task
 from interventions.tasks.datamodule import encode
 from interventions.tasks.mixed import write_mixed_task

@@ -23,7 +23,7 @@ from interventions.console import configure_cli
 from interventions.errors import InterventionsError, RunInterrupted
 from interventions.interrupts import signals_raise
 from interventions.rundir import claim_dir, record_error, supersede
-from interventions.spec import store
+from interventions.cli.configs import store
 from interventions.sweeps.jobs import is_multirun, run_dirs, run_job
 
 # The default run folders (conf/train.yaml, conf/evaluate.yaml) are claimed when Hydra
@@ -71,7 +71,7 @@ def run(entry: str) -> None:
         for folder in plan.supersede:  # overwrite=true: before Hydra writes its files into it
             print(f"overwrite=true: moved the finished run in {folder} to {supersede(folder)}", flush=True)
         conf_dir, name = entry_config(sys.argv[1:], entry)
-        store()
+        store(sys.argv[1:])
         task = getattr(importlib.import_module("interventions.runs"), TASKS[entry])
         hydra_main = hydra.main(config_path=str(conf_dir), config_name=name, version_base="1.3")(report_errors(task))
         try:

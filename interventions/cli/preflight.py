@@ -33,7 +33,9 @@ from interventions.cli.inputs import check_inputs, export_meta
 from interventions.errors import ConfigError
 from interventions.hub import download_hint, hub_problem, is_hub_name
 from interventions.rundir import METRICS_FILE, check_writable, is_finished
-from interventions.spec import ENTRY_CONFIGS, EvaluateConfig, GenerateConfig, SummarizeConfig, bound_text, store, to_spec
+from interventions.cli.configs import ENTRY_CONFIGS, store
+from interventions.methods.registry import configured
+from interventions.spec import EvaluateConfig, GenerateConfig, SummarizeConfig, TrainConfig, field_kind, to_spec
 from interventions.sweeps.jobs import check_sweep_folder
 from interventions.toyworld import hf_form_problem, is_native_model, model_config
 
@@ -82,7 +84,7 @@ def entry_config(argv: list[str], entry: str) -> tuple[Path, str]:
 
 def compose_config(conf_dir: Path, name: str, overrides: list[str]) -> DictConfig:
     """The config Hydra composes from `conf_dir`/`name` with `overrides` (no hydra node)."""
-    store()
+    store(overrides)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
@@ -141,15 +143,9 @@ def expand_sweeps(overrides: list[str]) -> list[list[str]]:
 
 
 def _field_kind(error: OmegaConfBaseException) -> str:
-    """What a key that failed type validation must be, read off its schema field."""
-    declared_fields = getattr(error.object_type, "__dataclass_fields__", {})
-    declared = declared_fields.get(error.key)
-    # an element of a typed list (betas=[a,1]): the list's type names the element's
-    kind = str(declared.type) if declared is not None else str(getattr(error, "ref_type", "") or "")
-    if "bool" in kind:
-        return "true or false"
-    bound = bound_text(declared) if declared is not None else ""
-    return f"an integer{bound}" if "int" in kind else f"a number{bound}" if "float" in kind else f"of type {kind}"
+    """What a key that failed type validation must be, read off its schema field (an element
+    of a typed list, betas=[a,1]: the list's type names the element's)."""
+    return field_kind(error.object_type, error.key, getattr(error, "ref_type", None))
 
 
 def translate(error: HydraException, conf_dir: Path, name: str, overrides: list[str]) -> ConfigError:
@@ -284,7 +280,9 @@ def _checked_spec(conf_dir: Path, name: str, overrides: list[str]):
         to_spec(OmegaConf.merge(cfg, {"intervention": "."}), run_dir=".")  # the other keys' values first
         raise ConfigError("which export? pass intervention=<run folder or its intervention.json> "
                           "(or sweep=<multirun folder>, or generalization=<runs>)")  # fmt: skip
-    return to_spec(cfg, run_dir=".")
+    spec = to_spec(cfg, run_dir=".")
+    # the intervention is checked by its method's class: this imports the method (and torch), after the cheap checks
+    return configured(spec) if isinstance(spec, TrainConfig) else spec
 
 
 def preflight(argv: list[str], entry: str) -> Preflight:

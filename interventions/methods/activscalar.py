@@ -14,7 +14,10 @@ from interventions.sites import HEAD_SITES, hook_name
 
 class ActivScalar(Method):
     name = "activscalar"
+    label = "ActivScalar"
     position_tied = True
+    color = "tab:blue"
+    obsprop_form = "projection"
 
     def param_shape(self, site, cfg):
         n_pos = len(self.grid.positions)

@@ -18,20 +18,33 @@ step, where those passes were most of their cost (README, Performance).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
 from interventions.methods.base import BetaViews, Hook, Method
 from interventions.sites import HEAD_SITES, hook_name
+from interventions.spec import TrainedInterventionSpec
 
 EPS = 1e-6
 ONE = torch.tensor(1.0)  # addcmul's input: 1 + β α in one kernel
 
 
+@dataclass
+class DynScalarOptions(TrainedInterventionSpec):
+    positions: Any = None  # one probe per (site, layer) acts at every position: no positions to choose
+
+
 class DynScalar(Method):
     name = "dynscalar"
+    Options = DynScalarOptions
+    label = "DynScalar"
     vector_param = True
     position_tied = False
     dynamic = True
+    value_label, color = "mean α", "tab:green"
+    obsprop_form = "probe"
 
     def param_shape(self, site, cfg):
         return self.units_width(site, cfg)  # one vector per (site, layer): [D], or [H', D] for head sites

@@ -16,6 +16,8 @@ layer before the head, so β = ±1 steers both ways and the run lands on the sam
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -26,16 +28,29 @@ from interventions.models import model_device
 from interventions.obsprop.features import ActivationData, head_features
 from interventions.obsprop.observables import Observable
 from interventions.sites import build_grid, hook
+from interventions.spec import InterventionSpec
+
+
+@dataclass
+class ObsPropSteerOptions(InterventionSpec):
+    sites: Any = field(default_factory=lambda: ["residPost"])  # c·y is added to the residual stream
 
 
 class ObsPropSteer(SteerVec):
     name = "obsprop_steer"
+    label = "obsprop steering"
+    Options = ObsPropSteerOptions
+    supported_sites = ("residPost",)
     trained = False
+    multi_token = False
+    color = None
+    obsprop_form = None
+    illusion = "auto"
 
     def fit(self, model, datamodule, task) -> tuple["ObsPropSteer", dict]:
         """Choose head and position within this method's grid (its layers and heads bound the
         choice), set v, tune c: returns a new ObsPropSteer on that one location."""
-        return fit_obsprop_steer(model, self.grid, datamodule, task)
+        return fit_obsprop_steer(model, self.grid, datamodule, task, options=self.options)
 
 
 def choose_head(norms: torch.Tensor, layers, heads) -> tuple[int, int]:
@@ -49,7 +64,8 @@ def choose_head(norms: torch.Tensor, layers, heads) -> tuple[int, int]:
     return best
 
 
-def fit_obsprop_steer(model, grid_in, datamodule, task, scales=DEFAULT_SCALES) -> tuple[ObsPropSteer, dict]:
+def fit_obsprop_steer(model, grid_in, datamodule, task, scales=DEFAULT_SCALES,
+                      options: InterventionSpec | None = None) -> tuple[ObsPropSteer, dict]:  # fmt: skip
     """The fitted baseline (module docstring) on one location, and what was chosen."""
     correct, wrong = Counter((p.correct, p.wrong) for p in task).most_common(1)[0][0]
     observable = Observable.from_pair(model.tokenizer, correct, wrong)
@@ -71,7 +87,7 @@ def fit_obsprop_steer(model, grid_in, datamodule, task, scales=DEFAULT_SCALES) -
     seq_len = batch["input_ids"].shape[1]
     grid = build_grid(model.cfg, sites=["residPost"], layers=[layer - 1], positions=[position], seq_len=seq_len,
                       tokens=grid_in.tokens and list(model.to_str_tokens(task[0].prompt)))  # fmt: skip
-    method = ObsPropSteer(grid, model.cfg).to(device)
+    method = ObsPropSteer(grid, model.cfg, options=options).to(device)
     norm = float(resid[:, position].norm(dim=-1).mean())
     sign = 1.0 if float(contribution[position]) >= 0 else -1.0
     with torch.no_grad():

@@ -1,7 +1,9 @@
 """The `obsprop` initialisation: method parameters from observable-propagated features.
 
-Registered as INITS["obsprop"] by `interventions.methods`, so `intervention.init=obsprop` (or
-`method.initialize("obsprop", scale, model=model, datamodule=dm)`) uses it.
+Registered as INITS["obsprop"] by `interventions.training.setup`, so `intervention.init=obsprop`
+(or `method.initialize("obsprop", scale, model=model, datamodule=dm)`) uses it. A method
+declares how it takes the features (`Method.obsprop_form`); one that declares none is
+refused in one line.
 
 The observable: `observable=` (an Observable or a CLI spec such as "she-he") if given,
 else each training point's own n_i = e_correct_i − e_wrong_i (from the datamodule's
@@ -17,18 +19,18 @@ centring; its scale is one positive constant and drops out of every normalised v
                                                 the attention pattern, which sums to 1)
 Indirect paths (through later layers) are not included.
 
-Per method (sign convention: β = +1 pushes the correct answer up, to first order):
-- SteerVec:   v = scale · ȳ/‖ȳ‖ at every grid position (ȳ: the feature of n̄), so ‖v‖ =
+Per form (sign convention: β = +1 pushes the correct answer up, to first order):
+- "direction" (SteerVec, steervec_shared): v = scale · ȳ/‖ȳ‖ at every grid position (ȳ: the feature of n̄), so ‖v‖ =
   scale per location; β v changes the mean logit difference by β · scale · ‖ȳ‖ ≥ 0
   along the direct path. (For `o` the heads' vectors add up in the attention output.)
-- DynScalar:  g = ± scale · ȳ/‖ȳ‖ (`probe="feature"`); the sign is chosen on the
+- "probe" (DynScalar): g = ± scale · ȳ/‖ȳ‖ (`probe="feature"`); the sign is chosen on the
   training prompts so that the first-order direct effect at the last position,
   mean_i (g·ĥ_i)(h_i·y_i), is ≥ 0. With `probe="projection"`, g = scale · G/‖G‖ with
   G = mean_i ĥ_i (h_i·y_i) at the last position, the direction that maximises that
   first-order effect (the probe analogue of ActivScalar's rule, below). The default
   `probe="auto"` uses "feature" unless the task's answer pairs cancel (see below) and
   the datamodule is there, then "projection".
-- ActivScalar: α_loc ∝ mean_i (h_i,loc · y_i,loc) over the training prompts (clean
+- "projection" (ActivScalar): α_loc ∝ mean_i (h_i,loc · y_i,loc) over the training prompts (clean
   run), scaled so that max |α| = scale. With one answer pair this is the projection of
   the location's mean activation on its feature vector; with per-point pairs it is the
   mean of the per-point projections, i.e. each location's first-order direct effect on
@@ -53,6 +55,7 @@ from interventions.obsprop.observables import Observable
 from interventions.sites import HEAD_SITES, hook_name
 
 EPS = 1e-12
+FORMS = ("direction", "probe", "projection")  # how a method takes the features (`Method.obsprop_form`)
 
 
 def residual_unembed(model) -> torch.Tensor:
@@ -151,6 +154,9 @@ def obsprop_init(
         raise ConfigError("init=obsprop needs the model (initialize(..., model=model, datamodule=dm))")
     if scale <= 0:
         raise ConfigError(f"init=obsprop: init_scale must be > 0 (the size of the vectors / scalars), got {scale}")
+    form = method.obsprop_form
+    if form not in FORMS:
+        raise ConfigError(f"intervention.init=obsprop is not offered by {method.name}; use init=normal or init=zeros")
     observable = _resolve_observable(observable, model)
     if probe not in ("auto", "feature", "projection"):
         raise ConfigError(f"init=obsprop: probe={probe!r}; allowed: auto, feature, projection")
@@ -158,23 +164,23 @@ def obsprop_init(
     if datamodule is not None:
         datamodule.setup()
         tensors = datamodule.datasets[split].tensors
-    u_mean, point_u, probe = _answer_directions(model, method.name, observable, tensors, probe)
+    u_mean, point_u, probe = _answer_directions(model, method, observable, tensors, probe)
     if probe == "auto":
         probe = "feature"
-    if method.name == "activscalar" and tensors is None:
-        raise ConfigError("init=obsprop for activscalar needs the datamodule (mean activations)")
+    if form == "projection" and tensors is None:
+        raise ConfigError(f"init=obsprop for {method.name} needs the datamodule (mean activations)")
 
     grid = method.grid
     mean_dirs = {(s, l): _unit(_site_vector(method, model, s, l, u_mean)) for s in grid.sites for l in grid.layers}
     stats = dyn = probes = None
-    if tensors is not None and method.name in ("activscalar", "dynscalar"):
+    if tensors is not None and form in ("projection", "probe"):
         stats, dyn, probes = _site_statistics(method, model, tensors, point_u, mean_dirs)
-    elif probe == "projection" and method.name == "dynscalar":
+    elif probe == "projection" and form == "probe":
         raise ConfigError("init=obsprop: probe='projection' needs the datamodule")
     _fill(method, scale, probe, mean_dirs, stats, dyn, probes)
 
 
-def _answer_directions(model, method_name: str, observable, tensors: dict | None, probe: str):
+def _answer_directions(model, method, observable, tensors: dict | None, probe: str):
     """The residual-stream direction to propagate: the observable's, or the mean of the task's
     answer directions u_c − u_w over its data points.
 
@@ -193,10 +199,10 @@ def _answer_directions(model, method_name: str, observable, tensors: dict | None
     cancels = bool(u_mean.norm() < 0.1 * typical)
     if probe == "auto" and cancels:
         probe = "projection"
-    if cancels and (method_name in ("steervec", "steervec_shared") or (method_name == "dynscalar" and probe == "feature")):
+    if cancels and (method.obsprop_form == "direction" or (method.obsprop_form == "probe" and probe == "feature")):
         warnings.warn(
             f"init=obsprop: the task's answer pairs nearly cancel (‖mean direction‖ = "
-            f"{float(u_mean.norm()):.3g} vs {float(typical):.3g} per point), so {method_name}'s one "
+            f"{float(u_mean.norm()):.3g} vs {float(typical):.3g} per point), so {method.name}'s one "
             "direction carries little signal; pass observable=... to choose one",
             stacklevel=4,
         )
@@ -206,22 +212,23 @@ def _answer_directions(model, method_name: str, observable, tensors: dict | None
 @torch.no_grad()
 def _fill(method, scale: float, probe: str, mean_dirs: dict, stats, dyn, probes) -> None:
     """Write the initial values into `method`'s parameters, scaled to `scale`."""
-    if method.name in ("steervec", "steervec_shared"):  # the same direction at every position
+    form = method.obsprop_form
+    if form == "direction":  # the same direction at every position
         for (s, l), g in mean_dirs.items():
             p = method.param(s, l)
             p.copy_((scale * g).to(p.dtype).expand_as(p))
-    elif method.name == "dynscalar" and probe == "projection":
+    elif form == "probe" and probe == "projection":
         for (s, l), G in probes.items():
             p = method.param(s, l)
             p.copy_((scale * _unit(G)).to(p.dtype).reshape(p.shape))
-    elif method.name == "dynscalar":
+    elif form == "probe":
         for (s, l), g in mean_dirs.items():
             sign = torch.ones(g.shape[:-1])
             if dyn is not None:
                 sign = torch.where(torch.as_tensor(dyn[(s, l)]) < 0, -1.0, 1.0)
             p = method.param(s, l)
             p.copy_((scale * g * sign.to(g.device)[..., None]).to(p.dtype).reshape(p.shape))
-    elif method.name == "activscalar":
+    elif form == "projection":
         positions = list(method.grid.positions)
         values = {k: v[positions] for k, v in stats.items()}  # [P] or [P, H']
         top = max(float(v.abs().max()) for v in values.values())
@@ -229,4 +236,4 @@ def _fill(method, scale: float, probe: str, mean_dirs: dict, stats, dyn, probes)
             p = method.param(s, l)
             p.copy_((v * (scale / max(top, EPS))).to(p.dtype).reshape(p.shape))
     else:
-        raise ConfigError(f"init=obsprop does not know method {method.name!r}")
+        raise ConfigError(f"init=obsprop does not know the form {form!r} of method {method.name!r}")

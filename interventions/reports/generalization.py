@@ -28,12 +28,14 @@ from interventions.evaluation import evaluate_export, exported_model, export_tas
 from interventions.export import META_FILE, load_intervention
 from interventions.io import atomic_write_text, write_json
 from interventions.rundir import METRICS_FILE
-from interventions.spec import METHOD_LABELS, ModelSpec, method_label
+from interventions.methods.registry import method_label
+from interventions.spec import ModelSpec
 from interventions.sweeps.jobs import run_dirs
 from interventions.toyworld.world import TEMPLATES
 
 log = logging.getLogger(__name__)
-ORDER = tuple(METHOD_LABELS)  # tables list methods in this order
+# tables list these methods first, in this order (the paper's), then the others by name
+ORDER = ("activscalar", "steervec", "steervec_shared", "dynscalar")
 
 
 def find_runs(paths) -> list[tuple[str, Path]]:

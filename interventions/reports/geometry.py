@@ -40,6 +40,7 @@ from interventions.io import save_figure, write_json
 from interventions.reports.plots import plt
 from interventions.models import model_device
 from interventions.sites import HEAD_SITES
+from interventions.methods.registry import intervention_spec
 from interventions.spec import ObjectiveSpec, RunSpec, TrainedInterventionSpec
 from interventions.training.train import train_intervention
 
@@ -230,7 +231,7 @@ def geometry_study(model, train, test=None, n_seeds: int = 5, data_split: str | 
     """
     if n_seeds < 2:
         raise ValueError("n_seeds must be at least 2 to compare runs")
-    spec, run = replace(intervention or TrainedInterventionSpec("steervec"), method="steervec"), run or RunSpec()
+    spec, run = replace(intervention or intervention_spec("steervec"), method="steervec"), run or RunSpec()
     split = data_split or ("test" if test is not None else "train")
     per_seed = {q: [] for q in (*QUANTITIES, "vector_norm")}
     vectors, metrics, locations, n_prompts = [], [], None, 0

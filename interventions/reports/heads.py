@@ -14,7 +14,8 @@ from scipy import stats
 
 from interventions.attribution import dla_scores
 from interventions.reports.plots import plt
-from interventions.spec import RunSpec, intervention_spec
+from interventions.methods.registry import intervention_spec
+from interventions.spec import RunSpec
 from interventions.training.train import train_intervention
 
 

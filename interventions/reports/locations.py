@@ -1,10 +1,8 @@
-"""One value per location of an intervention, for scalars.csv and heatmaps.
-
-    ActivScalar  α
-    SteerVec     ‖v‖₂ (the vector's norm); shared by all positions: one value per (site, layer),
-                 at position "" labelled "every position"
-    DynScalar    the mean α = gᵀh/‖h‖ over the given prompts' clean activations, per
-                 position (prompts of one length: positions carry their tokens)
+"""One value per location of an intervention, for scalars.csv and heatmaps: each method's
+`location_values` (ActivScalar α, SteerVec ‖v‖₂, LoReFT its edit's norm, ...; a method not
+tied to positions: one value per (site, layer), at position "" labelled "every position"),
+and for a dynamic method (DynScalar) the mean α = gᵀh/‖h‖ over the given prompts' clean
+activations, per position (prompts of one length: positions carry their tokens).
 
 Each row also says whether its location received a gradient in training
 (`received_gradient`: True, False, or None when unknown: a training-free baseline, or an
@@ -20,7 +18,7 @@ from pathlib import Path
 import torch
 
 from interventions.io import atomic_write_text
-from interventions.methods import Method
+from interventions.methods.base import Method
 from interventions.sites import HEAD_SITES
 
 COLUMNS = ("layer", "site", "position", "token", "head", "value", "received_gradient")
@@ -53,12 +51,12 @@ def dynamic_alpha(method, model, batch: dict, chunk: int = 64) -> dict[tuple[str
 
 def _gradient_flag(method: Method, site: str, layer: int, i: int, j: int | None) -> bool | None:
     """Whether location (site, layer, grid position i[, grid head j]) received a gradient."""
-    if method.received_gradient is None:
+    mask = method.received(site, layer)
+    if mask is None:
         return None
-    mask = method.received_gradient[f"{site}_{layer}"]
     if method.position_tied:
         mask = mask[i]
-    return bool(mask if j is None else mask[j])
+    return bool(mask if j is None or mask.dim() == 0 else mask[j])
 
 
 def location_rows(method: Method, model=None, batch: dict | None = None, tokens: list[str] | None = None) -> list[dict]:
@@ -74,8 +72,7 @@ def location_rows(method: Method, model=None, batch: dict | None = None, tokens:
         values = {}
         for site in grid.sites:
             for layer in grid.layers:
-                p = method.param(site, layer).detach().cpu()
-                p = p if method.scalar else p.norm(dim=-1)
+                p = method.location_values(site, layer).detach().cpu()
                 values[(site, layer)] = p if method.position_tied else p[None]  # one "position": every one
         if method.position_tied:
             positions = list(grid.positions)

@@ -18,7 +18,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-VALUE_LABEL = {"activscalar": "α", "steervec": "‖v‖", "steervec_shared": "‖v‖", "dynscalar": "mean α"}
 NO_GRADIENT_MARK = "×"
 NO_GRADIENT_NOTE = f"{NO_GRADIENT_MARK}: no gradient reached this location in training; its value is its initialisation"
 
@@ -36,16 +35,17 @@ def _panel_grid(rows: list[dict], site: str, positions: list[int]) -> tuple[list
     return keys, values, untrained
 
 
-def heatmap(rows: list[dict], method: str, title: str = "", caption: str = "") -> plt.Figure:
+def heatmap(rows: list[dict], method, title: str = "", caption: str = "") -> plt.Figure:
     """One panel per site on one shared colour scale; `caption` says where the token labels
     come from. Rows: dicts with layer, site, position, token, head, value and, when known,
-    received_gradient (False: crossed out)."""
+    received_gradient (False: crossed out). `method`: the method (its class declares what its
+    values are, `value_label`, and whether they are signed: a diverging colour map)."""
     sites = list(dict.fromkeys(r["site"] for r in rows))
     positions = sorted({r["position"] for r in rows})
     labels = {r["position"]: r["token"] for r in rows}
     panels = [_panel_grid(rows, site, positions) for site in sites]
     limit = max((float(np.nanmax(np.abs(v))) for _, v, _ in panels if np.isfinite(v).any()), default=0.0) or 1.0
-    cmap, vmin = ("viridis", 0.0) if method in ("steervec", "steervec_shared") else ("RdBu_r", -limit)
+    cmap, vmin = ("RdBu_r", -limit) if method.signed_values else ("viridis", 0.0)
     width = max(4.0, 0.45 * len(positions) + 2) * len(sites)
     fig, axes = plt.subplots(1, len(sites), figsize=(width, 4.6), squeeze=False)
     any_untrained = False
@@ -57,7 +57,7 @@ def heatmap(rows: list[dict], method: str, title: str = "", caption: str = "") -
         ax.set_xticks(range(len(positions)), [labels[p] for p in positions], rotation=90, fontsize=8)
         ax.set_yticks(range(len(keys)), [f"L{l}" if h == "" else f"L{l}H{h}" for l, h in keys], fontsize=8)
         ax.set_title(site)
-    fig.suptitle(title or f"{method}: values per location")
+    fig.suptitle(title or f"{method.name}: values per location")
     notes = [caption] if caption else []
     if any_untrained:
         notes.append(NO_GRADIENT_NOTE)
@@ -66,7 +66,7 @@ def heatmap(rows: list[dict], method: str, title: str = "", caption: str = "") -
     bottom = 0.3 + 0.04 * len(notes)
     fig.subplots_adjust(left=0.06, right=0.9, bottom=bottom, top=0.85, wspace=0.25)
     colorbar_axis = fig.add_axes((0.92, bottom, 0.012, 0.85 - bottom))
-    fig.colorbar(image, cax=colorbar_axis, label=f"{VALUE_LABEL.get(method, 'value')} (one scale, all panels)")
+    fig.colorbar(image, cax=colorbar_axis, label=f"{method.value_label} (one scale, all panels)")
     return fig
 
 

@@ -73,7 +73,7 @@ def write_plots(run_dir: Path, module: InterventionModule, dm: TaskDataModule, s
     """scalars.csv, heatmap.png and beta_curve.png; returns {"heatmap": path, ...} and the rows."""
     rows, caption = location_values(module, dm, split)
     write_scalars_csv(run_dir / "scalars.csv", rows)
-    save_figure(heatmap(rows, module.method.name, title, caption), run_dir / "heatmap.png")
+    save_figure(heatmap(rows, module.method, title, caption), run_dir / "heatmap.png")
     correct, wrong = beta_curve_values(module, dm.loader(split))
     save_figure(beta_curve(BETAS, correct, wrong, split, title), run_dir / "beta_curve.png")
     return {"heatmap": run_dir / "heatmap.png", "beta_curve": run_dir / "beta_curve.png"}, rows
@@ -97,13 +97,11 @@ def _fmt(value) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-VECTOR_METHODS = ("steervec", "obsprop_steer")
-
-
 def illusion_report(setting, model, method, dm) -> dict | None:
-    """Illusion diagnostics of a vector intervention on the test split, if `setting` asks."""
-    if method.name not in VECTOR_METHODS or setting is False or str(setting).lower() == "false":
-        return None
-    if str(setting).lower() == "auto" and method.name != "obsprop_steer":
+    """Illusion diagnostics of a vector intervention on the test split, if `setting` asks:
+    "auto" runs the methods that declare it automatic (`Method.illusion`), true those that
+    offer it on request too, false none."""
+    setting = str(setting).lower()
+    if method.illusion is None or setting == "false" or (setting == "auto" and method.illusion != "auto"):
         return None
     return diagnose_illusion(model, method, dm.loader("test"))

@@ -15,12 +15,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter  # noqa: E402
 
-from interventions.spec import method_label  # noqa: E402
+from interventions.methods.registry import method_color, method_label  # noqa: E402
 from interventions.sweeps.pareto import FRONTS, front_order  # noqa: E402
 
-METHOD_COLORS = {"activscalar": "tab:blue", "steervec": "tab:orange", "steervec_shared": "tab:red", "dynscalar": "tab:green"}
 
 
 def plot_front(records: list[dict], front: str, title: str | None = None):
@@ -30,8 +30,10 @@ def plot_front(records: list[dict], front: str, title: str | None = None):
     finished = [r for r in records if r["status"] == "finished"]
     methods = sorted({r["hparams"].get("method") for r in finished}, key=str)
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    taken = {to_hex(c) for c in map(method_color, methods) if c}  # a method without a colour of its own takes a free one
+    spare = iter(c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"] if to_hex(c) not in taken)
     for m in methods:
-        color = METHOD_COLORS.get(m)
+        color = method_color(m) or next(spare, "black")
         rs = [r for r in finished if r["hparams"].get("method") == m]
         pts = {s: [(r[s][x_key], r[s][y_key]) for r in rs if _finite(r[s], x_key, y_key)] for s in ("train", "test")}
         if pts["train"]:

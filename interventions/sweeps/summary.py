@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 from interventions.io import atomic_write_text, read_json, save_figure, write_json
 from interventions.loggers import finish, is_wandb, make_logger
 from interventions.rundir import ERROR_FILE, METRICS_FILE, error_line, export_problem, timestamp
-from interventions.spec import method_label
+from interventions.methods.registry import method_label
 from interventions.sweeps.jobs import JOB_FILE, check_sweep_folder, run_dirs, sweep_group
 from interventions.sweeps.pareto import FRONTS, front_of
 from interventions.sweeps.plots import plot_front

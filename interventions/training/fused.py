@@ -21,12 +21,12 @@ from tqdm.auto import tqdm
 
 from interventions.errors import ConfigError, NonFiniteError
 from interventions.forward import answer_tails, has_answer_tails, repeated_batch_logits
-from interventions.methods import METHODS, Method
-from interventions.methods.base import nonzero_locations
+from interventions.methods.base import Method, nonzero_locations
+from interventions.methods.registry import intervention_spec, method_class
 from interventions.models import model_device
 from interventions.numerics import first_overflow, likely_cause, overflow_message, residual_probe
 from interventions.objective import Objective, example_terms, minimality_loss, weighted_sum
-from interventions.spec import ObjectiveSpec, RunSpec, TrainedInterventionSpec, intervention_spec
+from interventions.spec import ObjectiveSpec, RunSpec, TrainedInterventionSpec
 from interventions.tasks.datapoint import Task
 from interventions.training.progress import EpochLines, on_terminal
 from interventions.training.setup import initialized_method, learning_rate, prepare, skip_prefix
@@ -116,8 +116,28 @@ def fused_step_scores(model, proto: Method, stacked: dict[str, torch.Tensor], ba
     return logits[:, 0], logits[:, 1], (tails[:, 0], tails[:, 1])
 
 
+class _MinimalityOf(torch.nn.Module):
+    """A method's `minimality_vector` as a module's forward, for `functional_call`."""
+
+    def __init__(self, method: Method):
+        super().__init__()
+        self.method = method
+
+    def forward(self) -> torch.Tensor:
+        return self.method.minimality_vector()
+
+
+def stacked_minimality(proto: Method, stacked: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[K, n] each setting's `minimality_vector`: its parameters in one vector, or, for a
+    method whose parameters are not its edit (LoReFT), the edit, vectorised over the K."""
+    if type(proto).minimality_vector is Method.minimality_vector:
+        return torch.cat([values.flatten(1) for values in stacked.values()], 1)
+    wrapper = _MinimalityOf(proto)
+    return vmap(lambda params: functional_call(wrapper, {f"method.{k}": v for k, v in params.items()}, ()))(stacked)
+
+
 def fused_loss(objectives: list[Objective], stacked: dict[str, torch.Tensor], batch: dict, logits_pos, logits_neg,
-               tails=None) -> torch.Tensor:  # fmt: skip
+               tails=None, proto: Method | None = None) -> torch.Tensor:  # fmt: skip
     """objective_k on block k for every k, computed for all K at once: the per-example terms
     of all K × B rows in one call (margins per row), each configuration's batch means [K],
     its M_k = ‖vec(θ_k)‖₁ [K] and its weights [K] (`objective.weighted_sum`).
@@ -143,7 +163,8 @@ def fused_loss(objectives: list[Objective], stacked: dict[str, torch.Tensor], ba
         per_config("margin").repeat_interleave(b), hold, (None, None) if tails is None else tuple(t.flatten() for t in tails),
     )  # fmt: skip
     means = {name: values.view(k_count, b).mean(1) for name, values in terms.items()}
-    minimality = minimality_loss(torch.cat([values.flatten(1) for values in stacked.values()], 1))
+    flat = torch.cat([values.flatten(1) for values in stacked.values()], 1) if proto is None else stacked_minimality(proto, stacked)
+    minimality = minimality_loss(flat)
     return weighted_sum(means, minimality, per_config("lambda_f"), per_config("lambda_m"), per_config("lambda_hold"))
 
 
@@ -230,7 +251,7 @@ class FusedState:
         """One optimizer step of every active setting on `batch`; returns the summed loss."""
         self.step += 1
         pos, neg, tails = fused_step_scores(self.model, self.proto, self.stacked, batch, **self.forward)
-        loss = self.watch.losses(fused_loss(objectives, self.stacked, batch, pos, neg, tails), epoch, self.step)
+        loss = self.watch.losses(fused_loss(objectives, self.stacked, batch, pos, neg, tails, self.proto), epoch, self.step)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.received = note_gradients(self.received, self.stacked, self.proto.vector_param)
@@ -271,13 +292,15 @@ def train_fused(
     terminal (else a line per epoch), with the summed loss of the K settings.
     """
     spec, run = intervention_spec(intervention), run or RunSpec()
-    if not spec.trained:
-        raise ConfigError(f"{spec.method} is training-free: there is no objective to vary, nothing to fuse")
+    cls = method_class(spec.method)
+    if not cls.fusable():
+        why = "training-free: there is no objective to vary" if not cls.trained else "not fusable"
+        raise ConfigError(f"{spec.method} is {why}; nothing to fuse")
     objectives = [Objective(**asdict(o)) for o in objectives]
     dm, seq_len = prepare(model, train, None, None, spec, run)
     methods = [initialized_method(spec, model, dm, train[0].prompt, seq_len, run.seed) for _ in objectives]
     stacked, lr = stack_parameters(methods), learning_rate(spec)
-    cause = likely_cause(lr, METHODS[spec.method].default_lr, next(model.parameters()).dtype)
+    cause = likely_cause(lr, cls.default_lr, next(model.parameters()).dtype)
     state = FusedState(
         model, methods[0], stacked, torch.optim.Adam(stacked.values(), lr=lr, foreach=True),
         FusedDivergence(len(objectives), cause),

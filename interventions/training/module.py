@@ -95,7 +95,7 @@ class InterventionModule(L.LightningModule):
         hold = (batch["hold_correct"], batch["hold_wrong"]) if "hold_correct" in batch else None
         loss, parts = self.objective(
             logits_pos, logits_neg, batch["correct"], batch["wrong"],
-            batch["clean_logprobs"], self.method.flat_params(), hold=hold, tails=tails,
+            batch["clean_logprobs"], self.method.minimality_vector(), hold=hold, tails=tails,
         )  # fmt: skip
         check_loss(loss, self.current_epoch, self.global_step + 1, self.divergence_cause())
         if batch_idx == 0:
@@ -163,7 +163,7 @@ class InterventionModule(L.LightningModule):
 
     def _eval_epoch_end(self, split: str, prefix: str) -> None:
         values = self.metrics[split].compute()
-        values.update(parameter_metrics(self.method.flat_params()))
+        values.update(parameter_metrics(self.method.minimality_vector(), self.method.n_params))
         values.pop("n")
         self.log_dict(flatten(values, f"{prefix}/"), prog_bar=False)
         self.metrics[split].reset()
@@ -183,7 +183,7 @@ class InterventionModule(L.LightningModule):
             (logits_pos, logits_neg), tails = self.steered(batch)
             update_metric(metric, batch, logits_pos, logits_neg, tails)
         values = metric.compute()
-        values.update(parameter_metrics(self.method.flat_params()))
+        values.update(parameter_metrics(self.method.minimality_vector(), self.method.n_params))
         return values
 
     # -- device handling for the unregistered model -----------------------------------

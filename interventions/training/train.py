@@ -20,10 +20,11 @@ from interventions.console import quiet_lightning
 from interventions.errors import RunInterrupted
 from interventions.export import save_intervention
 from interventions.interrupts import handled, signals_raise
-from interventions.methods import Method
+from interventions.methods.base import Method
+from interventions.methods.registry import intervention_spec
 from interventions.models import model_device
 from interventions.objective import Objective
-from interventions.spec import InterventionSpec, ObjectiveSpec, RunSpec, intervention_spec
+from interventions.spec import InterventionSpec, ObjectiveSpec, RunSpec
 from interventions.tasks.datamodule import TaskDataModule
 from interventions.tasks.datapoint import Task
 from interventions.training.module import InterventionModule
@@ -86,9 +87,9 @@ def train_intervention(
         model: a frozen TransformerBridge (`load_model`).
         train, test, val: `Task`s (`load_task`); position-tied methods need one prompt length.
         intervention: the method and its grid: a method name ("activscalar", "steervec",
-            "dynscalar", or a training-free baseline, which fits itself) for its defaults, or a
-            `TrainedInterventionSpec` / `InterventionSpec` (sites, layers, positions, heads;
-            init, init_scale and lr, None: the method's `default_lr`).
+            "dynscalar", ..., or a training-free method, which fits itself) for its defaults, or
+            its options (`intervention_spec(name, **options)`: sites, layers, positions, heads;
+            init, init_scale and lr, None: the method's `default_lr`; the method's own).
         objective: E_m + λ_F·F + λ_M·M weights (default: λ_F 0.1, λ_M 0, m 1).
         run: epochs, batch size, padding side, seed, and the opt-in `prefix_skip` (cache the
             clean residual entering the earliest intervened layer k > 0 once, then run only
@@ -107,12 +108,12 @@ def train_intervention(
     dm, seq_len = prepare(model, train, val, test, spec, run)
     method = initialized_method(spec, model, dm, train[0].prompt, seq_len, run.seed)
     info = None
-    if not spec.trained:  # a training-free baseline fits itself (possibly on a grid of its choosing)
+    if not method.trained:  # a training-free method fits itself (possibly on a grid of its choosing)
         method, info = method.fit(model, dm, train)
     prefix = skip_prefix(model, dm, method, run.prefix_skip)
     module = InterventionModule(model, method, objective, lr=learning_rate(spec), prefix_layer=prefix,
                                 skip_unread=run.skip_unread)  # fmt: skip
-    if not spec.trained:
+    if not method.trained:
         return TrainedIntervention(module, dm, info, run.seed)
     kwargs = dict(max_epochs=run.epochs, enable_progress_bar=False, **lightning_device(model_device(model)))
     kwargs.update(trainer_kwargs or {})
