@@ -28,14 +28,9 @@ import math
 import pytest
 import torch
 
-from interventions.reports.illusion import (
-    activation_span,
-    diagnose_illusion,
-    format_illusion,
-    out_of_span_fraction,
-    split_vector,
-    write_illusion,
-)
+from interventions.reports.illusion import diagnose_illusion
+from interventions.reports.illusion_files import format_illusion, write_illusion
+from interventions.reports.span import activation_span, out_of_span_fraction, split_vector
 from interventions.methods import SteerVec
 from interventions.sites import build_grid
 

@@ -574,7 +574,7 @@ def test_generalization_table(sweep_ok, dynscalar_run, tmp_path):
     assert result.returncode == 0, describe(result)
     summary = generalization([sweep, dynscalar_run], verbose=False)
     assert [r["method"] for r in summary["runs"]] == ["activscalar", "steervec", "dynscalar"]
-    assert list(summary["by_method"]) == ["activscalar", "steervec", "dynscalar"]
+    assert list(summary["by_method"]) == ["activscalar", "dynscalar", "steervec"]  # by name
     for r in summary["runs"]:
         metrics = json.loads((Path(r["run"]) / "metrics.json").read_text())
         assert r["A"]["effectiveness"] == metrics["train"]["effectiveness"]

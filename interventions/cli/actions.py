@@ -23,11 +23,13 @@ from interventions.loggers import finish, log_files, make_logger
 from interventions.metrics import flatten
 from interventions.models import load_model
 from interventions.obsprop.analysis import analyze, cosine, grid_list, head_attributions, rank_correlation
-from interventions.obsprop.features import ActivationData, path_feature
+from interventions.obsprop.features import path_feature
+from interventions.obsprop.layernorm import ActivationData
 from interventions.obsprop.observables import Observable, observable_for_task
 from interventions.reports import geometry as geometry_report
 from interventions.reports import heads as heads_report
 from interventions.reports import illusion as illusion_report
+from interventions.reports.illusion_files import format_illusion, write_illusion
 from interventions.reports.generalization import generalization as generalization_table
 from interventions.reports.generalization import markdown, write_generalization
 from interventions.reports.task_matrix import task_matrix as task_matrix_of
@@ -220,8 +222,8 @@ def illusion(args) -> int:
                                         max_prompts=args.max_prompts)  # fmt: skip
     report["metrics"] = trained.evaluate(args.split)
     report["config"] = dict(vars(args))
-    illusion_report.write_illusion(Path(args.out) / "illusion.json", report)
-    print(illusion_report.format_illusion(report))
+    write_illusion(Path(args.out) / "illusion.json", report)
+    print(format_illusion(report))
     return 0
 
 

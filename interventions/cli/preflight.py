@@ -290,7 +290,9 @@ def preflight(argv: list[str], entry: str) -> Preflight:
     raise ConfigError, or return what to do before Hydra starts."""
     check_words(argv)
     conf_dir, name = entry_config(argv, entry)
-    overrides = [a for a in argv if not a.startswith("-") and "=" in a and not a.lstrip("+~").startswith("hydra")]
+    # hydra.* overrides configure Hydra, not the run; but hydra.searchpath adds config folders (a method's YAML)
+    overrides = [a for a in argv if not a.startswith("-") and "=" in a
+                 and (not a.lstrip("+~").startswith("hydra") or a.lstrip("+~").startswith("hydra.searchpath="))]  # fmt: skip
     remote = argv_value(argv, "hydra/launcher") in REMOTE_LAUNCHERS
     specs = [_checked_spec(conf_dir, name, run) for run in expand_sweeps(overrides)]
     read: dict = {}  # files and tokenizers, read once for all of a sweep's runs

@@ -25,7 +25,8 @@ from interventions.attribution import DEFAULT_SCALES, tune_scale
 from interventions.errors import ConfigError
 from interventions.methods.steervec import SteerVec
 from interventions.models import model_device
-from interventions.obsprop.features import ActivationData, head_features
+from interventions.obsprop.features import head_features
+from interventions.obsprop.layernorm import ActivationData
 from interventions.obsprop.observables import Observable
 from interventions.sites import build_grid, hook
 from interventions.spec import InterventionSpec

@@ -7,7 +7,9 @@
     Y = head_features(model, obs, ln_mode="approximate", data=data)
 
 - observables.py: Observable (pairs, weighted tokens, raw vectors), observable_for_task
-- features.py:    head / path / MLP features, LayerNorm modes (ignore, approximate, exact)
+- features.py:    head / path / MLP features, and the conventions of the LayerNorm modes
+- layernorm.py:   LayerNorms: scales on data (ActivationData), the modes (ignore, approximate, exact)
+- mlp.py:         the MLP feature at the decision point
 - analysis.py:    norms, cosines, couplings, Theorem-2 bounds, SVD comparison (files: reports.obsprop)
 - inits.py:       INITS["obsprop"] for ActivScalar, SteerVec, DynScalar
 - the command line: `python -m interventions obsprop analyze ...` (JSON + PNG heatmaps)
@@ -22,19 +24,9 @@ from interventions.obsprop.analysis import (
     svd_comparison,
     theorem2_bounds,
 )
-from interventions.obsprop.features import (
-    LN_MODES,
-    ActivationData,
-    Component,
-    MLPFeature,
-    PathFeature,
-    final_direction,
-    head_features,
-    ln_backward,
-    mlp_feature,
-    mlp_features,
-    path_feature,
-)
+from interventions.obsprop.features import Component, PathFeature, final_direction, head_features, mlp_features, path_feature
+from interventions.obsprop.layernorm import LN_MODES, ActivationData, ln_backward
+from interventions.obsprop.mlp import MLPFeature, mlp_feature
 from interventions.obsprop.observables import Observable, observable_for_task
 
 __all__ = [

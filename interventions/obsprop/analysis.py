@@ -26,17 +26,8 @@ import math
 
 import torch
 
-from interventions.obsprop.features import (
-    ActivationData,
-    center,
-    effective_W_V,
-    final_direction,
-    head_features,
-    has_norm,
-    is_centering,
-    ln_weight,
-    mlp_features,
-)
+from interventions.obsprop.features import effective_W_V, final_direction, head_features, mlp_features
+from interventions.obsprop.layernorm import ActivationData, center, has_norm, is_centering, ln_weight
 from interventions.obsprop.observables import Observable
 from interventions.sites import hook
 

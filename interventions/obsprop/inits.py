@@ -50,7 +50,7 @@ import warnings
 import torch
 
 from interventions.errors import ConfigError
-from interventions.obsprop.features import center, has_norm, is_centering, ln_weight
+from interventions.obsprop.layernorm import center, has_norm, is_centering, ln_weight
 from interventions.obsprop.observables import Observable
 from interventions.sites import HEAD_SITES, hook_name
 

@@ -34,8 +34,6 @@ from interventions.sweeps.jobs import run_dirs
 from interventions.toyworld.world import TEMPLATES
 
 log = logging.getLogger(__name__)
-# tables list these methods first, in this order (the paper's), then the others by name
-ORDER = ("activscalar", "steervec", "steervec_shared", "dynscalar")
 
 
 def find_runs(paths) -> list[tuple[str, Path]]:
@@ -160,8 +158,7 @@ def _by_method(records) -> dict:
     keys are the method, or "<task (template)>/<method>"."""
     out = {}
     several = len({_task_label(r) for r in records}) > 1
-    groups = sorted({(_task_label(r), r["method"]) for r in records},
-                    key=lambda g: (g[0], ORDER.index(g[1]) if g[1] in ORDER else 9, g[1]))  # fmt: skip
+    groups = sorted({(_task_label(r), r["method"]) for r in records})  # by task, then method name
     for task, method in groups:
         rs = [r for r in records if r["method"] == method and _task_label(r) == task]
         best = max(rs, key=lambda r: _num((r["A"] or {}).get("effectiveness")))

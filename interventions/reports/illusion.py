@@ -57,22 +57,21 @@ Sites: attnOut, mlpOut, residPost, z, v. Not o (its vectors are added to the att
 output; diagnose them at attnOut).
 
     report = diagnose_illusion(model, trained.method, trained.datamodule.loader("test"))
-    print(format_illusion(report)); write_illusion("illusion.json", report)
+    print(format_illusion(report)); write_illusion("illusion.json", report)   # reports.illusion_files
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from interventions.forward import last_position_logits
 
 from interventions.models import model_device
-from interventions.io import write_json
 from interventions.objective import hinge_terms, logit_diff
+from interventions.reports.span import activation_span, split_vector
 from interventions.sites import HEAD_SITES, RESIDUAL_SITES, hook_name
 
 SUPPORTED_SITES = (*RESIDUAL_SITES, "z", "v")
@@ -169,52 +168,6 @@ def _locations(method_or_vectors, seq_len: int, n_heads: int, positions=None, to
     if not locs:
         raise ValueError("every vector is zero: nothing to diagnose")
     return locs
-
-
-# -- span -------------------------------------------------------------------------------
-def activation_span(acts: torch.Tensor, variance: float = 0.99) -> torch.Tensor:
-    """Orthonormal basis [k, D] of span{μ} + span{top PCs of acts − μ}.
-
-    Args:
-        acts: [n, D] activations.
-        variance: the principal components kept are the fewest covering this fraction of
-            the centered activations' variance (0 < variance ≤ 1).
-    """
-    if not 0 < variance <= 1:
-        raise ValueError(f"variance must be in (0, 1], got {variance}")
-    x = acts.double()
-    mu = x.mean(0)
-    centered = x - mu
-    scale = max(float(x.pow(2).sum(1).mean()), 1e-30)
-    _, s, vh = torch.linalg.svd(centered, full_matrices=False)
-    var = s.pow(2)
-    total = float(var.sum())
-    if total <= 1e-12 * scale * x.shape[0]:  # the data never varies here
-        basis = vh[:0]
-    else:
-        cum = torch.cumsum(var, 0) / total
-        k = int((cum < variance - 1e-12).sum()) + 1
-        basis = vh[: min(k, len(s))]
-    # The mean direction joins the span when its part outside the kept components holds
-    # more of the mean squared norm E‖x‖² than the dropped components may (1 − variance);
-    # a mean that is zero up to rounding adds nothing.
-    mu_perp = mu - basis.T @ (basis @ mu)
-    if float(mu_perp.pow(2).sum()) > max(1 - variance, 1e-12) * scale:
-        basis = torch.cat([basis, (mu_perp / mu_perp.norm()).unsqueeze(0)])
-    return basis
-
-
-def split_vector(v: torch.Tensor, basis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(v_in, v_out): the orthogonal projection of v onto span(basis rows) and the rest."""
-    vd = v.double()
-    v_in = basis.T @ (basis @ vd) if basis.numel() else torch.zeros_like(vd)
-    return v_in.to(v.dtype), (vd - v_in).to(v.dtype)
-
-
-def out_of_span_fraction(v: torch.Tensor, acts: torch.Tensor, variance: float = 0.99) -> float:
-    """‖v_out‖² / ‖v‖² for the span of `acts` [n, D] (see `activation_span`)."""
-    _, v_out = split_vector(v, activation_span(acts, variance))
-    return float(v_out.double().pow(2).sum() / v.double().pow(2).sum())
 
 
 # -- forwards ---------------------------------------------------------------------------
@@ -487,7 +440,8 @@ def _summary(locs: list, entries: list[dict], glob: dict, data: dict, clean_ld: 
     return summary
 
 
-def _fmt(x, spec=".2f") -> str:
+def fmt_number(x, spec=".2f") -> str:
+    """A number for the report's lines, or n/a."""
     return "n/a" if x is None else format(x, spec)
 
 
@@ -497,14 +451,14 @@ def _message(summary, glob, entries, share_t, abl_t) -> str:
             worst = next(e for e in entries if e.get("flag"))
             where = (
                 f"{summary['n_flagged']} of {summary['n_locations']} locations (e.g. {worst['label']}: "
-                f"{_fmt(worst['out_of_span_share'], '.0%')} of its effect from outside the activation span, "
-                f"mean-ablating the component moves the logit diff by {_fmt(worst['ablation_ratio'])}x the steering effect)"
+                f"{fmt_number(worst['out_of_span_share'], '.0%')} of its effect from outside the activation span, "
+                f"mean-ablating the component moves the logit diff by {fmt_number(worst['ablation_ratio'])}x the steering effect)"
             )
         else:
             where = "the intervention as a whole"
         glob_part = (
-            f"; whole intervention: {_fmt(glob['out_of_span_share'], '.0%')} of the effect out of span, "
-            f"ablation/steering {_fmt(glob['ablation_ratio'])}"
+            f"; whole intervention: {fmt_number(glob['out_of_span_share'], '.0%')} of the effect out of span, "
+            f"ablation/steering {fmt_number(glob['ablation_ratio'])}"
         )
         return (
             f"ILLUSION WARNING: {where} steer mostly through directions the data never activates "
@@ -512,49 +466,7 @@ def _message(summary, glob, entries, share_t, abl_t) -> str:
             f"(ablation < {abl_t:g}x the steering effect){glob_part}."
         )
     return (
-        f"no illusion flagged: {_fmt(glob['out_of_span_fraction'], '.0%')} of ‖v‖² lies outside the activation span, "
-        f"its out-of-span part carries {_fmt(glob['out_of_span_share'], '.0%')} of the steering effect, and "
-        f"mean-ablating the components moves the logit diff by {_fmt(glob['ablation_ratio'])}x the steering effect."
+        f"no illusion flagged: {fmt_number(glob['out_of_span_fraction'], '.0%')} of ‖v‖² lies outside the activation span, "
+        f"its out-of-span part carries {fmt_number(glob['out_of_span_share'], '.0%')} of the steering effect, and "
+        f"mean-ablating the components moves the logit diff by {fmt_number(glob['ablation_ratio'])}x the steering effect."
     )
-
-
-def format_illusion(report: dict, top: int = 10) -> str:
-    """A readable summary: the message, the whole intervention, the strongest locations."""
-    s, g, t = report["summary"], report["global"], report["thresholds"]
-    lines = [
-        s["message"],
-        f"thresholds: variance {t['variance']:g}, out-of-span share >= {t['out_share_threshold']:g}, "
-        f"ablation < {t['ablation_fraction']:g}x steering, location share >= {t['min_share']:g}; "
-        f"{s['n_prompts']} prompts, clean logit diff {s['clean_logit_diff']:.3f}",
-        *([f"note: {s['note']}"] if "note" in s else []),
-        f"whole intervention ({g['n_locations']} locations): out-of-span fraction of ‖v‖² "
-        f"{g['out_of_span_fraction']:.3f} (a random direction: {g['chance_out_of_span_fraction']:.3f}); steering effect S full {g['effect']['full']['steering_effect']:.3f}, "
-        f"in-span {g['effect']['in_span']['steering_effect']:.3f}, out-of-span "
-        f"{g['effect']['out_of_span']['steering_effect']:.3f}; effectiveness full "
-        f"{g['effect']['full']['effectiveness']:.3f} / in {g['effect']['in_span']['effectiveness']:.3f} / "
-        f"out {g['effect']['out_of_span']['effectiveness']:.3f}; mean-ablation |ΔLD| "
-        f"{g['ablation']['mean_abs_change']:.3f}; flag {g['flag']}",
-    ]
-    rows = [e for e in report["locations"] if "effect" in e][:top]
-    if rows:
-        lines.append(
-            f"{'location':<34} {'‖v‖':>7} {'dim':>4} {'out‖v‖²':>8} {'S full':>7} {'S in':>7} "
-            f"{'S out':>7} {'share':>6} {'abl/S':>6} flag"
-        )
-        for e in rows:
-            ef = e["effect"]
-            lines.append(
-                f"{e['label'][:34]:<34} {e['v_norm']:>7.3f} {e['span_dim']:>4d} {e['out_of_span_fraction']:>8.3f} "
-                f"{ef['full']['steering_effect']:>7.3f} {ef['in_span']['steering_effect']:>7.3f} "
-                f"{ef['out_of_span']['steering_effect']:>7.3f} {_fmt(e['out_of_span_share']):>6} "
-                f"{_fmt(e['ablation_ratio']):>6} {'FLAG' if e['flag'] else ''}"
-            )
-    return "\n".join(lines)
-
-
-def write_illusion(path: str | Path, report: dict) -> Path:
-    """Write the report as JSON (e.g. illusion.json)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, report)
-    return path

@@ -17,7 +17,7 @@ from interventions.io import write_json
 from interventions.loggers import log_files, make_logger
 from interventions.metrics import flatten
 from interventions.numerics import check_metrics
-from interventions.reports.illusion import format_illusion, write_illusion
+from interventions.reports.illusion_files import format_illusion, write_illusion
 from interventions.reports.run import illusion_report, summary_table, write_plots
 from interventions.rundir import METRICS_FILE
 from interventions.spec import LoggerSpec, TrainConfig
