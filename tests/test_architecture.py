@@ -19,6 +19,7 @@ PACKAGE = ROOT / "interventions"
 # before torch (seconds of imports) loads, so none of them may pull it in.
 TORCH_FREE = (
     "interventions.cli",
+    "interventions.cli.configs",
     "interventions.cli.entry",
     "interventions.cli.inputs",
     "interventions.cli.preflight",
@@ -27,6 +28,8 @@ TORCH_FREE = (
     "interventions.hub",
     "interventions.interrupts",
     "interventions.io",
+    "interventions.methods",
+    "interventions.methods.registry",
     "interventions.reach",
     "interventions.rundir",
     "interventions.sites",
