@@ -10,6 +10,9 @@
     python benchmarks/run.py progress  (a toy training step with no progress bar, Lightning's, the CLI's; progress.py)
     python benchmarks/run.py generate  [--models toy,gpt2-small] (greedy generation with the hooks at β = 0 vs
                                        without; the step on 3-token answers vs single tokens; generate.py)
+    python benchmarks/run.py steering  (the methods compared by their steering score, hinge vs preference, on the
+                                       four toy tasks over 3 seeds, and the score's cost over its generation
+                                       time; about an hour on 2 CPU cores, not part of `all`; steering.py)
     python benchmarks/run.py summary   (every goal's ratio from the results files, as one table; nothing timed)
     python benchmarks/run.py all       (all of the above in turn, with the same --device, --threads and --out,
                                        then the summary)
@@ -37,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import fused, gelu, generate, peer, prefix, progress, scaling, step  # noqa: E402
+from benchmarks import fused, gelu, generate, peer, prefix, progress, scaling, steering, step  # noqa: E402
 from benchmarks.harness import printed, write_results  # noqa: E402
 from benchmarks.summary import summary  # noqa: E402
 from interventions.console import configure_cli  # noqa: E402
@@ -66,7 +69,7 @@ def sizes(args) -> Sizes:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/run.py")
     parser.add_argument("what", choices=["step", "scaling", "fused", "prefix", "peer", "gelu", "progress", "generate",
-                                         "summary", "all", "_point"])  # fmt: skip
+                                         "steering", "summary", "all", "_point"])  # fmt: skip
     parser.add_argument("args", nargs="*")
     parser.add_argument("--models", default="toy,gpt2-small")
     parser.add_argument("--model", default="toy")
@@ -87,6 +90,10 @@ def main(argv=None) -> int:
         return run_all(args)
     torch.set_num_threads(args.threads)
     configure_cli()  # hundreds of Trainer start-up lines would bury the results
+    if args.what == "steering":
+        size, figure = (steering.QUICK, Path(args.out) / "steering_quick.png") if args.quick else (steering.Sizes(), steering.FIGURE)
+        steering.run_comparison(Path(args.out) / f"steering{suffix}.json", size, figure, device)
+        return 0
     if args.what == "_point":
         model_name, prompts, layers, pos = args.args
         point = scaling.scaling_point(model_name, int(prompts), int(layers) or None, int(pos), batch_size=16,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 # The issue's goals: each ratio at most this; the fused parameters equal to the separate runs' within FUSED_EXACT.
 STEP_GOAL, FUSED_GOAL, PEER_GOAL, FUSED_EXACT, GENERATE_GOAL = 1.15, 0.35, 0.5, 1e-5, 1.10
+STEERING_GOAL = 1.5  # scoring a run (steering_eval) over the time it spends generating
 
 
 def row(what: str, case: str, value: float, goal: float | None = None, note: str = "", fmt: str = ".3f") -> str:
@@ -95,6 +96,19 @@ def generate_rows(results: list[dict]) -> list[str]:
     return rows
 
 
+def steering_rows(result: dict) -> list[str]:
+    """The steering score's cost: at steering_eval's defaults, and over every scoring of the
+    comparison (its smaller sizes, its wider β grid)."""
+    cost, sizes = result["cost"], result["sizes"]
+    spread = f"rounds {min(cost['per_round']):.3f}–{max(cost['per_round']):.3f}"
+    low, median, high = result["goals"]["scoring_over_generation_range"]
+    case = (f"the comparison's scorings: {sizes['n_val']} val and {sizes['n_test']} test prompts at most, "
+            f"{len(sizes['steering']['betas'])} magnitudes of β, {sizes['steering']['max_new_tokens']} tokens")  # fmt: skip
+    return [row("steering: scoring / generation", cost["case"], cost["scoring_over_generation"], STEERING_GOAL, spread),
+            row("steering: scoring / generation", case, result["goals"]["scoring_over_generation"], STEERING_GOAL,
+                f"all its time over all generation; per scoring {low:.2f}–{high:.2f}, median {median:.2f}")]  # fmt: skip
+
+
 def prefix_rows(results: list[dict]) -> list[str]:
     return [row("prefix skipped / full", f"{r['model']}, layer {r['layer']} of {r['n_layers']}", r["skip_over_full"])
             for r in results]  # fmt: skip
@@ -144,7 +158,7 @@ def scaling_rows(results: list[dict]) -> list[str]:
 
 SECTIONS = {  # file stem -> rows
     "step": step_rows, "fused": fused_rows, "peer": peer_rows, "gelu": gelu_rows, "prefix": prefix_rows,
-    "generate": generate_rows,
+    "generate": generate_rows, "steering": steering_rows,
     "scaling_toy": scaling_rows, "scaling_gpt2-small": scaling_rows,
 }  # fmt: skip
 

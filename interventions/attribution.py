@@ -27,6 +27,7 @@ from interventions.errors import ConfigError, TaskError
 from interventions.forward import last_position_logits, steered_logits
 from interventions.models import model_device
 from interventions.objective import hinge_terms, logit_diff
+from interventions.obsprop.layernorm import has_norm
 from interventions.sites import HEAD_SITES, hook, hook_name
 from interventions.tasks.datamodule import encode
 from interventions.tasks.corruption import corrupted_task
@@ -72,14 +73,15 @@ def dla_scores(model, grid, batch: dict) -> dict[tuple[str, int], torch.Tensor]:
     bad = [s for s in grid.sites if s not in DLA_SITES]
     if bad:
         raise ConfigError(f"dla is defined for sites that write to the residual stream ({', '.join(DLA_SITES)}), not {bad[0]!r}")
-    names = sorted({hook_name(s, l) for s in grid.sites for l in grid.layers} | {hook("ln_final_scale")})
+    normed = has_norm(model)  # a model without normalisation (compiled programs) unembeds the residual as it is
+    names = sorted({hook_name(s, l) for s in grid.sites for l in grid.layers} | ({hook("ln_final_scale")} if normed else set()))
     acts, _ = _capture(model, batch, names)
     rows = torch.arange(batch["input_ids"].shape[0])
     last = batch["last_index"]
-    scale = acts[hook("ln_final_scale")][rows, last]  # [B, 1]
+    scale = acts[hook("ln_final_scale")][rows, last] if normed else torch.ones(len(rows), 1)  # [B, 1]
     direction = model.W_U[:, batch["correct"]] - model.W_U[:, batch["wrong"]]  # [D, B]
-    w = model.ln_final.weight
-    center = "RMS" not in str(getattr(model.cfg, "normalization_type", "LN")).upper()
+    w = model.ln_final.weight if normed else 1.0
+    center = normed and "RMS" not in str(getattr(model.cfg, "normalization_type", "LN")).upper()
     out = {}
     for site in grid.sites:
         for layer in grid.layers:

@@ -1,4 +1,6 @@
 """The training objective E_m + λ_F·F + λ_M·M (docs/method.md §4), per-example terms included.
+With `effectiveness="preference"` the hinge E_m is replaced by the bidirectional logistic
+loss E_pref (docs/method.md §11); F and M are unchanged.
 
 Notation: f̃⁺ / f̃⁻ are the intervened last-position logits [batch, vocab] at β = +1 / -1,
 c and w the correct and wrong token ids [batch], and log σ(f) the clean log-probs
@@ -17,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from interventions.spec import ObjectiveSpec
 
@@ -46,6 +49,32 @@ def hinge_terms(logits_pos, logits_neg, correct, wrong, margin: float, tails=(No
     return pos, neg
 
 
+def preference_terms(logits_pos, logits_neg, correct, wrong, tails=(None, None)):
+    """Per-example terms of E_pref (BiPO / RePS without a reference model), each [batch].
+
+    β=+1 term: softplus(-(s̃⁺(c) - s̃⁺(w)))  (-log σ of the correct answer's lead)
+    β=-1 term: softplus(-(s̃⁻(w) - s̃⁻(c)))  (and of the wrong answer's lead)
+    Unlike the hinge, neither term reaches 0: there is no margin at which pushing stops.
+    """
+    pos = F.softplus(-score_diff(logits_pos, correct, wrong, tails[0]))
+    neg = F.softplus(score_diff(logits_neg, correct, wrong, tails[1]))
+    return pos, neg
+
+
+def effectiveness_terms(logits_pos, logits_neg, correct, wrong, margin, tails=(None, None), preference=False):
+    """[batch] the effectiveness term per example: both hinges of E_m (margin `margin`), or
+    both terms of E_pref with `preference` True. `preference` may be a bool tensor [batch]
+    choosing per row (fused training: one form per configuration's rows)."""
+    if isinstance(preference, bool) and not preference:
+        pos, neg = hinge_terms(logits_pos, logits_neg, correct, wrong, margin, tails)
+        return pos + neg
+    pos, neg = preference_terms(logits_pos, logits_neg, correct, wrong, tails)
+    if isinstance(preference, bool):
+        return pos + neg
+    hinge_pos, hinge_neg = hinge_terms(logits_pos, logits_neg, correct, wrong, margin, tails)
+    return torch.where(preference, pos + neg, hinge_pos + hinge_neg)
+
+
 def kl_to_clean(logits: torch.Tensor, clean_logprobs: torch.Tensor) -> torch.Tensor:
     """[batch] KL(σ(f̃) ‖ σ(f)) = Σ_v σ(f̃)_v (log σ(f̃)_v - log σ(f)_v)."""
     logp = torch.log_softmax(logits.float(), dim=-1)
@@ -67,14 +96,15 @@ def hold_terms(logits_pos, logits_neg, clean_logprobs, hold_correct, hold_wrong)
     return pos**2 + neg**2
 
 
-def example_terms(logits_pos, logits_neg, correct, wrong, clean_logprobs, margin, hold=None, tails=(None, None)) -> dict:
-    """Per-example terms, each [rows]: "effectiveness" (both hinges), "faithfulness" (both
-    KLs, at the last prompt position) and, when `hold` = (c₂, w₂) is given, "hold". `margin`
-    is a float or a tensor [rows] (fused training: one margin per configuration's rows);
-    `tails` as for `hinge_terms`."""
-    pos, neg = hinge_terms(logits_pos, logits_neg, correct, wrong, margin, tails)
+def example_terms(logits_pos, logits_neg, correct, wrong, clean_logprobs, margin, hold=None, tails=(None, None),
+                  preference=False) -> dict:  # fmt: skip
+    """Per-example terms, each [rows]: "effectiveness" (both hinges, or both preference terms:
+    `effectiveness_terms`), "faithfulness" (both KLs, at the last prompt position) and, when
+    `hold` = (c₂, w₂) is given, "hold". `margin` is a float or a tensor [rows] (fused
+    training: one margin per configuration's rows), `preference` a bool or a bool tensor
+    [rows]; `tails` as for `hinge_terms`."""
     terms = {
-        "effectiveness": pos + neg,
+        "effectiveness": effectiveness_terms(logits_pos, logits_neg, correct, wrong, margin, tails, preference),
         "faithfulness": faithfulness_terms(logits_pos, logits_neg, clean_logprobs),
     }
     if hold is not None:
@@ -102,16 +132,18 @@ def weighted_sum(means: dict, minimality, lambda_f, lambda_m, lambda_hold=0.0):
 @dataclass
 class Objective(ObjectiveSpec):
     """E_m + λ_F·F + λ_M·M (+ λ_H·H for a held answer pair) with λ_F, λ_M, λ_H, m finite and
-    ≥ 0 (its spec, `spec.ObjectiveSpec`, checks them), as a loss to call."""
+    ≥ 0 (its spec, `spec.ObjectiveSpec`, checks them), as a loss to call; E_pref in place of
+    E_m with `effectiveness="preference"`."""
 
     def __call__(self, logits_pos, logits_neg, correct, wrong, clean_logprobs, flat_params, hold=None, tails=(None, None)):
-        """Returns (total loss, {"effectiveness": E_m, "faithfulness": F, "minimality": M[, "hold": H]}).
+        """Returns (total loss, {"effectiveness": E_m (or E_pref), "faithfulness": F, "minimality": M[, "hold": H]}).
 
         `hold`: (hold_correct [B], hold_wrong [B]) for the λ_H term, or None. `tails`:
         (tail⁺ [B], tail⁻ [B]) for answers of several tokens (module docstring).
         """
         hold = hold if self.lambda_hold > 0 else None
-        terms = example_terms(logits_pos, logits_neg, correct, wrong, clean_logprobs, self.margin, hold, tails)
+        terms = example_terms(logits_pos, logits_neg, correct, wrong, clean_logprobs, self.margin, hold, tails,
+                              self.effectiveness == "preference")  # fmt: skip
         means = {k: v.mean() for k, v in terms.items()}
         m = minimality_loss(flat_params)
         total = weighted_sum(means, m, self.lambda_f, self.lambda_m, self.lambda_hold)

@@ -36,6 +36,7 @@ SPLITS = ("train", "val", "test")
 DTYPES = ("float32", "float16", "bfloat16")
 PADDING = ("right", "left")
 LOGGERS = ("wandb", "csv", "none")
+EFFECTIVENESS = ("hinge", "preference")  # objective.effectiveness: the E term's form
 WANDB_MODES = ("offline", "online", "disabled")
 # What the fused loop (not a Lightning Trainer) honours of `trainer`: key -> allowed values
 # (None: any); the others are refused rather than silently ignored.
@@ -114,6 +115,13 @@ def field_kind(schema, key: str, ref_type=None) -> str:
         return "true or false"
     bound = bound_text(declared) if declared is not None else ""
     return f"an integer{bound}" if "int" in kind else f"a number{bound}" if "float" in kind else f"of type {kind}"
+
+
+def beta_grid(key: str, values, example: str = "[-1,0,1]", low: float = -math.inf) -> None:
+    """A list of β: non-empty, finite and each > `low` (0 for magnitudes |β|, tried as +β and -β)."""
+    if not _pending(values) and (not values or not all(math.isfinite(b) and b > low for b in values)):
+        raise ConfigError(f"{key}={list(values)} must be a non-empty list of finite numbers"
+                          f"{'' if low == -math.inf else f' > {low:g}'}, e.g. {key}={example}")
 
 
 def site_list(sites) -> list[str]:
@@ -206,15 +214,17 @@ class TrainedInterventionSpec(InterventionSpec):
 
 @dataclass
 class ObjectiveSpec:
-    """E_m + λ_F·F + λ_M·M (+ λ_H·H for a held answer pair), all weights finite and >= 0."""
+    """E_m (or E_pref) + λ_F·F + λ_M·M (+ λ_H·H for a held answer pair), all weights finite and >= 0."""
 
     lambda_f: float = bounded(0.1, 0)
     lambda_m: float = bounded(0.0, 0)
     margin: float = bounded(1.0, 0)
     lambda_hold: float = bounded(0.0, 0)
+    effectiveness: str = "hinge"  # hinge (E_m) | preference (E_pref, docs/method.md §11: no margin)
 
     def __post_init__(self):
         check_bounds(self, "objective.")
+        choice("objective.effectiveness", self.effectiveness, EFFECTIVENESS)
 
 
 @dataclass
@@ -267,7 +277,7 @@ def _fused_objectives(fused, base: ObjectiveSpec) -> list[ObjectiveSpec]:
         for key, value in setting.items():
             if key not in ObjectiveSpec.__dataclass_fields__:
                 raise ConfigError(f"fused[{i}]: unknown key {key!r}; allowed: {', '.join(ObjectiveSpec.__dataclass_fields__)}")
-            number(f"fused[{i}].{key}", value, 0)
+            choice(f"fused[{i}].{key}", value, EFFECTIVENESS) if key == "effectiveness" else number(f"fused[{i}].{key}", value, 0)
         objectives.append(ObjectiveSpec(**{**asdict(base), **setting}))
     return objectives
 
@@ -281,6 +291,32 @@ def _check_fused_trainer(trainer: dict) -> None:
         if allowed is not None and value not in allowed:
             raise ConfigError(f"trainer.{key}={value!r} is not supported with fused; allowed: "
                               f"{', '.join(map(str, allowed))} (one process on one device in float32)")  # fmt: skip
+
+
+@dataclass
+class SteeringSpec:
+    """How the steering score is measured (`steering_eval=true`; docs/method.md §11)."""
+
+    betas: List[float] = field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0, 3.0])  # |β| tried on the val split
+    curve: List[float] = field(default_factory=lambda: [-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0])
+    max_new_tokens: int = bounded(6, 2, integer=True)  # T, the tokens scored (>= 2: distinct-2 needs a bigram)
+    off_target: Any = "others"  # toy tasks whose held-out prompts should not change ("others": all but the run's)
+    n_off_target: int = bounded(32, 1, integer=True)  # prompts per off-target task and split
+
+    def __post_init__(self):
+        check_bounds(self, "steering.")
+        beta_grid("steering.betas", self.betas, "[0.5,1,2]", low=0)
+        beta_grid("steering.curve", self.curve, "[-2,-1,0,1,2]")
+        _pending(self.off_target) or self.off_target_tasks(None)
+
+    def off_target_tasks(self, task: str | None) -> list[str]:
+        """The tasks whose held-out prompts a run on `task` must leave alone (else one ConfigError line)."""
+        given = [self.off_target] if isinstance(self.off_target, str) else list(self.off_target or [])
+        names = [t for t in TOY_TASKS if t != task and task in (*TOY_TASKS, None)] if given == ["others"] else given
+        if not names or task in names or not set(names) <= set(TOY_TASKS):
+            raise ConfigError(f"steering.off_target={given}: off-target harm needs held-out prompts of toy tasks other than the one"
+                              f" steered{f' ({task})' if task else ''}; name some of {', '.join(TOY_TASKS)}, e.g. [ioi,pronouns]")
+        return names
 
 
 @dataclass
@@ -302,6 +338,8 @@ class TrainConfig:
     fused_chunk: Optional[int] = bounded(None, 1, integer=True, optional=True)  # at most this many fused settings at once (null: all)
     skip_unread: bool = False
     generation_eval: bool = False  # metrics.json: the generation flip accuracy per split (greedy generation per prompt)
+    steering_eval: bool = False  # metrics.json: the steering score on test, its β chosen on val (docs/method.md §11)
+    steering: SteeringSpec = field(default_factory=SteeringSpec)
     threads: Optional[int] = bounded(None, 1, integer=True, optional=True)  # torch's threads (null: SLURM's, the launcher's share, or all)
 
     def __post_init__(self):
@@ -312,6 +350,8 @@ class TrainConfig:
         if self.fused is not None:
             self.fused_objectives()
             _check_fused_trainer(self.trainer)
+        if self.steering_eval:
+            self.steering.off_target_tasks(self.task.name)
 
     def run(self) -> RunSpec:
         return RunSpec(epochs=self.trainer.get("max_epochs", 25), batch_size=self.task.batch_size,
@@ -365,6 +405,8 @@ class EvaluateConfig:
     check_model: bool = True  # refuse a model whose weights differ from the export's
     run_dir: str = "${hydra:runtime.output_dir}"
     overwrite: bool = False
+    steering_eval: bool = False  # metrics.json: the steering score on `split`, its β chosen on val
+    steering: SteeringSpec = field(default_factory=SteeringSpec)
 
     def __post_init__(self):
         choice("split", self.split, SPLITS)
@@ -441,9 +483,7 @@ class GenerateConfig:
         check_bounds(self, "")
         choice("positions_beyond", self.positions_beyond, POSITIONS_BEYOND)
         choice("backend", self.backend, ("bridge", "hf"))
-        if not _pending(self.betas):
-            if not self.betas or not all(math.isfinite(b) for b in self.betas):
-                raise ConfigError(f"betas={list(self.betas)} must be a non-empty list of finite numbers, e.g. betas=[-1,0,1]")
+        beta_grid("betas", self.betas)
         if self.prompts is not None and not all(isinstance(p, str) and p.strip() for p in self.prompts):
             raise ConfigError("prompts must be non-empty strings, e.g. prompts='[\"The capital of France is\"]'")
 

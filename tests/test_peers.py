@@ -1,4 +1,4 @@
-"""The peers' methods (docs/method.md §11): LoReFT, DiffMean and PCA, each checked against a
+"""The peers' methods (docs/method.md §12): LoReFT, DiffMean and PCA, each checked against a
 direct computation of its formula on tiny tensors, and through export, the plain Hugging Face
 model, generation and llama.cpp control vectors."""
 

@@ -7,6 +7,7 @@ so. `bash run.sh test` is this suite itself and is not run again here.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -42,6 +43,8 @@ TINY = {  # command prefix -> what is appended
     "python -m interventions obsprop analyze": ["--n", "16"],
     "python benchmarks/obsprop_init.py": ["--tasks", "ccc", "--epochs", "1", "--n-train", "16", "--seeds", "0"],
     "python benchmarks/run.py": ["--quick"],
+    "python -m interventions circuits score": ["--quick", "--benchmarks", "count_x"],
+    "python -m interventions circuits front": ["--quick", "--lambda-f", "0", "--lambda-m", "0,0.1"],
 }  # fmt: skip
 SELF = ("bash run.sh test",)  # this suite
 
@@ -52,6 +55,8 @@ def tiny(text: str) -> str:
     argv = shlex.split(text)
     if "-m" in argv and any(a.startswith("experiment=") for a in argv):
         extra += ONE_POINT
+    if "hydra/sweeper=pareto" in argv:
+        extra += ["hydra.sweeper.n_trials=2"]  # an adaptive sweep: two trials, not the default 32
     if text.startswith("python benchmarks/run.py") and "summary" in argv:
         extra = []  # it reads the committed results, times nothing
     return " ".join([text, *map(shlex.quote, extra)])
@@ -64,6 +69,13 @@ def expected_failure(command: Command) -> bool:
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
     """A copy of the checkout's user-facing files, the environment's `python` first on PATH."""
+    # The sandbox shares the checkout's .venv, where run.sh reinstalls the package when the
+    # venv's stamp is stale, which would point the checkout's editable install at the sandbox.
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + (ROOT / "run.sh").read_bytes()).hexdigest()
+    stamp = ROOT / ".venv" / ".installed"
+    if not stamp.exists() or stamp.read_text().strip() != want:
+        pytest.fail("the .venv predates pyproject.toml or run.sh: run `bash run.sh setup` first (the README's "
+                    "commands would reinstall the package from their sandbox)")  # fmt: skip
     root = tmp_path_factory.mktemp("clone")
     for name in COPIED:
         source = ROOT / name

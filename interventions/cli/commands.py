@@ -10,10 +10,16 @@
     python -m interventions task-matrix RUN...               each run on each toy task (Fig. 6)
     python -m interventions write-mixed DIR                  data/{train,val,test}.jsonl mixing the toy tasks
     python -m interventions control-vector RUN OUT.gguf      a steervec_shared run on residPost as a llama.cpp control vector
+    python -m interventions circuits score --out DIR         every method's location scores against known circuits
+    python -m interventions circuits check                   the benchmarks' truths, checked by ablation
+    python -m interventions circuits front --out DIR         ActivScalar's localization over (λ_F, λ_M)
+    python -m interventions circuits merge --from A,B --out DIR   score runs of other benchmarks as one result
+    python -m interventions circuits compile --out DIR       compile the RASP programs (the `tracr` extra)
+    python -m interventions circuits plant --out DIR         fine-tune the planted-circuit toy model
 
 This module only parses: usage errors and --help answer at once. What each command does
-is in `interventions.cli.actions`, imported once a command is known (it loads torch and
-the models: about 5 s).
+is in `interventions.cli.actions` (`interventions.cli.circuits` for `circuits`), imported
+once a command is known (it loads torch and the models: about 5 s).
 """
 
 from __future__ import annotations
@@ -127,6 +133,46 @@ def _control_vector(sub) -> None:
     gguf.add_argument("--model-hint", default=None, help="controlvector.model_hint (default: the export's model name)")
 
 
+def _names(text: str) -> list[str]:
+    return [t for t in text.split(",") if t]
+
+
+def _circuits(sub) -> None:
+    circuits = sub.add_parser("circuits", help="localization against known circuits (compiled programs, a planted circuit)")
+    actions = circuits.add_subparsers(dest="action", required=True)
+    score = actions.add_parser("score", help="every method's location scores against the benchmarks' truths: node AUROC, "
+                               "average precision, precision@|G| (results.json, results.md, roc.png)")  # fmt: skip
+    score.add_argument("--benchmarks", type=_names, default=["all"], help="comma-separated, or all (default)")
+    score.add_argument("--methods", type=_names, default=["all"], help="comma-separated method names and random, or all")
+    score.add_argument("--granularities", type=_names, default=["all"], help="site, head, position (default: all)")
+    front = actions.add_parser("front", help="ActivScalar over a (λ_F, λ_M) grid: localization along the Pareto front")
+    front.add_argument("--benchmark", default="planted_ioi")
+    front.add_argument("--granularities", type=_names, default=["all"])
+    front.add_argument("--lambda-f", type=lambda t: [float(x) for x in _names(t)], default=None, help="e.g. 0,0.1,1")
+    front.add_argument("--lambda-m", type=lambda t: [float(x) for x in _names(t)], default=None, help="e.g. 0,0.001,0.01")
+    for parser in (score, front):
+        parser.add_argument("--quick", action="store_true", help="2 seeds and few epochs: a smoke test of the whole pipeline")
+        parser.add_argument("--seeds", type=int, default=5, help="seeds per trained method (default 5)")
+        parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: each benchmark's own)")
+        parser.add_argument("--out", required=True, help="output folder")
+        parser.add_argument("--logger", default="none", choices=("wandb", "none"), help="an offline W&B run in --out")
+        parser.add_argument("--device", default="cpu")
+    merge = actions.add_parser("merge", help="the results of `score` runs on different benchmarks as one (results.json, "
+                               "results.md, roc.png): benchmarks scored as separate jobs")  # fmt: skip
+    merge.add_argument("--from", dest="sources", type=_names, required=True, help="comma-separated score output folders")
+    merge.add_argument("--out", required=True, help="output folder (not one of --from)")
+    check = actions.add_parser("check", help="ablate each benchmark's truth and the rest (zero and mean ablation)")
+    check.add_argument("--benchmarks", type=_names, default=["all"])
+    compile_ = actions.add_parser("compile", help="compile the RASP programs with tracr and convert them (needs the tracr "
+                                  "extra: pip install -e '.[tracr]')")  # fmt: skip
+    plant = actions.add_parser("plant", help="fine-tune the toy model so that toy IOI runs through a chosen circuit")
+    plant.add_argument("--steps", type=int, default=1500)
+    plant.add_argument("--seed", type=int, default=0)
+    for parser in (compile_, plant, check):
+        parser.add_argument("--out" if parser is not check else "--root", required=parser is not check, default=None,
+                            help="a folder of benchmark folders (check: default the committed ones)")  # fmt: skip
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m interventions", description=__doc__.split("\n\n")[0])
     sub = top.add_subparsers(dest="command", required=True)
@@ -135,14 +181,19 @@ def parser() -> argparse.ArgumentParser:
     _reports(sub)
     _generalization(sub)
     _control_vector(sub)
+    _circuits(sub)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse, then run the command; a user error is one line on stderr and exit status 2."""
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    actions = importlib.import_module("interventions.cli.actions")  # loads torch: after parsing (module doc)
+    # this package's progress lines; other libraries' only from warnings up (transformers
+    # announces an installed JAX at INFO)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("interventions").setLevel(logging.INFO)
+    # loads torch: after parsing (module doc)
+    actions = importlib.import_module("interventions.cli.circuits" if args.command == "circuits" else "interventions.cli.actions")
     name = args.command.replace("-", "_") + (f"_{args.action}" if getattr(args, "action", None) else "")
     try:
         return getattr(actions, name)(args) or 0

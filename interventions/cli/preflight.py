@@ -37,6 +37,7 @@ from interventions.cli.configs import ENTRY_CONFIGS, store
 from interventions.methods.registry import configured
 from interventions.spec import EvaluateConfig, GenerateConfig, SummarizeConfig, TrainConfig, field_kind, to_spec
 from interventions.sweeps.jobs import check_sweep_folder
+from interventions.sweeps.space import format_value, sweeper_options
 from interventions.toyworld import hf_form_problem, is_native_model, model_config
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -82,13 +83,14 @@ def entry_config(argv: list[str], entry: str) -> tuple[Path, str]:
     return EVALUATE_CONF_DIR, EVALUATE_MODES[modes[0]] if modes else "evaluate"
 
 
-def compose_config(conf_dir: Path, name: str, overrides: list[str]) -> DictConfig:
-    """The config Hydra composes from `conf_dir`/`name` with `overrides` (no hydra node)."""
+def compose_config(conf_dir: Path, name: str, overrides: list[str], hydra: bool = False) -> DictConfig:
+    """The config Hydra composes from `conf_dir`/`name` with `overrides` (the hydra node too
+    if `hydra`)."""
     store(overrides)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            return compose(name, overrides=overrides)
+            return compose(name, overrides=overrides, return_hydra_config=hydra)
     finally:
         GlobalHydra.instance().clear()
 
@@ -218,6 +220,17 @@ def check_hf_backend(spec: GenerateConfig) -> None:
                           "use backend=bridge")  # fmt: skip
 
 
+def check_steering_task(spec: EvaluateConfig) -> None:
+    """evaluate.py steering_eval=true: the task evaluated (task.name, else the export's) must
+    have other tasks' held-out prompts to measure off-target harm on (train.py's config
+    checks its own task: `spec.TrainConfig`)."""
+    if not spec.steering_eval:
+        return
+    name = spec.task.name or ((export_meta(spec.intervention) or {}).get("task") or {}).get("name")
+    if name is not None:  # None: loading the export says what is wrong with it
+        spec.steering.off_target_tasks(name)
+
+
 def check_hub_model(spec) -> None:
     """A model named by a hub id that is neither in the local cache nor reachable: one line now,
     instead of transformers' retries (`interventions.hub`)."""
@@ -285,6 +298,54 @@ def _checked_spec(conf_dir: Path, name: str, overrides: list[str]):
     return configured(spec) if isinstance(spec, TrainConfig) else spec
 
 
+ADAPTIVE_SWEEPER = "hydra_plugins.interventions_sweepers.AdaptiveSweeper"  # hydra/sweeper=pareto
+
+
+def _sweeper_node(conf_dir: Path, name: str, argv: list[str], run: list[str]) -> dict | None:
+    """The hydra.sweeper node a multirun of `argv` composes (None where Hydra's own config does
+    not compose for another reason: Hydra reports that as before)."""
+    hydra_args = [a for a in argv if not a.startswith("-") and "=" in a and a.lstrip("+~").startswith("hydra")
+                  and not a.lstrip("+~").startswith("hydra.searchpath=")]  # fmt: skip
+    try:
+        return OmegaConf.to_container(compose_config(conf_dir, name, run + hydra_args, hydra=True).hydra.sweeper)
+    except HydraException as error:
+        key = getattr(error.__cause__, "full_key", None) or ""
+        if key.count(".") >= 3 and key.startswith("hydra.sweeper."):  # a new key in one of its maps (space, ...)
+            parent = key.rsplit(".", 1)[0]
+            raise ConfigError(f"{key}: {parent} has no such key to replace; add one with a leading +, e.g. "
+                              f"'+{key}=...'") from None  # fmt: skip
+        if key.startswith("hydra.sweeper."):
+            rest = [a for a in hydra_args if not key.startswith(a.lstrip("+~").split("=", 1)[0])]
+            node = compose_config(conf_dir, name, run + rest, hydra=True).hydra.sweeper
+            raise ConfigError(f"unknown key {key}; allowed keys of hydra.sweeper: {', '.join(node.keys())}") from None
+        return None
+
+
+def check_adaptive_sweep(conf_dir: Path, name: str, argv: list[str], run: list[str]) -> None:
+    """hydra/sweeper=pareto (`sweeps.adaptive`): its options checked (`sweeps.space`), then a
+    run at each end of each dimension of its space (and at each choice) composed and checked
+    like any run, so that an unknown key or a value the config refuses is one line naming the
+    dimension, before anything runs. `run`: the command line's first run (`expand_sweeps`)."""
+    if name != "train" or not ("-m" in argv or "--multirun" in argv):
+        return
+    sweeper = _sweeper_node(conf_dir, name, argv, run)
+    if sweeper is None or sweeper.get("_target_") != ADAPTIVE_SWEEPER:
+        return
+    options = sweeper_options(**{k: v for k, v in sweeper.items() if k not in ("_target_", "params")})
+    fixed = {a.lstrip("+~").split("=", 1)[0] for a in run}  # the command line takes these out of the space
+    for dimension in options.space:
+        for value in dimension.corners() if dimension.key not in fixed else []:
+            try:
+                _checked_spec(conf_dir, name, [*run, f"{dimension.key}={format_value(value)}"])
+            except ConfigError as error:
+                raise ConfigError(f"hydra.sweeper.space.{dimension.key}={dimension.text()}: {error}") from None
+    if options.fused:
+        try:
+            _checked_spec(conf_dir, name, [*run, "fused=[{}]"])
+        except ConfigError as error:
+            raise ConfigError(f"hydra.sweeper.fused=true: {error}") from None
+
+
 def preflight(argv: list[str], entry: str) -> Preflight:
     """Compose and check the config entry point `entry` ("train" or "evaluate") will see;
     raise ConfigError, or return what to do before Hydra starts."""
@@ -294,13 +355,16 @@ def preflight(argv: list[str], entry: str) -> Preflight:
     overrides = [a for a in argv if not a.startswith("-") and "=" in a
                  and (not a.lstrip("+~").startswith("hydra") or a.lstrip("+~").startswith("hydra.searchpath="))]  # fmt: skip
     remote = argv_value(argv, "hydra/launcher") in REMOTE_LAUNCHERS
-    specs = [_checked_spec(conf_dir, name, run) for run in expand_sweeps(overrides)]
+    runs = expand_sweeps(overrides)
+    specs = [_checked_spec(conf_dir, name, run) for run in runs]
+    check_adaptive_sweep(conf_dir, name, argv, runs[0])
     read: dict = {}  # files and tokenizers, read once for all of a sweep's runs
     for spec in specs:
         if not remote:
             check_gpu_available(spec)
         if isinstance(spec, EvaluateConfig):
             check_export_path(spec.intervention)
+            check_steering_task(spec)
         if isinstance(spec, GenerateConfig):
             check_export_path(spec.generate)
             check_hf_backend(spec)

@@ -129,6 +129,9 @@ class Method(nn.Module):
     # the subspace-illusion diagnostic (reports.illusion) of a vector intervention: "auto" (always),
     # "on request" (illusion=true), None (never)
     illusion: ClassVar[str | None] = None
+    # a score per location of its grid (`localization_scores`, circuits benchmarks); False for
+    # a method that is fitted at one location of its own choosing
+    localizes: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -290,6 +293,11 @@ class Method(nn.Module):
         methods, [] or [H'] for the others. α for scalars, ‖v‖ for vectors."""
         p = self.param(site, layer).detach()
         return p if self.scalar else p.norm(dim=-1)
+
+    def localization_scores(self, site: str, layer: int) -> torch.Tensor:
+        """How much each location of (site, layer) matters by this method's reading, shaped as
+        `location_values`, ≥ 0 (docs/method.md §13): |α| for scalars, ‖v‖ for vectors."""
+        return self.location_values(site, layer).abs()
 
     def received(self, site: str, layer: int) -> torch.Tensor | None:
         """Which locations of (site, layer) received a gradient in training, shaped as

@@ -1,4 +1,4 @@
-"""Contrastive steering vectors, fitted without training (docs/method.md §11): per (site, layer)
+"""Contrastive steering vectors, fitted without training (docs/method.md §12): per (site, layer)
 of the residual stream, the activations at the answer's position when the prompt is followed
 by the correct answer and when it is followed by the wrong one,
 

@@ -1,6 +1,6 @@
 """DiffMean (contrastive activation addition, Rimsky et al. 2024; AxBench's DiffMean): v = the
 mean over the train split of h(x ⊕ c) − h(x ⊕ w) at the answer token, added as h + β s v at
-every position, s fitted on the train split (`methods.contrastive`; docs/method.md §11)."""
+every position, s fitted on the train split (`methods.contrastive`; docs/method.md §12)."""
 
 from __future__ import annotations
 

@@ -49,6 +49,10 @@ class DynScalar(Method):
     def param_shape(self, site, cfg):
         return self.units_width(site, cfg)  # one vector per (site, layer): [D], or [H', D] for head sites
 
+    def localization_scores(self, site: str, layer: int) -> torch.Tensor:
+        """‖g‖ of (site, layer): [] or [H'] (its α is gᵀh/‖h‖, at most ‖g‖ in size)."""
+        return self.param(site, layer).detach().norm(dim=-1)
+
     def alpha(self, site: str, layer: int, h: torch.Tensor) -> torch.Tensor:
         """α for every position: [batch, pos] or [batch, pos, heads] (head sites)."""
         return self._alpha(self.param(site, layer), site, layer, h)[..., 0]

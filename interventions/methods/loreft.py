@@ -1,5 +1,5 @@
 """LoReFT (Wu et al. 2024, pyreft's low-rank representation finetuning) as an intervention
-(docs/method.md §11):
+(docs/method.md §12):
 
     h̃ = h + β Rᵀ(W h + b − R h),   R ∈ ℝ^{r×d} with orthonormal rows (R Rᵀ = I), W ∈ ℝ^{r×d}, b ∈ ℝ^r
 
@@ -11,7 +11,7 @@ at those positions of prompts of the trained length, one edit shared by them (py
 form), and at none past the prompt.
 
 Minimality's L1 and its count are taken over the edit, W − R and b (`minimality_vector`); a
-location's value is ‖W − R‖_F + ‖b‖ (docs/method.md §10). At initialisation R is a random
+location's value is ‖W − R‖_F + ‖b‖ (docs/method.md §13). At initialisation R is a random
 orthonormal matrix, W = R + noise and b = noise (of scale init_scale), so the edit starts
 near zero, as the other methods' parameters do.
 """

@@ -47,6 +47,7 @@ class ObsPropSteer(SteerVec):
     color = None
     obsprop_form = None
     illusion = "auto"
+    localizes = False  # one location, chosen from the weights: no score for the others
 
     def fit(self, model, datamodule, task) -> tuple["ObsPropSteer", dict]:
         """Choose head and position within this method's grid (its layers and heads bound the

@@ -1,7 +1,7 @@
 """PCA (repeng's form): v = the first principal component u of the train split's differences
 d_n = h(x_n ⊕ c_n) − h(x_n ⊕ w_n) at the answer token, uncentred as repeng takes them, signed
 so that mean_n uᵀd_n > 0 (a unit vector); added as h + β s v at every position, s fitted on
-the train split (`methods.contrastive`; docs/method.md §11)."""
+the train split (`methods.contrastive`; docs/method.md §12)."""
 
 from __future__ import annotations
 

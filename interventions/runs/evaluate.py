@@ -19,9 +19,10 @@ from interventions.reports.generalization import generalization, markdown, write
 from interventions.reports.run import summary_table, write_plots
 from interventions.rundir import METRICS_FILE
 from interventions.runs.generate import generation_run
-from interventions.runs.record import run_logger
+from interventions.runs.record import run_logger, steering_run
 from interventions.spec import EvaluateConfig, GenerateConfig, GeneralizationConfig, SummarizeConfig, to_spec
 from interventions.sweeps.summary import summarize_sweep
+from interventions.tasks import load_splits
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,10 @@ def evaluation_run(cfg: DictConfig, config: EvaluateConfig) -> dict:
     logger = run_logger(config.logger, cfg, out_dir, f"eval-{out_dir.name}")
     try:
         metrics = {config.split: module.evaluate(dm.loader(config.split))}
+        if config.steering_eval:  # β chosen on the export's task's val split, the score on config.split
+            select = load_splits(task, model, config.seed, fixed_length=iv.method.position_tied, splits=("val",))["val"]
+            metrics[config.split].update(steering_run(config.steering, module, select or dm.tasks[config.split],
+                                                      dm.tasks[config.split], dm.datasets[config.split], config.seed))  # fmt: skip
         title = f"{iv.name} from {Path(iv.path).name}: {task.name} template {task.template}, {config.split}"
         images, rows = write_plots(out_dir, module, dm, config.split, title)
         log_files(logger, images, rows, flatten(metrics, "eval/"))

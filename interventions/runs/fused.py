@@ -48,7 +48,7 @@ def fused_setting_configs(cfg: DictConfig, config: TrainConfig) -> list[tuple[Di
 
 def train_settings(config: TrainConfig, pending: list) -> tuple[list, TaskDataModule, object, float]:
     """Train the pending fused settings (`fused_chunk` at a time): (methods or errors, the
-    test data, the model, training seconds)."""
+    evaluation data (train, val, test), the model, training seconds)."""
     model = load_model(config.model.name, **{**config.model.load_options(), "device": fused_device(config)})[0]
     position_tied = method_class(config.intervention.method).tied_to_positions(config.intervention)
     tasks = load_splits(config.task, model, config.seed, fixed_length=position_tied)
@@ -59,7 +59,7 @@ def train_settings(config: TrainConfig, pending: list) -> tuple[list, TaskDataMo
                for m in train_fused(model, tasks["train"], objectives[start : start + chunk], config.intervention,
                                     config.run(), progress=config.trainer.get("enable_progress_bar", True))]  # fmt: skip
     seconds = time.perf_counter() - started  # all settings together
-    dm = TaskDataModule(model, tasks["train"], None, tasks["test"], batch_size=config.task.batch_size,
+    dm = TaskDataModule(model, tasks["train"], tasks["val"], tasks["test"], batch_size=config.task.batch_size,
                         padding_side=config.task.padding_side, fixed_length=position_tied)  # fmt: skip
     dm.setup()
     return methods, dm, model, seconds

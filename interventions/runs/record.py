@@ -20,8 +20,10 @@ from interventions.numerics import check_metrics
 from interventions.reports.illusion_files import format_illusion, write_illusion
 from interventions.reports.run import illusion_report, summary_table, write_plots
 from interventions.rundir import METRICS_FILE
-from interventions.spec import LoggerSpec, TrainConfig
+from interventions.spec import LoggerSpec, SteeringSpec, TrainConfig
+from interventions.steering import steering_metrics
 from interventions.tasks.datamodule import TaskDataModule
+from interventions.tasks.datapoint import Task
 from interventions.threads import launcher_jobs, resolve_threads
 from interventions.training.module import InterventionModule
 
@@ -45,6 +47,21 @@ def run_record(config: TrainConfig, metrics: dict, train_seconds: float) -> dict
     }  # fmt: skip
 
 
+def steering_run(spec: SteeringSpec, module: InterventionModule, select: Task, report: Task, report_data,
+                 seed: int) -> dict:  # fmt: skip
+    """The steering score on `report` (`report_data`: it encoded), its β chosen on `select`,
+    with a line saying what it found (`steering.steering_metrics`)."""
+    clock: dict = {}
+    found = steering_metrics(module, select, report, report_data, spec, seed, clock=clock)
+    parts = found["steering"]
+    log.info(f"steering score {found['steering_score']:.4f} on {report.split} at |β| = {parts['beta']:g} (chosen on "
+             f"{select.split}): success {parts['success_pos']:.3f} / {parts['success_neg']:.3f}, fluency "
+             f"{parts['fluency_pos']:.3f} / {parts['fluency_neg']:.3f}, off-target {parts['off_target_pos']:.3f} / "
+             f"{parts['off_target_neg']:.3f} (β > 0 / β < 0), wrong way {parts['wrong_way']:.3f}; "
+             f"{clock['total']:.1f} s, {clock['generation']:.1f} s of it generating")  # fmt: skip
+    return found
+
+
 def write_run(run_dir: Path, config: TrainConfig, model, module: InterventionModule, dm: TaskDataModule,
               train_seconds: float, logger=None, info: dict | None = None) -> dict:  # fmt: skip
     """Evaluate a trained module and write every file of its run; metrics.json last.
@@ -54,11 +71,17 @@ def write_run(run_dir: Path, config: TrainConfig, model, module: InterventionMod
     run is either finished or has no export.
     """
     method = module.method
-    metrics = {split: module.evaluate(dm.loader(split)) for split in ("train", "test")}
+    # val (when the task has one) is the split an adaptive sweep is guided by (sweeps.adaptive): test never is
+    metrics = {split: module.evaluate(dm.loader(split)) for split in ("train", "val", "test")
+               if dm.tasks.get(split) is not None}  # fmt: skip
     if config.generation_eval:
         for split, values in metrics.items():
             found = generation_flip_accuracy(model, method, dm.tasks[split], batch_size=config.task.batch_size * 4)
             values.update({k: v for k, v in found.items() if k != "n"})
+    if config.steering_eval:
+        select = dm.tasks.get("val") or dm.tasks["train"]  # a task file may have no val split: β chosen on train
+        metrics["test"].update(steering_run(config.steering, module, select, dm.tasks["test"], dm.datasets["test"],
+                                            config.seed))  # fmt: skip
     check_metrics(metrics, f"the run in {run_dir}")
     title = f"{method.name} on {config.task.name} (template {config.task.template})"
     images, rows = write_plots(run_dir, module, dm, "test", title)

@@ -65,10 +65,15 @@ def job_config(config_loader, master: DictConfig, overrides: Sequence[str], num:
 def pending_jobs(config_loader, master: DictConfig, batch: Sequence[Sequence[str]], first: int) -> list[tuple[int, list[str]]]:
     """(number, overrides) of each job of `batch` (numbered from `first`) that is not a
     finished run in its folder; each finished one is named in a log line."""
+    return unfinished_jobs(config_loader, master, [(first + offset, list(o)) for offset, o in enumerate(batch)])
+
+
+def unfinished_jobs(config_loader, master: DictConfig, jobs: Sequence[tuple[int, list[str]]]) -> list[tuple[int, list[str]]]:
+    """The jobs ((number, overrides)) that are not a finished run in their numbered folders;
+    each finished one is named in a log line."""
     sweep_dir = Path(str(master.hydra.sweep.dir))
     pending = []
-    for offset, overrides in enumerate(batch):
-        num = first + offset
+    for num, overrides in jobs:
         if (sweep_dir / str(num) / METRICS_FILE).exists():  # composing every job of a fresh sweep costs time
             run_dir, identity = job_config(config_loader, master, overrides, num)
             if finished_as(run_dir, identity):

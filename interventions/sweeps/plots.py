@@ -1,4 +1,5 @@
-"""The sweep's Pareto plots, in the paper's Fig. 2 style.
+"""The sweep's Pareto plots, in the paper's Fig. 2 style, and an adaptive sweep's
+hypervolume curves (`plot_hypervolume`).
 
 Each test point carries its run's name; runs whose test points coincide share one label
 ("0, 3"), so none hides another. The minimality axis is logarithmic (counts span decades),
@@ -20,7 +21,6 @@ from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter  # noqa
 
 from interventions.methods.registry import method_color, method_label  # noqa: E402
 from interventions.sweeps.pareto import FRONTS, front_order  # noqa: E402
-
 
 
 def plot_front(records: list[dict], front: str, title: str | None = None):
@@ -100,3 +100,19 @@ def _finite(values: dict | None, *keys) -> bool:
     if not values:
         return False
     return all(isinstance(values.get(k), (int, float)) and math.isfinite(values[k]) for k in keys)
+
+
+def plot_hypervolume(curves: dict[str, list[float]], title: str):
+    """The hypervolume after each trial, one line per split ({"val": [...], "test": [...]})."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for split, values in curves.items():
+        ax.plot(range(1, len(values) + 1), values, marker="o", ms=3, lw=1.5,
+                label=f"{split}{' (told to the sampler)' if split == 'val' else ''}")  # fmt: skip
+    ax.set_xlabel("trials")
+    ax.set_ylabel("hypervolume (normalised over the sweep's runs)")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig

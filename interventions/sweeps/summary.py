@@ -5,7 +5,8 @@
 At the end of a multirun, `SweepSummary.on_multirun_end` (registered in conf/train.yaml)
 calls `summarize_sweep`, which reads every run folder of the sweep and writes, at its root:
 pareto.json, pareto.md, pareto_faithfulness.png, pareto_minimality.png and a W&B summary
-run (when the logger is wandb). A run's status is "finished" (metrics.json present),
+run (when the logger is wandb); an adaptive sweep (`hydra/sweeper=pareto`) also gets its
+trial table and hypervolume curves (`sweeps.study`). A run's status is "finished" (metrics.json present),
 "failed" (error.txt present; the error line is recorded), "interrupted" (stopped by SIGINT or
 SIGTERM: a relaunch runs it again) or "incomplete" (started, never finished: killed without a
 chance to say so, or still running). Pareto membership is computed on TEST metrics among
@@ -34,6 +35,7 @@ from interventions.methods.registry import method_label
 from interventions.sweeps.jobs import JOB_FILE, check_sweep_folder, run_dirs, sweep_group
 from interventions.sweeps.pareto import FRONTS, front_of
 from interventions.sweeps.plots import plot_front
+from interventions.sweeps.study import write_study_outputs
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "pareto.json"
@@ -83,6 +85,7 @@ def hyperparameters(config: dict) -> dict:
         "lambda_f": g("objective", "lambda_f"),
         "lambda_m": g("objective", "lambda_m"),
         "margin": g("objective", "margin"),
+        "effectiveness": g("objective", "effectiveness"),  # hinge or preference (None: written before the option)
         "lr": g("intervention", "lr"),
         "seed": config.get("seed"),
         "sites": g("intervention", "sites"),
@@ -113,13 +116,14 @@ def collect_runs(sweep_dir: str | Path) -> list[dict]:
             "status": "incomplete",
             "error": None,
             "train": None,
+            "val": None,
             "test": None,
         }
         damaged = export_problem(run_dir) if metrics is not None else None
         if damaged:
-            record.update(status="damaged", error=damaged, train=metrics.get("train"), test=metrics.get("test"))
+            record.update(status="damaged", error=damaged, **_splits(metrics))
         elif metrics is not None and isinstance(metrics.get("test"), dict):
-            record.update(status="finished", train=metrics.get("train"), test=metrics.get("test"))
+            record.update(status="finished", **_splits(metrics))
         elif (run_dir / ERROR_FILE).exists():
             line = (job or {}).get("error")
             if not line:
@@ -130,6 +134,11 @@ def collect_runs(sweep_dir: str | Path) -> list[dict]:
             record.update(status="interrupted", error=job.get("error"))
         records.append(record)
     return records
+
+
+def _splits(metrics: dict) -> dict:
+    """A run's metrics per split (val: runs written before it was measured have none)."""
+    return {split: metrics.get(split) for split in ("train", "val", "test")}
 
 
 def annotate_fronts(records: list[dict]) -> dict:
@@ -163,7 +172,7 @@ def table_rows(records: list[dict]) -> tuple[list[str], list[list]]:
     """Columns and rows of the sweep table (W&B table and pareto.md)."""
     columns = ["run", "status", "method", "lambda_f", "lambda_m", "margin", "lr", "seed",
                "train_effectiveness", "test_effectiveness", "train_faithfulness", "test_faithfulness",
-               "test_minimality", "n_params", "test_flip_accuracy", "front_faithfulness",
+               "test_minimality", "n_params", "test_flip_accuracy", "test_steering_score", "front_faithfulness",
                "front_minimality", "overrides", "error"]  # fmt: skip
     rows = []
     for r in records:
@@ -172,7 +181,7 @@ def table_rows(records: list[dict]) -> tuple[list[str], list[list]]:
             r["run"], r["status"], h.get("method"), h.get("lambda_f"), h.get("lambda_m"), h.get("margin"),
             h.get("lr"), h.get("seed"), tr.get("effectiveness"), te.get("effectiveness"),
             tr.get("faithfulness"), te.get("faithfulness"), te.get("minimality"), te.get("n_params"),
-            te.get("flip_accuracy"), bool(r.get("pareto", {}).get("faithfulness")),
+            te.get("flip_accuracy"), te.get("steering_score"), bool(r.get("pareto", {}).get("faithfulness")),
             bool(r.get("pareto", {}).get("minimality")), " ".join(r["overrides"]), r.get("error"),
         ])  # fmt: skip
     return columns, rows
@@ -180,7 +189,7 @@ def table_rows(records: list[dict]) -> tuple[list[str], list[list]]:
 
 def markdown_table(records: list[dict]) -> str:
     head = ["run", "status", "method", "λ_F", "λ_M", "m", "eff. train", "eff. test", "faith. test",
-            "minimality", "params", "front E–F", "front E–M"]  # fmt: skip
+            "minimality", "params", "steering", "front E–F", "front E–M"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
         h, tr, te = r["hparams"], r.get("train") or {}, r.get("test") or {}
@@ -189,7 +198,8 @@ def markdown_table(records: list[dict]) -> str:
         cells = [r["run"], status.replace("|", "/"), method_label(h.get("method")), _hp(h.get("lambda_f")),
                  _hp(h.get("lambda_m")), _hp(h.get("margin")), _fmt(tr.get("effectiveness")),
                  _fmt(te.get("effectiveness")), _fmt(te.get("faithfulness")), _fmt(te.get("minimality")),
-                 _fmt(te.get("n_params")), "●" if p.get("faithfulness") else "", "●" if p.get("minimality") else ""]  # fmt: skip
+                 _fmt(te.get("n_params")), _fmt(te.get("steering_score")), "●" if p.get("faithfulness") else "",
+                 "●" if p.get("minimality") else ""]  # fmt: skip
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -241,8 +251,11 @@ def summarize_sweep(sweep_dir: str | Path, logger: dict | None = None, group: st
         path = sweep_dir / PLOT_FILES[name]
         save_figure(plot_front(records, name), path)
         images[f"pareto_{name}"] = path
+    study = write_study_outputs(sweep_dir, records)  # None unless the sweep was adaptive
+    if study is not None:
+        images.update(study["images"])
     if logger.get("kind") == "wandb":
-        _wandb_summary(sweep_dir, logger, group, records, images, counts)
+        _wandb_summary(sweep_dir, logger, group, records, images, counts, study)
     for r in records:
         if r["status"] == "damaged":
             log.warning(f"warning: run {r['run']} finished, but {r['error']}; it is left out of the fronts, and "
@@ -260,8 +273,9 @@ def summary_counts(counts: dict) -> dict:
     return {("runs_total" if status == "runs" else f"runs_{status}"): value for status, value in counts.items()}
 
 
-def _wandb_summary(sweep_dir: Path, logger_cfg: dict, group: str, records, images, counts) -> None:
-    """A W&B run (offline by default) in the sweep's group with the table and both plots."""
+def _wandb_summary(sweep_dir: Path, logger_cfg: dict, group: str, records, images, counts, study=None) -> None:
+    """A W&B run (offline by default) in the sweep's group with the table and both plots; for an
+    adaptive sweep also its trial table and the hypervolume after each trial (val, test)."""
     logger = make_logger(
         "wandb", sweep_dir, project=logger_cfg.get("project") or "interventions",
         mode=logger_cfg.get("mode") or "offline", group=group, name="sweep-summary",
@@ -274,6 +288,8 @@ def _wandb_summary(sweep_dir: Path, logger_cfg: dict, group: str, records, image
         logger.log_table(key="pareto", columns=columns, data=[[_cell(v) for v in row] for row in rows])
         for key, path in images.items():
             logger.log_image(key=key, images=[str(path)])
+        if study is not None:
+            _wandb_study(logger, study)
         logger.experiment.summary.update(summary_counts(counts))
     except Exception as error:  # the files at the sweep root are complete either way
         warnings.warn(f"W&B sweep summary failed ({error}); pareto.json and the plots are written", stacklevel=2)
@@ -281,6 +297,15 @@ def _wandb_summary(sweep_dir: Path, logger_cfg: dict, group: str, records, image
         finish(logger)
         if logger is not None and not is_wandb(logger):
             shutil.rmtree(sweep_dir / "csv", ignore_errors=True)  # make_logger's fallback, unused here
+
+
+def _wandb_study(logger, study: dict) -> None:
+    """The trial table, and the hypervolume after each trial as a curve (step = trial count)."""
+    rows = study["rows"]
+    columns = ["trial", "run", "state", "params", "val", "test", "ask_seconds"]
+    logger.log_table(key="trials", columns=columns, data=[[_cell(row[c]) for c in columns] for row in rows])
+    for i in range(len(rows)):
+        logger.log_metrics({f"hypervolume/{split}": values[i] for split, values in study["curves"].items()}, step=i + 1)
 
 
 def _cell(value):

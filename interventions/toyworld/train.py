@@ -47,7 +47,7 @@ def build_model(vocab_size: int, seed: int, tokenizer=None):
     return TransformerBridge.boot_native(config, tokenizer=tokenizer, model_name="toy"), config
 
 
-def _batches(token_lists: list[list[int]], batch_size: int, pad_id: int, generator):
+def sentence_batches(token_lists: list[list[int]], batch_size: int, pad_id: int, generator):
     """Endless shuffled batches: (tokens [batch, pos], loss mask [batch, pos-1])."""
     n = len(token_lists)
     if n < batch_size:  # no full batch would ever be drawn
@@ -63,7 +63,7 @@ def _batches(token_lists: list[list[int]], batch_size: int, pad_id: int, generat
             yield tokens, (tokens[:, 1:] != pad_id)
 
 
-def _tokenized_corpus(tokenizer, n: int, seed: int) -> tuple[list[str], list[list[int]]]:
+def tokenized_corpus(tokenizer, n: int, seed: int) -> tuple[list[str], list[list[int]]]:
     """`n` corpus sentences and their token ids; every word must be in the vocabulary."""
     sentences = corpus.sample_corpus(n, seed=seed)
     token_lists = [tokenizer(s)["input_ids"] for s in sentences]
@@ -73,7 +73,7 @@ def _tokenized_corpus(tokenizer, n: int, seed: int) -> tuple[list[str], list[lis
     return sentences, token_lists
 
 
-def _optimizer(model, lr: float, weight_decay: float, warmup: int, steps: int):
+def optimizer_and_schedule(model, lr: float, weight_decay: float, warmup: int, steps: int):
     """AdamW (no decay on vectors) with linear warmup, then cosine decay to 10% of `lr`."""
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
@@ -90,6 +90,24 @@ def _optimizer(model, lr: float, weight_decay: float, warmup: int, steps: int):
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_frac))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def next_token_loss(model, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy of `tokens` [batch, pos] over the positions `mask`
+    [batch, pos-1] keeps."""
+    logits = model(tokens)[:, :-1]
+    loss_all = F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none")
+    return (loss_all * mask).sum() / mask.sum()
+
+
+def take_step(model, optimizer, scheduler, loss: torch.Tensor) -> float:
+    """One optimiser step on `loss` (gradients clipped to norm 1); returns the loss."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    scheduler.step()
+    return loss.item()
 
 
 def train(
@@ -109,27 +127,18 @@ def train(
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(corpus.all_words())
     # each sentence is seen about 4 times; at least one batch's worth, however few the steps
-    sentences, token_lists = _tokenized_corpus(tokenizer, max(steps * batch_size // 4, batch_size), seed)
+    sentences, token_lists = tokenized_corpus(tokenizer, max(steps * batch_size // 4, batch_size), seed)
 
     model, config = build_model(len(tokenizer), seed)
     config.pop("seed")  # only the initialisation used it
     model.train()
-    optimizer, scheduler = _optimizer(model, lr, weight_decay, warmup, steps)
+    optimizer, scheduler = optimizer_and_schedule(model, lr, weight_decay, warmup, steps)
     generator = torch.Generator().manual_seed(seed)
-    batches = _batches(token_lists, batch_size, tokenizer.pad_token_id, generator)
+    batches = sentence_batches(token_lists, batch_size, tokenizer.pad_token_id, generator)
     losses = []
     bar = tqdm(range(steps), desc="toy model", disable=not progress)
     for step in bar:
-        tokens, mask = next(batches)
-        logits = model(tokens)[:, :-1]
-        loss_all = F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none")
-        loss = (loss_all * mask).sum() / mask.sum()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
+        losses.append(take_step(model, optimizer, scheduler, next_token_loss(model, *next(batches))))
         if step % 50 == 0:
             bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3f}")
 

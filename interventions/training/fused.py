@@ -139,7 +139,7 @@ def stacked_minimality(proto: Method, stacked: dict[str, torch.Tensor]) -> torch
 def fused_loss(objectives: list[Objective], stacked: dict[str, torch.Tensor], batch: dict, logits_pos, logits_neg,
                tails=None, proto: Method | None = None) -> torch.Tensor:  # fmt: skip
     """objective_k on block k for every k, computed for all K at once: the per-example terms
-    of all K × B rows in one call (margins per row), each configuration's batch means [K],
+    of all K × B rows in one call (margins and effectiveness forms per row), each configuration's batch means [K],
     its M_k = ‖vec(θ_k)‖₁ [K] and its weights [K] (`objective.weighted_sum`).
 
     Args:
@@ -157,10 +157,14 @@ def fused_loss(objectives: list[Objective], stacked: dict[str, torch.Tensor], ba
     hold = None
     if "hold_correct" in batch and any(o.lambda_hold > 0 for o in objectives):
         hold = (batch["hold_correct"].repeat(k_count), batch["hold_wrong"].repeat(k_count))
+    preference = [o.effectiveness == "preference" for o in objectives]
+    if any(preference):  # per row: the form of its configuration (all hinge: exactly the hinge's terms)
+        preference = torch.tensor(preference, device=device).repeat_interleave(b)
     terms = example_terms(
         logits_pos.flatten(0, 1), logits_neg.flatten(0, 1), batch["correct"].repeat(k_count),
         batch["wrong"].repeat(k_count), batch["clean_logprobs"].repeat(k_count, 1),
         per_config("margin").repeat_interleave(b), hold, (None, None) if tails is None else tuple(t.flatten() for t in tails),
+        preference if isinstance(preference, torch.Tensor) else False,
     )  # fmt: skip
     means = {name: values.view(k_count, b).mean(1) for name, values in terms.items()}
     flat = torch.cat([values.flatten(1) for values in stacked.values()], 1) if proto is None else stacked_minimality(proto, stacked)
