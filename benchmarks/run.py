@@ -1,6 +1,8 @@
 """The benchmarks' command line: speed and memory of the training step, as ratios.
 
     python benchmarks/run.py step      [--models toy,gpt2-small] [--repeats 20]   (step.py)
+    python benchmarks/run.py floor     (the step's forward + backward through the bridge vs through the plain
+                                       Hugging Face model of the same toy weights with the same hooks; floor.py)
     python benchmarks/run.py scaling   [--model toy|gpt2-small]                   (scaling.py)
     python benchmarks/run.py fused     (K = 16 configurations: fused vs separate runs; fused.py)
     python benchmarks/run.py prefix    [--models toy,gpt2-small,hf-gpt2-small] (intervening on the last
@@ -40,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import fused, gelu, generate, peer, prefix, progress, scaling, steering, step  # noqa: E402
+from benchmarks import floor, fused, gelu, generate, peer, prefix, progress, scaling, steering, step  # noqa: E402
 from benchmarks.harness import printed, write_results  # noqa: E402
 from benchmarks.summary import summary  # noqa: E402
 from interventions.console import configure_cli  # noqa: E402
@@ -68,8 +70,8 @@ def sizes(args) -> Sizes:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/run.py")
-    parser.add_argument("what", choices=["step", "scaling", "fused", "prefix", "peer", "gelu", "progress", "generate",
-                                         "steering", "summary", "all", "_point"])  # fmt: skip
+    parser.add_argument("what", choices=["step", "floor", "scaling", "fused", "prefix", "peer", "gelu", "progress",
+                                         "generate", "steering", "summary", "all", "_point"])  # fmt: skip
     parser.add_argument("args", nargs="*")
     parser.add_argument("--models", default="toy,gpt2-small")
     parser.add_argument("--model", default="toy")
@@ -136,6 +138,7 @@ def plan(args, size: Sizes, device) -> dict:
     fused_options = ({}, {"skip_unread": True}, {"layers": [3]})  # 3: the toy's last layer
     return {
         "step": ("step", lambda: [printed(step_point(name, batch)) for name, batch in shapes]),
+        "floor": ("floor", lambda: [printed(point) for point in floor.run(size.repeats, (4,) if size.quick else (4, 32))]),
         "prefix": ("prefix", lambda: [printed(prefix_point(name)) for name in size.models]),
         "peer": ("peer", lambda: [printed(peer.bench_peer(name, device=device, **size.peer)) for name in size.models]),
         "fused": ("fused", lambda: [printed(fused.bench_fused(**options, **size.fused, device=device))
@@ -151,7 +154,7 @@ def run_all(args) -> int:
     """Every benchmark in turn (the README's commands), then the summary of their files."""
     common = ["--device", args.device, "--threads", str(args.threads), "--out", args.out,
               "--repeats", str(args.repeats), *(["--quick"] if args.quick else [])]  # fmt: skip
-    todo = [["step"], ["fused"], ["prefix", "--models", "toy,hf-toy,gpt2-small,hf-gpt2-small"], ["peer"], ["gelu"],
+    todo = [["step"], ["floor"], ["fused"], ["prefix", "--models", "toy,hf-toy,gpt2-small,hf-gpt2-small"], ["peer"], ["gelu"],
             ["generate"], ["scaling", "--model", "toy"], ["scaling", "--model", "gpt2-small"]]  # fmt: skip
     if args.quick:
         todo = [what for what in todo if what[-1] != "gpt2-small"]

@@ -19,6 +19,7 @@ from pathlib import Path
 # The issue's goals: each ratio at most this; the fused parameters equal to the separate runs' within FUSED_EXACT.
 STEP_GOAL, FUSED_GOAL, PEER_GOAL, FUSED_EXACT, GENERATE_GOAL = 1.15, 0.35, 0.5, 1e-5, 1.10
 STEERING_GOAL = 1.5  # scoring a run (steering_eval) over the time it spends generating
+FLOOR_GOAL, WHOLE_RUN_GOAL = 1.05, 0.75  # the step over the plain HF model's; today's run over 83bbf46's
 
 
 def row(what: str, case: str, value: float, goal: float | None = None, note: str = "", fmt: str = ".3f") -> str:
@@ -40,6 +41,16 @@ def step_rows(results: list[dict]) -> list[str]:
         rows.append(row("step: skip_unread / ours", case, r["skip_unread_over_ours"]))
         rows.append(row("step: fit / ours", case, r["fit_over_ours"]))
     return rows
+
+
+def floor_rows(results: list[dict]) -> list[str]:
+    return [row("step fwd+bwd: ours / plain HF", f"toy, {r['batch']} × {r['positions']}", r["ours_over_hf"], FLOOR_GOAL)
+            for r in results]  # fmt: skip
+
+
+def whole_run_rows(result: dict) -> list[str]:
+    note = f"median of {len(result['ratios'])} pairs against {result['commits']['ref'][:7]}"
+    return [row("whole run: this / ref", "train.py defaults", result["median_ratio"], WHOLE_RUN_GOAL, note)]
 
 
 def fused_rows(results: list[dict]) -> list[str]:
@@ -157,7 +168,7 @@ def scaling_rows(results: list[dict]) -> list[str]:
 
 
 SECTIONS = {  # file stem -> rows
-    "step": step_rows, "fused": fused_rows, "peer": peer_rows, "gelu": gelu_rows, "prefix": prefix_rows,
+    "whole_run": whole_run_rows, "step": step_rows, "floor": floor_rows, "fused": fused_rows, "peer": peer_rows, "gelu": gelu_rows, "prefix": prefix_rows,
     "generate": generate_rows, "steering": steering_rows,
     "scaling_toy": scaling_rows, "scaling_gpt2-small": scaling_rows,
 }  # fmt: skip

@@ -11,8 +11,8 @@ training, run here with tiny sizes). What counts as a command:
 - each inline `python ...` / `bash ...` span in the prose.
 
 Tiny sizes: the test appends overrides (`TINY`) to commands that would train for minutes;
-the README says so. A command whose comment says `needs network` or `needs a GPU` must fail
-here with the documented one-line error, not a traceback.
+the README says so. A command whose comment says `needs network`, `needs a GPU` or `needs a git
+checkout` must fail here with the documented one-line error, not a traceback.
 
 Running the Hydra entry points in fresh interpreters costs about 5 s of imports each, so the
 runner (`python tests/readme.py`, fed JSON commands on stdin) executes `python X.py ...` and
@@ -136,6 +136,8 @@ def _in_process(argv: list[str]) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     code = 0
     saved_argv = sys.argv
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else int(os.environ.get("OMP_NUM_THREADS", "0")) or None
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -153,6 +155,11 @@ def _in_process(argv: list[str]) -> tuple[int, str, str]:
     finally:
         sys.argv = saved_argv
         GlobalHydra.instance().clear()
+        # a fresh process starts with the default threads; a command that set its own (the
+        # benchmarks' --threads 2) would otherwise leave them to every later command, whose
+        # OpenMP threads then spin against the other test worker's
+        if threads is not None and "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
         root = logging.getLogger()  # as a fresh process would start: no handlers from this run
         for handler in list(root.handlers):
             handler.close()

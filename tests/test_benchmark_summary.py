@@ -106,10 +106,10 @@ def test_all_runs_every_benchmark_with_the_same_flags_then_the_summary(monkeypat
     monkeypatch.setattr(bench, "main", main)
     assert bench.main(["all", "--threads", "3", "--out", "/tmp/x"]) == 0
     whats = [argv[0] for argv in calls]
-    assert whats == ["step", "fused", "prefix", "peer", "gelu", "generate", "scaling", "scaling", "progress", "summary"]
+    assert whats == ["step", "floor", "fused", "prefix", "peer", "gelu", "generate", "scaling", "scaling", "progress", "summary"]
     assert all(argv[argv.index("--threads") + 1] == "3" for argv in calls[:-1])
     assert all(argv[argv.index("--out") + 1] == "/tmp/x" for argv in calls)
-    assert ["--model", "gpt2-small"] == calls[7][1:3]
+    assert ["--model", "gpt2-small"] == calls[8][1:3]
 
 
 def test_generate_rows_name_each_ratio_and_the_goal():

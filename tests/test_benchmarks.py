@@ -6,7 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 import pytest  # noqa: E402
 
@@ -221,3 +222,30 @@ def test_a_gpu_asked_of_a_machine_without_one_is_one_line(capsys):
     assert exited.value.code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: --device cuda: torch sees no GPU")
+
+
+def test_the_floor_benchmark_times_three_paths_that_give_the_same_logits(toy_model):
+    from benchmarks.floor import bench_floor
+
+    point = bench_floor(batch_size=2, repeats=1)  # asserts the three paths' logits agree before timing
+    assert set(point["ms"]) == {"ours", "hf", "bridge"} and all(v > 0 for v in point["ms"].values())
+    assert point["ours_over_hf"] == point["ms"]["ours"] / point["ms"]["hf"]
+
+
+@pytest.mark.slow
+def test_the_whole_run_benchmark_times_both_sides_and_profiles_their_phases(tmp_path):
+    import json
+    import subprocess
+
+    out = tmp_path / "whole_run.json"
+    done = subprocess.run([sys.executable, "benchmarks/whole_run.py", "--quick", "--ref", "HEAD", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert len(result["ratios"]) == 1 and result["ratios"][0] > 0
+    for side in ("ref", "this"):
+        phases = {row["phase"]: row["seconds"] for row in result["phases"][side]}
+        assert phases["training epochs (Lightning fit)"] > 0 and phases["model load"] > 0 and phases["export"] > 0
+        # the phases and "other" add up to the profiled run
+        assert abs(sum(phases.values()) - result["profiled_seconds"][side]) < 1e-6
+    assert "| start-up and imports |" in result["table"]

@@ -185,11 +185,14 @@ def _cli(*args, cwd=ROOT):
     (["score", "--granularities", "layer", "--out", "x"], "unknown granularity 'layer'; choose from site, head, position"),
     (["score", "--methods", "nope", "--out", "x"], "nope"),
 ])  # fmt: skip
-def test_bad_input_is_one_line_before_any_model_loads(args, says, tmp_path):
-    out = _cli(*args, cwd=tmp_path)
-    assert out.returncode == 2, out.stderr
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and says in lines[0], out.stderr
+def test_bad_input_is_one_line_before_any_model_loads(args, says, tmp_path, monkeypatch, capsys):
+    from interventions.cli import circuits, commands
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(circuits, "load_benchmark", lambda *a, **k: pytest.fail("a model loaded"))
+    assert commands.main(["circuits", *args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], lines
     assert not (tmp_path / "x").exists()
 
 
@@ -216,7 +219,7 @@ def test_compiling_again_gives_the_committed_models(tmp_path):
     assert (tmp_path / "count_x" / "data.jsonl").read_text() == (MODELS / "count_x" / "data.jsonl").read_text()
 
 
-def test_quick_scoring_writes_the_tables_and_finds_count_x_by_patching(tmp_path):
+def test_quick_scoring_writes_the_tables_and_finds_count_x_by_patching(tmp_path, capsys):
     out = _cli("score", "--benchmarks", "count_x", "--methods", "activscalar,activpatch,random", "--quick",
                "--out", str(tmp_path / "study"))  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -241,11 +244,14 @@ def test_quick_scoring_writes_the_tables_and_finds_count_x_by_patching(tmp_path)
     both = json.loads((tmp_path / "merged" / "results.json").read_text())
     assert [e for e in both["summary"] if e["benchmark"] == "count_x"] == result["summary"]
     assert {e["benchmark"] for e in both["summary"]} == {"count_x", "count_y"} and set(both["checks"]) == {"count_x", "count_y"}
+    from interventions.cli import commands
+
     for args, says in [((f"{tmp_path / 'study'},{tmp_path / 'study'}", tmp_path / "again"), "scores count_x again"),
                        ((str(tmp_path / "study"), tmp_path / "study"), "is one of --from"),
                        ((str(tmp_path / "nothing"), tmp_path / "again"), "no results.json in")]:  # fmt: skip
-        refused = _cli("merge", "--from", args[0], "--out", str(args[1]))
-        assert refused.returncode == 2 and says in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+        assert commands.main(["circuits", "merge", "--from", args[0], "--out", str(args[1])]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0], err
     assert not (tmp_path / "again").exists() and json.loads((tmp_path / "study" / "results.json").read_text()) == result
 
 
