@@ -176,3 +176,26 @@ def test_readme_links_resolve_inside_the_repository():
             if not resolved.exists() or ROOT.resolve() not in resolved.parents:
                 broken.append(f"{page.name}: {target}")
     assert broken == []
+
+
+def _anchors(page: Path) -> set[str]:
+    """The heading anchors GitHub gives a markdown page: lower case, punctuation dropped,
+    spaces as hyphens, a repeated one numbered -1, -2, ..."""
+    seen: dict[str, int] = {}
+    anchors = set()
+    for heading in re.findall(r"^#+\s+(.*?)\s*$", page.read_text(), re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        anchors.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
+        seen[slug] = seen.get(slug, 0) + 1
+    return anchors
+
+
+def test_links_to_a_heading_name_one_that_exists():
+    broken = []
+    for page in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        for target, fragment in re.findall(r"\]\(([^)#\s]*)#([^)\s]+)\)", page.read_text()):
+            linked = (page.parent / target).resolve() if target else page
+            if linked.suffix == ".md" and linked.exists() and fragment not in _anchors(linked):
+                broken.append(f"{page.name}: {target}#{fragment}")
+    assert broken == []
+
