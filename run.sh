@@ -3,6 +3,8 @@
 #   bash run.sh train [hydra overrides]   train on the embedded default (toy model)
 #   bash run.sh evaluate [overrides]      evaluate an export
 #   bash run.sh test [pytest args]        run the whole test suite
+#   bash run.sh docs [serve|build|tutorial]  serve the docs site on localhost:8000 (default), build
+#                                         it into site/ (strict), or execute docs/tutorial.ipynb in place
 #   bash run.sh setup                     only set up
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -30,5 +32,14 @@ case "$cmd" in
   train) exec "$VENV/bin/python" train.py "$@" ;;
   evaluate) exec "$VENV/bin/python" evaluate.py "$@" ;;
   test) exec "$VENV/bin/python" -m pytest "$@" ;;
-  *) echo "usage: bash run.sh {train|evaluate|test|setup} [args]" >&2; exit 2 ;;
+  docs)
+    export NO_MKDOCS_2_WARNING=1
+    sub=${1:-serve}; shift || true
+    case "$sub" in
+      serve) exec "$VENV/bin/mkdocs" serve "$@" ;;
+      build) exec "$VENV/bin/mkdocs" build --strict "$@" ;;
+      tutorial) exec "$VENV/bin/python" docs/execute_tutorial.py "$@" ;;
+      *) echo "usage: bash run.sh docs [serve|build|tutorial] [args]" >&2; exit 2 ;;
+    esac ;;
+  *) echo "usage: bash run.sh {train|evaluate|test|docs|setup} [args]" >&2; exit 2 ;;
 esac

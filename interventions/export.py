@@ -55,9 +55,11 @@ def versions() -> dict:
 PROBE_TOKENS, PROBE_VALUES = 8, 16
 
 
-def probe_ids(d_vocab: int) -> torch.Tensor:
-    """[1, 8] a fixed token sequence whose clean logits identify a model across wrappers."""
-    return (torch.arange(1, PROBE_TOKENS + 1) * 7919 % d_vocab)[None]
+def probe_ids(d_vocab: int, n_ctx: int | None = None) -> torch.Tensor:
+    """[1, 8] a fixed token sequence whose clean logits identify a model across wrappers; as
+    many of its tokens as fit where the context is shorter (a compiled program's 6)."""
+    length = PROBE_TOKENS if n_ctx is None else min(PROBE_TOKENS, n_ctx)
+    return (torch.arange(1, length + 1) * 7919 % d_vocab)[None]
 
 
 @torch.no_grad()
@@ -65,7 +67,7 @@ def model_probe(model) -> list[float]:
     """The first logits at the last position of `probe_ids`: a fingerprint that a plain Hugging
     Face model of the same weights reproduces (`hf.apply` checks it; the weight hash cannot
     be read off a model without TransformerBridge's names)."""
-    logits = model(probe_ids(model.cfg.d_vocab).to(model_device(model)))[0, -1]
+    logits = model(probe_ids(model.cfg.d_vocab, model.cfg.n_ctx).to(model_device(model)))[0, -1]
     return [round(float(v), 5) for v in logits[:PROBE_VALUES]]
 
 
@@ -84,7 +86,8 @@ def model_identity(model, name: str) -> dict:
         "fingerprint": model_fingerprint(model),
         "probe": model_probe(model),
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),  # the precision it ran in
-        "config": {k: getattr(cfg, k, None) for k in ("n_layers", "n_heads", "d_model", "d_head", "d_mlp", "d_vocab")},
+        "config": {k: getattr(cfg, k, None)
+                   for k in ("n_layers", "n_heads", "d_model", "d_head", "d_mlp", "d_vocab", "n_ctx")},
     }
 
 

@@ -249,7 +249,7 @@ def generation_flip_accuracy(model, method, task: Task, positions_beyond: str = 
 
     Returns:
         {"generation_flip_accuracy": mean of the two directions, "generation_flip_accuracy_pos",
-         "generation_flip_accuracy_neg", "n"}.
+            "generation_flip_accuracy_neg", "n"}.
     """
     tokenizer = model.tokenizer
     correct = [answer_ids(tokenizer, p.correct) for p in task]

@@ -108,7 +108,8 @@ def check_same_model(hf_model, iv: Intervention) -> None:
                           "interventions.hf cannot check the model; pass check_model=False if it is the same model")  # fmt: skip
     device = next(hf_model.parameters()).device
     with torch.no_grad():
-        logits = hf_model(probe_ids(iv.meta["model"]["config"]["d_vocab"]).to(device)).logits[0, -1]
+        config = iv.meta["model"]["config"]
+        logits = hf_model(probe_ids(config["d_vocab"], config.get("n_ctx")).to(device)).logits[0, -1]
     if not probe_matches(logits, iv.meta["model"]["probe"]):
         raise ExportError(f"{iv.path} was trained on model {iv.meta['model']['name']!r}, and this model's logits differ "
                           "from it on the export's probe; load the same weights, or pass check_model=False")  # fmt: skip

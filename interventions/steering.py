@@ -230,7 +230,8 @@ def steering_metrics(module, select: Task, report: Task, report_data, spec: Stee
 
     Args:
         module: an `InterventionModule` (its model, method and `steered`).
-        select, report: the split choosing b (validation) and the one reported (test).
+        select: the split choosing b (validation).
+        report: the split reported (test).
         report_data: `report` encoded (`TaskDataModule.datasets[split]`), for the logit differences.
         seed: which other tasks' prompts (`off_target_prompts`), unless `off_target` gives
             them: {split name: prompts} for both splits.

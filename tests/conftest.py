@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -284,3 +285,36 @@ def hf_llama(tmp_path_factory, toy_tokenizer):
 def unread_model(request, tiny_model):
     """Each architecture `skip_unread` cuts into (forward.SKIP_UNREAD_ADAPTERS)."""
     return tiny_model if request.param == "native" else request.getfixturevalue(request.param)
+
+
+@pytest.fixture
+def fake_sinfo(tmp_path, monkeypatch):
+    """A `sinfo` on PATH describing one 2-CPU, 1000 MB node in partition debug (the default)
+    and one 8-CPU node with two GPUs in partition gpu; an `sbatch` beside it (never called)."""
+    script = tmp_path / "sinfo"
+    script.write_text("#!/bin/sh\necho 'n1|2|1000|(null)|debug*'\necho 'n2|8|64000|gpu:2|gpu'\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    sbatch = tmp_path / "sbatch"
+    sbatch.write_text("#!/bin/sh\nexit 1\n")
+    sbatch.chmod(sbatch.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+
+
+# The longest modules first. pytest-xdist (--dist loadfile) hands whole modules to its two
+# workers in this order (pyproject's addopts turn its own reordering off, which sorts by
+# number of tests and so put the docs' one-test modules, 1-4 minutes each, last, where one
+# worker ran them while the other sat idle); then the others, most tests first, as before.
+FIRST = ("test_docs_commands_analyses.py", "test_docs_commands_sweeps.py", "test_docs_commands_circuits.py",
+         "test_docs_commands_guides.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item.path.name] = counts.get(item.path.name, 0) + 1
+
+    def rank(item):
+        name = item.path.name
+        return (FIRST.index(name), 0) if name in FIRST else (len(FIRST), -counts[name])
+
+    items.sort(key=rank)  # stable: each module's tests keep their order

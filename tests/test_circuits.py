@@ -267,3 +267,19 @@ def test_the_front_trains_every_setting_and_scores_each_run():
     assert rows[3]["site"] == localization(node_scores(alone, GRANULARITIES["site"]), bench.truth["site"])
     summary = front_summary(rows, ["site", "position"])
     assert set(summary) == {"site", "position"} and summary["site"]["best"]["lambda_f"] in (0.0, 1.0)
+
+
+def test_a_compiled_program_trains_and_exports_like_any_model(tmp_path):
+    """Its context (6 tokens) is shorter than the export's 8-token logits probe: the probe is
+    cut to fit, and a plain export of it is checked against it (docs/circuits.md trains one)."""
+    from interventions import RunSpec, load_intervention, train_intervention
+    from interventions.export import model_probe, probe_ids
+
+    bench = load_benchmark("reverse")
+    n_ctx = bench.model.cfg.n_ctx
+    assert n_ctx < 8 and probe_ids(bench.model.cfg.d_vocab, n_ctx).shape == (1, n_ctx)
+    assert probe_ids(195).shape == (1, 8)  # every other model's probe, as before
+    trained = train_intervention(bench.model, bench.splits["train"], intervention="activscalar", run=RunSpec(epochs=1))
+    iv = load_intervention(trained.save(tmp_path / "run"))
+    assert iv.meta["model"]["config"]["n_ctx"] == n_ctx
+    assert iv.meta["model"]["probe"] == model_probe(bench.model)

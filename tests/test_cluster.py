@@ -4,7 +4,6 @@ anything is submitted, the sweep summary's names, the W&B group."""
 from __future__ import annotations
 
 import os
-import stat
 
 import pytest
 
@@ -13,16 +12,6 @@ from interventions.cli.preflight import preflight
 from interventions.errors import ConfigError
 from interventions.sweeps.jobs import sweep_group
 from interventions.sweeps.summary import summary_counts
-
-
-@pytest.fixture
-def fake_sinfo(tmp_path, monkeypatch):
-    """A `sinfo` on PATH describing one 2-CPU, 1000 MB node in partition debug (the default)
-    and one 8-CPU node with two GPUs in partition gpu."""
-    script = tmp_path / "sinfo"
-    script.write_text("#!/bin/sh\necho 'n1|2|1000|(null)|debug*'\necho 'n2|8|64000|gpu:2|gpu'\n")
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
 
 
 def test_sinfo_is_read_into_nodes(fake_sinfo):
@@ -77,3 +66,21 @@ def test_summary_counts_are_named_plainly_and_the_group_is_stable():
                                       "runs_incomplete": 0, "runs_total": 3}  # fmt: skip
     assert sweep_group("/scratch/me/multirun/2026-12-05/10-00-00") == "2026-12-05/10-00-00"
     assert sweep_group("multirun/2026-12-05/10-00-00") == sweep_group("/home/other/multirun/2026-12-05/10-00-00")
+
+
+def test_a_slurm_sweep_where_slurm_cannot_run_is_one_line(tmp_path, monkeypatch):
+    """Without sbatch, or with a sinfo that answers with an error, submitit's traceback came
+    after the sweep had started; now one line before it (docs/clusters.md runs the command)."""
+    argv = ["-m", "hydra/launcher=slurm", "objective.lambda_f=0,1", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))  # nothing of SLURM's
+    with pytest.raises(ConfigError, match="submits jobs with SLURM's sbatch, which is not on PATH") as error:
+        preflight(argv, "train")
+    assert "\n" not in str(error.value)
+    for name, body in (("sbatch", "exit 1"), ("sinfo", "echo 'sinfo: error: fetch_config: DNS SRV lookup failed' >&2; exit 1")):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    with pytest.raises(ConfigError, match="SLURM does not answer here .sinfo: sinfo: error: fetch_config"):
+        preflight(argv, "train")
+    assert not (tmp_path / "sweep").exists()

@@ -198,8 +198,9 @@ def test_a_model_on_the_gpu_with_a_cpu_trainer_is_refused_for_trained_methods(ar
     preflight(["intervention=dla", *argv[:1]], "train")  # training-free: runs on model.device
 
 
-def test_a_slurm_sweep_asking_for_gpus_passes_on_a_machine_without_one(monkeypatch):
-    """The jobs run on the cluster's nodes; the submitting machine needs no GPU."""
+def test_a_slurm_sweep_asking_for_gpus_passes_on_a_machine_without_one(monkeypatch, fake_sinfo):
+    """The jobs run on the cluster's nodes; the submitting machine needs no GPU (a fake SLURM
+    on PATH: this machine's own may be installed but not running)."""
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

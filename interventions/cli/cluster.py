@@ -32,9 +32,20 @@ def slurm_request(launcher: str, overrides: dict[str, str]) -> dict:
     return request
 
 
+ELSEWHERE = "run the sweep on a machine of a running SLURM cluster, or use hydra/launcher=parallel on this one"
+
+
+def require_sbatch(launcher: str) -> None:
+    """A SLURM launcher submits with `sbatch`: without it, submitit's traceback would come
+    after Hydra has started the sweep."""
+    if shutil.which("sbatch") is None:
+        raise ConfigError(f"hydra/launcher={launcher} submits jobs with SLURM's sbatch, which is not on PATH here; {ELSEWHERE}")
+
+
 def cluster_nodes(run=subprocess.run) -> list[dict] | None:
     """Each node of the cluster as {cpus, mem_mb, gpus, partitions}, from `sinfo`; None when
-    sinfo is not installed or does not answer within 10 s."""
+    sinfo is not installed or does not answer within 10 s. A sinfo that answers with an error
+    (no controller, no configuration) is a ConfigError: sbatch would fail the same way."""
     if shutil.which("sinfo") is None:
         return None
     try:
@@ -42,7 +53,8 @@ def cluster_nodes(run=subprocess.run) -> list[dict] | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode != 0:
-        return None
+        said = next((line.strip() for line in reversed(out.stderr.splitlines()) if line.strip()), f"exit {out.returncode}")
+        raise ConfigError(f"SLURM does not answer here (sinfo: {said}); {ELSEWHERE}")
     nodes: dict[str, dict] = {}
     for line in out.stdout.splitlines():
         parts = line.strip().split("|")

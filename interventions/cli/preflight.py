@@ -28,7 +28,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from interventions.cli.cluster import check_request, cluster_nodes, slurm_request
+from interventions.cli.cluster import check_request, cluster_nodes, require_sbatch, slurm_request
 from interventions.cli.inputs import check_inputs, export_meta
 from interventions.errors import ConfigError
 from interventions.hub import download_hint, hub_problem, is_hub_name
@@ -373,6 +373,7 @@ def preflight(argv: list[str], entry: str) -> Preflight:
         check_hub_model(spec)
         check_inputs(spec, read)
     if remote:
+        require_sbatch(argv_value(argv, "hydra/launcher"))
         nodes = cluster_nodes()
         if nodes:  # sinfo answered: a request no node can satisfy would pend forever
             check_request(slurm_request(argv_value(argv, "hydra/launcher"), hydra_overrides(argv)), nodes)

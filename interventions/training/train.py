@@ -85,7 +85,9 @@ def train_intervention(
 
     Args:
         model: a frozen TransformerBridge (`load_model`).
-        train, test, val: `Task`s (`load_task`); position-tied methods need one prompt length.
+        train: the training `Task` (`load_task`); position-tied methods need one prompt length.
+        test: the test `Task`, evaluated after training.
+        val: the validation `Task` (optional).
         intervention: the method and its grid: a method name ("activscalar", "steervec",
             "dynscalar", ..., or a training-free method, which fits itself) for its defaults, or
             its options (`intervention_spec(name, **options)`: sites, layers, positions, heads;
@@ -95,8 +97,9 @@ def train_intervention(
             clean residual entering the earliest intervened layer k > 0 once, then run only
             blocks k.. each step; native and GPT-2 models) and `skip_unread` (the last block's
             MLP only at the read positions: the same logits, gradients equal to float rounding).
-        logger, trainer_kwargs: passed to `lightning.Trainer` (by default it trains where the
-            model is: `lightning_device`).
+        logger: passed to `lightning.Trainer`.
+        trainer_kwargs: passed to `lightning.Trainer` (by default it trains where the model
+            is: `lightning_device`).
         verbose: let Lightning print its start-up lines and warnings (off: the call is quiet).
 
     Raises:

@@ -1,8 +1,8 @@
-"""The README's commands and code blocks, extracted, and a runner that executes them.
+"""The commands and code blocks of the README and of every docs page, extracted, and a runner
+that executes them.
 
-`tests/test_readme.py` runs every one of them verbatim in a sandbox copy of the checkout
-(the README's two setup commands aside: `.ci/run` is the second, and the first is the default
-training, run here with tiny sizes). What counts as a command:
+`tests/docs_harness.py` runs every one of them verbatim in a sandbox copy of the checkout (the
+README's `bash run.sh test` aside: that is the suite itself). What counts as a command:
 
 - each line of a ```bash block (comments stripped, `\\` continuations joined);
 - each `$ `-line of a ```console block, whose following lines are its expected output
@@ -11,11 +11,11 @@ training, run here with tiny sizes). What counts as a command:
 - each inline `python ...` / `bash ...` span in the prose.
 
 Tiny sizes: the test appends overrides (`TINY`) to commands that would train for minutes;
-the README says so. A command whose comment says `needs network`, `needs a GPU` or `needs a git
+the docs say so. A command whose comment says `needs network`, `needs a GPU` or `needs a git
 checkout` must fail here with the documented one-line error, not a traceback.
 
 Running the Hydra entry points in fresh interpreters costs about 5 s of imports each, so the
-runner (`python tests/readme.py`, fed JSON commands on stdin) executes `python X.py ...` and
+runner (`python tests/pages.py`, fed JSON commands on stdin) executes `python X.py ...` and
 `python -m module ...` in one interpreter, each with its own sys.argv, as `runpy` would run
 them from a shell; anything else (bash, pipes) runs in a real shell.
 """
@@ -32,19 +32,21 @@ import runpy
 import shlex
 import subprocess
 import sys
+import time
 import traceback
 from dataclasses import dataclass, field
 
 
 @dataclass
 class Command:
-    """One thing the README tells a user to run."""
+    """One thing a page tells a user to run."""
 
-    text: str  # as printed in the README (one line; continuations joined)
+    text: str  # as printed on the page (one line; continuations joined)
     kind: str  # "shell" (a bash line or inline span), "console" (with expected output), "python" (a script)
-    line: int  # README line number, for messages
+    line: int  # line number on its page, for messages
     expected: list[str] = field(default_factory=list)  # console: the output lines shown after it
-    comment: str = ""  # the README's comment on it (e.g. "needs network")
+    comment: str = ""  # the page's comment on it (e.g. "needs network")
+    page: str = ""  # the page it is on, relative to the checkout (README.md, docs/train.md)
 
 
 FENCE = re.compile(r"^```(\w*)\s*$")
@@ -191,12 +193,14 @@ def main() -> None:
     os.dup2(devnull, 2)
     for line in sys.stdin:
         request = json.loads(line)
+        start = time.perf_counter()
         if request["kind"] == "python":
             done = subprocess.run([python, "-c", request["text"]], capture_output=True, text=True)
             code, out, err = done.returncode, done.stdout, done.stderr
         else:
             code, out, err = run(request["text"], python)
-        real_stdout.write(json.dumps({"code": code, "out": out, "err": err}) + "\n")
+        seconds = time.perf_counter() - start  # reported with a failure; never asserted
+        real_stdout.write(json.dumps({"code": code, "out": out, "err": err, "seconds": seconds}) + "\n")
         real_stdout.flush()
 
 
