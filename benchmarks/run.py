@@ -151,7 +151,7 @@ def plan(args, size: Sizes, device) -> dict:
 
 
 def run_all(args) -> int:
-    """Every benchmark in turn (the README's commands), then the summary of their files."""
+    """Every benchmark in turn (the commands of docs/benchmarks.md), then the summary of their files."""
     common = ["--device", args.device, "--threads", str(args.threads), "--out", args.out,
               "--repeats", str(args.repeats), *(["--quick"] if args.quick else [])]  # fmt: skip
     todo = [["step"], ["floor"], ["fused"], ["prefix", "--models", "toy,hf-toy,gpt2-small,hf-gpt2-small"], ["peer"], ["gelu"],

@@ -13,7 +13,7 @@ the block matmuls, forward and backward). Only for callers whose hooks change ac
 without reading them: a hook on the last block's MLP output or residual then sees zeros
 (MLP output) or the residual without the MLP at the unread positions. Training and
 evaluation use it when asked (`skip_unread`, off by default: the gradients round
-differently, see the README); the clean log-probs and the attribution and illusion
+differently, see docs/benchmarks.md); the clean log-probs and the attribution and illusion
 analyses, which read activations at every position, never do.
 """
 

@@ -113,7 +113,7 @@ def fuse_gelu(model: TransformerBridge) -> int:
     fused kernel does one pass each way. It is the same function (equal to 1e-15 in float64,
     equally accurate in float32), so only rounding changes: about 2e-6 in the logits of a
     random GPT-2-small. It cut a GPT-2-small-shaped training step on the CPU by 10%
-    (README, Performance). Hooks are unaffected: the MLP's hook points sit on the
+    (docs/benchmarks.md). Hooks are unaffected: the MLP's hook points sit on the
     projections around the activation, not on it.
     """
     swapped = 0

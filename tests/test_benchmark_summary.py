@@ -1,5 +1,5 @@
 """`python benchmarks/run.py summary` reads the goals off the results files, and `all` runs
-the README's benchmark commands in turn; pyvene missing is refused before any work."""
+the benchmark commands of docs/benchmarks.md in turn; pyvene missing is refused before any work."""
 
 from __future__ import annotations
 

@@ -117,7 +117,7 @@ class Method(nn.Module):
     # DynScalar's g; False: one scalar per location (ActivScalar's α)
     vector_param: ClassVar[bool] = False
     # Adam's default step size (conf/intervention/<name>.yaml repeats it; a test keeps them equal).
-    # The paper's 1e-3 / 1e-4 are for one data point and flip nothing on 256 prompts (README).
+    # The paper's 1e-3 / 1e-4 are for one data point and flip nothing on 256 prompts (docs/concepts.md, Defaults).
     default_lr: ClassVar[float] = 1e-2
     # reports: what a location's value is, and how a heatmap colours it (signed: a diverging map)
     value_label: ClassVar[str] = "α"

@@ -13,7 +13,7 @@ Parameters per (site, layer): [D] for residual sites, [H', D] for head sites.
 α is computed as (h·g) / ‖h‖ rather than (h/‖h‖)·g: the same function, with the rounding of
 another order of operations (relative differences about 1e-7), and two passes over the
 activation fewer (no unit vector is formed). Steered generation runs the hooks at every
-step, where those passes were most of their cost (README, Performance).
+step, where those passes were most of their cost (docs/benchmarks.md).
 """
 
 from __future__ import annotations

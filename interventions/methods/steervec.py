@@ -23,7 +23,7 @@ class SteerVec(Method):
     obsprop_form = "direction"
     illusion = "on request"
     # At 1e-2 the 128-dim vectors oscillate: toy IOI β = −1 train flips wandered 0.76–0.96
-    # across λ_F; at 5e-3 they rise steadily to ≥ 0.96 (README, "Defaults").
+    # across λ_F; at 5e-3 they rise steadily to ≥ 0.96 (docs/concepts.md, "Defaults").
     default_lr = 5e-3
 
     def param_shape(self, site, cfg):

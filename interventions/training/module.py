@@ -111,7 +111,7 @@ class InterventionModule(L.LightningModule):
         """Whether the Trainer sends this step's values to its loggers (every
         `log_every_n_steps`, or every step of a `fast_dev_run`). The loggers never see
         per-step values logged on other steps, yet logging the three parts cost 0.3–1.2 ms,
-        up to 10% of a toy step at batch 4 (README, Performance). A callback reading
+        up to 10% of a toy step at batch 4 (docs/benchmarks.md). A callback reading
         `callback_metrics` between logged steps sees the parts of the last logged step;
         `train/loss` is always current. Lightning's own LearningRateMonitor asks the same
         question; without a Trainer, log."""

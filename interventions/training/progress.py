@@ -2,7 +2,7 @@
 
 On a terminal, a tqdm bar redrawn at most every 0.2 s. Lightning's own bar redraws after
 every batch; on the toy model at batch 4 a step takes about 10 ms and the redraws add
-5–11% to it, the throttled bar 1–4% (`python benchmarks/run.py progress`, README
+5–11% to it, the throttled bar 1–4% (`python benchmarks/run.py progress`, docs/benchmarks.md
 "Performance"). When the output goes to a file or a pipe (a cluster job, `> log.txt`), a
 bar would write a carriage-return update per redraw (hundreds of KB per run); there the
 progress is one log line per epoch instead, at most every `LINE_INTERVAL_S` seconds and
