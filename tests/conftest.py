@@ -225,6 +225,17 @@ def run_cli(script: str, *args: str, hydra_dir: Path | None = None, timeout: int
     return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def rebuild_sweep_summary(sweep: Path, record: str, written: tuple[str, ...], eval_dir: Path) -> tuple[dict, dict]:
+    """Delete a sweep's summary files (`written`), rebuild them with `evaluate.py sweep=`, and
+    return its JSON `record` as it was before and as rebuilt."""
+    before = json.loads((sweep / record).read_text())
+    for name in written:
+        (sweep / name).unlink()
+    rebuilt = run_cli("evaluate.py", f"sweep={sweep}", "logger=none", f"hydra.run.dir={eval_dir}", threads=1)
+    assert rebuilt.returncode == 0, describe(rebuilt)
+    return before, json.loads((sweep / record).read_text())
+
+
 def describe(result) -> str:
     """A failed CLI run's return code and output tails, for assertion messages."""
     return f"rc={result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"

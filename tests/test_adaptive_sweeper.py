@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, describe
+from conftest import ROOT, describe, rebuild_sweep_summary
 from conftest import run_cli as _run_cli
 from test_slurm import _jobs, slurm  # noqa: F401  (slurm: the one-node cluster fixture, skipped without SLURM)
 
@@ -337,12 +337,8 @@ def test_the_sampler_is_told_the_val_objectives_and_the_outputs_are_written(kill
 @pytest.mark.slow
 def test_evaluate_sweep_rebuilds_the_trial_table_and_curves(killed_and_relaunched, tmp_path):
     sweep = killed_and_relaunched["sweep"]
-    before = json.loads((sweep / "trials.json").read_text())
-    for name in ("trials.json", "trials.md", "hypervolume.png"):
-        (sweep / name).unlink()
-    rebuilt = run_cli("evaluate.py", f"sweep={sweep}", "logger=none", f"hydra.run.dir={tmp_path / 'eval'}")
-    assert rebuilt.returncode == 0, describe(rebuilt)
-    after = json.loads((sweep / "trials.json").read_text())
+    before, after = rebuild_sweep_summary(sweep, "trials.json", ("trials.json", "trials.md", "hypervolume.png"),
+                                          tmp_path / "eval")  # fmt: skip
     assert after["hypervolume"] == before["hypervolume"] and after["trials"] == before["trials"]
     assert (sweep / "hypervolume.png").exists() and (sweep / "trials.md").exists()
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import describe
+from conftest import describe, rebuild_sweep_summary
 from conftest import run_cli as _run_cli
 
 from interventions.errors import ConfigError
@@ -526,12 +526,8 @@ def test_relaunch_skips_finished_runs_and_reruns_an_unfinished_one(sweep_ok):
 def test_evaluate_sweep_rebuilds_the_summary(sweep_ok):
     result, sweep, _ = sweep_ok
     assert result.returncode == 0, describe(result)
-    before = json.loads((sweep / "pareto.json").read_text())
-    for name in ("pareto.json", "pareto_faithfulness.png", "pareto_minimality.png"):
-        (sweep / name).unlink()
-    rebuilt = run_cli("evaluate.py", f"sweep={sweep}", "logger=none", f"hydra.run.dir={sweep.parent / 'eval'}")
-    assert rebuilt.returncode == 0, describe(rebuilt)
-    after = json.loads((sweep / "pareto.json").read_text())
+    before, after = rebuild_sweep_summary(sweep, "pareto.json", ("pareto.json", "pareto_faithfulness.png",
+                                          "pareto_minimality.png"), sweep.parent / "eval")  # fmt: skip
     assert after["fronts"] == before["fronts"] and after["counts"] == before["counts"]
     assert [r["test"] for r in after["runs"]] == [r["test"] for r in before["runs"]]
     assert (sweep / "pareto_minimality.png").read_bytes()[:8] == PNG_MAGIC

@@ -9,7 +9,7 @@ import shutil
 import nbformat
 import pytest
 
-from docs_harness import make_sandbox
+from docs_harness import ROOT, make_sandbox
 
 TINY = "N_TRAIN, N_TEST, EPOCHS = 16, 8, 1\nSWEEP_EPOCHS = 1"
 
@@ -39,8 +39,6 @@ def test_the_tutorial_runs_top_to_bottom(tmp_path, monkeypatch):
 
 
 def test_the_committed_tutorial_is_executed_in_order_without_errors():
-    from docs_harness import ROOT
-
     nb = nbformat.read(ROOT / "docs" / "tutorial.ipynb", as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
