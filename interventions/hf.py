@@ -94,10 +94,26 @@ def _site_module(hf_model, layout: Layout, block, short: str):
         return block.get_submodule(layout.out_proj), "input"
     if short == "v" and layout.v_proj is not None:
         return block.get_submodule(layout.v_proj), "values"
+    if short != "v":
+        raise ExportError(f"interventions.hf places no hook at TransformerLens's {short!r} (it maps attn_out, "
+                          "mlp_out, resid_post, z and v)")  # fmt: skip
     kind = hf_model.config.model_type
     fused = FUSED_QKV.get(kind, "its attention module")
     raise ExportError(f"site v on {kind!r}: its values come out of the fused projection {fused} together with the "
                       "queries and keys, which interventions.hf does not split; use z, or the bridge")  # fmt: skip
+
+
+def check_sites(hf_model, hook_names) -> None:
+    """ExportError (one line) if some TransformerLens hook name has no module on `hf_model`
+    (an architecture not in LAYOUTS, a hook outside `sites.HOOKS`' block sites, `v` on a
+    fused projection)."""
+    layout = layout_of(hf_model)
+    blocks = hf_model.get_submodule(layout.layers)
+    for name in hook_names:
+        parsed = parse_hook(name)
+        if parsed is None or parsed[1] is None:
+            raise ExportError(f"interventions.hf places no hook at {name!r}")
+        _site_module(hf_model, layout, blocks[parsed[1]], parsed[0])
 
 
 def check_same_model(hf_model, iv: Intervention) -> None:
@@ -187,7 +203,9 @@ def attached(hf_model, method, beta: float | torch.Tensor = 1.0, positions_beyon
     """`method`'s hooks on `hf_model`'s modules for the duration of the block (no checks:
     `apply` checks the model first). Hooks are removed on exit, also when the block raises."""
     layout = layout_of(hf_model)
-    method = method.to(next(hf_model.parameters()).device)
+    device = next(hf_model.parameters()).device
+    if any(t.device != device for t in (*method.parameters(), *method.buffers())):  # no walk per training step
+        method = method.to(device)
     n_heads = method.cfg_dims["n_heads"]
     n_kv_heads = getattr(hf_model.config, "num_key_value_heads", None) or n_heads
     if "o" in method.grid.sites:

@@ -35,6 +35,7 @@ TASKS = TOY_TASKS + FILE_TASKS
 SPLITS = ("train", "val", "test")
 DTYPES = ("float32", "float16", "bfloat16")
 PADDING = ("right", "left")
+FORWARDS = ("auto", "bridge")  # interventions.plain
 LOGGERS = ("wandb", "csv", "none")
 EFFECTIVENESS = ("hinge", "preference")  # objective.effectiveness: the E term's form
 WANDB_MODES = ("offline", "online", "disabled")
@@ -254,10 +255,12 @@ class RunSpec:
     seed: int = 0
     prefix_skip: bool = True  # run only blocks from the earliest intervened layer on a cached residual
     skip_unread: bool = False  # the last block's MLP at the read positions only (same logits, other rounding)
+    forward: str = "auto"  # auto: steered forwards through the model's plain Hugging Face form where it has one
 
     def __post_init__(self):
         check_bounds(self, "")
         choice("padding_side", self.padding_side, PADDING)
+        choice("forward", self.forward, FORWARDS)
 
 
 def fused_settings(fused) -> list[dict]:
@@ -337,6 +340,7 @@ class TrainConfig:
     fused: Any = None  # objective settings trained together in one process (a list, or a grid)
     fused_chunk: Optional[int] = bounded(None, 1, integer=True, optional=True)  # at most this many fused settings at once (null: all)
     skip_unread: bool = False
+    forward: str = "auto"  # auto | bridge (interventions.plain)
     generation_eval: bool = False  # metrics.json: the generation flip accuracy per split (greedy generation per prompt)
     steering_eval: bool = False  # metrics.json: the steering score on test, its β chosen on val (docs/method.md §11)
     steering: SteeringSpec = field(default_factory=SteeringSpec)
@@ -347,6 +351,7 @@ class TrainConfig:
             return
         number("trainer.max_epochs", self.trainer.get("max_epochs", 25), 1, integer=True)
         check_bounds(self, "")
+        choice("forward", self.forward, FORWARDS)
         if self.fused is not None:
             self.fused_objectives()
             _check_fused_trainer(self.trainer)
@@ -355,7 +360,8 @@ class TrainConfig:
 
     def run(self) -> RunSpec:
         return RunSpec(epochs=self.trainer.get("max_epochs", 25), batch_size=self.task.batch_size,
-                       padding_side=self.task.padding_side, seed=self.seed, skip_unread=self.skip_unread)  # fmt: skip
+                       padding_side=self.task.padding_side, seed=self.seed, skip_unread=self.skip_unread,
+                       forward=self.forward)  # fmt: skip
 
     def fused_objectives(self) -> list[ObjectiveSpec]:
         """The objective of each fused setting: this config's objective with the setting's keys."""

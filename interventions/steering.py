@@ -38,7 +38,6 @@ import time
 from contextlib import ExitStack
 
 import torch
-from torch.utils.data import DataLoader
 
 from interventions.forward import positions_of
 from interventions.generation import generate_tokens, left_padded
@@ -249,7 +248,7 @@ def steering_metrics(module, select: Task, report: Task, report_data, spec: Stee
     beta = max(selection, key=lambda b: (selection[b], -b))  # ties: the smaller |β|
     parts = scored_directions(model, method, report, off_target[report.split], [beta], spec.max_new_tokens, clock)[beta]
     curve = tuple(sorted({0.0, beta, -beta, *spec.curve}))
-    ld = logit_differences(module, DataLoader(report_data, batch_size=max(1, ROWS // len(curve))), curve)
+    ld = logit_differences(module, report_data.loader(max(1, ROWS // len(curve))), curve)
     at = {b: ld[k] for k, b in enumerate(curve)}
     moved = {name: wrong_way(at[sign * beta], at[0.0], sign * beta) for name, sign in DIRECTIONS.items()}
     found = {

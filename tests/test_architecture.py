@@ -44,7 +44,7 @@ LAYERS = (
     ("errors", "io", "rundir", "interrupts", "console", "spec", "sites", "toyworld.world", "reach", "hub"),
     ("models", "tokenizer", "forward", "toyworld", "tasks"),
     ("methods", "objective", "metrics", "numerics", "obsprop", "attribution", "generation", "steering"),
-    ("training", "export", "hf", "controlvector", "evaluation", "loggers", "threads"),
+    ("training", "export", "hf", "plain", "controlvector", "evaluation", "loggers", "threads"),
     ("runs", "sweeps", "reports", "circuits"),
     ("cli", "__main__", ""),
 )

@@ -36,14 +36,17 @@ def run_logger(spec: LoggerSpec, cfg: DictConfig, run_dir: Path, name: str):
                        config=OmegaConf.to_container(cfg, resolve=True))  # fmt: skip
 
 
-def run_record(config: TrainConfig, metrics: dict, train_seconds: float) -> dict:
+def run_record(config: TrainConfig, metrics: dict, train_seconds: float, forward: str = "bridge") -> dict:
     """The settings and metrics intervention.json records for a run of `config` (with the
-    threads torch used and where that number came from, `threads.use_threads`)."""
+    threads torch used and where that number came from, `threads.use_threads`, and the
+    model `forward` the steered forwards went through: "plain" or "bridge", `interventions.plain`;
+    both change only float rounding)."""
     threads, source = resolve_threads(config.threads, jobs=launcher_jobs())
     return {
         "task": asdict(config.task), "objective": asdict(config.objective), "intervention": asdict(config.intervention),
         "trainer": dict(config.trainer), "seed": config.seed, "metrics": metrics,
         "train_seconds": round(train_seconds, 2), "threads": {"threads": threads, "source": source},
+        "forward": forward,
     }  # fmt: skip
 
 
@@ -85,7 +88,7 @@ def write_run(run_dir: Path, config: TrainConfig, model, module: InterventionMod
     check_metrics(metrics, f"the run in {run_dir}")
     title = f"{method.name} on {config.task.name} (template {config.task.template})"
     images, rows = write_plots(run_dir, module, dm, "test", title)
-    record = run_record(config, metrics, train_seconds)
+    record = run_record(config, metrics, train_seconds, module.forward_kind)
     if info is not None:  # a training-free baseline: its tuned scale
         record["attribution"] = info
         log.info(f"{method.name}: tuned scale {info['scale']} (train effectiveness {info['train_effectiveness']:.4f})")

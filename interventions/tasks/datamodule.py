@@ -131,11 +131,28 @@ class EncodedTask(Dataset):
     def __getitem__(self, i: int) -> dict:
         return {k: v[i] for k, v in self.tensors.items()}
 
+    def __getitems__(self, indices: list[int]) -> dict:
+        """A whole batch, one index per tensor (DataLoader's batched fetch, with `batched` as
+        its collate_fn): the rows `default_collate` would stack, without the per-row
+        dictionaries and stacks (0.3–0.5 ms of a 10 ms toy step)."""
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return {k: v[index] for k, v in self.tensors.items()}
+
+    def loader(self, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
+        """Batches of `batch_size` rows, in order or in `sampler`'s, each fetched at once
+        (`__getitems__`)."""
+        return DataLoader(self, batch_size=batch_size, sampler=sampler, collate_fn=batched)
+
     def attach(self, name: str, values: torch.Tensor) -> None:
         """Add a per-example tensor [N, ...] that every batch then carries."""
         if len(values) != len(self):
             raise ValueError(f"{name}: {len(values)} rows for {len(self)} examples")
         self.tensors[name] = values
+
+
+def batched(batch: dict) -> dict:
+    """The collate_fn of `EncodedTask`'s loaders: `__getitems__` already made the batch."""
+    return batch
 
 
 class EpochShuffle(Sampler):
@@ -228,13 +245,13 @@ class TaskDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         self.setup()
         if not shuffle:
-            return DataLoader(self.datasets[split], batch_size=self.batch_size)
+            return self.datasets[split].loader(self.batch_size)
         rank, world = self._process()
         if self.batch_size % world:
             raise ConfigError(f"task.batch_size={self.batch_size} does not split over {world} DDP processes; "
                               f"use a multiple of {world}")  # fmt: skip
         sampler = EpochShuffle(len(self.datasets[split]), self.shuffle_seed, rank, world, self.batch_size)
-        return DataLoader(self.datasets[split], batch_size=self.batch_size // world, sampler=sampler)
+        return self.datasets[split].loader(self.batch_size // world, sampler)
 
     def _process(self) -> tuple[int, int]:
         """(this process's rank, the number of processes) of the Trainer using this data."""

@@ -23,6 +23,7 @@ from interventions.numerics import (
     check_loss, check_parameters, first_overflow, likely_cause, overflow_message, residual_probe,
 )  # fmt: skip
 from interventions.objective import Objective
+from interventions.plain import plain_form, plain_steered_logits, plain_usable
 
 
 def update_metric(metric: InterventionMetrics, batch: dict, logits_pos, logits_neg, tails=(None, None)) -> None:
@@ -34,25 +35,29 @@ def update_metric(metric: InterventionMetrics, batch: dict, logits_pos, logits_n
 
 
 class _Frozen:
-    """Holds the model so that nn.Module does not register it as a child."""
+    """Holds the model (and its plain form, or None) so that nn.Module does not register
+    them as children."""
 
-    def __init__(self, model):
+    def __init__(self, model, plain=None):
         self.model = model
+        self.plain = plain
 
 
 class InterventionModule(L.LightningModule):
     def __init__(
         self, model, method: Method, objective: Objective, lr: float = 1e-3, prefix_layer: int = 0,
-        skip_unread: bool = False,
+        skip_unread: bool = False, forward: str = "auto",
     ):  # fmt: skip
         """`prefix_layer` > 0: batches carry `resid_pre`, the clean residual entering that
         layer, and the forward runs only the blocks from there (the prefix is unchanged
         by the intervention). `skip_unread`: the last block's MLP runs only at the read
-        positions (`forward.last_position_logits`)."""
+        positions (`forward.last_position_logits`). `forward`: "auto" runs the steered
+        forwards through the model's plain Hugging Face form where it has one and a step
+        allows (`interventions.plain`), "bridge" always through the bridge."""
         super().__init__()
         self.prefix_layer = prefix_layer
         self.skip_unread = skip_unread
-        self._frozen = _Frozen(model)
+        self._frozen = _Frozen(model, plain_form(model, method, forward))
         self.method = method
         self.objective = objective
         self.lr = lr
@@ -67,6 +72,12 @@ class InterventionModule(L.LightningModule):
     def model(self):
         return self._frozen.model
 
+    @property
+    def forward_kind(self) -> str:
+        """"plain" where the steered forwards run through the model's plain Hugging Face form
+        (those a step allows: `plain.plain_usable`), else "bridge"."""
+        return "bridge" if self._frozen.plain is None else "plain"
+
     # -- forward --------------------------------------------------------------------
     def steered_logits(self, batch: dict, betas=(1.0, -1.0), extra_hooks=()) -> list[torch.Tensor]:
         """Last-position logits [batch, vocab] for each β, from ONE batched forward.
@@ -75,6 +86,9 @@ class InterventionModule(L.LightningModule):
         hooks see β as a tensor [len(betas) * batch]. `extra_hooks` run after the
         method's (e.g. `numerics.residual_probe`).
         """
+        plain = self._frozen.plain
+        if plain is not None and plain_usable(self.method, batch, self.prefix_layer, self.skip_unread, extra_hooks):
+            return plain_steered_logits(plain, self.method, batch, betas)
         return steered_logits(self.model, self.method, batch, betas, extra_hooks, self.prefix_layer, self.skip_unread)
 
     def steered(self, batch: dict, betas=(1.0, -1.0)) -> tuple[list[torch.Tensor], tuple]:
@@ -97,23 +111,34 @@ class InterventionModule(L.LightningModule):
             logits_pos, logits_neg, batch["correct"], batch["wrong"],
             batch["clean_logprobs"], self.method.minimality_vector(), hold=hold, tails=tails,
         )  # fmt: skip
-        check_loss(loss, self.current_epoch, self.global_step + 1, self.divergence_cause())
+        if not bool(torch.isfinite(loss)):  # say where the residual overflowed, if it did (the bridge's probe)
+            self.check_overflow(batch, self.current_epoch, self.global_step + 1)
+            check_loss(loss, self.current_epoch, self.global_step + 1, self.divergence_cause())
         if batch_idx == 0:
             self._probe_batch = batch  # the epoch's first batch: `check_overflow` runs it at the epoch's end
         b = batch["input_ids"].shape[0]
-        # every step (the progress bar shows it); under DDP the mean over the processes: the global batch's loss
-        self.log("train/loss", loss, prog_bar=True, batch_size=b, sync_dist=True)
-        if self._logger_records_this_step():
+        recorded = self._logger_records_this_step()
+        if recorded or self._last_batch_of_epoch(batch_idx):
+            # under DDP the mean over the processes: the global batch's loss
+            self.log("train/loss", loss, prog_bar=True, batch_size=b, sync_dist=True)
+        if recorded:
             self.log_dict({f"train/{k}_loss": v for k, v in parts.items()}, batch_size=b)
         return loss
+
+    def _last_batch_of_epoch(self, batch_idx: int) -> bool:
+        """Whether `batch_idx` ends the epoch (its `train/loss` is the one epoch lines and
+        epoch-end callbacks read); without a Trainer, always."""
+        total = getattr(self._trainer, "num_training_batches", None)
+        return not isinstance(total, int) or batch_idx + 1 >= total
 
     def _logger_records_this_step(self) -> bool:
         """Whether the Trainer sends this step's values to its loggers (every
         `log_every_n_steps`, or every step of a `fast_dev_run`). The loggers never see
-        per-step values logged on other steps, yet logging the three parts cost 0.3–1.2 ms,
-        up to 10% of a toy step at batch 4 (docs/benchmarks.md). A callback reading
-        `callback_metrics` between logged steps sees the parts of the last logged step;
-        `train/loss` is always current. Lightning's own LearningRateMonitor asks the same
+        per-step values logged on other steps, yet each `self.log` costs 0.3–1 ms, up to 10%
+        of a toy step at batch 4 (docs/benchmarks.md). So the parts and `train/loss` are
+        logged on those steps only, and `train/loss` also at each epoch's last batch: a
+        callback reading `callback_metrics` (or the progress bar) between them sees the
+        values of the last logged step. Lightning's own LearningRateMonitor asks the same
         question; without a Trainer, log."""
         connector = getattr(self._trainer, "_logger_connector", None)
         return bool(getattr(connector, "should_update_logs", True) or getattr(self._trainer, "fast_dev_run", False))
@@ -190,6 +215,8 @@ class InterventionModule(L.LightningModule):
     def _sync_model_device(self) -> None:
         if model_device(self.model) != self.device:
             self.model.to(self.device)
+        if self._frozen.plain is not None and model_device(self._frozen.plain) != self.device:
+            self._frozen.plain.to(self.device)
 
     def on_fit_start(self) -> None:
         self._sync_model_device()

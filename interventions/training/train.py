@@ -96,7 +96,9 @@ def train_intervention(
         run: epochs, batch size, padding side, seed, and the opt-in `prefix_skip` (cache the
             clean residual entering the earliest intervened layer k > 0 once, then run only
             blocks k.. each step; native and GPT-2 models) and `skip_unread` (the last block's
-            MLP only at the read positions: the same logits, gradients equal to float rounding).
+            MLP only at the read positions: the same logits, gradients equal to float rounding) and
+            `forward` ("auto": the steered forwards through the model's plain Hugging Face
+            form where it has one, `interventions.plain`; "bridge").
         logger: passed to `lightning.Trainer`.
         trainer_kwargs: passed to `lightning.Trainer` (by default it trains where the model
             is: `lightning_device`).
@@ -115,7 +117,7 @@ def train_intervention(
         method, info = method.fit(model, dm, train)
     prefix = skip_prefix(model, dm, method, run.prefix_skip)
     module = InterventionModule(model, method, objective, lr=learning_rate(spec), prefix_layer=prefix,
-                                skip_unread=run.skip_unread)  # fmt: skip
+                                skip_unread=run.skip_unread, forward=run.forward)  # fmt: skip
     if not method.trained:
         return TrainedIntervention(module, dm, info, run.seed)
     kwargs = dict(max_epochs=run.epochs, enable_progress_bar=False, **lightning_device(model_device(model)))

@@ -1,0 +1,145 @@
+"""interventions.plain: the training module's steered forward through the model's plain
+Hugging Face form gives the bridge's logits and gradients (to float rounding), falls back to
+the bridge where it must, never trains or changes the frozen weights, and leaves no hook."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from interventions.errors import ConfigError
+from interventions.methods import METHODS
+from interventions.objective import Objective
+from interventions.plain import plain_form
+from interventions.sites import build_grid
+from interventions.spec import RunSpec
+from interventions.training.module import InterventionModule
+
+SEQ = 6
+
+
+def batch_of(model, padding: str | None, seed: int = 0) -> dict:
+    """A batch of 3 prompts of SEQ tokens; `padding` "right"/"left" shortens the first row by 2."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(4, model.cfg.d_vocab, (3, SEQ), generator=g)
+    mask = torch.ones_like(ids)
+    last = torch.full((3,), SEQ - 1)
+    if padding == "right":
+        mask[0, -2:], last[0] = 0, SEQ - 3
+    elif padding == "left":
+        mask[0, :2] = 0
+    return {"input_ids": ids, "attention_mask": mask, "last_index": last,
+            "correct": torch.randint(4, model.cfg.d_vocab, (3,), generator=g),
+            "wrong": torch.randint(4, model.cfg.d_vocab, (3,), generator=g)}  # fmt: skip
+
+
+def method_of(model, name: str, sites, scale: float = 0.3):
+    positions = None if name == "dynscalar" else "all"
+    grid = build_grid(model.cfg, sites=sites, positions=positions, seq_len=SEQ)
+    method = METHODS[name](grid, model.cfg, model.W_O)
+    if name == "loreft":  # R is held orthonormal by a parametrization: its own initialisation
+        method.initialize("normal", scale, seed=1)
+        return method
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in method.params.values():
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+    return method
+
+
+def pair(model, name: str, sites):
+    """(module through the plain form, module through the bridge) over one method object."""
+    method = method_of(model, name, sites)
+    plain = InterventionModule(model, method, Objective())
+    bridge = InterventionModule(model, method, Objective(), forward="bridge")
+    return plain, bridge
+
+
+@pytest.mark.parametrize("padding", [None, "right"])
+@pytest.mark.parametrize("name,sites", [
+    ("activscalar", ["attnOut", "mlpOut"]), ("activscalar", ["z", "o", "residPost"]), ("dynscalar", ["attnOut", "z"]),
+    ("steervec", ["mlpOut", "o"]), ("loreft", ["residPost"]),
+])  # fmt: skip
+def test_plain_logits_and_gradients_equal_the_bridges(tiny_model, name, sites, padding):
+    plain, bridge = pair(tiny_model, name, sites)
+    assert plain._frozen.plain is not None and bridge._frozen.plain is None
+    batch = batch_of(tiny_model, padding)  # right-padded, a position-tied method runs on the bridge
+    grads = []
+    for module in (plain, bridge):
+        module.method.zero_grad(set_to_none=True)
+        pos, neg = module.steered_logits(batch)
+        (pos.logsumexp(-1).sum() - 2 * neg[:, 5].sum()).backward()
+        grads.append(([pos, neg], {k: p.grad.clone() for k, p in module.method.named_parameters()}))
+    (logits_p, grads_p), (logits_b, grads_b) = grads
+    assert logits_p[0].abs().max() > 1e-2  # a real comparison: the logits are not all zero
+    assert not torch.allclose(logits_p[0], logits_p[1])  # β = ±1 steer differently
+    for a, b in zip(logits_p, logits_b):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    for key in grads_b:
+        torch.testing.assert_close(grads_p[key], grads_b[key], rtol=1e-4, atol=1e-5)
+
+
+def test_left_padding_gets_the_bridges_positions(tiny_model):
+    plain, bridge = pair(tiny_model, "dynscalar", ["attnOut", "mlpOut"])
+    batch = batch_of(tiny_model, "left")
+    with torch.no_grad():
+        for a, b in zip(plain.steered_logits(batch), bridge.steered_logits(batch)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_steps_the_plain_form_cannot_run_fall_back_to_the_bridge(tiny_model):
+    plain, _ = pair(tiny_model, "activscalar", ["attnOut"])
+    form = plain._frozen.plain
+    calls = []
+    form.register_forward_pre_hook(lambda module, args: calls.append(1))
+    batch = batch_of(tiny_model, None)
+    with torch.no_grad():
+        plain.steered_logits(batch)
+        assert len(calls) == 1
+        probe = ("blocks.0.hook_resid_pre", lambda h, hook: h)
+        plain.steered_logits(batch, extra_hooks=[probe])  # the overflow probe's hook points: the bridge
+        plain.check_overflow(batch)
+    assert len(calls) == 1
+    form._forward_pre_hooks.clear()
+
+
+def test_models_and_methods_without_a_plain_form_use_the_bridge(tiny_model, hf_gpt2):
+    assert plain_form(tiny_model, method_of(tiny_model, "activscalar", ["v"])) is None  # GPT-2's fused q/k/v
+    assert plain_form(tiny_model, method_of(tiny_model, "activscalar", ["attnOut"]), forward="bridge") is None
+    assert plain_form(hf_gpt2, method_of(hf_gpt2, "activscalar", ["attnOut"])) is None  # a hub model's bridge
+
+
+def test_the_frozen_form_gets_no_gradient_and_never_changes(tiny_model):
+    plain, _ = pair(tiny_model, "activscalar", ["attnOut", "mlpOut"])
+    form = plain._frozen.plain
+    before = {k: v.clone() for k, v in form.state_dict().items()}
+    optimizer = torch.optim.Adam(plain.method.parameters(), lr=0.1)
+    batch = batch_of(tiny_model, None)
+    for _ in range(3):
+        pos, neg = plain.steered_logits(batch)
+        optimizer.zero_grad()
+        (pos[:, 4].sum() - neg[:, 4].sum()).backward()
+        optimizer.step()
+    assert all(p.grad is None and not p.requires_grad for p in form.parameters())
+    assert all(torch.equal(before[k], v) for k, v in form.state_dict().items())
+    assert list(plain.parameters()) == list(plain.method.parameters())  # the form is no child of the module
+
+
+def test_hooks_are_removed_when_the_forward_raises(tiny_model):
+    plain, _ = pair(tiny_model, "activscalar", ["attnOut"])
+    form = plain._frozen.plain
+
+    def boom(*args):
+        raise RuntimeError("boom")
+
+    handle = form.transformer.h[1].register_forward_hook(boom)
+    with pytest.raises(RuntimeError):
+        plain.steered_logits(batch_of(tiny_model, None))
+    handle.remove()
+    left = [m for m in form.modules() if m._forward_hooks or m._forward_pre_hooks]
+    assert left == []
+
+
+def test_forward_is_checked():
+    with pytest.raises(ConfigError):
+        RunSpec(forward="plain")
