@@ -105,11 +105,12 @@ def make_batch(model, d_vocab: int, batch: int, pos: int, seed: int = 0) -> dict
     return {**tensors, "clean_logprobs": torch.log_softmax(logits, -1)}
 
 
-def make_module(model, seq_len: int, method: str = "activscalar", skip_unread: bool = False):
+def make_module(model, seq_len: int, method: str = "activscalar", skip_unread: bool = False, forward: str = "auto"):
     grid = build_grid(model.cfg, seq_len=seq_len)
     m = METHODS[method](grid, model.cfg)
     m.initialize("normal", 1e-3, seed=0)
-    return InterventionModule(model, m, Objective(lambda_f=1.0, lambda_m=0.01, margin=1.0), lr=1e-2, skip_unread=skip_unread)
+    return InterventionModule(model, m, Objective(lambda_f=1.0, lambda_m=0.01, margin=1.0), lr=1e-2,
+                              skip_unread=skip_unread, forward=forward)  # fmt: skip
 
 
 def step_ours(module, optimizer, batch):

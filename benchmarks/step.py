@@ -5,13 +5,17 @@ On the same doubled batch (β = +1 and β = -1), side by side:
             hooked activations (the floor: a hook multiplies each hooked activation by a
             leaf of ones; backward from the last-position logits)
   ours      the product's training step: one batched β pass, hooks, clean log-probs
-            precomputed, no weight gradients, last-position unembedding, objective, Adam
+            precomputed, no weight gradients, last-position unembedding, objective, Adam;
+            through the model's plain Hugging Face form where it has one (`interventions.plain`)
+  ours_bridge  the same step through the bridge (`forward="bridge"`), which the variants
+            below are written against: their ratios are over it
   naive     a straightforward step: two separate β passes, clean logits recomputed every
             step, model weights left requiring grad, logits at every position, plain Adam
   without_<x>  ours with one optimization x switched off (OPTIMIZATIONS): what each one buys
   skip_unread  ours with `skip_unread=True` (the last block's MLP at the read position only)
   fit       ours inside `lightning.Trainer.fit` (its loop, logging and optimizer closure)
-and reports ours / bare (goal ≤ 1.15) and every other variant / ours.
+and reports ours / bare (goal ≤ 1.10 at batch 4), ours_bridge / bare, fit / ours and every
+bridge variant / ours_bridge.
 """
 
 from __future__ import annotations
@@ -71,8 +75,10 @@ def bench_step(model_name: str, batch_size: int, pos: int, repeats: int, device:
     model, d_vocab = build(model_name, device=device)
     batch = make_batch(model, d_vocab, batch_size, pos)
     without = {f"without_{name}": (name,) for name in OPTIMIZATIONS}
-    names = ["ours", "skip_unread", "naive", "fit", *without]
-    modules = {name: make_module(model, pos, skip_unread=name == "skip_unread") for name in names}
+    names = ["ours", "ours_bridge", "skip_unread", "naive", "fit", *without]
+    on_bridge = {"ours_bridge", "skip_unread", "naive", *without}
+    modules = {name: make_module(model, pos, skip_unread=name == "skip_unread",
+                                 forward="bridge" if name in on_bridge else "auto") for name in names}  # fmt: skip
     optimizers = {name: m.configure_optimizers() for name, m in modules.items()}  # the product's Adam (foreach)
     optimizers["naive"] = torch.optim.Adam(modules["naive"].method.parameters(), lr=1e-2)  # plain, per tensor
     hooked = [hook_name(s, l) for s in modules["ours"].method.grid.sites for l in modules["ours"].method.grid.layers]
@@ -87,6 +93,7 @@ def bench_step(model_name: str, batch_size: int, pos: int, repeats: int, device:
     t = side_by_side({
         "bare": lambda: step_bare(model, batch, hooked),
         "ours": lambda: step_ours(modules["ours"], optimizers["ours"], batch),
+        "ours_bridge": lambda: step_ours(modules["ours_bridge"], optimizers["ours_bridge"], batch),
         "skip_unread": lambda: step_ours(modules["skip_unread"], optimizers["skip_unread"], batch),
         "naive": variant("naive", tuple(OPTIMIZATIONS)),
         "fit": lambda: fit_epoch(modules["fit"], batch, fit_steps),
@@ -96,5 +103,7 @@ def bench_step(model_name: str, batch_size: int, pos: int, repeats: int, device:
         "model": model_name, "device": str(device), "batch": batch_size, "positions": pos, "rounds": repeats,
         **{f"{name}_ms": round(seconds * 1e3, 2) for name, seconds in t.items()},
         "ours_over_bare": round(t["ours"] / t["bare"], 3),
-        **{f"{name}_over_ours": round(t[name] / t["ours"], 3) for name in names if name != "ours"},
+        "ours_bridge_over_bare": round(t["ours_bridge"] / t["bare"], 3),
+        "fit_over_ours": round(t["fit"] / t["ours"], 3),
+        **{f"{name}_over_ours_bridge": round(t[name] / t["ours_bridge"], 3) for name in on_bridge - {"ours_bridge"}},
     }  # fmt: skip

@@ -17,7 +17,7 @@ import statistics
 from pathlib import Path
 
 # The issue's goals: each ratio at most this; the fused parameters equal to the separate runs' within FUSED_EXACT.
-STEP_GOAL, FUSED_GOAL, PEER_GOAL, FUSED_EXACT, GENERATE_GOAL = 1.15, 0.35, 0.5, 1e-5, 1.10
+STEP_GOAL, FUSED_GOAL, PEER_GOAL, FUSED_EXACT, GENERATE_GOAL = 1.10, 0.35, 0.5, 1e-5, 1.10
 STEERING_GOAL = 1.5  # scoring a run (steering_eval) over the time it spends generating
 FLOOR_GOAL, WHOLE_RUN_GOAL = 1.05, 0.75  # the step over the plain HF model's; today's run over 83bbf46's
 
@@ -34,11 +34,12 @@ def step_rows(results: list[dict]) -> list[str]:
     for r in results:
         case = f"{r['model']}, {r['batch']} × {r['positions']}"
         rows.append(row("a. step: ours / bare", case, r["ours_over_bare"], STEP_GOAL))
-        rows.append(row("b. step: naive / ours", case, r["naive_over_ours"]))
-        for key in sorted(k for k in r if k.startswith("without_") and k.endswith("_over_ours")):
-            name = key.removeprefix("without_").removesuffix("_over_ours")
-            rows.append(row(f"b. step: without {name} / ours", case, r[key]))
-        rows.append(row("step: skip_unread / ours", case, r["skip_unread_over_ours"]))
+        rows.append(row("step: ours through the bridge / bare", case, r["ours_bridge_over_bare"]))
+        rows.append(row("b. step: naive / ours through the bridge", case, r["naive_over_ours_bridge"]))
+        for key in sorted(k for k in r if k.startswith("without_") and k.endswith("_over_ours_bridge")):
+            name = key.removeprefix("without_").removesuffix("_over_ours_bridge")
+            rows.append(row(f"b. step: without {name} / ours through the bridge", case, r[key]))
+        rows.append(row("step: skip_unread / ours through the bridge", case, r["skip_unread_over_ours_bridge"]))
         rows.append(row("step: fit / ours", case, r["fit_over_ours"]))
     return rows
 

@@ -99,10 +99,11 @@ def test_an_unusable_device_is_refused_before_any_work(monkeypatch, capsys, argv
 def test_step_benchmark_runs_every_variant(toy_model):
     result = bench_step("toy", batch_size=2, pos=17, repeats=1)
     assert result["device"] == "cpu"
-    variants = ["skip_unread", "naive", "fit", *(f"without_{name}" for name in OPTIMIZATIONS)]
-    for name in ("bare", "ours", *variants):
+    variants = ["skip_unread", "naive", *(f"without_{name}" for name in OPTIMIZATIONS)]  # through the bridge
+    for name in ("bare", "ours", "ours_bridge", "fit", *variants):
         assert result[f"{name}_ms"] > 0
-    assert {"ours_over_bare", *(f"{name}_over_ours" for name in variants)} <= set(result)
+    assert {"ours_over_bare", "ours_bridge_over_bare", "fit_over_ours",
+            *(f"{name}_over_ours_bridge" for name in variants)} <= set(result)  # fmt: skip
 
 
 @pytest.mark.parametrize("without", [(), *((name,) for name in OPTIMIZATIONS), tuple(OPTIMIZATIONS)])
