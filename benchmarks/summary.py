@@ -17,7 +17,7 @@ import statistics
 from pathlib import Path
 
 # The issue's goals: each ratio at most this; the fused parameters equal to the separate runs' within FUSED_EXACT.
-STEP_GOAL, FUSED_GOAL, PEER_GOAL, FUSED_EXACT, GENERATE_GOAL = 1.10, 0.35, 0.5, 1e-5, 1.10
+STEP_GOAL, FUSED_GOAL, PEER_GOAL, FUSED_EXACT, GENERATE_GOAL = 1.10, 0.25, 0.5, 1e-5, 1.10  # step and fused: issue 34
 STEERING_GOAL = 1.5  # scoring a run (steering_eval) over the time it spends generating
 FLOOR_GOAL, WHOLE_RUN_GOAL = 1.05, 0.75  # the step over the plain HF model's; today's run over 83bbf46's
 

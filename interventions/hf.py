@@ -199,26 +199,16 @@ def _positions_hook(method, see, trained: int):
 
 
 @contextmanager
-def attached(hf_model, method, beta: float | torch.Tensor = 1.0, positions_beyond: str = "none"):
-    """`method`'s hooks on `hf_model`'s modules for the duration of the block (no checks:
-    `apply` checks the model first). Hooks are removed on exit, also when the block raises."""
+def placed(hf_model, hooks, n_heads: int):
+    """(TransformerLens hook name, fn) pairs on `hf_model`'s modules for the duration of the
+    block, each fn given the tensor its hook point holds on the bridge (`_site_module`; z and v
+    seen as [batch, pos, heads, d_head]). Removed on exit, also when the block raises."""
     layout = layout_of(hf_model)
-    device = next(hf_model.parameters()).device
-    if any(t.device != device for t in (*method.parameters(), *method.buffers())):  # no walk per training step
-        method = method.to(device)
-    n_heads = method.cfg_dims["n_heads"]
     n_kv_heads = getattr(hf_model.config, "num_key_value_heads", None) or n_heads
-    if "o" in method.grid.sites:
-        method.W_O = w_o(hf_model, layout, n_heads)
     blocks = hf_model.get_submodule(layout.layers)
-    with ExitStack() as stack:
-        see = stack.enter_context(method.track_positions(positions_beyond))
-        handles = []  # the positions hook only where a method reads positions
-        if method.position_tied:
-            handles.append(hf_model.register_forward_pre_hook(_positions_hook(method, see, method.grid.seq_len),
-                                                              with_kwargs=True))  # fmt: skip
-        stack.callback(lambda: [h.remove() for h in handles])
-        for name, fn in method.hooks(beta):
+    handles = []
+    try:
+        for name, fn in hooks:
             short, layer = parse_hook(name)
             module, kind = _site_module(hf_model, layout, blocks[layer], short)
             if kind == "output":
@@ -227,6 +217,31 @@ def attached(hf_model, method, beta: float | torch.Tensor = 1.0, positions_beyon
                 handles.append(module.register_forward_hook(_v_hook(fn, n_kv_heads)))
             else:
                 handles.append(module.register_forward_pre_hook(_z_hook(fn, n_heads)))
+        yield hf_model
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def attached(hf_model, method, beta: float | torch.Tensor = 1.0, positions_beyond: str = "none"):
+    """`method`'s hooks on `hf_model`'s modules for the duration of the block (no checks:
+    `apply` checks the model first), with the positions of each call handed to a
+    position-tied method. Hooks are removed on exit, also when the block raises."""
+    layout = layout_of(hf_model)
+    device = next(hf_model.parameters()).device
+    if any(t.device != device for t in (*method.parameters(), *method.buffers())):  # no walk per call
+        method = method.to(device)
+    n_heads = method.cfg_dims["n_heads"]
+    if "o" in method.grid.sites:
+        method.W_O = w_o(hf_model, layout, n_heads)
+    with ExitStack() as stack:
+        see = stack.enter_context(method.track_positions(positions_beyond))
+        if method.position_tied:  # the positions hook only where a method reads positions
+            handle = hf_model.register_forward_pre_hook(_positions_hook(method, see, method.grid.seq_len),
+                                                        with_kwargs=True)  # fmt: skip
+            stack.callback(handle.remove)
+        stack.enter_context(placed(hf_model, method.hooks(beta), n_heads))
         yield hf_model
 
 

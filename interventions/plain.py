@@ -10,8 +10,8 @@ the logits agree to float rounding, so a run's numbers do too, not bit for bit).
 
 What stays on the bridge: steps that need its hook points or its block-level shortcuts —
 the prefix skip (`prefix_layer` > 0), `skip_unread`, extra hooks (the overflow probe at
-each epoch's end), answers of several tokens, padded batches of a position-tied method — and hooks the plain form does not map
-(`hf.site_of`: e.g. `v` on GPT-2's fused projection). The clean log-probs, observable
+each epoch's end), answers of several tokens — and hooks the plain form does not map
+(`hf.check_sites`: e.g. `v` on GPT-2's fused projection). The clean log-probs, observable
 propagation and the analyses always use the bridge.
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from interventions.errors import ExportError, ModelError
-from interventions.hf import attached, check_sites
+from interventions.hf import check_sites, placed
 from interventions.models import model_device
 from interventions.toyworld.hf_form import hf_form
 
@@ -29,7 +29,8 @@ def plain_form(model, method, forward: str = "auto"):
     """The plain Hugging Face model to train `method` through, or None for the bridge:
     `forward="bridge"`, a model without a plain form (hub models, native models of other
     architectures), or a method whose hooks the form cannot place."""
-    if forward == "bridge" or model_device(model).type == "meta" or type(getattr(model, "adapter", None)).__name__ != "NativeArchitectureAdapter":
+    native = type(getattr(model, "adapter", None)).__name__ == "NativeArchitectureAdapter"
+    if forward == "bridge" or not native or model_device(model).type == "meta":
         return None
     try:
         plain = hf_form(model)
@@ -39,28 +40,24 @@ def plain_form(model, method, forward: str = "auto"):
     return plain
 
 
-def plain_usable(method, batch: dict, prefix_layer: int, skip_unread: bool, extra_hooks) -> bool:
-    """Whether this step can run on the plain form (module docstring). A position-tied
-    method on a padded batch stays on the bridge too: `hf.attached` holds every row of a
-    position-tied method to the trained length, as an export applied elsewhere must be."""
+def plain_usable(batch: dict, prefix_layer: int, skip_unread: bool, extra_hooks) -> bool:
+    """Whether this step can run on the plain form (module docstring)."""
     multi = "answer_ids" in batch and batch["answer_ids"].shape[-1] > 1
-    padded_tied = method.position_tied and not bool(batch["attention_mask"].all())
-    return prefix_layer == 0 and not skip_unread and not extra_hooks and not multi and not padded_tied
+    return prefix_layer == 0 and not skip_unread and not extra_hooks and not multi
 
 
-def plain_steered_logits(plain, method, batch: dict, betas=(1.0, -1.0)) -> list[torch.Tensor]:
-    """`forward.steered_logits` on the plain form: last-position logits [batch, vocab]
-    (float32) for each β from one forward of the batch repeated len(betas) times.
+def plain_logits(plain, hooks: list, batch: dict, reps: int, n_heads: int) -> torch.Tensor:
+    """`forward.repeated_batch_logits` on the plain form: last-position logits [reps · B, vocab]
+    (float32) of the batch repeated `reps` times, `hooks` (TransformerLens names) placed by
+    `hf.placed`. Positions are counted from each row's first real token, as the bridge does;
+    a position-tied hook sees the positions by index, as on the bridge's training path.
 
     Args:
         plain: the plain form (`plain_form`).
         batch: input_ids [B, pos], attention_mask [B, pos], last_index [B].
     """
-    k, b = len(betas), batch["input_ids"].shape[0]
-    method.check_length(batch["input_ids"].shape[1])
-    ids, mask = batch["input_ids"].repeat(k, 1), batch["attention_mask"].repeat(k, 1)
-    rows, last = torch.arange(k * b, device=ids.device), batch["last_index"].repeat(k)
-    beta = torch.tensor(betas, device=ids.device).repeat_interleave(b)
+    ids, mask = batch["input_ids"].repeat(reps, 1), batch["attention_mask"].repeat(reps, 1)
+    rows, last = torch.arange(ids.shape[0], device=ids.device), batch["last_index"].repeat(reps)
 
     def keep_last(module, args):  # the unembedding on the read positions only, as the bridge's path
         return (args[0][rows, last].unsqueeze(1),)
@@ -70,8 +67,17 @@ def plain_steered_logits(plain, method, batch: dict, betas=(1.0, -1.0)) -> list[
         kwargs = {"attention_mask": mask, "position_ids": (mask.cumsum(1) - 1).clamp_min(0)}
     handle = plain.get_output_embeddings().register_forward_pre_hook(keep_last)
     try:
-        with attached(plain, method, beta):
+        with placed(plain, hooks, n_heads):
             logits = plain(input_ids=ids, use_cache=False, **kwargs).logits[:, 0]
     finally:
         handle.remove()
-    return list(logits.float().split(b))
+    return logits.float()
+
+
+def plain_steered_logits(plain, method, batch: dict, betas=(1.0, -1.0)) -> list[torch.Tensor]:
+    """`forward.steered_logits` on the plain form: last-position logits [batch, vocab]
+    (float32) for each β from one forward of the batch repeated len(betas) times."""
+    k, b = len(betas), batch["input_ids"].shape[0]
+    method.check_length(batch["input_ids"].shape[1])
+    beta = torch.tensor(betas, device=batch["input_ids"].device).repeat_interleave(b)
+    return list(plain_logits(plain, method.hooks(beta), batch, k, method.cfg_dims["n_heads"]).split(b))

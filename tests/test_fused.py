@@ -121,7 +121,8 @@ def test_fused_training_skips_the_prefix_as_separate_runs_do(tiny_model, prefix_
     grad_calls = []
     handle = tiny_model.blocks[0].register_forward_hook(lambda *_: grad_calls.append(torch.is_grad_enabled()))
     try:
-        fused = train_fused(tiny_model, train, OBJECTIVES[:2], intervention=intervention_spec(layers=layers, init_scale=1e-2, lr=0.05), run=RunSpec(epochs=2, prefix_skip=prefix_skip))  # fmt: skip
+        # on the bridge, whose block 0 the hook watches (without the prefix skip the plain form would run it)
+        fused = train_fused(tiny_model, train, OBJECTIVES[:2], intervention=intervention_spec(layers=layers, init_scale=1e-2, lr=0.05), run=RunSpec(epochs=2, prefix_skip=prefix_skip, forward="bridge"))  # fmt: skip
     finally:
         handle.remove()
     assert any(grad_calls) is not prefix_skip

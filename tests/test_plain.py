@@ -143,3 +143,21 @@ def test_hooks_are_removed_when_the_forward_raises(tiny_model):
 def test_forward_is_checked():
     with pytest.raises(ConfigError):
         RunSpec(forward="plain")
+
+
+@pytest.mark.parametrize("name,sites", [("activscalar", ["attnOut", "z"]), ("dynscalar", ["mlpOut", "o"])])
+def test_fused_steps_on_the_plain_form_equal_the_bridges(tiny_model, name, sites):
+    from interventions.training.fused import fused_step_logits, stack_parameters
+
+    methods = [method_of(tiny_model, name, sites) for _ in range(2)]
+    with torch.no_grad():
+        methods[1].params[next(iter(methods[1].params))].mul_(-2)  # two different settings
+    stacked = stack_parameters(methods)
+    plain = plain_form(tiny_model, methods[0])
+    for padding in (None, "right"):
+        batch = batch_of(tiny_model, padding)
+        on_plain = fused_step_logits(tiny_model, methods[0], stacked, batch, plain=plain)
+        on_bridge = fused_step_logits(tiny_model, methods[0], stacked, batch)
+        assert not torch.allclose(on_plain[0][0], on_plain[0][1])  # the settings steer differently
+        for a, b in zip(on_plain, on_bridge):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -26,6 +26,7 @@ from interventions.methods.registry import intervention_spec, method_class
 from interventions.models import model_device
 from interventions.numerics import first_overflow, likely_cause, overflow_message, residual_probe
 from interventions.objective import Objective, example_terms, minimality_loss, weighted_sum
+from interventions.plain import plain_form, plain_logits, plain_usable
 from interventions.spec import ObjectiveSpec, RunSpec, TrainedInterventionSpec
 from interventions.tasks.datapoint import Task
 from interventions.training.progress import EpochLines, on_terminal
@@ -81,16 +82,21 @@ def fused_hooks(proto: Method, stacked: dict[str, torch.Tensor], beta: torch.Ten
 
 def fused_step_logits(
     model, proto: Method, stacked: dict[str, torch.Tensor], batch: dict, skip_unread: bool = False,
-    prefix_layer: int = 0, extra_hooks=(),
+    prefix_layer: int = 0, extra_hooks=(), plain=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Last-position logits [K, B, vocab] at β = +1 and at β = -1, from one forward of the
     batch repeated K × 2 times (K = the stacked parameters' first dimension); from the
     cached residual `batch["resid_pre"]` when `prefix_layer` > 0, as in separate runs.
-    `extra_hooks` run after the K settings' (e.g. `numerics.residual_probe`)."""
+    `extra_hooks` run after the K settings' (e.g. `numerics.residual_probe`). `plain`: the
+    model's plain form (`plain.plain_form`), used where the step allows, as separate runs do."""
     k_count, b = next(iter(stacked.values())).shape[0], batch["input_ids"].shape[0]
     beta = torch.tensor([1.0, -1.0], device=batch["input_ids"].device).repeat_interleave(b).repeat(k_count, 1)
     hooks = [*fused_hooks(proto, stacked, beta), *extra_hooks]
-    logits = repeated_batch_logits(model, batch, 2 * k_count, hooks, prefix_layer=prefix_layer, skip_unread=skip_unread)
+    if plain is not None and plain_usable(batch, prefix_layer, skip_unread, extra_hooks):
+        logits = plain_logits(plain, hooks, batch, 2 * k_count, proto.cfg_dims["n_heads"])
+    else:
+        logits = repeated_batch_logits(model, batch, 2 * k_count, hooks, prefix_layer=prefix_layer,
+                                       skip_unread=skip_unread)  # fmt: skip
     logits = logits.view(k_count, 2, b, -1)
     return logits[:, 0], logits[:, 1]
 
@@ -247,7 +253,7 @@ class FusedState:
     stacked: dict[str, torch.Tensor]
     optimizer: torch.optim.Optimizer
     watch: "FusedDivergence"
-    forward: dict  # fused_step_logits' skip_unread and prefix_layer
+    forward: dict  # fused_step_logits' skip_unread, prefix_layer and plain
     received: dict | None = None
     step: int = 0
 
@@ -308,7 +314,8 @@ def train_fused(
     state = FusedState(
         model, methods[0], stacked, torch.optim.Adam(stacked.values(), lr=lr, foreach=True),
         FusedDivergence(len(objectives), cause),
-        dict(skip_unread=run.skip_unread, prefix_layer=skip_prefix(model, dm, methods[0], run.prefix_skip)),
+        dict(skip_unread=run.skip_unread, prefix_layer=skip_prefix(model, dm, methods[0], run.prefix_skip),
+             plain=plain_form(model, methods[0], run.forward)),
     )  # fmt: skip
     loader, device = dm.train_dataloader(), model_device(model)
     label = f"fused {spec.method} ×{len(objectives)}"

@@ -87,7 +87,7 @@ class InterventionModule(L.LightningModule):
         method's (e.g. `numerics.residual_probe`).
         """
         plain = self._frozen.plain
-        if plain is not None and plain_usable(self.method, batch, self.prefix_layer, self.skip_unread, extra_hooks):
+        if plain is not None and plain_usable(batch, self.prefix_layer, self.skip_unread, extra_hooks):
             return plain_steered_logits(plain, self.method, batch, betas)
         return steered_logits(self.model, self.method, batch, betas, extra_hooks, self.prefix_layer, self.skip_unread)
 
