@@ -12,7 +12,8 @@ the optimizer:
   bridge     the bridge's own forward with the same hooks (`model.hooks`), last position read
              from full logits: the path without the project's forward optimizations
 The ratio ours / hf is the issue's "step over the real floor" (goal ≤ 1.05). The logits of the
-three are checked to agree (1e-4) before anything is timed.
+three are checked to agree (1e-4) before anything is timed. A last point times the fused
+step (K = 16 settings) against its own floor (`bench_fused_floor`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import torch
 from benchmarks.harness import make_batch, make_module, side_by_side
 from interventions.hf import attached
 from interventions.models import load_model
+from interventions.plain import plain_logits
 from interventions.toyworld.hf_form import hf_form
+from interventions.training.fused import fused_step_logits, stack_parameters
 
 
 def _paths(module, hf_model, batch: dict) -> dict:
@@ -70,5 +73,39 @@ def bench_floor(batch_size: int, repeats: int) -> dict:
             "ours_over_hf": times["ours"] / times["hf"], "bridge_over_hf": times["bridge"] / times["hf"]}  # fmt: skip
 
 
-def run(repeats: int, batches=(4, 32)) -> list[dict]:
-    return [bench_floor(b, repeats) for b in batches]
+def bench_fused_floor(k: int, batch_size: int, repeats: int) -> dict:
+    """The fused step's forward + backward (K settings × β = ±1 over a batch of `batch_size`:
+    2·K·B rows, on the plain form as the fused trainer runs it) against the plain form's
+    forward + backward of the same 2·K·B rows with one setting's hooks (its floor: the model's
+    work for those rows), and against one separate run's step forward + backward (2·B rows)."""
+    model, _ = load_model("toy")
+    batch = make_batch(model, model.cfg.d_vocab, batch_size, 17)
+    modules = [make_module(model, 17) for _ in range(k)]
+    stacked = stack_parameters([m.method for m in modules])
+    plain, proto = modules[0]._frozen.plain, modules[0].method
+    rows = {key: batch[key].repeat(2 * k, *([1] * (batch[key].dim() - 1))) for key in ("input_ids", "attention_mask", "last_index")}
+    beta = torch.ones(2 * k * batch_size)
+
+    def fused():
+        pos, neg = fused_step_logits(model, proto, stacked, batch, plain=plain)
+        (pos.logsumexp(-1).mean() - neg.logsumexp(-1).mean()).backward()
+        for values in stacked.values():
+            values.grad = None
+
+    def floor():
+        plain_logits(plain, proto.hooks(beta), rows, 1, proto.cfg_dims["n_heads"]).logsumexp(-1).mean().backward()
+        proto.zero_grad(set_to_none=True)
+
+    def separate():
+        pos, neg = modules[1].steered_logits(batch)
+        (pos.logsumexp(-1).mean() - neg.logsumexp(-1).mean()).backward()
+        modules[1].method.zero_grad(set_to_none=True)
+
+    times = side_by_side({"fused": fused, "floor": floor, "separate": separate}, repeats)
+    return {"k": k, "batch": batch_size, "positions": 17, "ms": {name: t * 1e3 for name, t in times.items()},
+            "fused_over_floor": times["fused"] / times["floor"],
+            "fused_over_k_separate": times["fused"] / (k * times["separate"])}  # fmt: skip
+
+
+def run(repeats: int, batches=(4, 32), fused_k: int = 16) -> list[dict]:
+    return [*(bench_floor(b, repeats) for b in batches), bench_fused_floor(fused_k, 4, repeats)]

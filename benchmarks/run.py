@@ -138,7 +138,7 @@ def plan(args, size: Sizes, device) -> dict:
     fused_options = ({}, {"skip_unread": True}, {"layers": [3]})  # 3: the toy's last layer
     return {
         "step": ("step", lambda: [printed(step_point(name, batch)) for name, batch in shapes]),
-        "floor": ("floor", lambda: [printed(point) for point in floor.run(size.repeats, (4,) if size.quick else (4, 32))]),
+        "floor": ("floor", lambda: [printed(point) for point in floor.run(size.repeats, *(((4,), 2) if size.quick else ((4, 32), 16)))]),
         "prefix": ("prefix", lambda: [printed(prefix_point(name)) for name in size.models]),
         "peer": ("peer", lambda: [printed(peer.bench_peer(name, device=device, **size.peer)) for name in size.models]),
         "fused": ("fused", lambda: [printed(fused.bench_fused(**options, **size.fused, device=device))

@@ -233,6 +233,14 @@ def test_the_floor_benchmark_times_three_paths_that_give_the_same_logits(toy_mod
     assert point["ours_over_hf"] == point["ms"]["ours"] / point["ms"]["hf"]
 
 
+def test_the_fused_floor_point_times_the_fused_step_its_floor_and_a_separate_step(toy_model):
+    from benchmarks.floor import bench_fused_floor
+
+    point = bench_fused_floor(k=2, batch_size=2, repeats=1)
+    assert set(point["ms"]) == {"fused", "floor", "separate"} and all(v > 0 for v in point["ms"].values())
+    assert point["fused_over_k_separate"] == point["ms"]["fused"] / (2 * point["ms"]["separate"])
+
+
 @pytest.mark.slow
 def test_the_whole_run_benchmark_times_both_sides_and_profiles_their_phases(tmp_path):
     import json
