@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from interventions.errors import ExportError, ModelError
+from interventions.forward import has_answer_tails
 from interventions.hf import check_sites, placed
 from interventions.models import model_device
 from interventions.toyworld.hf_form import hf_form
@@ -42,8 +43,7 @@ def plain_form(model, method, forward: str = "auto"):
 
 def plain_usable(batch: dict, prefix_layer: int, skip_unread: bool, extra_hooks) -> bool:
     """Whether this step can run on the plain form (module docstring)."""
-    multi = "answer_ids" in batch and batch["answer_ids"].shape[-1] > 1
-    return prefix_layer == 0 and not skip_unread and not extra_hooks and not multi
+    return prefix_layer == 0 and not skip_unread and not extra_hooks and not has_answer_tails(batch)
 
 
 def plain_logits(plain, hooks: list, batch: dict, reps: int, n_heads: int) -> torch.Tensor:
