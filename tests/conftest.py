@@ -10,7 +10,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import select
+import signal
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -212,17 +215,78 @@ def model_args(tmp_path_factory, toy_tokenizer) -> list[str]:
     return [f"model.name={folder}"]
 
 
-def run_cli(script: str, *args: str, hydra_dir: Path | None = None, timeout: int = 600, threads: int | None = None):
-    """Run `python <script> <args>` in the checkout (W&B off)."""
-    import subprocess
+class WarmInterpreter:
+    """One interpreter per test worker that runs `python <script> <args>` commands in itself
+    (tests/pages.py's runner): a fresh interpreter spends 5-7 s importing torch, Lightning and
+    TransformerLens before a tiny run's one second of work. Each command gets the caller's
+    environment, the checkout as working directory, a fresh process's torch threads and its
+    own sys.argv; Hydra's global state and the root logger's handlers are reset after it."""
 
-    argv = [sys.executable, script, *args]
+    def __init__(self, env: dict[str, str]):
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "pages.py")], cwd=ROOT, env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     start_new_session=True)  # fmt: skip
+
+    def run(self, argv: list[str], env: dict[str, str], timeout: float):
+        """subprocess.run's CompletedProcess for `python <argv>`; TimeoutExpired (and this
+        interpreter killed) past `timeout` seconds."""
+        self.proc.stdin.write(json.dumps({"kind": "argv", "argv": argv, "env": env, "cwd": str(ROOT)}) + "\n")
+        self.proc.stdin.flush()
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            raise subprocess.TimeoutExpired([sys.executable, *argv], timeout)
+        line = self.proc.stdout.readline()
+        if not line:  # the interpreter died inside the command (os._exit, a crash)
+            code = self.proc.wait()
+            return subprocess.CompletedProcess([sys.executable, *argv], code, "", "the warm interpreter died")
+        done = json.loads(line)
+        return subprocess.CompletedProcess([sys.executable, *argv], done["code"], done["out"], done["err"])
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+        self.proc.stdout.close()
+
+
+# this worker's warm interpreters, by the PYTHONPATH they started with: a method imported from
+# a plugin's folder registers itself for the rest of its interpreter's life
+_WARM: dict[str, WarmInterpreter] = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_warm_interpreters():
+    yield
+    for warm in _WARM.values():
+        if warm.alive():
+            warm.close()
+
+
+def run_cli(script: str, *args: str, hydra_dir: Path | None = None, timeout: int = 600, threads: int | None = None,
+            fresh: bool = False, pythonpath: str | None = None):  # fmt: skip
+    """Run `python <script> <args>` in the checkout (W&B off): in this worker's warm
+    interpreter (`WarmInterpreter`; one of its own for each `pythonpath` given), or with
+    `fresh` in a new process, for what one process must not share with the next (signals,
+    DDP's process group, warnings shown once per process, environment read at import)."""
+    argv = [script, *args]
     if hydra_dir is not None:  # keep Hydra's own folder out of the checkout
         argv.append(f"hydra.run.dir={hydra_dir}")
     env = dict(os.environ, WANDB_MODE="disabled", WANDB_SILENT="true")
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
-    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (pythonpath, os.environ.get("PYTHONPATH"))))
+    if fresh:
+        return subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                              env=env)  # fmt: skip
+    key = env.get("PYTHONPATH", "")
+    if key not in _WARM or not _WARM[key].alive():
+        _WARM[key] = WarmInterpreter(env)
+    return _WARM[key].run(argv, env, timeout)
 
 
 def rebuild_sweep_summary(sweep: Path, record: str, written: tuple[str, ...], eval_dir: Path) -> tuple[dict, dict]:

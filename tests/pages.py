@@ -17,7 +17,8 @@ checkout` must fail here with the documented one-line error, not a traceback.
 Running the Hydra entry points in fresh interpreters costs about 5 s of imports each, so the
 runner (`python tests/pages.py`, fed JSON commands on stdin) executes `python X.py ...` and
 `python -m module ...` in one interpreter, each with its own sys.argv, as `runpy` would run
-them from a shell; anything else (bash, pipes) runs in a real shell.
+them from a shell, and each ```python block there too, as a script; anything else (bash,
+pipes) runs in a real shell.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ import runpy
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -140,6 +143,8 @@ def _in_process(argv: list[str]) -> tuple[int, str, str]:
     saved_argv = sys.argv
     torch = sys.modules.get("torch")
     threads = torch.get_num_threads() if torch is not None else int(os.environ.get("OMP_NUM_THREADS", "0")) or None
+    if torch is not None and os.environ.get("OMP_NUM_THREADS", "").isdigit():  # what a fresh process would start with
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -181,8 +186,25 @@ def run(text: str, python: str) -> tuple[int, str, str]:
     return done.returncode, done.stdout, done.stderr
 
 
+@contextlib.contextmanager
+def environment(env: dict[str, str], cwd: str):
+    """os.environ replaced by `env` and the working directory set to `cwd` for the block."""
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    try:
+        yield
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
 def main() -> None:
-    """Read {"text": ..., "kind": ...} lines on stdin; answer one JSON line each on stdout."""
+    """Read {"text": ..., "kind": ...} lines on stdin; answer one JSON line each on stdout.
+    Kind "argv" ({"argv": [...], "env": {...}, "cwd": ...}: tests/conftest.py's `run_cli`)
+    runs `python <argv>` here with that environment and working directory."""
     python = sys.executable
     sys.path.insert(0, os.getcwd())  # the copy's package, not the installed checkout's
     # replies on a private copy of stdout; the descriptors 1 and 2 that child processes
@@ -194,9 +216,14 @@ def main() -> None:
     for line in sys.stdin:
         request = json.loads(line)
         start = time.perf_counter()
-        if request["kind"] == "python":
-            done = subprocess.run([python, "-c", request["text"]], capture_output=True, text=True)
-            code, out, err = done.returncode, done.stdout, done.stderr
+        if request["kind"] == "argv":
+            with environment(request["env"], request["cwd"]):
+                code, out, err = _in_process([python, *request["argv"]])
+        elif request["kind"] == "python":  # a script: in this interpreter too, as `python script.py` would run it
+            with tempfile.TemporaryDirectory() as folder:
+                script = Path(folder) / "block.py"
+                script.write_text(request["text"])
+                code, out, err = _in_process([python, str(script)])
         else:
             code, out, err = run(request["text"], python)
         seconds = time.perf_counter() - start  # reported with a failure; never asserted

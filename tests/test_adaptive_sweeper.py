@@ -23,7 +23,6 @@ import pytest
 
 from conftest import ROOT, describe, rebuild_sweep_summary
 from conftest import run_cli as _run_cli
-from test_slurm import _jobs, slurm  # noqa: F401  (slurm: the one-node cluster fixture, skipped without SLURM)
 
 from interventions.errors import ConfigError
 from interventions.sweeps.adaptive import command_line, fused_override, plan_jobs
@@ -410,25 +409,3 @@ def test_a_fused_batch_trains_as_one_job(tmp_path, model_args):
         assert f"objective.lambda_f={trial.params['objective.lambda_f']!r}" in job["overrides"]
     rows = json.loads((sweep / "trials.json").read_text())["trials"]
     assert [r["run"] for r in rows] == ["0/0", "0/1", "0/2"] and all(r["state"] == "COMPLETE" for r in rows)
-
-
-@pytest.mark.slow
-def test_a_batch_of_trials_on_slurm(slurm, tmp_path, model_args, monkeypatch):  # noqa: F811
-    """hydra/launcher=slurm: a batch of two trials as two SLURM jobs; relaunched, nothing is
-    submitted. Runs where tests/test_slurm.py's one-node cluster can start (skipped otherwise)."""
-    monkeypatch.setenv("SLURM_CONF", slurm)
-    sweep = tmp_path / "sweep"
-    args = adaptive(sweep, "hydra/launcher=slurm", "hydra.launcher.timeout_min=10", "hydra.sweeper.n_trials=2",
-                    "hydra.sweeper.n_jobs=2", model_args=model_args)  # fmt: skip
-    before = len(_jobs(slurm))
-    result = run_cli("train.py", *args)
-    assert result.returncode == 0, describe(result)
-    assert len(_jobs(slurm)) == before + 2
-    trials = load(sweep).get_trials(deepcopy=False)
-    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
-    assert trials[1].datetime_start < trials[0].datetime_complete  # one batch
-    record = json.loads((sweep / "1" / "intervention.json").read_text())
-    assert record["threads"] == {"threads": 1, "source": "SLURM_CPUS_PER_TASK"}
-    again = run_cli("train.py", *args)
-    assert again.returncode == 0, describe(again)
-    assert len(_jobs(slurm)) == before + 2 and len(load(sweep).get_trials(deepcopy=False)) == 2

@@ -44,7 +44,7 @@ def test_a_ddp_run_counts_each_data_point_once_and_matches_a_single_process(tmp_
     sizes = ["task.n_train=16", "task.n_val=4", "task.n_test=16", "trainer.max_epochs=2", "trainer.log_every_n_steps=1"]
     run = tmp_path / "ddp"
     result = run_cli("train.py", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", *sizes, "logger=csv",
-                     f"run_dir={run}", hydra_dir=tmp_path / "hydra")  # fmt: skip
+                     f"run_dir={run}", hydra_dir=tmp_path / "hydra", fresh=True)  # DDP's process group: a process of its own  # fmt: skip
     assert result.returncode == 0, describe(result)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["train"]["n"] == 16 and metrics["test"]["n"] == 16

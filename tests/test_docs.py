@@ -105,9 +105,9 @@ def test_tiny_appends_sizes_and_narrows_sweep_presets():
     assert "objective.margin=0" in narrowed and "trainer.max_epochs=1" in narrowed
     assert set(ONE_POINT) <= set(narrowed)
     assert tiny("OMP_NUM_THREADS=1 python -m interventions circuits score --out x").endswith(
-        "--quick --benchmarks count_x --methods activscalar,activpatch,random")
+        "--quick --benchmarks count_x --methods activscalar,random")
     assert tiny("python -m interventions circuits score --benchmarks sort --out x").endswith(
-        "--benchmarks sort --out x --quick --methods activscalar,activpatch,random")
+        "--benchmarks sort --out x --quick --methods activscalar,random")
     assert tiny("python benchmarks/run.py summary") == "python benchmarks/run.py summary"
     assert tiny("python -m interventions toyworld report") == "python -m interventions toyworld report"
 

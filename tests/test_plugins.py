@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, describe
+from conftest import ROOT, describe, run_cli
 
 from interventions.errors import ConfigError, ExportError
 from interventions.methods import intervention_spec, known_names, method_class, options_from
@@ -96,8 +96,9 @@ def plugin(tmp_path_factory) -> Path:
 
 
 def cli(plugin: Path, script: str, *args: str):
-    env = dict(os.environ, WANDB_MODE="disabled", PYTHONPATH=f"{plugin}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    """`python <script> <args>` with the plugin's folder on PYTHONPATH (in a warm interpreter
+    started with it: conftest.run_cli)."""
+    return run_cli(script, *args, pythonpath=str(plugin))
 
 
 def test_options_are_checked_by_the_class_recorded_and_restored(tiny_model, tmp_path):

@@ -20,6 +20,7 @@ import time
 
 import pytest
 from conftest import describe, run_cli
+from test_adaptive_sweeper import adaptive, load
 
 SLURM_CONF = """ClusterName=local
 SlurmctldHost=localhost
@@ -96,7 +97,7 @@ def test_a_sweep_on_slurm(slurm, tmp_path, model_args, monkeypatch):
     finished = next(r for r in pareto["runs"] if r["status"] == "finished")
     record = json.loads((sweep / finished["run"] / "intervention.json").read_text())
     assert record["threads"] == {"threads": 1, "source": "SLURM_CPUS_PER_TASK"}  # the preset's one CPU
-    jobs = _sh("scontrol", "show", "job", env={**os.environ, "SLURM_CONF": slurm}, check=False).stdout
+    jobs = _settled(slurm)
     states = sorted(line.split()[0] for line in jobs.split("\n") if "JobState=" in line.strip())
     assert states == ["JobState=COMPLETED", "JobState=FAILED"], jobs
     refused = run_cli("train.py", "-m", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=64",
@@ -113,6 +114,19 @@ def test_a_sweep_on_slurm(slurm, tmp_path, model_args, monkeypatch):
                     "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep}", *model_args)  # fmt: skip
     assert again.returncode == 1 and f"skipping run {finished['run']}" in again.stdout, describe(again)
     assert len(_jobs(slurm)) == before + 1
+
+
+def _settled(conf: str, timeout: float = 120) -> str:
+    """`scontrol show job` once every job has ended: the sweep returns as soon as each job has
+    written its result, and a job's process may still be exiting then (RUNNING, COMPLETING)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = _sh("scontrol", "show", "job", env={**os.environ, "SLURM_CONF": conf}, check=False).stdout
+        if not any(state in out for state in ("JobState=RUNNING", "JobState=COMPLETING", "JobState=PENDING")):
+            return out
+        if time.monotonic() > deadline:
+            return out  # the assertion on the states shows what never ended
+        time.sleep(0.5)
 
 
 def _jobs(conf: str) -> list[str]:
@@ -154,3 +168,27 @@ def test_a_ddp_sweep_relaunched_under_slurm_skips_its_finished_run_on_every_task
     basic = run_cli("train.py", *args, "hydra/sweeper=basic", timeout=300)
     assert basic.returncode == 0, describe(basic)
     assert len(_jobs(slurm)) == before + 1
+
+
+@pytest.mark.slow
+def test_a_batch_of_trials_on_slurm(slurm, tmp_path, model_args, monkeypatch):
+    """The adaptive sweeper (tests/test_adaptive_sweeper.py) on hydra/launcher=slurm: a batch of
+    two trials as two SLURM jobs; relaunched, nothing is submitted. Here, not beside the
+    sweeper's other tests, so that one test worker runs every test of the cluster (a second
+    cluster cannot start while the first runs)."""
+    monkeypatch.setenv("SLURM_CONF", slurm)
+    sweep = tmp_path / "sweep"
+    args = adaptive(sweep, "hydra/launcher=slurm", "hydra.launcher.timeout_min=10", "hydra.sweeper.n_trials=2",
+                    "hydra.sweeper.n_jobs=2", model_args=model_args)  # fmt: skip
+    before = len(_jobs(slurm))
+    result = run_cli("train.py", *args, threads=1)
+    assert result.returncode == 0, describe(result)
+    assert len(_jobs(slurm)) == before + 2
+    trials = load(sweep).get_trials(deepcopy=False)
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert trials[1].datetime_start < trials[0].datetime_complete  # one batch
+    record = json.loads((sweep / "1" / "intervention.json").read_text())
+    assert record["threads"] == {"threads": 1, "source": "SLURM_CPUS_PER_TASK"}
+    again = run_cli("train.py", *args, threads=1)
+    assert again.returncode == 0, describe(again)
+    assert len(_jobs(slurm)) == before + 2 and len(load(sweep).get_trials(deepcopy=False)) == 2
