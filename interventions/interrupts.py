@@ -6,6 +6,13 @@ or sweep unwinds through its `finally` blocks, is recorded as interrupted and ex
 into a clean exit with status 0, and Ctrl+C into `sys.exit(1)` without a word about what
 finished.) While the files of a finished run are written (`deferred`), both signals wait,
 so a run is either finished or has no export at all.
+
+Python runs a signal's handler wherever the main thread is, and where that is a destructor
+or a weak reference's callback (the garbage collector's work), it prints the exception
+("Exception ignored in ...") and goes on: a SIGTERM was lost that way and its sweep ran to
+the end with status 0. So a signal is also recorded, and `raise_if_signalled` raises it
+again where a run or a sweep may stop: each training step, each sweep job's start, the
+block's end.
 """
 
 from __future__ import annotations
@@ -18,26 +25,39 @@ from contextlib import contextmanager
 from interventions.errors import RunInterrupted
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_received: list[int] = []  # the signals `_raise` was called for within `signals_raise`'s block
 
 
 def _raise(signum, frame) -> None:
+    _received.append(signum)
     raise RunInterrupted(signum)
+
+
+def raise_if_signalled() -> None:
+    """RunInterrupted if a signal arrived within `signals_raise`'s block (its exception may
+    have been lost, module docstring); nothing otherwise. Costs a list's truth test."""
+    if _received:
+        raise RunInterrupted(_received[0])
 
 
 @contextmanager
 def signals_raise():
-    """Within the block, SIGINT and SIGTERM raise RunInterrupted (main thread only)."""
+    """Within the block, SIGINT and SIGTERM raise RunInterrupted (main thread only), also at
+    the block's end for a signal whose exception was lost."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {s: signal.getsignal(s) for s in SIGNALS}
+    _received.clear()
     for s in SIGNALS:
         signal.signal(s, _raise)
     try:
         yield
+        raise_if_signalled()
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        _received.clear()
 
 
 def handled() -> bool:

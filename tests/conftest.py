@@ -375,12 +375,16 @@ def fake_sinfo(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
 
 
-# The longest modules first. pytest-xdist (--dist loadfile) hands whole modules to its two
-# workers in this order (pyproject's addopts turn its own reordering off, which sorts by
-# number of tests and so put the docs' one-test modules, 1-4 minutes each, last, where one
-# worker ran them while the other sat idle); then the others, most tests first, as before.
-FIRST = ("test_docs_commands_analyses.py", "test_docs_commands_sweeps.py", "test_docs_commands_circuits.py",
-         "test_docs_commands_guides.py")
+# The longest modules first, longest first (the workers' seconds per module, measured with
+# --durations=0 on 2026-12-07: 127, 71, 60, 60, 50, 38, 36, 36, 35, 23, 19, 17, 15, 13 s).
+# pytest-xdist (--dist loadfile) hands whole modules to its two workers in this order
+# (pyproject's addopts turn its own reordering off, which sorts by number of tests and so
+# put long modules of few tests, such as the docs' one-test modules, last, where one worker
+# ran them while the other sat idle); then the others, most tests first.
+FIRST = ("test_docs_commands_sweeps.py", "test_docs_commands_analyses.py", "test_slurm.py",
+         "test_docs_commands_circuits.py", "test_docs_commands_guides.py", "test_benchmarks.py", "test_reliability.py",
+         "test_sweep.py", "test_adaptive_sweeper.py", "test_circuits.py", "test_plugins.py", "test_tutorial.py",
+         "test_architecture.py", "test_ddp.py")  # fmt: skip
 
 
 def pytest_collection_modifyitems(config, items):

@@ -21,7 +21,7 @@ import torch
 from conftest import ROOT, describe, run_cli
 
 from interventions.errors import ConfigError, ExportError
-from interventions.methods import intervention_spec, known_names, method_class, options_from
+from interventions.methods import intervention_spec, known_names, method_class, options_from, registry
 
 PLUGIN = textwrap.dedent('''
     """A method written outside the package: h + β Uᵀ(V h), U, V ∈ ℝ^{r×d}, at every position."""
@@ -83,6 +83,19 @@ YAML = textwrap.dedent("""
 """)
 TINY = ["task.n_train=16", "task.n_val=8", "task.n_test=16", "trainer.max_epochs=1", "logger=none",
         "trainer.enable_progress_bar=false"]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _no_plugin_left_registered():
+    """Each test's plugin methods out of this process's registry (`methods.registry.REGISTRY`)
+    after it: a plugin's class, once imported, would stay a method for every later test of
+    this worker (tests/test_architecture.py lists the built-in ones). The package's own stay:
+    their modules are imported once."""
+    before = set(registry.REGISTRY)
+    yield
+    for name, cls in list(registry.REGISTRY.items()):
+        if name not in before and not cls.__module__.startswith("interventions."):
+            del registry.REGISTRY[name]
 
 
 @pytest.fixture(scope="module")

@@ -378,6 +378,38 @@ def test_signals_wait_while_a_finished_run_is_written():
     assert order[0] == "written" and caught.value.exit_code == 143  # delivered only once the block ended
 
 
+class _SignalsInItsDestructor:
+    """Sends this process SIGTERM from its destructor, where Python prints the handler's
+    exception ("Exception ignored in ...") and goes on: as in a garbage collector's callback,
+    where a killed sweep lost its SIGTERM and ran to the end with status 0."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # the handler runs here, inside the destructor
+
+
+def test_a_signal_whose_exception_was_lost_still_stops_the_run_where_it_may(monkeypatch):
+    from interventions.errors import RunInterrupted
+    from interventions.interrupts import raise_if_signalled, signals_raise
+
+    lost = []  # what Python would print as "Exception ignored in ..."
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: lost.append(unraisable.exc_type))
+    went_on = []
+    with pytest.raises(RunInterrupted) as caught, signals_raise():
+        _SignalsInItsDestructor()  # collected at once: the signal's exception is lost in __del__
+        went_on.append(True)
+        raise_if_signalled()  # a training step's or a sweep job's start
+        went_on.append(False)
+    assert went_on == [True] and caught.value.exit_code == 143
+    assert lost == [RunInterrupted]  # lost in the destructor, as the sweep's was
+    # nothing checked before the block's end: the end raises it
+    with pytest.raises(RunInterrupted), signals_raise():
+        _SignalsInItsDestructor()
+    raise_if_signalled()  # outside the block, and with the signal handled: nothing left over
+    with signals_raise():  # a block without a signal ends normally
+        raise_if_signalled()
+
+
 # -- 4. one-line errors -------------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from interventions.errors import ConfigError, RunInterrupted
+from interventions.interrupts import raise_if_signalled
 from interventions.io import read_json, write_json
 from interventions.rundir import ERROR_FILE, METRICS_FILE, SUPERSEDED, export_problem, record_error, supersede, timestamp
 
@@ -226,6 +227,7 @@ def run_job(fn, cfg, context: dict | None = None):
     }  # fmt: skip
     write_json(run_dir / JOB_FILE, job)
     try:
+        raise_if_signalled()  # a signal lost in an earlier job (interrupts' docstring): this one does not start
         if unresolved is not None:
             raise unresolved
         _check_ddp(cfg)

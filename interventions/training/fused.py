@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from interventions.errors import ConfigError, NonFiniteError
 from interventions.forward import answer_tails, has_answer_tails, repeated_batch_logits
+from interventions.interrupts import raise_if_signalled
 from interventions.methods.base import Method, nonzero_locations
 from interventions.methods.registry import intervention_spec, method_class
 from interventions.models import model_device
@@ -328,6 +329,7 @@ def train_fused(
             batches = ({k: v.to(device) for k, v in batch.items()} for batch in loader)
             probe = None
             for batch in batches:
+                raise_if_signalled()  # a signal whose exception the garbage collector swallowed stops the run here
                 probe = probe or batch  # the epoch's first batch: the overflow check runs it at the end
                 loss = state.train_step(objectives, batch, epoch)
                 bar.update()

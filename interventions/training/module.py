@@ -15,6 +15,7 @@ import lightning as L
 import torch
 
 from interventions.errors import NonFiniteError
+from interventions.interrupts import raise_if_signalled
 from interventions.forward import answer_tails, has_answer_tails, steered_logits
 from interventions.methods import Method
 from interventions.models import model_device
@@ -105,6 +106,7 @@ class InterventionModule(L.LightningModule):
 
     # -- training -------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        raise_if_signalled()  # a signal whose exception the garbage collector swallowed stops the run here
         (logits_pos, logits_neg), tails = self.steered(batch)
         hold = (batch["hold_correct"], batch["hold_wrong"]) if "hold_correct" in batch else None
         loss, parts = self.objective(
