@@ -17,8 +17,8 @@ reference commit, and where the time goes.
    point, "start-up and imports".
 
 Writes `--out` (benchmarks/results/whole_run.json) with the command, the pairs, the phase
-tables and both commits. `--quick`: one pair, tiny sizes (a check that the command works; its
-numbers mean nothing).
+tables and both commits. `--quick`: tiny sizes, and the profiled run of each side stands for
+the one pair (a check that the command works; its numbers mean nothing).
 """
 
 from __future__ import annotations
@@ -49,12 +49,20 @@ PHASES = [
     ("reports and plots", [("interventions/reports/run.py", "write_plots"), ("interventions/pipeline.py", "write_plots")]),
     ("export", [("interventions/export.py", "save_intervention")]),
 ]
+# `python -c MEASURE <stats file or ""> <overrides>`: train.py as a shell would run it, under
+# cProfile when a stats file is named, then the process's peak RSS on stderr
 MEASURE = (
-    "import resource, runpy, sys, time\n"
-    "sys.argv = ['train.py', *sys.argv[1:]]\n"
+    "import cProfile, resource, runpy, sys\n"
+    "stats, sys.argv = sys.argv[1], ['train.py', *sys.argv[2:]]\n"
+    "profile = cProfile.Profile() if stats else None\n"
     "try:\n"
-    "    runpy.run_path('train.py', run_name='__main__')\n"
+    "    if profile is None:\n"
+    "        runpy.run_path('train.py', run_name='__main__')\n"
+    "    else:\n"
+    "        profile.runcall(runpy.run_path, 'train.py', run_name='__main__')\n"
     "finally:\n"
+    "    if profile is not None:\n"
+    "        profile.dump_stats(stats)\n"
     "    print(f'PEAK_RSS_KIB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}', file=sys.stderr)\n"
 )  # fmt: skip
 QUICK = ["task.n_train=16", "task.n_val=8", "task.n_test=16", "trainer.max_epochs=1"]
@@ -81,10 +89,11 @@ def remove_worktree(where: Path) -> None:
     subprocess.run(["git", "worktree", "remove", "--force", str(where)], cwd=ROOT, capture_output=True)
 
 
-def timed_run(checkout: Path, overrides: list[str], out: Path) -> dict:
+def timed_run(checkout: Path, overrides: list[str], out: Path, stats_file: Path | None = None) -> dict:
     """One `python train.py` in `checkout` (its own package first on sys.path: runpy runs the
-    script from the checkout's folder): wall seconds from start to exit and peak RSS in MiB."""
-    command = [sys.executable, "-c", MEASURE, *overrides, f"hydra.run.dir={out}"]
+    script from the checkout's folder), under cProfile into `stats_file` if given: wall
+    seconds from start to exit and peak RSS in MiB."""
+    command = [sys.executable, "-c", MEASURE, str(stats_file or ""), *overrides, f"hydra.run.dir={out}"]
     start = time.perf_counter()
     done = subprocess.run(command, cwd=checkout, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -92,16 +101,6 @@ def timed_run(checkout: Path, overrides: list[str], out: Path) -> dict:
         raise SystemExit(f"error: the run in {checkout} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
     peak = next(int(line.split()[1]) for line in done.stderr.splitlines() if line.startswith("PEAK_RSS_KIB"))
     return {"seconds": seconds, "peak_rss_mib": peak / 1024}
-
-
-def profiled_run(checkout: Path, overrides: list[str], out: Path, stats_file: Path) -> float:
-    """One run under cProfile; its wall seconds (profiled)."""
-    command = [sys.executable, "-m", "cProfile", "-o", str(stats_file), "train.py", *overrides, f"hydra.run.dir={out}"]
-    start = time.perf_counter()
-    done = subprocess.run(command, cwd=checkout, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"error: the profiled run in {checkout} failed:\n{done.stderr[-2000:]}")
-    return time.perf_counter() - start
 
 
 def cumulative(stats: pstats.Stats, candidates: list[tuple[str, str]]) -> float | None:
@@ -147,7 +146,7 @@ def main(argv=None) -> int:
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--overrides", nargs="*", default=["logger=none"], help="train.py overrides for both sides")
     parser.add_argument("--out", default=None, help="default benchmarks/results/whole_run.json (_quick with --quick)")
-    parser.add_argument("--quick", action="store_true", help="one pair at tiny sizes: checks the command works")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, the profiled runs as the pair: checks the command works")
     args = parser.parse_args(argv)
     if args.pairs < 1:
         refuse("--pairs must be at least 1")
@@ -158,7 +157,7 @@ def main(argv=None) -> int:
     if check.returncode != 0:
         refuse(f"--ref {args.ref} is not a commit of this repository")
     overrides = [*args.overrides, *(QUICK if args.quick else [])]
-    pairs = 1 if args.quick else args.pairs
+    timed_pairs = 0 if args.quick else args.pairs  # quick: each side's profiled run stands for the one pair
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"whole_run{'_quick' if args.quick else ''}.json"
     with tempfile.TemporaryDirectory(prefix="whole_run_") as tmp:
         tmp = Path(tmp)
@@ -167,17 +166,20 @@ def main(argv=None) -> int:
             for side, path in sides.items() if not args.quick else ():  # untimed: a fresh worktree compiles its .pyc files
                 timed_run(path, overrides, tmp / f"{side}_warm")
             runs = {"ref": [], "this": []}
-            for i in range(pairs):
+            for i in range(timed_pairs):
                 order = ("ref", "this") if i % 2 == 0 else ("this", "ref")
                 for side in order:
                     runs[side].append(timed_run(sides[side], overrides, tmp / f"{side}_{i}"))
-                print(f"pair {i + 1}/{pairs}: ref {runs['ref'][-1]['seconds']:.1f} s, this {runs['this'][-1]['seconds']:.1f} s",
+                print(f"pair {i + 1}/{timed_pairs}: ref {runs['ref'][-1]['seconds']:.1f} s, this {runs['this'][-1]['seconds']:.1f} s",
                       flush=True)  # fmt: skip
             phases, profiled = {}, {}
             for side in ("ref", "this"):
                 stats_file = tmp / f"{side}.prof"
-                profiled[side] = profiled_run(sides[side], overrides, tmp / f"{side}_prof", stats_file)
+                run = timed_run(sides[side], overrides, tmp / f"{side}_prof", stats_file)
+                profiled[side] = run["seconds"]
                 phases[side] = phase_table(stats_file, profiled[side])
+                if not timed_pairs:
+                    runs[side].append(run)
             commits = {side: commit_of(path) for side, path in sides.items()}
         finally:
             remove_worktree(sides["ref"])
@@ -193,7 +195,7 @@ def main(argv=None) -> int:
     result["table"] = markdown(result)
     write_json(out, result)
     print(result["table"])
-    print(f"this/ref wall time, median of {pairs} pairs: {result['median_ratio']:.3f} "
+    print(f"this/ref wall time, median of {len(ratios)} pairs: {result['median_ratio']:.3f} "
           f"(pairs {', '.join(f'{r:.3f}' for r in ratios)}); peak RSS ref {result['peak_rss_mib']['ref']:.0f} MiB, "
           f"this {result['peak_rss_mib']['this']:.0f} MiB; wrote {out}")  # fmt: skip
     return 0
