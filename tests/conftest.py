@@ -230,19 +230,20 @@ class WarmInterpreter:
     def run(self, argv: list[str], env: dict[str, str], timeout: float):
         """subprocess.run's CompletedProcess for `python <argv>`; TimeoutExpired (and this
         interpreter killed) past `timeout` seconds."""
+        command = [sys.executable, *argv]  # what the CompletedProcess says was run
         self.proc.stdin.write(json.dumps({"kind": "argv", "argv": argv, "env": env, "cwd": str(ROOT)}) + "\n")
         self.proc.stdin.flush()
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         if not ready:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-            raise subprocess.TimeoutExpired([sys.executable, *argv], timeout)
+            raise subprocess.TimeoutExpired(command, timeout)
         line = self.proc.stdout.readline()
         if not line:  # the interpreter died inside the command (os._exit, a crash)
             code = self.proc.wait()
-            return subprocess.CompletedProcess([sys.executable, *argv], code, "", "the warm interpreter died")
+            return subprocess.CompletedProcess(command, code, "", "the warm interpreter died")
         done = json.loads(line)
-        return subprocess.CompletedProcess([sys.executable, *argv], done["code"], done["out"], done["err"])
+        return subprocess.CompletedProcess(command, done["code"], done["out"], done["err"])
 
     def alive(self) -> bool:
         return self.proc.poll() is None

@@ -15,8 +15,8 @@ import lightning as L
 import torch
 
 from interventions.errors import NonFiniteError
-from interventions.interrupts import raise_if_signalled
 from interventions.forward import answer_tails, has_answer_tails, steered_logits
+from interventions.interrupts import raise_if_signalled
 from interventions.methods import Method
 from interventions.models import model_device
 from interventions.metrics import InterventionMetrics, flatten, parameter_metrics
