@@ -13,6 +13,12 @@ or a weak reference's callback (the garbage collector's work), it prints the exc
 the end with status 0. So a signal is also recorded, and `raise_if_signalled` raises it
 again where a run or a sweep may stop: each training step, each sweep job's start, the
 block's end.
+
+Its exception may also be replaced on the way up: by an error in a `finally` block that
+the signal cut short (a sweep was killed while OmegaConf built a job's config, whose
+cleanup then failed with AttributeError), or by Hydra, which prints any exception of a
+run and exits with status 1. `interruption` finds the signal behind such an exception, so
+that a stopped run still reports as stopped and exits with 128 + the signal's number.
 """
 
 from __future__ import annotations
@@ -40,24 +46,62 @@ def raise_if_signalled() -> None:
         raise RunInterrupted(_received[0])
 
 
+def interruption(error: BaseException) -> RunInterrupted | None:
+    """The signal behind `error`, an exception leaving a `signals_raise` block: `error`
+    itself if it is RunInterrupted; a new RunInterrupted (caused by `error`) if a signal
+    arrived in the block and another exception replaced its own (module docstring); None
+    if no signal arrived."""
+    if isinstance(error, RunInterrupted):
+        return error
+    if not _received:
+        return None
+    interrupted = RunInterrupted(_received[0])
+    interrupted.__cause__ = error
+    return interrupted
+
+
+@contextmanager
+def signal_first(**where):
+    """Within the block, an exception leaving it while a signal is on record (its own, or
+    one that replaced it: `interruption`) leaves as that RunInterrupted, with the attributes
+    `where` set where it has none (`sweep_dir`: what the entry point summarises). A sweeper
+    uses it so that Hydra, which prints any Exception with its traceback and exits 1, sees
+    the RunInterrupted instead."""
+    try:
+        yield
+    except BaseException as error:
+        interrupted = interruption(error)
+        if interrupted is None:
+            raise
+        for name, value in where.items():
+            if getattr(interrupted, name, None) is None:
+                setattr(interrupted, name, value)
+        raise interrupted
+
+
 @contextmanager
 def signals_raise():
     """Within the block, SIGINT and SIGTERM raise RunInterrupted (main thread only), also at
-    the block's end for a signal whose exception was lost."""
+    the block's end for a signal whose exception was lost or replaced by another."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    nested = handled()  # within an outer block (`cli.main`, then `cli.entry.run`): its record is kept
     previous = {s: signal.getsignal(s) for s in SIGNALS}
-    _received.clear()
+    if not nested:
+        _received.clear()
     for s in SIGNALS:
         signal.signal(s, _raise)
     try:
         yield
         raise_if_signalled()
+    except Exception as error:  # not SystemExit: an exit status chosen on purpose stays
+        raise interruption(error) or error
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        _received.clear()
+        if not nested:
+            _received.clear()
 
 
 def handled() -> bool:

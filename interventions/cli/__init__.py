@@ -12,7 +12,7 @@ import importlib
 import sys
 
 from interventions.errors import RunInterrupted
-from interventions.interrupts import signals_raise
+from interventions.interrupts import interruption, signals_raise
 
 
 def main(entry: str) -> None:
@@ -21,7 +21,10 @@ def main(entry: str) -> None:
     with signals_raise():
         try:
             importlib.import_module("interventions.cli.entry").run(entry)  # Hydra, then torch: after the handlers
-        except RunInterrupted as interrupted:
+        except (RunInterrupted, Exception) as error:  # not SystemExit: `run` has said what stopped
+            interrupted = interruption(error)  # also a signal whose exception an import error replaced
+            if interrupted is None:
+                raise
             print(f"error: interrupted by {interrupted} before any run started; nothing was written",
                   file=sys.stderr, flush=True)  # fmt: skip
             sys.exit(interrupted.exit_code)

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from interventions.cli.preflight import entry_config, preflight
 from interventions.console import configure_cli
 from interventions.errors import InterventionsError, RunInterrupted
-from interventions.interrupts import signals_raise
+from interventions.interrupts import interruption, raise_if_signalled, signals_raise
 from interventions.rundir import claim_dir, record_error, supersede
 from interventions.cli.configs import store
 from interventions.sweeps.jobs import is_multirun, run_dirs, run_job
@@ -76,7 +76,11 @@ def run(entry: str) -> None:
         hydra_main = hydra.main(config_path=str(conf_dir), config_name=name, version_base="1.3")(report_errors(task))
         try:
             hydra_main()
-        except RunInterrupted as interrupted:
+            raise_if_signalled()  # a signal whose exception was lost: the sweep stopped where it could
+        except BaseException as error:  # Hydra exits with status 1 for an error that replaced a signal's
+            interrupted = interruption(error)
+            if interrupted is None:
+                raise
             report_interrupt(interrupted)
             sys.exit(interrupted.exit_code)
 
@@ -131,16 +135,17 @@ def report_errors(fn):
         run_dir = Path(cfg.run_dir) if "run_dir" in cfg else None
         try:
             return fn(cfg)
-        except RunInterrupted as interrupted:
-            interrupted.run_dir = run_dir
-            raise
-        except InterventionsError as error:
+        except BaseException as error:
+            interrupted = interruption(error)  # also a signal whose exception another replaced
+            if interrupted is not None:
+                interrupted.run_dir = run_dir
+                raise interrupted
+            if not isinstance(error, Exception):
+                raise
             if run_dir is not None and run_dir.is_dir():
                 record_error(run_dir, "the run", error)
-            fail(error)
-        except Exception as error:  # a bug, not a user error: keep the traceback
-            if run_dir is not None and run_dir.is_dir():
-                record_error(run_dir, "the run", error)
-            raise
+            if isinstance(error, InterventionsError):
+                fail(error)
+            raise  # a bug, not a user error: keep the traceback
 
     return wrapper

@@ -41,7 +41,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from interventions.errors import ConfigError, InterventionsError, RunInterrupted
+from interventions.errors import ConfigError, InterventionsError
+from interventions.interrupts import signal_first
 from interventions.io import read_json
 from interventions.rundir import METRICS_FILE, export_problem
 from interventions.sweeps.grid import NUMBERED, launch_numbered, numbered_runs, unfinished_jobs
@@ -165,14 +166,12 @@ class AdaptiveSweeper(Sweeper):
         # not on every command line's start, where Hydra imports each sweeper plugin
         from interventions.sweeps import study as studies
 
-        try:
-            return self._sweep(studies, arguments)
-        except InterventionsError as error:  # a mistake in the options or the data: one line, not a traceback
-            log.error(f"error: {error}")
-            raise SystemExit(error.exit_code) from None
-        except RunInterrupted as interrupted:  # a signal on the driver: the entry point summarises this sweep
-            interrupted.sweep_dir = getattr(interrupted, "sweep_dir", None) or Path(str(self.config.hydra.sweep.dir))
-            raise
+        with signal_first(sweep_dir=Path(str(self.config.hydra.sweep.dir))):  # the entry point summarises it
+            try:
+                return self._sweep(studies, arguments)
+            except InterventionsError as error:  # a mistake in the options or the data: one line, not a traceback
+                log.error(f"error: {error}")
+                raise SystemExit(error.exit_code) from None
 
     def _sweep(self, studies, arguments: list[str]) -> list:
         options, fixed = command_line(list(arguments), self.options)

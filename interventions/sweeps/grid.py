@@ -19,13 +19,14 @@ from __future__ import annotations
 import copy
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from interventions.interrupts import signal_first
 from interventions.rundir import METRICS_FILE
 from interventions.sweeps.jobs import finished_as, job_identity
 
@@ -113,3 +114,7 @@ class GridSweeper(BasicSweeper):
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         if numbered_runs(config):
             self.launcher = PendingOnly(self.launcher, hydra_context.config_loader, config)
+
+    def sweep(self, arguments: list[str]) -> Any:
+        with signal_first(sweep_dir=Path(str(self.config.hydra.sweep.dir))):  # the entry point summarises it
+            return super().sweep(arguments)

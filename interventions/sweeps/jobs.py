@@ -28,8 +28,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from interventions.errors import ConfigError, RunInterrupted
-from interventions.interrupts import raise_if_signalled
+from interventions.errors import ConfigError
+from interventions.interrupts import interruption, raise_if_signalled
 from interventions.io import read_json, write_json
 from interventions.rundir import ERROR_FILE, METRICS_FILE, SUPERSEDED, export_problem, record_error, supersede, timestamp
 
@@ -232,12 +232,16 @@ def run_job(fn, cfg, context: dict | None = None):
             raise unresolved
         _check_ddp(cfg)
         result = fn(cfg)
-    except RunInterrupted as interrupted:  # the sweep stops; a relaunch runs this job again
-        write_json(run_dir / JOB_FILE, {**job, "status": "interrupted", "error": f"interrupted by {interrupted}",
-                                        "ended": timestamp()})  # fmt: skip
-        interrupted.sweep_dir = sweep_dir
-        raise
-    except Exception as error:  # noqa: BLE001 — one failing run must not stop the sweep
+    except BaseException as error:
+        interrupted = interruption(error)  # also a signal whose exception another replaced
+        if interrupted is not None:  # the sweep stops; a relaunch runs this job again
+            write_json(run_dir / JOB_FILE, {**job, "status": "interrupted", "error": f"interrupted by {interrupted}",
+                                            "ended": timestamp()})  # fmt: skip
+            interrupted.sweep_dir = sweep_dir
+            raise interrupted
+        if not isinstance(error, Exception):
+            raise
+        # one failing run must not stop the sweep
         line = record_error(run_dir, label, error)
         write_json(run_dir / JOB_FILE, {**job, "status": "failed", "error": line, "ended": timestamp()})
         log.error(f"error: {label} failed: {line} (traceback in {run_dir / ERROR_FILE}); the sweep goes on")
