@@ -32,7 +32,8 @@ launcher's set-up), medians; and, across sweeps, the median time between run sta
 grid_large's (noisier: the shared machine's load changes between sweeps). Also the seconds of
 running (from the first run's start) each adaptive sweep took to reach each grid, against
 the grid's own. Writes `<--out>/sweeper.json` (benchmarks/results by default; `--quick`: tiny
-sizes, a 4-run "large" grid, 2 trials, one seed, `sweeper_quick.json`, numbers meaningless).
+sizes, a 2-run "small" and a 4-run "large" grid, 2 trials, one seed, `sweeper_quick.json`,
+numbers meaningless).
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ GRIDS = {
 SPACE = ['hydra/sweeper=pareto', 'hydra.sweeper.space.objective.lambda_f="uniform(0,1)"',
          'hydra.sweeper.space.objective.lambda_m="uniform(0,0.01)"',
          'hydra.sweeper.space.objective.margin="uniform(0.5,2)"']  # fmt: skip
-QUICK_GRIDS = {"grid_small": [], "grid_large": ["objective.lambda_f=0,1", "objective.lambda_m=0,0.01"]}
+QUICK_GRIDS = {"grid_small": ["objective.lambda_f=0,1", "objective.lambda_m=0"],
+               "grid_large": ["objective.lambda_f=0,1", "objective.lambda_m=0,0.01"]}  # fmt: skip
 OBJECTIVES = {3: ("effectiveness", "faithfulness", "minimality"), 2: ("effectiveness", "faithfulness")}
 # Hydra's line as each run starts, the sweeper's as it has told a trial's result, and the
 # summary's once the runs are done (ms stamps)

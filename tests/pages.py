@@ -16,9 +16,10 @@ checkout` must fail here with the documented one-line error, not a traceback.
 
 Running the Hydra entry points in fresh interpreters costs about 5 s of imports each, so the
 runner (`python tests/pages.py`, fed JSON commands on stdin) executes `python X.py ...` and
-`python -m module ...` in one interpreter, each with its own sys.argv, as `runpy` would run
-them from a shell, and each ```python block there too, as a script; anything else (bash,
-pipes) runs in a real shell.
+`python -m module ...` in one interpreter, each with its own sys.argv (and the environment
+of any `VAR=value` words before it, such as `OMP_NUM_THREADS=1`, whose torch threads are
+set as a fresh process would start with them), as `runpy` would run them from a shell, and
+each ```python block there too, as a script; anything else (bash, pipes) runs in a real shell.
 """
 
 from __future__ import annotations
@@ -177,11 +178,20 @@ def _in_process(argv: list[str]) -> tuple[int, str, str]:
 SHELL_SYNTAX = re.compile(r"[|&;<>()$`]|\bfor\b|\bdo\b")
 
 
+ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")  # VAR=value before a command: its environment
+
+
 def run(text: str, python: str) -> tuple[int, str, str]:
-    """Run one command line: in this interpreter when it is a plain `python ...`, else in bash."""
+    """Run one command line: in this interpreter when it is a plain `python ...` (after any
+    `VAR=value` words, set in the environment for it, as a shell would), else in bash."""
     argv = shlex.split(text)
+    assigned = {}
+    while argv and ASSIGNMENT.match(argv[0]):
+        name, value = argv.pop(0).split("=", 1)
+        assigned[name] = value
     if argv and argv[0] == "python" and not SHELL_SYNTAX.search(text.replace("'", "").replace('"', "")):
-        return _in_process([python, *argv[1:]])
+        with environment({**os.environ, **assigned}, os.getcwd()):
+            return _in_process([python, *argv[1:]])
     done = subprocess.run(["bash", "-c", text], capture_output=True, text=True)
     return done.returncode, done.stdout, done.stderr
 

@@ -25,6 +25,7 @@ TORCH_FREE = (
     "interventions.cli.inputs",
     "interventions.cli.preflight",
     "interventions.console",
+    "interventions.entry_points",
     "interventions.errors",
     "interventions.hub",
     "interventions.interrupts",
@@ -41,7 +42,8 @@ TORCH_FREE = (
 # The layers of docs/architecture.md, from the bottom up: a module may import its own layer
 # and the layers below. Keys are the first names under `interventions.` (or a module path).
 LAYERS = (
-    ("errors", "io", "rundir", "interrupts", "console", "spec", "sites", "toyworld.world", "reach", "hub"),
+    ("errors", "io", "rundir", "interrupts", "console", "spec", "sites", "toyworld.world", "reach", "hub",
+     "entry_points"),
     ("models", "tokenizer", "forward", "toyworld", "tasks"),
     ("methods", "objective", "metrics", "numerics", "obsprop", "attribution", "generation", "steering"),
     ("training", "export", "hf", "plain", "controlvector", "evaluation", "loggers", "threads"),

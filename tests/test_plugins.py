@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -171,6 +172,29 @@ def test_a_method_of_an_installed_package_works_like_a_built_in_one(tmp_path, mo
                             env=env)  # fmt: skip
     assert result.returncode == 0, describe(result)
     assert json.loads((tmp_path / "run" / "intervention.json").read_text())["method"] == "tinyplug"
+
+
+def test_installed_methods_are_read_once_until_a_package_is_installed(tmp_path, monkeypatch):
+    """A command line asks for them twice (its checks, its run) and each read parses every
+    installed distribution's metadata (about 0.2 s): read again only when the path changed."""
+    import importlib.metadata
+
+    from interventions.entry_points import method_entry_points
+
+    reads = []
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kwargs: reads.append(kwargs) or real(**kwargs))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    first = method_entry_points()
+    assert method_entry_points() == first and len(reads) == 1  # the same path: read once
+    time.sleep(0.05)  # past the file system's clock tick, as any real installation is
+    info = tmp_path / "later-0.1.dist-info"  # installed while this process runs (a notebook's kernel)
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: later\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[interventions.methods]\nlater = later_pkg:Later\n")
+    assert set(method_entry_points()) == {*first, "later"} and len(reads) == 2
+    monkeypatch.syspath_prepend(str(tmp_path / "elsewhere"))  # another path: read again, even if it adds nothing
+    assert "later" in method_entry_points() and len(reads) == 3
 
 
 @pytest.mark.slow

@@ -10,11 +10,11 @@ second. A method from an entry point is imported only when a command line names 
 
 from __future__ import annotations
 
-import importlib.metadata
 from dataclasses import asdict
 
 from hydra.core.config_store import ConfigStore
 
+from interventions.entry_points import method_entry_points
 from interventions.spec import (
     LOGGERS, EvaluateConfig, GenerateConfig, GeneralizationConfig, LoggerSpec, ModelSpec, SummarizeConfig, TrainConfig,
 )  # fmt: skip
@@ -23,7 +23,6 @@ ENTRY_CONFIGS = {"train": TrainConfig, "evaluate": EvaluateConfig, "summarize": 
                  "generalization": GeneralizationConfig, "generate": GenerateConfig}  # fmt: skip
 MODELS = {"toy": ModelSpec(name="toy"), "gpt2": ModelSpec(name="gpt2"),
           "pythia-160m": ModelSpec(name="EleutherAI/pythia-160m"), "from_export": ModelSpec(name=None)}  # fmt: skip
-METHOD_ENTRY_POINTS = "interventions.methods"  # methods.registry.ENTRY_POINTS (a test keeps them equal)
 # The command line's logging (interventions.console): log lines on stdout, warnings and errors
 # on stderr, and all of them in the run's <job name>.log (train.log, evaluate.log).
 JOB_LOGGING = {
@@ -46,7 +45,7 @@ JOB_LOGGING = {
 
 def installed_methods() -> list[str]:
     """The names of the methods installed packages register (metadata only)."""
-    return sorted(ep.name for ep in importlib.metadata.entry_points(group=METHOD_ENTRY_POINTS))
+    return sorted(method_entry_points())
 
 
 def store_method(name: str) -> None:

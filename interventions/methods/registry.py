@@ -18,17 +18,16 @@ not know, a value of the wrong type, a site it does not support, and what it can
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import pkgutil
 from dataclasses import asdict, fields, replace
 
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
+from interventions.entry_points import method_entry_points
 from interventions.errors import ConfigError
 from interventions.spec import InterventionSpec, TrainConfig, field_kind
 
-ENTRY_POINTS = "interventions.methods"
 TARGET = "_target_"  # the key of a method's config that names its class
 REGISTRY: dict[str, type] = {}
 # modules of this package that hold no method of their own
@@ -51,11 +50,6 @@ def class_path(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def entry_points() -> dict:
-    """The installed packages' methods by name (metadata only: nothing is imported)."""
-    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINTS)}
-
-
 def builtin_modules() -> list[str]:
     """The modules of this package that define methods."""
     package = importlib.import_module(__name__.rsplit(".", 1)[0])
@@ -76,8 +70,8 @@ def method_class(name: str, target: str | None = None) -> type:
     ConfigError line naming the methods there are."""
     if name not in REGISTRY and name in builtin_modules():
         importlib.import_module(f"{__name__.rsplit('.', 1)[0]}.{name}")
-    if name not in REGISTRY and name in entry_points():
-        entry_points()[name].load()
+    if name not in REGISTRY and name in (installed := method_entry_points()):
+        installed[name].load()
     if name not in REGISTRY and target:
         _import_target(target)
     if name not in REGISTRY:
@@ -88,7 +82,7 @@ def method_class(name: str, target: str | None = None) -> type:
 
 def known_names() -> list[str]:
     """Every method's name: the built-in ones, the installed packages' and those registered."""
-    return sorted({*builtin_modules(), *entry_points(), *REGISTRY})
+    return sorted({*builtin_modules(), *method_entry_points(), *REGISTRY})
 
 
 def all_methods() -> dict[str, type]:
