@@ -1,11 +1,12 @@
 """The methods installed packages register (`interventions.methods` entry points), read
 from the packages' metadata once for each state of the Python path.
 
-Reading them parses every installed distribution's metadata, about 0.2 s in an environment
-with the required stack, and a command line looked twice (its checks, then its run). The
-answer is kept until `sys.path` or one of its folders changes: installing or removing a
-package adds or removes an entry in its folder, which changes the folder's modification
-time, so a package installed while a notebook's kernel runs is still found. Torch-free.
+Reading them parses every installed distribution's metadata, about 0.2 s in an
+environment with the required stack, and a command line looks them up twice (its checks,
+then its run). The answer is kept until `sys.path` or one of its folders changes:
+installing or removing a package adds or removes an entry in its folder, which changes the
+folder's modification time, so a package installed while a notebook's kernel runs is still
+found. Torch-free.
 """
 
 from __future__ import annotations
