@@ -6,7 +6,10 @@ environment with the required stack, and a command line looks them up twice (its
 then its run). The answer is kept until `sys.path` or one of its folders changes:
 installing or removing a package adds or removes an entry in its folder, which changes the
 folder's modification time, so a package installed while a notebook's kernel runs is still
-found. Torch-free.
+found. A folder changed within the last `SETTLED_S` seconds is not trusted yet (a file
+system's timestamps may tick only once a second or two, so a change just after this read
+could leave the time as it was): until its folders have settled, the answer is read again
+on every call. Torch-free.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import sys
+import time
 
 GROUP = "interventions.methods"
+SETTLED_S = 2.0  # coarser than any file system's timestamp tick
 _read: dict[str, tuple] = {}  # GROUP -> (the path's state when read, {name: entry point})
 
 
@@ -35,6 +40,12 @@ def method_entry_points() -> dict[str, importlib.metadata.EntryPoint]:
     """The installed packages' methods by name (metadata only: nothing is imported)."""
     state = _path_state()
     seen = _read.get(GROUP)
-    if seen is None or seen[0] != state:
-        seen = _read[GROUP] = (state, {ep.name: ep for ep in importlib.metadata.entry_points(group=GROUP)})
-    return dict(seen[1])
+    if seen is not None and seen[0] == state:
+        return dict(seen[1])
+    found = {ep.name: ep for ep in importlib.metadata.entry_points(group=GROUP)}
+    newest = max((mtime for _, mtime in state if mtime is not None), default=0)
+    if time.time_ns() - newest > SETTLED_S * 1e9:
+        _read[GROUP] = (state, found)
+    else:  # a folder still changing (module docstring): no answer kept
+        _read.pop(GROUP, None)
+    return dict(found)
