@@ -121,7 +121,7 @@ def _settled(conf: str, timeout: float = 120) -> str:
     written its result, and a job's process may still be exiting then (RUNNING, COMPLETING)."""
     deadline = time.monotonic() + timeout
     while True:
-        out = _sh("scontrol", "show", "job", env={**os.environ, "SLURM_CONF": conf}, check=False).stdout
+        out = _show_jobs(conf)
         if not any(state in out for state in ("JobState=RUNNING", "JobState=COMPLETING", "JobState=PENDING")):
             return out
         if time.monotonic() > deadline:
@@ -129,9 +129,12 @@ def _settled(conf: str, timeout: float = 120) -> str:
         time.sleep(0.5)
 
 
+def _show_jobs(conf: str) -> str:
+    return _sh("scontrol", "show", "job", env={**os.environ, "SLURM_CONF": conf}, check=False).stdout
+
+
 def _jobs(conf: str) -> list[str]:
-    out = _sh("scontrol", "show", "job", env={**os.environ, "SLURM_CONF": conf}, check=False).stdout
-    return [line for line in out.split("\n") if line.startswith("JobId=")]
+    return [line for line in _show_jobs(conf).split("\n") if line.startswith("JobId=")]
 
 
 def test_submitit_slurm_jobs_use_the_cpus_slurm_gave_them(slurm, tmp_path, model_args, monkeypatch):
