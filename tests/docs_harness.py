@@ -3,7 +3,8 @@ copy of the checkout (issues 19 and 33). How commands are found and run: tests/p
 
 The pages are run in four groups of one to two minutes (tests/test_docs_commands_*.py), each
 in its own sandbox and in the order listed, so that the suite's two workers share them; a page that uses another
-page's files is in the same group, after it. Commands that would train for minutes get tiny
+page's files is in the same group, after it. A command printed in two groups runs in the first only
+(`ran_before`). Commands that would train for minutes get tiny
 sizes appended (`TINY`); the pages say so. `bash run.sh test` is this suite itself and is not
 run again here.
 """
@@ -92,9 +93,10 @@ def expected_failure(command: Command) -> bool:
     return any(need in command.comment for need in NEEDS)
 
 
-def commands_of(pages: list[str]) -> list[Command]:
-    """Every command of `pages`, in order, each once (pages repeat some: `bash run.sh train`)."""
-    seen, out = set(), []
+def commands_of(pages: list[str], ran: set | None = None) -> list[Command]:
+    """Every command of `pages`, in order, each once (pages repeat some: `bash run.sh train`),
+    leaving out those in `ran` ((kind, text) pairs another group runs)."""
+    seen, out = set(ran or ()), []
     for page in pages:
         for command in extract((ROOT / page).read_text()):
             command.page = page
@@ -162,13 +164,20 @@ def check(command: Command, done: dict) -> str | None:
     return None if done["code"] == 0 else detail
 
 
+def ran_before(group: str) -> set[tuple[str, str]]:
+    """(kind, text) of the commands the groups listed before `group` run: a command printed on
+    pages of two groups runs once, in the first (a page that needs its files fails visibly)."""
+    earlier = list(GROUPS)[: list(GROUPS).index(group)]
+    return {(c.kind, c.text) for c in commands_of([p for g in earlier for p in GROUPS[g]]) if c.kind != "console"}
+
+
 def run_group(group: str, tmp_path_factory) -> None:
     """Every command of the group's pages, in order; every failure is reported."""
     sandbox = make_sandbox(tmp_path_factory.mktemp(f"clone-{group}"))
     runner = Runner(sandbox)
     failures, seconds = [], []
     try:
-        for command in commands_of(GROUPS[group]):
+        for command in commands_of(GROUPS[group], ran=ran_before(group)):
             if command.text.startswith(SELF):
                 continue
             done = runner(command)

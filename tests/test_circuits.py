@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from conftest import run_cli
 from interventions.circuits.ablation import ablation_hooks, check_truth, mean_activations, targets
 from interventions.circuits.benchmarks import BENCHMARKS, MODELS, PLANTED, load_benchmark, verify
 from interventions.circuits.compiled import mismatches, position_truth, truth
@@ -173,9 +172,8 @@ def test_ablation_hooks_replace_what_their_nodes_name(tiny_model):
     assert targets("L2P5", GRANULARITIES["position"]) == [(hook_name("attnOut", 2), 5, None), (hook_name("mlpOut", 2), 5, None)]
 
 
-def _cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "interventions", "circuits", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+def _cli(*args):
+    return run_cli("-m", "interventions", "circuits", *args)
 
 
 @pytest.mark.parametrize("args, says", [

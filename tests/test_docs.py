@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from docs_harness import GROUPS, ONE_POINT, PAGES, ROOT, TRAIN, commands_of, tiny
+from docs_harness import GROUPS, ONE_POINT, PAGES, ROOT, TRAIN, commands_of, ran_before, tiny
 
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
@@ -68,6 +68,15 @@ def test_every_page_is_in_the_site_and_run_by_the_suite():
     run = {p for p in PAGES}
     assert {f"docs/{p}" for p in pages if not p.startswith("api/") and p.endswith(".md")} | {"README.md"} == run
     assert len(run) == sum(len(group) for group in GROUPS.values())  # each page in one group
+
+
+def test_every_command_runs_in_exactly_one_group():
+    """A command printed on pages of two groups runs in the first only; none is lost."""
+    key = lambda c: (c.kind, c.text)  # noqa: E731
+    runs = [key(c) for g in GROUPS for c in commands_of(GROUPS[g], ran=ran_before(g)) if c.kind != "console"]
+    assert len(runs) == len(set(runs))
+    assert set(runs) == {key(c) for c in commands_of(PAGES) if c.kind != "console"}
+    assert ("shell", "bash run.sh train") in ran_before("analyses")  # the README's, also in docs/interpret.md
 
 
 def test_the_readme_is_short_and_links_into_the_site():
