@@ -1,12 +1,12 @@
 """Running every command and code block of the README and the docs pages as printed, in a
 copy of the checkout (issues 19 and 33). How commands are found and run: tests/pages.py.
 
-The pages are run in four groups of one to two minutes (tests/test_docs_commands_*.py), each
-in its own sandbox and in the order listed, so that the suite's two workers share them; a page that uses another
-page's files is in the same group, after it. A command printed in two groups runs in the first only
-(`ran_before`). Commands that would train for minutes get tiny
-sizes appended (`TINY`); the pages say so. `bash run.sh test` is this suite itself and is not
-run again here.
+The pages are run in four groups of one to two minutes (tests/test_docs_commands_*.py), each in
+its own sandbox and in the order listed, so that the suite's two workers share them; a page
+that uses another page's files is in the same group, after it. A command printed in two groups
+runs in the first only (`ran_before`). Commands that would train for minutes get tiny sizes
+appended (`TINY`); the pages say so. `bash run.sh test` is this suite itself and is not run
+again here.
 """
 
 from __future__ import annotations
