@@ -176,20 +176,31 @@ def _in_process(argv: list[str]) -> tuple[int, str, str]:
 
 
 SHELL_SYNTAX = re.compile(r"[|&;<>()$`]|\bfor\b|\bdo\b")
+QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")  # a quoted word's parentheses are its text, not the shell's
 
 
 ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")  # VAR=value before a command: its environment
 
 
-def run(text: str, python: str) -> tuple[int, str, str]:
-    """Run one command line: in this interpreter when it is a plain `python ...` (after any
-    `VAR=value` words, set in the environment for it, as a shell would), else in bash."""
+def plain_python(text: str) -> tuple[dict[str, str], list[str]] | None:
+    """({VAR: value} of the words before it, argv) of a plain `python ...` line, which runs in
+    this interpreter; None for a line a shell must run (another program, a pipe, a redirection,
+    a subshell, a loop). Quoted text is a word's own: `'x="uniform(0,1)"'` is no subshell."""
     argv = shlex.split(text)
     assigned = {}
     while argv and ASSIGNMENT.match(argv[0]):
         name, value = argv.pop(0).split("=", 1)
         assigned[name] = value
-    if argv and argv[0] == "python" and not SHELL_SYNTAX.search(text.replace("'", "").replace('"', "")):
+    if argv and argv[0] == "python" and not SHELL_SYNTAX.search(QUOTED.sub("", text)):
+        return assigned, argv
+    return None
+
+
+def run(text: str, python: str) -> tuple[int, str, str]:
+    """Run one command line: in this interpreter when it is a plain `python ...` (after any
+    `VAR=value` words, set in the environment for it, as a shell would), else in bash."""
+    if (plain := plain_python(text)) is not None:
+        assigned, argv = plain
         with environment({**os.environ, **assigned}, os.getcwd()):
             return _in_process([python, *argv[1:]])
     done = subprocess.run(["bash", "-c", text], capture_output=True, text=True)

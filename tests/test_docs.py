@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from docs_harness import GROUPS, ONE_POINT, PAGES, ROOT, TRAIN, commands_of, ran_before, tiny
+from pages import plain_python
 
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
@@ -92,6 +93,15 @@ def test_the_pages_have_commands_of_every_kind():
     placeholders = [f"{c.page}:{c.line} {c.text}" for c in commands
                     if c.kind != "python" and re.search(r"<[a-z][^>]*>|\bDIR\b|\.\.\.", c.text)]  # fmt: skip
     assert placeholders == [], "placeholders cannot run as printed"
+
+
+def test_plain_python_lines_run_in_the_warm_interpreter_and_shell_lines_in_bash():
+    quoted = """python train.py -m 'hydra.sweeper.space.objective.margin="uniform(0,10)"' objective.lambda_m=0"""
+    assert plain_python(quoted) == ({}, shlex.split(quoted))
+    assert plain_python("OMP_NUM_THREADS=1 python x.py --n 2") == ({"OMP_NUM_THREADS": "1"}, ["python", "x.py", "--n", "2"])
+    for shell in ("python x.py | tail -1", "python x.py > out.txt", "python x.py $(cat args)", "(python x.py)",
+                  "python x.py 'a' && echo done", "bash run.sh train", "source .venv/bin/activate"):  # fmt: skip
+        assert plain_python(shell) is None, shell
 
 
 def test_no_page_hides_a_command_in_an_indented_block():
