@@ -283,6 +283,36 @@ def answer_sequences(batch: dict) -> tuple[torch.Tensor, ...]:
     return ids, mask, last[:, None] + steps, answers, lengths
 
 
+def teacher_forced(batch: dict, k: int) -> tuple[torch.Tensor, ...]:
+    """`answer_sequences` repeated k times, with what a forward of them needs.
+
+    Returns:
+        ids [k·2B, W], mask [k·2B, W], index [k·2B, 1] (each row's number) and read [k·2B, A]
+        (together: the positions to unembed, `logits[index, read]`), position_ids [2B, W]
+        (for `Method.track_positions`, which repeats them over the copies: fused training's
+        hooks see one block of copies at a time), answers [2B, A], lengths [2B].
+    """
+    ids, mask, read, answers, lengths = answer_sequences(batch)
+    position_ids = positions_of(mask)
+    ids, mask, read = ids.repeat(k, 1), mask.repeat(k, 1), read.repeat(k, 1)
+    index = torch.arange(ids.shape[0], device=ids.device)[:, None]
+    return ids, mask, index, read, position_ids, answers, lengths
+
+
+def tails_of(logits: torch.Tensor, answers: torch.Tensor, lengths: torch.Tensor, k: int,
+             ) -> list[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+    """For each of the k copies, the last-prompt-position logits [B, vocab] and the answers'
+    tail [B], from the teacher-forced logits [k·2B, A, vocab] at the read positions."""
+    logits = logits.float()  # the objective in float32 whatever the model's precision
+    rows = answers.shape[0]
+    logp = torch.log_softmax(logits, -1).gather(-1, answers.repeat(k, 1)[..., None])[..., 0]
+    steps = torch.arange(answers.shape[1], device=logits.device)[None]
+    rest = torch.where((steps >= 1) & (steps < lengths.repeat(k)[:, None]), logp, 0.0).sum(-1)  # [k·2B]
+    b = rows // 2
+    return [(logits[j * rows : j * rows + b, 0], rest[j * rows : j * rows + b] - rest[j * rows + b : (j + 1) * rows])
+            for j in range(k)]  # fmt: skip
+
+
 def answer_tails(model, batch: dict, betas=(1.0, -1.0), method=None, extra_hooks=(), steer=None,
                  ) -> list[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
     """For each β, the last-prompt-position logits [B, vocab] and the answers' tail [B]
@@ -294,11 +324,10 @@ def answer_tails(model, batch: dict, betas=(1.0, -1.0), method=None, extra_hooks
     the trained prompt); DynScalar acts on the answer tokens too. `steer(beta)`, given β per
     row [len(betas)·2B], returns the steering hooks instead of `method.hooks` (fused
     training: K settings' hooks over blocks of rows; `method` still reads the positions).
+    The same on a model's plain Hugging Face form: `plain.plain_answer_tails`.
     """
-    ids, mask, read, answers, lengths = answer_sequences(batch)
-    k, rows, position_ids = len(betas), ids.shape[0], positions_of(mask)  # the positions repeat with the rows
-    ids, mask, read = ids.repeat(k, 1), mask.repeat(k, 1), read.repeat(k, 1)
-    index = torch.arange(k * rows, device=ids.device)[:, None]
+    k = len(betas)
+    ids, mask, index, read, position_ids, answers, lengths = teacher_forced(batch, k)
 
     def keep_read(resid: torch.Tensor, hook) -> torch.Tensor:
         return resid[index, read]
@@ -306,16 +335,15 @@ def answer_tails(model, batch: dict, betas=(1.0, -1.0), method=None, extra_hooks
     hooks, positions = [*extra_hooks, (hook("unembed_in"), keep_read)], nullcontext(lambda ids: None)
     if method is not None:
         method.check_length(batch["input_ids"].shape[1])
-        beta = torch.tensor(betas, device=ids.device).repeat_interleave(rows)
-        steering = steer(beta) if steer is not None else method.hooks(beta)
-        hooks, positions = [*steering, *hooks], method.track_positions()
+        hooks, positions = [*steering_hooks(method, betas, answers.shape[0], ids.device, steer), *hooks], method.track_positions()
     with positions as see, model.hooks(fwd_hooks=hooks):
         see(position_ids)
         logits = model(ids, attention_mask=mask)  # [k·2B, A, vocab]
-    logits = logits.float()  # the objective in float32 whatever the model's precision
-    logp = torch.log_softmax(logits, -1).gather(-1, answers.repeat(k, 1)[..., None])[..., 0]
-    steps = torch.arange(answers.shape[1], device=ids.device)[None]
-    rest = torch.where((steps >= 1) & (steps < lengths.repeat(k)[:, None]), logp, 0.0).sum(-1)  # [k·2B]
-    b = rows // 2
-    return [(logits[j * rows : j * rows + b, 0], rest[j * rows : j * rows + b] - rest[j * rows + b : (j + 1) * rows])
-            for j in range(k)]  # fmt: skip
+    return tails_of(logits, answers, lengths, k)
+
+
+def steering_hooks(method, betas, rows: int, device, steer=None) -> list:
+    """The hooks steering a forward of len(betas) copies of `rows` rows, copy k with betas[k]:
+    `method.hooks`, or `steer(beta)` (fused training), given β per row [len(betas)·rows]."""
+    beta = torch.tensor(betas, device=device).repeat_interleave(rows)
+    return steer(beta) if steer is not None else method.hooks(beta)

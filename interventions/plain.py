@@ -10,9 +10,11 @@ the logits agree to float rounding, so a run's numbers do too, not bit for bit).
 
 What stays on the bridge: steps that need its hook points or its block-level shortcuts —
 the prefix skip (`prefix_layer` > 0), `skip_unread`, extra hooks (the overflow probe at
-each epoch's end), answers of several tokens — and hooks the plain form does not map
-(`hf.check_sites`: e.g. `v` on GPT-2's fused projection). The clean log-probs, observable
-propagation and the analyses always use the bridge.
+each epoch's end) — and hooks the plain form does not map (`hf.check_sites`: e.g. `v` on
+GPT-2's fused projection). Answers of several tokens run on the plain form too
+(`plain_answer_tails`; the bridge's `answer_tails` has no block-level shortcut to lose). The
+clean log-probs and answer tails, observable propagation and the analyses always use the
+bridge.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from interventions.errors import ExportError, ModelError
-from interventions.forward import has_answer_tails
+from interventions.forward import steering_hooks, tails_of, teacher_forced
 from interventions.hf import check_sites, placed
 from interventions.models import model_device
 from interventions.toyworld.hf_form import hf_form
@@ -41,9 +43,9 @@ def plain_form(model, method, forward: str = "auto"):
     return plain
 
 
-def plain_usable(batch: dict, prefix_layer: int, skip_unread: bool, extra_hooks) -> bool:
-    """Whether this step can run on the plain form (module docstring)."""
-    return prefix_layer == 0 and not skip_unread and not extra_hooks and not has_answer_tails(batch)
+def plain_usable(prefix_layer: int, skip_unread: bool, extra_hooks) -> bool:
+    """Whether a step's last-position logits can come from the plain form (module docstring)."""
+    return prefix_layer == 0 and not skip_unread and not extra_hooks
 
 
 def plain_logits(plain, hooks: list, batch: dict, reps: int, n_heads: int) -> torch.Tensor:
@@ -81,3 +83,29 @@ def plain_steered_logits(plain, method, batch: dict, betas=(1.0, -1.0)) -> list[
     method.check_length(batch["input_ids"].shape[1])
     beta = torch.tensor(betas, device=batch["input_ids"].device).repeat_interleave(b)
     return list(plain_logits(plain, method.hooks(beta), batch, k, method.cfg_dims["n_heads"]).split(b))
+
+
+def plain_answer_tails(plain, method, batch: dict, betas=(1.0, -1.0), steer=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`forward.answer_tails` on the plain form: for each β, the last-prompt-position logits
+    [B, vocab] and the answers' tail [B], from one forward of the teacher-forced sequences
+    repeated len(betas) times; position-tied hooks see each token's position, as there.
+    `steer(beta)` replaces `method.hooks` (fused training)."""
+    k = len(betas)
+    ids, mask, index, read, position_ids, answers, lengths = teacher_forced(batch, k)
+    method.check_length(batch["input_ids"].shape[1])
+    hooks = steering_hooks(method, betas, answers.shape[0], ids.device, steer)
+
+    def keep_read(module, args):  # the unembedding on the read positions only, as the bridge's path
+        return (args[0][index, read],)
+
+    kwargs = {}
+    if not bool(mask.all()):
+        kwargs = {"attention_mask": mask, "position_ids": position_ids.clamp_min(0).repeat(k, 1)}
+    handle = plain.get_output_embeddings().register_forward_pre_hook(keep_read)
+    try:
+        with method.track_positions() as see, placed(plain, hooks, method.cfg_dims["n_heads"]):
+            see(position_ids)
+            logits = plain(input_ids=ids, use_cache=False, **kwargs).logits  # [k·2B, A, vocab]
+    finally:
+        handle.remove()
+    return tails_of(logits, answers, lengths, k)

@@ -174,8 +174,9 @@ def test_multi_token_training_raises_the_correct_answers_score(toy_model):
     clean model already prefers the memorised capital by more than the margin).
 
     Margins, measured with 1 and 2 threads and with torch.use_deterministic_algorithms(True)
-    (all four agree to 3e-4): s(c) - s(w) at β = -1 is -3.18 (asserted < -1), the flip
-    accuracies are 0.94 and 1.00 (asserted > 0.75 and > 0.9). A margin of 3 makes the hinge
+    (all four agree to 3e-4): s(c) - s(w) at β = -1 is -3.18 through the bridge and -3.17 on
+    the plain form, where the teacher-forced forward runs since 2026-12-08 (asserted < -1);
+    the flip accuracies are 0.94 and 1.00 on both (asserted > 0.75 and > 0.9). A margin of 3 makes the hinge
     push far past zero, so the result does not hang on the last rounding of a short run
     (with margin 1 the β = -1 flips sat at 0.48-0.63 depending on the machine)."""
     model, tokenizer = toy_model

@@ -161,3 +161,57 @@ def test_fused_steps_on_the_plain_form_equal_the_bridges(tiny_model, name, sites
         assert not torch.allclose(on_plain[0][0], on_plain[0][1])  # the settings steer differently
         for a, b in zip(on_plain, on_bridge):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def with_answers(batch: dict, model, lengths, seed: int = 2) -> dict:
+    """`batch` with answers of up to 3 tokens, `lengths` [B, 2] (correct, wrong) of them real."""
+    g = torch.Generator().manual_seed(seed)
+    answers = torch.randint(4, model.cfg.d_vocab, (len(lengths), 2, 3), generator=g)
+    return {**batch, "answer_ids": answers, "answer_len": torch.tensor(lengths), "correct": answers[:, 0, 0],
+            "wrong": answers[:, 1, 0]}  # fmt: skip
+
+
+@pytest.mark.parametrize("padding", [None, "right"])
+@pytest.mark.parametrize("name,sites", [
+    ("activscalar", ["attnOut", "mlpOut"]), ("activscalar", ["z", "o", "residPost"]), ("dynscalar", ["attnOut", "z"]),
+    ("steervec", ["mlpOut", "o"]), ("loreft", ["residPost"]),
+])  # fmt: skip
+def test_answer_tails_and_their_gradients_on_the_plain_form_equal_the_bridges(tiny_model, name, sites, padding):
+    """Answers of several tokens train on the plain form too (the teacher-forced forward)."""
+    plain, bridge = pair(tiny_model, name, sites)
+    batch = with_answers(batch_of(tiny_model, padding), tiny_model, [[3, 2], [1, 3], [2, 2]])
+    calls = []
+    handle = plain._frozen.plain.register_forward_pre_hook(lambda module, args: calls.append(1))
+    results = []
+    for module in (plain, bridge):
+        module.method.zero_grad(set_to_none=True)
+        (pos, neg), (tail_pos, tail_neg) = module.steered(batch)
+        (pos.logsumexp(-1).sum() - 2 * neg[:, 5].sum() + tail_pos.sum() - 3 * tail_neg.sum()).backward()
+        results.append(([pos, neg, tail_pos, tail_neg], {k: p.grad.clone() for k, p in module.method.named_parameters()}))
+    handle.remove()
+    assert calls == [1]  # the plain module's one forward ran on the plain form
+    (values_p, grads_p), (values_b, grads_b) = results
+    assert values_p[2].abs().min() > 1e-3 and not torch.allclose(values_p[2], values_p[3])  # real tails, β = ±1 differ
+    for a, b in zip(values_p, values_b):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    for key in grads_b:
+        torch.testing.assert_close(grads_p[key], grads_b[key], rtol=1e-4, atol=1e-5)
+
+
+def test_fused_answer_tails_on_the_plain_form_equal_the_bridges(tiny_model):
+    from interventions.training.fused import fused_step_scores, stack_parameters
+
+    methods = [method_of(tiny_model, "activscalar", ["attnOut", "z"]) for _ in range(2)]
+    with torch.no_grad():
+        methods[1].params[next(iter(methods[1].params))].mul_(-2)  # two different settings
+    stacked = stack_parameters(methods)
+    batch = with_answers(batch_of(tiny_model, "right"), tiny_model, [[3, 2], [1, 3], [2, 2]])
+    form, calls = plain_form(tiny_model, methods[0]), []
+    handle = form.register_forward_pre_hook(lambda module, args: calls.append(1))
+    on_plain = fused_step_scores(tiny_model, methods[0], stacked, batch, plain=form)
+    handle.remove()
+    on_bridge = fused_step_scores(tiny_model, methods[0], stacked, batch)
+    assert calls == [1]
+    assert not torch.allclose(on_plain[2][0][0], on_plain[2][0][1])  # the settings' tails differ
+    for a, b in zip([*on_plain[:2], *on_plain[2]], [*on_bridge[:2], *on_bridge[2]]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

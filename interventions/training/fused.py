@@ -27,7 +27,7 @@ from interventions.methods.registry import intervention_spec, method_class
 from interventions.models import model_device
 from interventions.numerics import first_overflow, likely_cause, overflow_message, residual_probe
 from interventions.objective import Objective, example_terms, minimality_loss, weighted_sum
-from interventions.plain import plain_form, plain_logits, plain_usable
+from interventions.plain import plain_answer_tails, plain_form, plain_logits, plain_usable
 from interventions.spec import ObjectiveSpec, RunSpec, TrainedInterventionSpec
 from interventions.tasks.datapoint import Task
 from interventions.training.progress import EpochLines, on_terminal
@@ -93,7 +93,7 @@ def fused_step_logits(
     k_count, b = next(iter(stacked.values())).shape[0], batch["input_ids"].shape[0]
     beta = torch.tensor([1.0, -1.0], device=batch["input_ids"].device).repeat_interleave(b).repeat(k_count, 1)
     hooks = [*fused_hooks(proto, stacked, beta), *extra_hooks]
-    if plain is not None and plain_usable(batch, prefix_layer, skip_unread, extra_hooks):
+    if plain is not None and plain_usable(prefix_layer, skip_unread, extra_hooks):
         logits = plain_logits(plain, hooks, batch, 2 * k_count, proto.cfg_dims["n_heads"])
     else:
         logits = repeated_batch_logits(model, batch, 2 * k_count, hooks, prefix_layer=prefix_layer,
@@ -106,7 +106,8 @@ def fused_step_scores(model, proto: Method, stacked: dict[str, torch.Tensor], ba
     """(logits⁺ [K, B, vocab], logits⁻ [K, B, vocab], tails) for one step: `fused_step_logits`
     and tails None; for answers of several tokens (docs/method.md §6) the last prompt
     position's logits and tails = (tail⁺ [K, B], tail⁻ [K, B]) from one forward of the
-    teacher-forced sequences repeated K × 2 times (`forward.answer_tails`)."""
+    teacher-forced sequences repeated K × 2 times (`forward.answer_tails`; on the plain form
+    `plain.plain_answer_tails`)."""
     if not has_answer_tails(batch):
         pos, neg = fused_step_logits(model, proto, stacked, batch, **forward)
         if "answer_ids" not in batch:
@@ -117,7 +118,9 @@ def fused_step_scores(model, proto: Method, stacked: dict[str, torch.Tensor], ba
     def steer(beta: torch.Tensor) -> list:
         return fused_hooks(proto, stacked, beta.view(k_count, -1))
 
-    pairs = answer_tails(model, batch, (1.0, -1.0) * k_count, proto, steer=steer)
+    betas, plain = (1.0, -1.0) * k_count, forward.get("plain")
+    pairs = (answer_tails(model, batch, betas, proto, steer=steer) if plain is None
+             else plain_answer_tails(plain, proto, batch, betas, steer=steer))  # fmt: skip
     logits = torch.stack([first for first, _ in pairs]).view(k_count, 2, b, -1)
     tails = torch.stack([tail for _, tail in pairs]).view(k_count, 2, b)
     return logits[:, 0], logits[:, 1], (tails[:, 0], tails[:, 1])

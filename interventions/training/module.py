@@ -24,7 +24,7 @@ from interventions.numerics import (
     check_loss, check_parameters, first_overflow, likely_cause, overflow_message, residual_probe,
 )  # fmt: skip
 from interventions.objective import Objective
-from interventions.plain import plain_form, plain_steered_logits, plain_usable
+from interventions.plain import plain_answer_tails, plain_form, plain_steered_logits, plain_usable
 
 
 def update_metric(metric: InterventionMetrics, batch: dict, logits_pos, logits_neg, tails=(None, None)) -> None:
@@ -88,7 +88,7 @@ class InterventionModule(L.LightningModule):
         method's (e.g. `numerics.residual_probe`).
         """
         plain = self._frozen.plain
-        if plain is not None and plain_usable(batch, self.prefix_layer, self.skip_unread, extra_hooks):
+        if plain is not None and plain_usable(self.prefix_layer, self.skip_unread, extra_hooks):
             return plain_steered_logits(plain, self.method, batch, betas)
         return steered_logits(self.model, self.method, batch, betas, extra_hooks, self.prefix_layer, self.skip_unread)
 
@@ -97,7 +97,9 @@ class InterventionModule(L.LightningModule):
         tails of answers of several tokens (`forward.answer_tails`, batches with
         answer_ids), else None (`steered_logits`)."""
         if has_answer_tails(batch):
-            pairs = answer_tails(self.model, batch, betas, self.method)
+            plain = self._frozen.plain
+            pairs = (answer_tails(self.model, batch, betas, self.method) if plain is None
+                     else plain_answer_tails(plain, self.method, batch, betas))  # fmt: skip
             return [logits for logits, _ in pairs], tuple(tail for _, tail in pairs)
         logits = self.steered_logits(batch, betas)
         if "answer_ids" in batch:  # every answer is one token: the teacher-forced sequences are the prompts
