@@ -48,32 +48,40 @@ def plain_usable(prefix_layer: int, skip_unread: bool, extra_hooks) -> bool:
     return prefix_layer == 0 and not skip_unread and not extra_hooks
 
 
+def logits_at(plain, hooks: list, ids: torch.Tensor, mask: torch.Tensor, index: torch.Tensor, read: torch.Tensor,
+              n_heads: int) -> torch.Tensor:  # fmt: skip
+    """The plain form's logits [rows, n, vocab] at positions `read` [rows, n] of each row
+    (`index` [rows, 1]: the rows' numbers) of `ids` [rows, W] with `mask` [rows, W], `hooks`
+    (TransformerLens names) placed by `hf.placed`: the unembedding runs on those positions only,
+    as on the bridge's paths. Positions are counted from each row's first real token, as the
+    bridge does."""
+
+    def keep_read(module, args):
+        return (args[0][index, read],)
+
+    kwargs = {}
+    if not bool(mask.all()):
+        kwargs = {"attention_mask": mask, "position_ids": (mask.cumsum(1) - 1).clamp_min(0)}
+    handle = plain.get_output_embeddings().register_forward_pre_hook(keep_read)
+    try:
+        with placed(plain, hooks, n_heads):
+            return plain(input_ids=ids, use_cache=False, **kwargs).logits
+    finally:
+        handle.remove()
+
+
 def plain_logits(plain, hooks: list, batch: dict, reps: int, n_heads: int) -> torch.Tensor:
     """`forward.repeated_batch_logits` on the plain form: last-position logits [reps · B, vocab]
-    (float32) of the batch repeated `reps` times, `hooks` (TransformerLens names) placed by
-    `hf.placed`. Positions are counted from each row's first real token, as the bridge does;
-    a position-tied hook sees the positions by index, as on the bridge's training path.
+    (float32) of the batch repeated `reps` times (`logits_at`). A position-tied hook sees the
+    positions by index, as on the bridge's training path.
 
     Args:
         plain: the plain form (`plain_form`).
         batch: input_ids [B, pos], attention_mask [B, pos], last_index [B].
     """
     ids, mask = batch["input_ids"].repeat(reps, 1), batch["attention_mask"].repeat(reps, 1)
-    rows, last = torch.arange(ids.shape[0], device=ids.device), batch["last_index"].repeat(reps)
-
-    def keep_last(module, args):  # the unembedding on the read positions only, as the bridge's path
-        return (args[0][rows, last].unsqueeze(1),)
-
-    kwargs = {}
-    if not bool(mask.all()):
-        kwargs = {"attention_mask": mask, "position_ids": (mask.cumsum(1) - 1).clamp_min(0)}
-    handle = plain.get_output_embeddings().register_forward_pre_hook(keep_last)
-    try:
-        with placed(plain, hooks, n_heads):
-            logits = plain(input_ids=ids, use_cache=False, **kwargs).logits[:, 0]
-    finally:
-        handle.remove()
-    return logits.float()
+    index, last = torch.arange(ids.shape[0], device=ids.device)[:, None], batch["last_index"].repeat(reps)[:, None]
+    return logits_at(plain, hooks, ids, mask, index, last, n_heads)[:, 0].float()
 
 
 def plain_steered_logits(plain, method, batch: dict, betas=(1.0, -1.0)) -> list[torch.Tensor]:
@@ -94,18 +102,7 @@ def plain_answer_tails(plain, method, batch: dict, betas=(1.0, -1.0), steer=None
     ids, mask, index, read, position_ids, answers, lengths = teacher_forced(batch, k)
     method.check_length(batch["input_ids"].shape[1])
     hooks = steering_hooks(method, betas, answers.shape[0], ids.device, steer)
-
-    def keep_read(module, args):  # the unembedding on the read positions only, as the bridge's path
-        return (args[0][index, read],)
-
-    kwargs = {}
-    if not bool(mask.all()):
-        kwargs = {"attention_mask": mask, "position_ids": position_ids.clamp_min(0).repeat(k, 1)}
-    handle = plain.get_output_embeddings().register_forward_pre_hook(keep_read)
-    try:
-        with method.track_positions() as see, placed(plain, hooks, method.cfg_dims["n_heads"]):
-            see(position_ids)
-            logits = plain(input_ids=ids, use_cache=False, **kwargs).logits  # [k·2B, A, vocab]
-    finally:
-        handle.remove()
+    with method.track_positions() as see:
+        see(position_ids)
+        logits = logits_at(plain, hooks, ids, mask, index, read, method.cfg_dims["n_heads"])  # [k·2B, A, vocab]
     return tails_of(logits, answers, lengths, k)

@@ -16,6 +16,10 @@ from interventions.spec import RunSpec
 from interventions.training.module import InterventionModule
 
 SEQ = 6
+METHOD_SITES = [  # each method, on sites of every kind the plain form maps (a head's z and o among them)
+    ("activscalar", ["attnOut", "mlpOut"]), ("activscalar", ["z", "o", "residPost"]), ("dynscalar", ["attnOut", "z"]),
+    ("steervec", ["mlpOut", "o"]), ("loreft", ["residPost"]),
+]  # fmt: skip
 
 
 def batch_of(model, padding: str | None, seed: int = 0) -> dict:
@@ -56,10 +60,7 @@ def pair(model, name: str, sites):
 
 
 @pytest.mark.parametrize("padding", [None, "right"])
-@pytest.mark.parametrize("name,sites", [
-    ("activscalar", ["attnOut", "mlpOut"]), ("activscalar", ["z", "o", "residPost"]), ("dynscalar", ["attnOut", "z"]),
-    ("steervec", ["mlpOut", "o"]), ("loreft", ["residPost"]),
-])  # fmt: skip
+@pytest.mark.parametrize("name,sites", METHOD_SITES)
 def test_plain_logits_and_gradients_equal_the_bridges(tiny_model, name, sites, padding):
     plain, bridge = pair(tiny_model, name, sites)
     assert plain._frozen.plain is not None and bridge._frozen.plain is None
@@ -172,10 +173,7 @@ def with_answers(batch: dict, model, lengths, seed: int = 2) -> dict:
 
 
 @pytest.mark.parametrize("padding", [None, "right"])
-@pytest.mark.parametrize("name,sites", [
-    ("activscalar", ["attnOut", "mlpOut"]), ("activscalar", ["z", "o", "residPost"]), ("dynscalar", ["attnOut", "z"]),
-    ("steervec", ["mlpOut", "o"]), ("loreft", ["residPost"]),
-])  # fmt: skip
+@pytest.mark.parametrize("name,sites", METHOD_SITES)
 def test_answer_tails_and_their_gradients_on_the_plain_form_equal_the_bridges(tiny_model, name, sites, padding):
     """Answers of several tokens train on the plain form too (the teacher-forced forward)."""
     plain, bridge = pair(tiny_model, name, sites)
