@@ -242,8 +242,7 @@ def steered_logits(model, method, batch: dict, betas=(1.0, -1.0), extra_hooks=()
     """
     k, b = len(betas), batch["input_ids"].shape[0]
     method.check_length(batch["input_ids"].shape[1])
-    beta = torch.tensor(betas, device=batch["input_ids"].device).repeat_interleave(b)
-    hooks = [*method.hooks(beta), *extra_hooks]
+    hooks = [*steering_hooks(method, betas, b, batch["input_ids"].device), *extra_hooks]
     logits = repeated_batch_logits(model, batch, k, hooks, prefix_layer=prefix_layer, skip_unread=skip_unread)
     return list(logits.split(b))
 
@@ -335,7 +334,8 @@ def answer_tails(model, batch: dict, betas=(1.0, -1.0), method=None, extra_hooks
     hooks, positions = [*extra_hooks, (hook("unembed_in"), keep_read)], nullcontext(lambda ids: None)
     if method is not None:
         method.check_length(batch["input_ids"].shape[1])
-        hooks, positions = [*steering_hooks(method, betas, answers.shape[0], ids.device, steer), *hooks], method.track_positions()
+        steering = steering_hooks(method, betas, answers.shape[0], ids.device, steer)
+        hooks, positions = [*steering, *hooks], method.track_positions()
     with positions as see, model.hooks(fwd_hooks=hooks):
         see(position_ids)
         logits = model(ids, attention_mask=mask)  # [k·2B, A, vocab]

@@ -89,11 +89,12 @@ def plain_steered_logits(plain, method, batch: dict, betas=(1.0, -1.0)) -> list[
     (float32) for each β from one forward of the batch repeated len(betas) times."""
     k, b = len(betas), batch["input_ids"].shape[0]
     method.check_length(batch["input_ids"].shape[1])
-    beta = torch.tensor(betas, device=batch["input_ids"].device).repeat_interleave(b)
-    return list(plain_logits(plain, method.hooks(beta), batch, k, method.cfg_dims["n_heads"]).split(b))
+    hooks = steering_hooks(method, betas, b, batch["input_ids"].device)
+    return list(plain_logits(plain, hooks, batch, k, method.cfg_dims["n_heads"]).split(b))
 
 
-def plain_answer_tails(plain, method, batch: dict, betas=(1.0, -1.0), steer=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def plain_answer_tails(plain, method, batch: dict, betas=(1.0, -1.0), steer=None,
+                       ) -> list[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
     """`forward.answer_tails` on the plain form: for each β, the last-prompt-position logits
     [B, vocab] and the answers' tail [B], from one forward of the teacher-forced sequences
     repeated len(betas) times; position-tied hooks see each token's position, as there.
