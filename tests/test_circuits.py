@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.util
 import json
 from dataclasses import replace
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -15,7 +14,7 @@ import torch
 
 from conftest import run_cli
 from interventions.circuits.ablation import ablation_hooks, check_truth, mean_activations, targets
-from interventions.circuits.benchmarks import BENCHMARKS, MODELS, PLANTED, load_benchmark, verify
+from interventions.circuits.benchmarks import BENCHMARKS, MODELS, load_benchmark, verify
 from interventions.circuits.compiled import mismatches, position_truth, truth
 from interventions.circuits.front import front_rows, front_summary
 from interventions.circuits.granularity import GRANULARITIES, node_scores, random_scores
@@ -26,8 +25,6 @@ from interventions.errors import ConfigError
 from interventions.models import load_toy
 from interventions.sites import hook_name
 from interventions.tasks.datamodule import encode
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("name", list(PROGRAMS))
