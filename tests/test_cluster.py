@@ -3,8 +3,6 @@ anything is submitted, the sweep summary's names, the W&B group."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from interventions.cli.cluster import check_request, cluster_nodes, slurm_request
