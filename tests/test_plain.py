@@ -54,7 +54,7 @@ def method_of(model, name: str, sites, scale: float = 0.3):
 def assert_gradients_close(got: dict, want: dict) -> None:
     """Gradients by parameter name equal to float rounding: 1e-4 relative, and 1e-5 of the
     largest gradient in absolute terms, since an element near zero carries the rounding of
-    the larger terms summed into it (a fixed 1e-5 left half its room unused on LoReFT's
+    the larger terms summed into it (a fixed 1e-5 was half used up on LoReFT's
     gradients of 3e-5). Measured with 1 and 2 threads, with and without
     torch.use_deterministic_algorithms: every comparison in this module uses at most 19% of
     its tolerance."""
