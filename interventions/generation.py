@@ -107,13 +107,17 @@ def decode(step, input_ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: in
     `step(input_ids, mask, state)` returns the last position's logits [rows, vocab] and a state
     for the next step (a key-value cache, or None); `choose` turns logits into tokens."""
     state, new = None, []
-    for _ in range(max_new_tokens):
-        logits, state = step(input_ids, mask, state)
-        token = choose(logits)
-        new.append(token)
-        input_ids = torch.cat([input_ids, token[:, None]], 1)
-        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
-    return torch.stack(new, 1)
+    # Inference mode skips autograd's bookkeeping on each of a step's many small tensor operations
+    # (a hook's too): about 13% of a toy generation through the bridge (docs/benchmarks.md).
+    with torch.inference_mode():
+        for _ in range(max_new_tokens):
+            logits, state = step(input_ids, mask, state)
+            token = choose(logits)
+            new.append(token)
+            input_ids = torch.cat([input_ids, token[:, None]], 1)
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
+        tokens = torch.stack(new, 1)
+    return tokens.clone()  # a normal tensor: an inference tensor may not enter a later autograd graph
 
 
 def prepared(ids: list[list[int]], betas: tuple[float, ...], pad: int, device, sampling: tuple):
@@ -163,7 +167,7 @@ def generate_tokens(
     with ExitStack() as stack:
         if method is not None:
             see = stack.enter_context(method.track_positions(positions_beyond))
-            hooks = [*method.hooks(beta), *hooks]
+            hooks = [*method.decoding_hooks(beta), *hooks]
         stack.enter_context(model.hooks(fwd_hooks=hooks))
         tokens = decode(step, input_ids, mask, max_new_tokens, choose)
     return tokens.view(len(betas), len(ids), max_new_tokens)

@@ -224,10 +224,12 @@ def placed(hf_model, hooks, n_heads: int):
 
 
 @contextmanager
-def attached(hf_model, method, beta: float | torch.Tensor = 1.0, positions_beyond: str = "none"):
+def attached(hf_model, method, beta: float | torch.Tensor = 1.0, positions_beyond: str = "none",
+             decoding: bool = False):  # fmt: skip
     """`method`'s hooks on `hf_model`'s modules for the duration of the block (no checks:
     `apply` checks the model first), with the positions of each call handed to a
-    position-tied method. Hooks are removed on exit, also when the block raises."""
+    position-tied method. Hooks are removed on exit, also when the block raises.
+    `decoding`: the method's `decoding_hooks` (a decoding loop's: no gradients reach it)."""
     layout = layout_of(hf_model)
     device = next(hf_model.parameters()).device
     if any(t.device != device for t in (*method.parameters(), *method.buffers())):  # no walk per call
@@ -241,7 +243,8 @@ def attached(hf_model, method, beta: float | torch.Tensor = 1.0, positions_beyon
             handle = hf_model.register_forward_pre_hook(_positions_hook(method, see, method.grid.seq_len),
                                                         with_kwargs=True)  # fmt: skip
             stack.callback(handle.remove)
-        stack.enter_context(placed(hf_model, method.hooks(beta), n_heads))
+        hooks = method.decoding_hooks(beta) if decoding else method.hooks(beta)
+        stack.enter_context(placed(hf_model, hooks, n_heads))
         yield hf_model
 
 
@@ -296,7 +299,7 @@ def cached_tokens(
                        **{cache_name: cache}, **keep)  # fmt: skip
         return out.logits[:, -1], out.past_key_values if use_cache else None
 
-    with attached(hf_model, method, beta, positions_beyond) if method is not None else nullcontext():
+    with attached(hf_model, method, beta, positions_beyond, decoding=True) if method is not None else nullcontext():
         tokens = decode(step, input_ids, mask, max_new_tokens, choose)
     return tokens.view(len(betas), len(ids), max_new_tokens)
 

@@ -8,7 +8,7 @@ import torch
 
 from interventions import generation
 from interventions.errors import ConfigError, ContextError, LengthError
-from interventions.forward import positions_of
+from interventions.forward import positions_of, steered_logits
 from interventions.generation import generate, generate_tokens, generation_flip_accuracy, left_padded
 from interventions.methods import METHODS
 from interventions.sites import build_grid, hook_name
@@ -239,3 +239,21 @@ def test_position_tied_hooks_pass_activations_through_past_the_prompt(tiny_model
     with method.track_positions() as see:
         see(torch.tensor([[-1, 0, 1]]))  # the prompt itself (after one pad)
         assert method.positions.active
+
+
+@pytest.mark.parametrize("name", ["activscalar", "dynscalar"])
+def test_a_model_and_method_train_after_generating(any_model, name):
+    """Generation runs in inference mode; nothing it leaves behind (the tokens, the model's or
+    the method's state) may keep a later training step from building its autograd graph."""
+    method = method_for(any_model, name, seq_len=4, scale=0.1)
+    ids = [[5, 6, 7, 8], [9, 10, 11, 12]]
+    tokens = generate_tokens(any_model, method, ids, (-1.0, 1.0), 3)
+    assert not tokens.is_inference()
+    input_ids = torch.cat([torch.tensor(ids), tokens[0]], 1)[:, -4:]  # generated tokens as training input
+    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "last_index": torch.full((2,), 3)}
+    with method.track_positions() as see:
+        see(length=4)
+        plus, minus = steered_logits(any_model, method, batch)
+    (plus - minus).square().sum().backward()
+    assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in method.params.values())
+    assert all(p.grad is None for p in any_model.parameters())

@@ -183,6 +183,7 @@ def test_cached_generation_equals_the_bridges_token_for_token(pair, tmp_path, na
     for use_cache in (True, False):
         got = hf.cached_tokens(plain, iv.method, ids, betas, 6, positions_beyond="last", use_cache=use_cache)
         assert torch.equal(got, want), use_cache
+        assert not got.is_inference()  # decoding runs in inference mode; its tokens may enter autograd later
     assert torch.equal(hf.cached_tokens(plain, None, ids, (0.0,), 6)[0], want[1])  # β = 0: the unhooked model
 
 

@@ -499,3 +499,28 @@ def test_beta_views_are_made_once_per_dtype_and_equal_beta_view():
     for h in (h32, h64, heads):
         assert torch.equal(views(h), beta_view(beta, h)) and views(h).dtype == h.dtype and views(h).dim() == h.dim()
     assert float(BetaViews(2.0)(h32)) == 2.0
+
+
+@pytest.mark.parametrize("beta", [1.0, -0.5, 0.0, torch.tensor([1.0, -1.0, 0.25])])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dynscalar_decoding_hooks_equal_its_hooks(tiny_model, beta, dtype):
+    """Steered generation's DynScalar hooks (β·g formed once, one addcdiv) compute its hooks'
+    function: to float rounding at residual sites (relative 1e-6 in float32; one rounding
+    of the model's dtype in bfloat16), exactly at head sites; zero activations stay zero."""
+    sites = [s for s in ALL_SITES if dtype == torch.float32 or s != "o"]  # o reads z through the model's W_O
+    method = make_method(tiny_model, "dynscalar", sites, scale=0.3, seed=7)
+    generator = torch.Generator().manual_seed(0)
+    shapes = {"residual": (3, 5, tiny_model.cfg.d_model), "head": (3, 5, tiny_model.cfg.n_heads, tiny_model.cfg.d_head)}
+    pairs = zip(method.hooks(beta), method.decoding_hooks(beta), strict=True)
+    sites = [site for site in method.grid.sites for _ in method.grid.layers]  # `hooks`' order
+    for ((name, hook), (decoding_name, decoding_hook)), site in zip(pairs, sites, strict=True):
+        assert name == decoding_name
+        h = torch.randn(shapes["head" if site in HEAD else "residual"], generator=generator).to(dtype)
+        h[1, 2] = 0  # an activation of norm zero: α = 0, not 0/0
+        with torch.no_grad():
+            want, got = hook(h), decoding_hook(h)
+        assert got.dtype == dtype and bool(got[1, 2].eq(0).all())
+        if site in HEAD or dtype != torch.float32:
+            torch.testing.assert_close(got, want, rtol=0 if site in HEAD else 2 ** -7, atol=0)
+        else:
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6 * float(want.abs().max()))

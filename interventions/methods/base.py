@@ -250,6 +250,11 @@ class Method(nn.Module):
             for layer in self.grid.layers
         ]
 
+    def decoding_hooks(self, beta) -> list[Hook]:
+        """Forward hooks for a decoding loop (steered generation: no gradients, one β per row for
+        every step): `hooks(beta)`, unless a method has a cheaper form for that case."""
+        return self.hooks(beta)
+
     def forward(self, h: torch.Tensor, beta, site: str, layer: int) -> torch.Tensor:
         """The intervened activation at (site, layer): h [batch, pos, ...] -> same shape.
         (The hooks do this inside the model; `fused` calls it through `functional_call`.)"""
