@@ -108,7 +108,7 @@ def decode(step, input_ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: in
     for the next step (a key-value cache, or None); `choose` turns logits into tokens."""
     state, new = None, []
     # Inference mode skips autograd's bookkeeping on each of a step's many small tensor operations
-    # (a hook's too): about 13% of a toy generation through the bridge (docs/benchmarks.md).
+    # (a hook's too): about 5% of a toy generation through the bridge (docs/benchmarks.md).
     with torch.inference_mode():
         for _ in range(max_new_tokens):
             logits, state = step(input_ids, mask, state)

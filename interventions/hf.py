@@ -229,7 +229,7 @@ def attached(hf_model, method, beta: float | torch.Tensor = 1.0, positions_beyon
     """`method`'s hooks on `hf_model`'s modules for the duration of the block (no checks:
     `apply` checks the model first), with the positions of each call handed to a
     position-tied method. Hooks are removed on exit, also when the block raises.
-    `decoding`: the method's `decoding_hooks` (a decoding loop's: no gradients reach it)."""
+    `decoding`: the method's `decoding_hooks` (a decoding loop's; no gradient reaches its parameters)."""
     layout = layout_of(hf_model)
     device = next(hf_model.parameters()).device
     if any(t.device != device for t in (*method.parameters(), *method.buffers())):  # no walk per call

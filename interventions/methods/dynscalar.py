@@ -82,9 +82,9 @@ class DynScalar(Method):
 
     def decoding_hooks(self, beta) -> list[Hook]:
         """Steered generation's hooks: at residual sites, β·g is formed once per generation
-        ([D], or [rows, D] for β per row) and 1 + βα = 1 + (h·βg)/‖h‖ takes one `addcdiv`: two
-        tensor operations fewer per call than `site_hook`, whose cost a decoding step pays at
-        every hook (docs/benchmarks.md). The same function, rounded in another order
+        ([D], or [rows, D] for β per row) and 1 + βα = 1 + (h·βg)/‖h‖ takes one `addcdiv`: five
+        tensor operations per call instead of `site_hook`'s six, the norm's floor in place; a
+        decoding step pays them at every hook (docs/benchmarks.md). The same function, rounded in another order
         (relative differences about 1e-7). No gradient reaches g. Head sites keep `site_hook`."""
         return [
             self.site_hook(site, layer, beta) if site in HEAD_SITES else self._decoding_hook(site, layer, beta)
