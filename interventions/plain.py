@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from interventions.errors import ExportError, ModelError
-from interventions.forward import steering_hooks, tails_of, teacher_forced
+from interventions.forward import answer_tails, steering_hooks, tails_of, teacher_forced
 from interventions.hf import check_sites, placed
 from interventions.models import model_device
 from interventions.toyworld.hf_form import hf_form
@@ -107,3 +107,12 @@ def plain_answer_tails(plain, method, batch: dict, betas=(1.0, -1.0), steer=None
         see(position_ids)
         logits = logits_at(plain, hooks, ids, mask, index, read, method.cfg_dims["n_heads"])  # [k·2B, A, vocab]
     return tails_of(logits, answers, lengths, k)
+
+
+def steered_answer_tails(model, plain, method, batch: dict, betas=(1.0, -1.0), steer=None,
+                         ) -> list[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+    """`plain_answer_tails` where the model has a plain form (`plain` not None), else the
+    bridge's `forward.answer_tails`: the same pairs, to float rounding."""
+    if plain is None:
+        return answer_tails(model, batch, betas, method, steer=steer)
+    return plain_answer_tails(plain, method, batch, betas, steer=steer)

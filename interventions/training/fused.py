@@ -20,14 +20,14 @@ from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
 from interventions.errors import ConfigError, NonFiniteError
-from interventions.forward import answer_tails, has_answer_tails, repeated_batch_logits
+from interventions.forward import has_answer_tails, repeated_batch_logits
 from interventions.interrupts import raise_if_signalled
 from interventions.methods.base import Method, nonzero_locations
 from interventions.methods.registry import intervention_spec, method_class
 from interventions.models import model_device
 from interventions.numerics import first_overflow, likely_cause, overflow_message, residual_probe
 from interventions.objective import Objective, example_terms, minimality_loss, weighted_sum
-from interventions.plain import plain_answer_tails, plain_form, plain_logits, plain_usable
+from interventions.plain import plain_form, plain_logits, plain_usable, steered_answer_tails
 from interventions.spec import ObjectiveSpec, RunSpec, TrainedInterventionSpec
 from interventions.tasks.datapoint import Task
 from interventions.training.progress import EpochLines, on_terminal
@@ -106,8 +106,7 @@ def fused_step_scores(model, proto: Method, stacked: dict[str, torch.Tensor], ba
     """(logits⁺ [K, B, vocab], logits⁻ [K, B, vocab], tails) for one step: `fused_step_logits`
     and tails None; for answers of several tokens (docs/method.md §6) the last prompt
     position's logits and tails = (tail⁺ [K, B], tail⁻ [K, B]) from one forward of the
-    teacher-forced sequences repeated K × 2 times (`forward.answer_tails`; on the plain form
-    `plain.plain_answer_tails`)."""
+    teacher-forced sequences repeated K × 2 times (`plain.steered_answer_tails`)."""
     if not has_answer_tails(batch):
         pos, neg = fused_step_logits(model, proto, stacked, batch, **forward)
         if "answer_ids" not in batch:
@@ -118,9 +117,7 @@ def fused_step_scores(model, proto: Method, stacked: dict[str, torch.Tensor], ba
     def steer(beta: torch.Tensor) -> list:
         return fused_hooks(proto, stacked, beta.view(k_count, -1))
 
-    betas, plain = (1.0, -1.0) * k_count, forward.get("plain")
-    pairs = (answer_tails(model, batch, betas, proto, steer=steer) if plain is None
-             else plain_answer_tails(plain, proto, batch, betas, steer=steer))  # fmt: skip
+    pairs = steered_answer_tails(model, forward.get("plain"), proto, batch, (1.0, -1.0) * k_count, steer=steer)
     logits = torch.stack([first for first, _ in pairs]).view(k_count, 2, b, -1)
     tails = torch.stack([tail for _, tail in pairs]).view(k_count, 2, b)
     return logits[:, 0], logits[:, 1], (tails[:, 0], tails[:, 1])

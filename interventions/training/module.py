@@ -15,7 +15,7 @@ import lightning as L
 import torch
 
 from interventions.errors import NonFiniteError
-from interventions.forward import answer_tails, has_answer_tails, steered_logits
+from interventions.forward import has_answer_tails, steered_logits
 from interventions.interrupts import raise_if_signalled
 from interventions.methods import Method
 from interventions.models import model_device
@@ -24,7 +24,7 @@ from interventions.numerics import (
     check_loss, check_parameters, first_overflow, likely_cause, overflow_message, residual_probe,
 )  # fmt: skip
 from interventions.objective import Objective
-from interventions.plain import plain_answer_tails, plain_form, plain_steered_logits, plain_usable
+from interventions.plain import plain_form, plain_steered_logits, plain_usable, steered_answer_tails
 
 
 def update_metric(metric: InterventionMetrics, batch: dict, logits_pos, logits_neg, tails=(None, None)) -> None:
@@ -97,9 +97,7 @@ class InterventionModule(L.LightningModule):
         tails of answers of several tokens (`forward.answer_tails`, batches with
         answer_ids), else None (`steered_logits`)."""
         if has_answer_tails(batch):
-            plain = self._frozen.plain
-            pairs = (answer_tails(self.model, batch, betas, self.method) if plain is None
-                     else plain_answer_tails(plain, self.method, batch, betas))  # fmt: skip
+            pairs = steered_answer_tails(self.model, self._frozen.plain, self.method, batch, betas)
             return [logits for logits, _ in pairs], tuple(tail for _, tail in pairs)
         logits = self.steered_logits(batch, betas)
         if "answer_ids" in batch:  # every answer is one token: the teacher-forced sequences are the prompts
